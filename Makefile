@@ -1,0 +1,60 @@
+# pktstat-bpf — set-up, build, run and test on a fresh Debian 12 machine.
+#
+#   make run    install what is missing, build, and count traffic on the
+#               default interface for a short capture (ARGS="-t 30s -j" ...)
+#   make test   the same set-up, then the whole test suite
+#   make bench  benchmarks (never part of make test)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?= -t 5s
+PYTEST_ARGS ?=
+
+# Debian packages: build (clang, bpftool, libbpf, libelf, zlib, pkgconf,
+# libpcap), run (iproute2) and test tooling (tshark, tcpreplay, tmux, qemu and
+# busybox for the kernel matrix, prometheus for the exporter test).
+SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
+	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
+	prometheus
+SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
+	CMakeLists.txt pyproject.toml
+
+.PHONY: setup system-packages run test bench clean
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.build-deps: $(PY) pyproject.toml
+	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.build-deps $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation ".[test]"
+	touch $@
+
+run: setup
+	$(PY) -m pktstat_bpf $(ARGS)
+
+test: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

@@ -1,0 +1,40 @@
+"""pktstat-bpf: per-flow traffic counters from eBPF programs in the kernel.
+
+>>> import pktstat_bpf
+>>> with pktstat_bpf.Collector(iface="lo") as c:   # doctest: +SKIP
+...     ...
+>>> c.snapshot().to_pandas()                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("pktstat-bpf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+from .collector import Collector
+from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
+from .snapshot import Counters, Snapshot, Totals
+
+__all__ = [
+    "Collector",
+    "Counters",
+    "FeatureMissingError",
+    "PktstatError",
+    "PrivilegeError",
+    "Snapshot",
+    "Totals",
+    "UsageError",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    if name == "RECORD_DTYPE":
+        from . import _core
+
+        return _core.record_dtype
+    raise AttributeError(name)

@@ -1,0 +1,181 @@
+"""Command line: ``python -m pktstat_bpf`` / ``pktstat-bpf``.
+
+Flags follow the Go pktstat-bpf (-i -t -j --max-entries --version -?) so its
+users need not relearn them; new flags use long GNU-style names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from . import __version__
+from .collector import DEFAULT_MAX_ENTRIES, TC_ATTACH, Collector, check_max_entries
+from .durations import format_duration, parse_duration
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
+from .snapshot import Snapshot
+
+PROG = "pktstat-bpf"
+log = logging.getLogger("pktstat_bpf")
+
+EPILOG = """\
+exit codes: 0 ok, 1 runtime error, 2 usage error, 69 kernel feature missing,
+77 insufficient privilege (needs root or CAP_BPF+CAP_NET_ADMIN), 130 interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 (via UsageError)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        raise UsageError(message)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        add_help=False,
+        description="Per-flow packet and byte counts from eBPF programs in the kernel.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-?", "-h", "--help", action="help", help="show this help and exit")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("-i", "--iface", metavar="IFACE", help="interface to read from (default: the default-route interface)")
+    p.add_argument(
+        "-t", "--timeout", metavar="DURATION", type=_duration, default=600.0,
+        help="capture time, Go-style (10s, 1m30s; default 10m; 0 = until Ctrl-C)",
+    )  # fmt: skip
+    p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--max-entries", metavar="N", type=_int, default=DEFAULT_MAX_ENTRIES,
+        help=f"flow table size (default {DEFAULT_MAX_ENTRIES}); flows beyond it are counted as overflow",
+    )  # fmt: skip
+    p.add_argument(
+        "--tc-attach", choices=TC_ATTACH, default="auto",
+        help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
+    )  # fmt: skip
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    check_max_entries(args.max_entries)
+    return args
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    root = logging.getLogger("pktstat_bpf")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel({-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(max(-1, min(level, 1))))
+    # libbpf's own log (verifier output, probes) only with -vv.
+    logging.getLogger("pktstat_bpf.libbpf").setLevel(logging.DEBUG if level >= 2 else logging.CRITICAL + 1)
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM end the capture (the report is still printed)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout if timeout > 0 else None)
+
+
+def warn_if_nearly_full(snap: Snapshot, warned: list[bool] | None = None) -> None:
+    """One warning when the flow table passes 90% of --max-entries."""
+    if snap.max_entries and len(snap) >= 0.9 * snap.max_entries and not (warned and warned[0]):
+        log.warning(
+            "flow table is %d%% full (%d of %d entries); new flows will be counted as overflow: "
+            "raise --max-entries",
+            100 * len(snap) // snap.max_entries, len(snap), snap.max_entries,
+        )  # fmt: skip
+        if warned is not None:
+            warned[0] = True
+
+
+def write_report(snap: Snapshot, as_json: bool) -> None:
+    out = snap.to_json() + "\n" if as_json else snap.to_text()
+    sys.stdout.write(out)
+    sys.stdout.flush()
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    collector = Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
+    with collector, _StopSignals() as stop:
+        st = collector.status
+        until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
+        log.info("counting on %s via %s %s (Ctrl-C to stop)", st["iface"], st["attach"], until)
+        stop.wait(args.timeout)
+        collector.stop()
+        snap = collector.snapshot()
+    warn_if_nearly_full(snap)
+    write_report(snap, args.json)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see ``--help``)."""
+    try:
+        args = parse_args(argv)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.version:
+        from . import _core
+
+        print(f"{PROG} {__version__} (libbpf {_core.libbpf_version()})")
+        return EXIT_OK
+    _setup_logging(args.verbose - args.quiet)
+    try:
+        return run_capture(args)
+    except PktstatError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

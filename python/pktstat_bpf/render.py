@@ -1,0 +1,160 @@
+"""Text and JSON renderings of flows, shared by every output path (final
+report, JSON Lines stream, TUI rows), so each format has one implementation.
+
+Everything a process or a packet controls (comm, cgroup path) is escaped in
+text: no terminal control character ever reaches the screen. JSON escapes
+through the encoder (``ensure_ascii``), so it is always valid and inert.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import unicodedata
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import protocols
+
+DIRECTIONS = ("ingress", "egress", "")
+
+
+def format_bitrate(bps: float) -> str:
+    """Decimal units, two decimals: ``1234.5`` -> ``"1.23 Kbps"``."""
+    for unit, scale in (("Tbps", 1e12), ("Gbps", 1e9), ("Mbps", 1e6), ("Kbps", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.2f} {unit}"
+    return f"{bps:.2f} bps"
+
+
+def escape_text(s: str) -> str:
+    """Make `s` safe for a terminal: control/format characters and backslashes
+    become Python-style escapes (``\\x1b``, ``\\n``, ``\\u202e``)."""
+    if s.isprintable() and "\\" not in s:
+        return s
+    out = []
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable() and unicodedata.category(ch)[0] != "C":
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1] if ch not in "'\"" else ch)
+    return "".join(out)
+
+
+def format_addr(raw: bytes, ipver: int) -> str:
+    if ipver == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def addr_strings(addrs: np.ndarray, ipver: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`format_addr` over an (N, 16) uint8 array: formats each
+    distinct (address, family) once, so N flows between few hosts are cheap."""
+    n = len(addrs)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    packed = np.empty(n, dtype=[("a", "V16"), ("v", "u1")])
+    packed["a"] = np.ascontiguousarray(addrs).view("V16").reshape(n)
+    packed["v"] = ipver
+    uniq, inverse = np.unique(packed, return_inverse=True)
+    names = np.array([format_addr(bytes(u["a"]), int(u["v"])) for u in uniq], dtype=object)
+    return names[inverse.reshape(n)]
+
+
+def rfc3339(ns: int | np.datetime64) -> str:
+    """Unix-epoch nanoseconds -> ``2026-11-25T16:40:23.123456789Z``."""
+    ns = int(ns.astype("datetime64[ns]").astype(np.int64)) if isinstance(ns, np.datetime64) else int(ns)
+    sec, frac = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{frac:09d}Z"
+
+
+def decode_comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+def flow_dicts(
+    records: np.ndarray,
+    duration: float,
+    *,
+    ifnames: Mapping[int, str] | None = None,
+    cgroups: Mapping[int, str] | None = None,
+    owners: bool = False,
+) -> list[dict[str, Any]]:
+    """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
+    in the order of `records`. `owners` adds pid/comm/cgroup."""
+    n = len(records)
+    if n == 0:
+        return []
+    src = addr_strings(records["saddr"], records["ipver"])
+    dst = addr_strings(records["daddr"], records["ipver"])
+    scale = 8.0 / duration if duration > 0 else 0.0
+    out = []
+    ifnames = ifnames or {}
+    for i, r in enumerate(records):
+        proto = int(r["proto"])
+        d: dict[str, Any] = {
+            "srcIp": src[i],
+            "dstIp": dst[i],
+            "proto": protocols.name(proto),
+            "srcPort": int(r["sport"]),
+            "dstPort": int(r["dport"]),
+            "bytes": int(r["bytes"]),
+            "packets": int(r["packets"]),
+            "bitrate": int(r["bytes"]) * scale,
+        }
+        ifindex = int(r["ifindex"])
+        if ifindex:
+            d["iface"] = ifnames.get(ifindex, str(ifindex))
+        direction = DIRECTIONS[int(r["dir"])] if int(r["dir"]) < 3 else ""
+        if direction:
+            d["direction"] = direction
+        if owners:
+            d["pid"] = int(r["pid"])
+            d["comm"] = decode_comm(bytes(r["comm"]))
+            cg = int(r["cgroup_id"])
+            d["cgroup"] = (cgroups or {}).get(cg, "") if cg else ""
+        d["firstSeen"] = rfc3339(r["first_seen"])
+        d["lastSeen"] = rfc3339(r["last_seen"])
+        out.append(d)
+    return out
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def text_line(d: Mapping[str, Any]) -> str:
+    """One flow as pktstat-bpf prints it (IPv6 endpoints bracketed)."""
+    proto_num = protocols.NUMBERS.get(str(d["proto"]).lower(), -1)
+    head = (
+        f"bitrate: {format_bitrate(d['bitrate'])}, packets: {d['packets']}, "
+        f"bytes: {d['bytes']}, proto: {d['proto']}"
+    )
+    if proto_num in protocols.ICMP:
+        body = f", src: {d['srcIp']}, dst: {d['dstIp']}, type: {d['srcPort']}, code: {d['dstPort']}"
+    elif proto_num in protocols.PORTED:
+        body = f", src: {_endpoint(d['srcIp'], d['srcPort'])}, dst: {_endpoint(d['dstIp'], d['dstPort'])}"
+    else:
+        body = f", src: {d['srcIp']}, dst: {d['dstIp']}"
+    tail = ""
+    if d.get("pid"):
+        tail += f", pid: {d['pid']}"
+    if d.get("comm"):
+        tail += f", comm: {escape_text(d['comm'])}"
+    if d.get("cgroup"):
+        tail += f", cgroup: {escape_text(d['cgroup'])}"
+    return head + body + tail
+
+
+def text_lines(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [text_line(d) for d in dicts]
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """JSON with every non-ASCII and control character escaped."""
+    return json.dumps(obj, indent=indent, ensure_ascii=True, allow_nan=False)

@@ -1,0 +1,201 @@
+"""Snapshot: the flows and conservation counters of one moment of a capture."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from . import render
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Packets and bytes a program saw, and those it could not put in a flow:
+    ``unparsed`` (not an IP packet it can key) and ``overflow`` (flow table
+    full). ``packets == flow packets + unparsed_packets + overflow_packets``."""
+
+    packets: int = 0
+    bytes: int = 0
+    unparsed_packets: int = 0
+    unparsed_bytes: int = 0
+    overflow_packets: int = 0
+    overflow_bytes: int = 0
+
+    def __add__(self, other: "Counters") -> "Counters":
+        return Counters(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def as_dict(self, camel: bool = False) -> dict[str, int]:
+        d = dataclasses.asdict(self)
+        if camel:
+            d = {_camel(k): v for k, v in d.items()}
+        return d
+
+
+def _camel(s: str) -> str:
+    head, *rest = s.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Conservation counters per direction (``none`` is replay, where a
+    capture file has no direction), and the sum over flows."""
+
+    ingress: Counters = Counters()
+    egress: Counters = Counters()
+    none: Counters = Counters()
+    flow_packets: int = 0
+    flow_bytes: int = 0
+    flows: int = 0
+
+    @classmethod
+    def from_arrays(cls, stats: np.ndarray, records: np.ndarray) -> "Totals":
+        per_dir = [Counters(*(int(stats[d][f]) for f in stats.dtype.names)) for d in range(len(stats))]
+        return cls(
+            *per_dir,
+            flow_packets=int(records["packets"].sum(dtype=np.uint64)) if len(records) else 0,
+            flow_bytes=int(records["bytes"].sum(dtype=np.uint64)) if len(records) else 0,
+            flows=len(records),
+        )
+
+    @property
+    def all(self) -> Counters:
+        return self.ingress + self.egress + self.none
+
+    @property
+    def conserved(self) -> bool:
+        """True when every packet seen is in a flow, unparsed or overflow
+        (exact when no packet is in flight while the snapshot is read)."""
+        a = self.all
+        return (
+            a.packets == self.flow_packets + a.unparsed_packets + a.overflow_packets
+            and a.bytes == self.flow_bytes + a.unparsed_bytes + a.overflow_bytes
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = self.all.as_dict(camel=True)
+        d["flows"] = self.flows
+        d["flowPackets"] = self.flow_packets
+        d["flowBytes"] = self.flow_bytes
+        for name in ("ingress", "egress"):
+            c = getattr(self, name)
+            if c.packets:
+                d[name] = c.as_dict(camel=True)
+        return d
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Flows and counters read at one moment.
+
+    ``records`` is a NumPy structured array (dtype ``pktstat_bpf.RECORD_DTYPE``)
+    with one row per flow: addresses as 16 bytes (IPv4-mapped for IPv4), ports,
+    protocol, direction, interface index, owner slots (pid, cgroup_id, comm),
+    packets, bytes and first/last seen as ``datetime64[ns]`` (UTC).
+    ``duration`` is the time the snapshot covers in seconds (capture time, or
+    last minus first frame timestamp for a replay).
+    """
+
+    records: np.ndarray
+    totals: Totals
+    duration: float
+    started_at: float
+    taken_at: float
+    mode: str
+    iface: str | None = None
+    attach: str = ""
+    max_entries: int = 0
+    ifnames: Mapping[int, str] = field(default_factory=dict)
+    cgroups: Mapping[int, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def owners(self) -> bool:
+        """True in modes that attribute flows to processes."""
+        return self.mode in ("cgroup", "process")
+
+    def bitrates(self) -> np.ndarray:
+        """Lifetime average bitrate of each flow: 8 x bytes / duration."""
+        if self.duration <= 0:
+            return np.zeros(len(self.records))
+        return self.records["bytes"].astype(np.float64) * (8.0 / self.duration)
+
+    def sorted(self, by: str = "bitrate") -> "Snapshot":
+        """A copy with records ordered by `by` (bitrate, packets, bytes:
+        descending), ties broken by bytes, packets, then the key, so output is
+        deterministic."""
+        r = self.records
+        primary = {"bitrate": "bytes", "bytes": "bytes", "packets": "packets"}[by]
+        secondary = "packets" if primary == "bytes" else "bytes"
+        keys = [r["dport"], r["sport"], r["proto"], r["dir"]]
+        keys += [r["daddr"][:, i] for i in range(15, -1, -1)]
+        keys += [r["saddr"][:, i] for i in range(15, -1, -1)]
+        keys += [~r[secondary], ~r[primary]]
+        order = np.lexsort(keys) if len(r) else np.arange(0)
+        return dataclasses.replace(self, records=r[order])
+
+    def flows(self) -> list[dict[str, Any]]:
+        """The flows as JSON-ready dicts, sorted by bitrate."""
+        s = self.sorted()
+        return render.flow_dicts(
+            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners
+        )
+
+    def header(self) -> dict[str, Any]:
+        """Mode, interface, attach path, duration and conservation counters."""
+        h: dict[str, Any] = {"mode": self.mode}
+        if self.iface:
+            h["iface"] = self.iface
+        if self.attach:
+            h["attach"] = self.attach
+        h["start"] = render.rfc3339(int(self.started_at * 1e9))
+        h["end"] = render.rfc3339(int(self.taken_at * 1e9))
+        h["duration"] = round(self.duration, 9)
+        if self.max_entries:
+            h["maxEntries"] = self.max_entries
+        h.update(self.extra)
+        h["totals"] = self.totals.as_dict()
+        return h
+
+    def to_json(self, indent: int | None = None) -> str:
+        """``{"mode": ..., "totals": {...}, "flows": [...]}``; flows use the
+        camelCase fields of pktstat-bpf's JSON (srcIp, dstIp, proto, srcPort,
+        dstPort, bytes, packets, bitrate, ...)."""
+        doc = self.header()
+        doc["flows"] = self.flows()
+        return render.dumps(doc, indent=indent)
+
+    def header_line(self) -> str:
+        """The one-line summary printed above the text table (``#``-prefixed)."""
+        t, a = self.totals, self.totals.all
+        where = f" on {self.iface}" if self.iface else ""
+        how = f" ({self.attach})" if self.attach else ""
+        dirs = ""
+        if t.ingress.packets or t.egress.packets:
+            dirs = f" [ingress {t.ingress.packets}/{t.ingress.bytes}, egress {t.egress.packets}/{t.egress.bytes}]"
+        return (
+            f"# {self.mode}{where}{how}, {self.duration:.2f}s: {t.flows} flows, "
+            f"{a.packets} packets, {a.bytes} bytes{dirs}; "
+            f"unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; "
+            f"overflow {a.overflow_packets} packets/{a.overflow_bytes} bytes"
+        )
+
+    def to_text(self, header: bool = True) -> str:
+        lines = [self.header_line()] if header else []
+        lines += render.text_lines(self.flows())
+        return "\n".join(lines) + "\n"
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """The flows as a DataFrame with typed columns (see :mod:`pktstat_bpf.frame`)."""
+        from .frame import to_pandas
+
+        return to_pandas(self)

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * parse.bpf.h - the one packet parser shared by the TC, XDP and replay paths.
+ *
+ * Fills a struct flow_tuple from a frame with direct packet access. Rules
+ * (tests/test_parser.py pins each of them):
+ *  - Ethernet with up to two VLAN tags (0x8100, 0x88a8, 0x9100), or a bare
+ *    IP packet on L3 devices (tun, wireguard) where `l2_proto` is non-zero;
+ *  - IPv4: version 4, IHL >= 5, the whole header with options captured and a
+ *    total length not shorter than the header, else the frame is unparsed;
+ *  - IPv6: version 6 and the 40-byte header captured, else unparsed; up to
+ *    PARSE_MAX_EXTHDRS extension headers are walked (hop-by-hop, routing,
+ *    fragment, destination options, AH, HIP, shim6);
+ *  - `proto` is the upper-layer protocol; where the walk stops early
+ *    (truncated extension header, ESP, too many headers) it is the header
+ *    type at which it stopped;
+ *  - ports (or ICMP type/code) come only from a complete minimal L4 header
+ *    that lies inside the IP datagram (total/payload length) and inside the
+ *    captured frame, and never from a non-first fragment: otherwise they are 0.
+ *
+ * Returns 0 when the tuple was filled (the packet is a flow), -1 when the
+ * frame is not an IP packet we can key (the caller counts it as unparsed).
+ */
+#ifndef PKTSTAT_PARSE_BPF_H
+#define PKTSTAT_PARSE_BPF_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "flow.h"
+
+#define PARSE_MAX_EXTHDRS 8
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define NEXTHDR_HIP 139
+#define NEXTHDR_SHIM6 140
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* Minimal L4 header that must be present for ports/type/code to be read. */
+static __always_inline __u32 l4_min_len(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 20;
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+		return 8;
+	case IPPROTO_SCTP:
+		return 12;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		return 4;
+	default:
+		return 0;
+	}
+}
+
+/* l4 points at the upper-layer header; `room` is how many bytes of the IP
+ * datagram remain from l4 on (from the IP length fields). */
+static __always_inline void parse_l4(void *l4, void *data_end, __u32 room,
+				     struct flow_tuple *t)
+{
+	__u32 need = l4_min_len(t->proto);
+
+	if (!need || need > room)
+		return;
+	if (l4 + need > data_end)
+		return;
+	if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6) {
+		t->sport = ((__u8 *)l4)[0]; /* type */
+		t->dport = ((__u8 *)l4)[1]; /* code */
+	} else {
+		t->sport = bpf_ntohs(((__be16 *)l4)[0]);
+		t->dport = bpf_ntohs(((__be16 *)l4)[1]);
+	}
+}
+
+static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t)
+{
+	struct iphdr *ip = l3;
+	__u32 hlen, tot_len;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -1;
+	hlen = ip->ihl * 4;
+	if (l3 + hlen > data_end)
+		return -1;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < hlen)
+		return -1;
+
+	t->ipver = 4;
+	t->proto = ip->protocol;
+	((__u32 *)t->saddr)[2] = bpf_htonl(0xffff);
+	((__u32 *)t->saddr)[3] = ip->saddr;
+	((__u32 *)t->daddr)[2] = bpf_htonl(0xffff);
+	((__u32 *)t->daddr)[3] = ip->daddr;
+
+	if (ip->frag_off & bpf_htons(0x1fff)) /* non-first fragment */
+		return 0;
+	parse_l4(l3 + hlen, data_end, tot_len - hlen, t);
+	return 0;
+}
+
+static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t)
+{
+	struct ipv6hdr *ip6 = l3;
+	__u32 off = sizeof(*ip6), plen;
+	__u8 nh;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (ip6->version != 6)
+		return -1;
+
+	t->ipver = 6;
+	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
+	nh = ip6->nexthdr;
+	/* payload length 0 means a jumbogram: no limit from the header */
+	plen = bpf_ntohs(ip6->payload_len);
+	plen = plen ? plen + sizeof(*ip6) : 0xffff;
+
+	for (int i = 0; i < PARSE_MAX_EXTHDRS; i++) {
+		__u8 *ext = l3 + off;
+
+		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_FRAGMENT &&
+		    nh != NEXTHDR_AUTH && nh != NEXTHDR_DEST && nh != NEXTHDR_HIP &&
+		    nh != NEXTHDR_SHIM6)
+			break;
+		if (nh == NEXTHDR_FRAGMENT) {
+			if ((void *)(ext + 8) > data_end)
+				goto stop;
+			/* offset in 8-byte units: non-zero = not the first fragment */
+			if (*(__be16 *)(ext + 2) & bpf_htons(0xfff8)) {
+				t->proto = ext[0];
+				return 0;
+			}
+			nh = ext[0];
+			off += 8;
+			continue;
+		}
+		if ((void *)(ext + 2) > data_end)
+			goto stop;
+		if (nh == NEXTHDR_AUTH)
+			off += ((__u32)ext[1] + 2) * 4;
+		else
+			off += ((__u32)ext[1] + 1) * 8;
+		nh = ext[0];
+	}
+	t->proto = nh;
+	if (off < plen)
+		parse_l4(l3 + off, data_end, plen - off, t);
+	return 0;
+stop:
+	t->proto = nh;
+	return 0;
+}
+
+/* l2_proto == 0: the frame starts with an Ethernet header. Otherwise the frame
+ * starts at the network header and l2_proto (network byte order) names it. */
+static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto,
+				       struct flow_tuple *t)
+{
+	void *l3 = data;
+	__be16 proto = l2_proto;
+
+	if (!proto) {
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return -1;
+		proto = eth->h_proto;
+		l3 = eth + 1;
+		for (int i = 0; i < 2; i++) {
+			struct vlan_tag *vlan = l3;
+
+			if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD) &&
+			    proto != bpf_htons(0x9100))
+				break;
+			if ((void *)(vlan + 1) > data_end)
+				return -1;
+			proto = vlan->encap_proto;
+			l3 = vlan + 1;
+		}
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(l3, data_end, t);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(l3, data_end, t);
+	return -1;
+}
+
+#endif /* PKTSTAT_PARSE_BPF_H */

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tc.bpf.c - the classifier counting every frame per flow, attached to TC
+ * ingress and egress (TCX or legacy clsact), and run by the replay engine
+ * through BPF_PROG_TEST_RUN. It never changes a packet's fate: it returns
+ * TC_ACT_UNSPEC (TCX_NEXT), so the next program or the default action runs.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+
+#include "count.bpf.h"
+
+/* Replay: timestamp and original frame length come from __sk_buff->cb[]
+ * (see enum replay_cb), direction is unknown and there is no interface. */
+const volatile bool cfg_replay = false;
+
+static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (cfg_replay) {
+		__u64 ts = ((__u64)skb->cb[REPLAY_CB_TS_HI] << 32) | skb->cb[REPLAY_CB_TS_LO];
+
+		count_frame(data, data_end, skb->cb[REPLAY_CB_WIRE_LEN], ts, FLOW_DIR_NONE, 0, 0);
+	} else {
+		count_frame(data, data_end, skb->len, bpf_ktime_get_ns(), dir, skb->ifindex,
+			    cfg_l2_proto ? skb->protocol : 0);
+	}
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int tc_ingress(struct __sk_buff *skb)
+{
+	return tc_count(skb, FLOW_DIR_INGRESS);
+}
+
+SEC("tc")
+int tc_egress(struct __sk_buff *skb)
+{
+	return tc_count(skb, FLOW_DIR_EGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

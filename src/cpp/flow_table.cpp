@@ -1,0 +1,170 @@
+#include "flow_table.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "error.hpp"
+
+namespace pktstat {
+namespace {
+
+constexpr uint32_t round8(uint32_t n) { return (n + 7) & ~7U; }
+
+// Fold the values of one key (one per CPU, or just one) into a record.
+void fold_value(const char *vals, const MapShape &s, int ncpu, int64_t off, flow_value &out) {
+	out = flow_value{};
+	const int n = s.percpu ? ncpu : 1;
+	const uint32_t stride = s.percpu ? round8(s.value_size) : s.value_size;
+	bool any = false;
+	for (int c = 0; c < n; ++c) {
+		flow_value v;
+		std::memcpy(&v, vals + static_cast<size_t>(c) * stride, sizeof(v));
+		if (!v.packets) continue;
+		out.packets += v.packets;
+		out.bytes += v.bytes;
+		if (!any || v.first_seen_ns < out.first_seen_ns) out.first_seen_ns = v.first_seen_ns;
+		if (!any || v.last_seen_ns > out.last_seen_ns) out.last_seen_ns = v.last_seen_ns;
+		any = true;
+	}
+	if (any) {
+		out.first_seen_ns += off;
+		out.last_seen_ns += off;
+	}
+}
+
+void fill_key(const char *k, const MapShape &s, flow_key &out) {
+	out = flow_key{};
+	std::memcpy(&out, k, std::min<size_t>(s.key_size, sizeof(out)));
+}
+
+} // namespace
+
+int possible_cpus() {
+	static const int n = [] {
+		int c = libbpf_num_possible_cpus();
+		if (c <= 0) throw SysError("libbpf_num_possible_cpus", c ? -c : EINVAL);
+		return c;
+	}();
+	return n;
+}
+
+MapShape map_shape(int fd) {
+	bpf_map_info info{};
+	uint32_t len = sizeof(info);
+	check_libbpf(bpf_obj_get_info_by_fd(fd, &info, &len), "bpf_obj_get_info_by_fd(map)");
+	MapShape s;
+	s.key_size = info.key_size;
+	s.value_size = info.value_size;
+	s.max_entries = info.max_entries;
+	s.percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+	           info.type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	if ((s.key_size != sizeof(flow_tuple) && s.key_size != sizeof(flow_key)) || s.value_size != sizeof(flow_value))
+		throw SysError("flow map has an unexpected key/value size", EPROTO);
+	return s;
+}
+
+std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
+	const MapShape s = map_shape(fd);
+	const int ncpu = possible_cpus();
+	const size_t vstride = s.percpu ? static_cast<size_t>(round8(s.value_size)) * ncpu : s.value_size;
+	std::vector<flow_record> out;
+
+	if (use_batch) {
+		uint32_t chunk = std::clamp<uint32_t>(s.max_entries, 256, 8192);
+		std::vector<char> keys, vals;
+		uint64_t token_in = 0, token_out = 0; // hash maps use a 4-byte bucket cursor
+		bool first = true;
+		out.reserve(std::min<uint32_t>(s.max_entries, 1u << 16));
+		for (;;) {
+			keys.resize(static_cast<size_t>(chunk) * s.key_size);
+			vals.resize(static_cast<size_t>(chunk) * vstride);
+			uint32_t count = chunk;
+			LIBBPF_OPTS(bpf_map_batch_opts, opts);
+			int rc = bpf_map_lookup_batch(fd, first ? nullptr : &token_in, &token_out, keys.data(),
+			                              vals.data(), &count, &opts);
+			int err = rc < 0 ? -rc : 0;
+			if (err && err != ENOENT) {
+				if (err == ENOSPC && chunk < (1u << 24)) { // a bucket larger than the buffer
+					chunk *= 2;
+					continue;
+				}
+				if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */))
+					return read_flows(fd, off, false); // kernel without batch ops
+				throw SysError("bpf_map_lookup_batch", err);
+			}
+			for (uint32_t i = 0; i < count; ++i) {
+				flow_record &r = out.emplace_back();
+				fill_key(keys.data() + static_cast<size_t>(i) * s.key_size, s, r.key);
+				fold_value(vals.data() + i * vstride, s, ncpu, off, r.value);
+			}
+			if (err == ENOENT) break;
+			token_in = token_out;
+			first = false;
+		}
+		return out;
+	}
+
+	std::vector<char> key(s.key_size), next(s.key_size), vals(vstride);
+	bool have = false;
+	for (;;) {
+		int rc = bpf_map_get_next_key(fd, have ? key.data() : nullptr, next.data());
+		if (rc == -ENOENT) break;
+		check_libbpf(rc, "bpf_map_get_next_key");
+		key.swap(next);
+		have = true;
+		rc = bpf_map_lookup_elem(fd, key.data(), vals.data());
+		if (rc == -ENOENT) continue; // deleted meanwhile
+		check_libbpf(rc, "bpf_map_lookup_elem");
+		flow_record &r = out.emplace_back();
+		fill_key(key.data(), s, r.key);
+		fold_value(vals.data(), s, ncpu, off, r.value);
+	}
+	return out;
+}
+
+uint64_t count_entries(int fd) {
+	const MapShape s = map_shape(fd);
+	std::vector<char> key(s.key_size), next(s.key_size);
+	uint64_t n = 0;
+	bool have = false;
+	while (bpf_map_get_next_key(fd, have ? key.data() : nullptr, next.data()) == 0) {
+		key.swap(next);
+		have = true;
+		++n;
+	}
+	return n;
+}
+
+std::vector<dir_stats> read_stats(int fd) {
+	const int ncpu = possible_cpus();
+	std::vector<dir_stats> per_cpu(ncpu);
+	std::vector<dir_stats> out(FLOW_DIR_NR);
+	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) {
+		check_libbpf(bpf_map_lookup_elem(fd, &d, per_cpu.data()), "read counters");
+		for (const dir_stats &c : per_cpu) {
+			out[d].packets += c.packets;
+			out[d].bytes += c.bytes;
+			out[d].unparsed_packets += c.unparsed_packets;
+			out[d].unparsed_bytes += c.unparsed_bytes;
+			out[d].overflow_packets += c.overflow_packets;
+			out[d].overflow_bytes += c.overflow_bytes;
+		}
+	}
+	return out;
+}
+
+int64_t monotonic_to_epoch_offset_ns() {
+	// Bracket one CLOCK_REALTIME read between two CLOCK_MONOTONIC reads.
+	timespec m1, r, m2;
+	clock_gettime(CLOCK_MONOTONIC, &m1);
+	clock_gettime(CLOCK_REALTIME, &r);
+	clock_gettime(CLOCK_MONOTONIC, &m2);
+	auto ns = [](const timespec &t) { return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec; };
+	return ns(r) - (ns(m1) + ns(m2)) / 2;
+}
+
+} // namespace pktstat

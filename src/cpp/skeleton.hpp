@@ -1,0 +1,45 @@
+// skeleton.hpp - RAII owner of a libbpf skeleton (bpftool gen skeleton).
+//
+// Skeleton<tc_bpf> opens the object on construction; the caller edits rodata
+// and map sizes, then calls load(). Destruction destroys the skeleton, which
+// closes its maps, programs and any links the skeleton itself made.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "error.hpp"
+
+namespace pktstat {
+
+template <class Skel> struct SkelOps; // specialised next to each skeleton
+
+template <class Skel> class Skeleton {
+public:
+	Skeleton() : skel_(SkelOps<Skel>::open()) {
+		if (!skel_) throw SysError(std::string("open BPF object ") + SkelOps<Skel>::name, errno ? errno : EINVAL);
+	}
+	Skeleton(Skeleton &&) noexcept = default;
+	Skeleton &operator=(Skeleton &&) noexcept = default;
+
+	void load() { check_libbpf(SkelOps<Skel>::load(skel_.get()), std::string("load BPF object ") + SkelOps<Skel>::name); }
+
+	Skel *operator->() const noexcept { return skel_.get(); }
+	Skel *get() const noexcept { return skel_.get(); }
+
+private:
+	struct Deleter {
+		void operator()(Skel *s) const noexcept { SkelOps<Skel>::destroy(s); }
+	};
+	std::unique_ptr<Skel, Deleter> skel_;
+};
+
+#define PKTSTAT_SKEL_OPS(T)                                                                        \
+	template <> struct SkelOps<T> {                                                            \
+		static constexpr const char *name = #T;                                            \
+		static T *open() { return T##__open(); }                                           \
+		static int load(T *s) { return T##__load(s); }                                     \
+		static void destroy(T *s) { T##__destroy(s); }                                     \
+	}
+
+} // namespace pktstat

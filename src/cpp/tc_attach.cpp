@@ -1,0 +1,147 @@
+#include "tc_attach.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/netlink.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "error.hpp"
+
+namespace pktstat {
+namespace {
+
+bpf_tc_attach_point to_point(TcDir d) { return d == TcDir::Ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS; }
+const char *dir_name(TcDir d) { return d == TcDir::Ingress ? "ingress" : "egress"; }
+
+uint32_t prog_id_of(int prog_fd) {
+	bpf_prog_info info{};
+	uint32_t len = sizeof(info);
+	check_libbpf(bpf_obj_get_info_by_fd(prog_fd, &info, &len), "bpf_obj_get_info_by_fd");
+	return info.id;
+}
+
+// Count the filters (any kind, any owner) on one clsact hook via an
+// RTM_GETTFILTER dump. Throws on netlink errors other than "no qdisc".
+size_t count_filters(int ifindex, uint32_t parent) {
+	UniqueFd sock(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+	if (!sock) throw SysError("socket(NETLINK_ROUTE)", errno);
+	struct {
+		nlmsghdr nh;
+		tcmsg tc;
+	} req{};
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = RTM_GETTFILTER;
+	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.nh.nlmsg_seq = 1;
+	req.tc.tcm_family = AF_UNSPEC;
+	req.tc.tcm_ifindex = ifindex;
+	req.tc.tcm_parent = parent;
+	if (::send(sock.get(), &req, sizeof(req), 0) < 0) throw SysError("netlink send RTM_GETTFILTER", errno);
+
+	size_t count = 0;
+	alignas(nlmsghdr) char buf[16384];
+	for (;;) {
+		ssize_t n = ::recv(sock.get(), buf, sizeof(buf), 0);
+		if (n < 0) {
+			if (errno == EINTR) continue;
+			throw SysError("netlink recv RTM_GETTFILTER", errno);
+		}
+		for (auto *nh = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n)) {
+			if (nh->nlmsg_type == NLMSG_DONE) return count;
+			if (nh->nlmsg_type == NLMSG_ERROR) {
+				int err = -static_cast<nlmsgerr *>(NLMSG_DATA(nh))->error;
+				if (err == 0) return count;
+				if (err == EINVAL || err == ENOENT) return 0; // no clsact qdisc
+				throw SysError("netlink RTM_GETTFILTER", err);
+			}
+			if (nh->nlmsg_type == RTM_NEWTFILTER) ++count;
+		}
+	}
+}
+
+constexpr uint32_t kParentIngress = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+constexpr uint32_t kParentEgress = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS);
+
+} // namespace
+
+bool clsact_has_filters(int ifindex) {
+	return count_filters(ifindex, kParentIngress) + count_filters(ifindex, kParentEgress) > 0;
+}
+
+ClsactQdisc::ClsactQdisc(int ifindex) : ifindex_(ifindex) {
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	int rc = bpf_tc_hook_create(&hook);
+	if (rc == -EEXIST) return;
+	check_libbpf(rc, "create clsact qdisc");
+	created_ = true;
+}
+
+ClsactQdisc::~ClsactQdisc() {
+	if (!created_) return;
+	try {
+		remove_clsact_if_empty(ifindex_);
+	} catch (...) {
+		// The interface may be gone (and its qdisc with it): nothing to undo.
+	}
+}
+
+bool remove_clsact_if_empty(int ifindex) {
+	if (clsact_has_filters(ifindex)) return false;
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+	            .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+	return bpf_tc_hook_destroy(&hook) == 0;
+}
+
+LegacyTcFilter::LegacyTcFilter(std::shared_ptr<ClsactQdisc> qdisc, TcDir dir, int prog_fd)
+    : qdisc_(std::move(qdisc)), dir_(dir) {
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = qdisc_->ifindex(), .attach_point = to_point(dir));
+	// handle 0 / priority 0: the kernel picks free ones (and echoes them back).
+	LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd);
+	check_libbpf(bpf_tc_attach(&hook, &opts), std::string("attach tc filter (") + dir_name(dir) + ")");
+	handle_ = opts.handle;
+	priority_ = opts.priority;
+	prog_id_ = opts.prog_id ? opts.prog_id : prog_id_of(prog_fd);
+}
+
+LegacyTcFilter::~LegacyTcFilter() {
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = qdisc_->ifindex(), .attach_point = to_point(dir_));
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
+	bpf_tc_detach(&hook, &opts); // fails only if the interface is gone
+}
+
+bool remove_stale_filter(int ifindex, TcDir dir, uint32_t handle, uint32_t priority, uint32_t prog_id) {
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = to_point(dir));
+	LIBBPF_OPTS(bpf_tc_opts, query, .handle = handle, .priority = priority);
+	if (bpf_tc_query(&hook, &query) < 0 || query.prog_id != prog_id) return false;
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+	return bpf_tc_detach(&hook, &opts) == 0;
+}
+
+std::string TcAttachment::describe() const {
+	if (is_tcx()) return "tcx";
+	return "tc-legacy";
+}
+
+TcAttachment attach_tc(int prog_fd, int ifindex, TcDir dir, TcAttachMode mode,
+                       std::shared_ptr<ClsactQdisc> &qdisc) {
+	if (mode != TcAttachMode::Legacy) {
+		// First in the chain, so programs that drop or redirect cannot hide
+		// packets from us; fall back to appending where ordering is refused.
+		int type = dir == TcDir::Ingress ? kBpfTcxIngress : kBpfTcxEgress;
+		LIBBPF_OPTS(bpf_link_create_opts, first, .flags = kBpfFBefore);
+		int fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
+		if (fd == -EINVAL) fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
+		if (fd >= 0) return TcAttachment{TcxLink{UniqueFd(fd)}};
+		// EINVAL: this kernel has no TCX attach types. Anything else is real.
+		if (mode == TcAttachMode::Tcx || fd != -EINVAL)
+			throw SysError(std::string("attach tcx (") + dir_name(dir) + ")", -fd);
+	}
+	if (!qdisc) qdisc = std::make_shared<ClsactQdisc>(ifindex);
+	return TcAttachment{std::make_unique<LegacyTcFilter>(qdisc, dir, prog_fd)};
+}
+
+} // namespace pktstat

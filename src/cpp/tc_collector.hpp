@@ -1,0 +1,61 @@
+// tc_collector.hpp - TC mode: the tc.bpf.c programs on one interface's
+// ingress and egress, counting into one flow map.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "skeleton.hpp"
+#include "tc.skel.h"
+#include "tc_attach.hpp"
+
+namespace pktstat {
+
+PKTSTAT_SKEL_OPS(tc_bpf);
+
+struct TcOptions {
+	int ifindex = 0;
+	uint32_t max_entries = 65536;
+	TcAttachMode mode = TcAttachMode::Auto;
+	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
+	// Tests only: throw as if the n-th attach (0 = ingress, 1 = egress) failed,
+	// to prove a half-made attachment is rolled back.
+	int fail_attach_at = -1;
+};
+
+// A legacy filter's identity, for the janitor that removes it if we die.
+struct LegacyFilterInfo {
+	std::string direction;
+	uint32_t handle, priority, prog_id;
+};
+
+class TcCollector {
+public:
+	explicit TcCollector(const TcOptions &opts); // opens, configures, loads
+	TcCollector(const TcCollector &) = delete;
+	TcCollector &operator=(const TcCollector &) = delete;
+
+	void attach();          // ingress then egress; all or nothing
+	void detach() noexcept; // idempotent
+	bool attached() const noexcept { return !links_.empty(); }
+
+	std::string attach_path() const; // "tcx", "tc-legacy" or "" when detached
+	bool created_qdisc() const noexcept { return qdisc_ && qdisc_->created(); }
+	std::vector<LegacyFilterInfo> legacy_filters() const;
+
+	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
+	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	const TcOptions &options() const noexcept { return opts_; }
+
+private:
+	TcOptions opts_;
+	Skeleton<tc_bpf> skel_;
+	// Declared before links_: destroyed after the filters that sit on it.
+	std::shared_ptr<ClsactQdisc> qdisc_;
+	std::vector<std::pair<TcDir, TcAttachment>> links_;
+};
+
+} // namespace pktstat

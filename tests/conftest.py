@@ -1,0 +1,77 @@
+"""Shared fixtures and the skip policy.
+
+Tests that need root or a kernel feature skip with the reason. With
+PKTSTAT_BPF_REQUIRE_ALL=1 (set by .ci/run) every skip becomes a failure, so CI
+proves that the BPF paths really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+REQUIRE_ALL = os.environ.get("PKTSTAT_BPF_REQUIRE_ALL") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if REQUIRE_ALL and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skip not allowed with PKTSTAT_BPF_REQUIRE_ALL=1: {reason}"
+
+
+def _bpf_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (or CAP_BPF+CAP_NET_ADMIN) to load BPF programs"
+    try:
+        from pktstat_bpf import _core
+
+        _core.TcCollector(1, 16)  # load only: proves the kernel takes our programs
+    except PermissionError as e:
+        return f"BPF programs cannot be loaded here: {e}"
+    except OSError as e:
+        return f"BPF programs cannot be loaded here: {e}"
+    for tool in ("ip", "tc", "bpftool"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            return f"{tool} is not installed (make setup installs it)"
+    return None
+
+
+_BPF_REASON: list[str | None] = []
+
+
+@pytest.fixture(scope="session")
+def bpf() -> None:
+    """Skip (with the reason) unless BPF programs can be loaded and attached."""
+    if not _BPF_REASON:
+        _BPF_REASON.append(_bpf_unavailable())
+    if _BPF_REASON[0]:
+        pytest.skip(_BPF_REASON[0])
+
+
+@pytest.fixture
+def netns(bpf):
+    """Two fresh namespaces A and B joined by a veth pair (see tests/netns.py)."""
+    from netns import NetnsPair
+
+    pair = NetnsPair()
+    yield pair
+    pair.destroy()
+
+
+@pytest.fixture
+def netns_v4only(bpf):
+    from netns import NetnsPair
+
+    pair = NetnsPair(ipv6=False)
+    yield pair
+    pair.destroy()

@@ -1,0 +1,40 @@
+"""The NumPy record dtype matches flow.h as the C++ compiler laid it out."""
+
+import numpy as np
+
+from pktstat_bpf import _core
+
+
+def test_dtype_offsets_and_sizes_come_from_the_compiled_structs():
+    layout = _core.record_layout()
+    dt = _core.record_dtype
+    assert dt.itemsize == layout.pop("__itemsize__")[1] == 104
+    assert set(dt.names) == set(layout)
+    for name, (offset, size) in layout.items():
+        fdt, foff = dt.fields[name][:2]
+        assert foff == offset, name
+        assert fdt.itemsize == size, name
+
+
+def test_dtype_decodes_a_record_written_by_cpp():
+    rec = np.frombuffer(_core._test_record(), dtype=_core.record_dtype)[0]
+    assert bytes(rec["saddr"]) == bytes(range(1, 17))
+    assert bytes(rec["daddr"]) == bytes(0xF0 - i for i in range(16))
+    assert rec["sport"] == 0x1234 and rec["dport"] == 0xABCD
+    assert rec["proto"] == 17 and rec["dir"] == _core.FLOW_DIR_EGRESS and rec["ipver"] == 6
+    assert rec["ifindex"] == 0x01020304
+    assert rec["pid"] == 0x0BADCAFE
+    assert rec["cgroup_id"] == 0x1122334455667788
+    assert rec["comm"] == b"comm-0123456789"
+    assert rec["packets"] == 0x0102030405060708
+    assert rec["bytes"] == 0x1112131415161718
+    assert rec["first_seen"] == np.datetime64(1700000000123456789, "ns")
+    assert rec["last_seen"] == np.datetime64(1700000001987654321, "ns")
+
+
+def test_stats_dtype_matches_dir_stats():
+    layout = _core.stats_layout()
+    assert _core.stats_dtype.itemsize == layout.pop("__itemsize__")[1] == 48
+    for name, (offset, size) in layout.items():
+        assert _core.stats_dtype.fields[name][1] == offset
+        assert _core.stats_dtype.fields[name][0].itemsize == size
