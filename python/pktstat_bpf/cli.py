@@ -15,7 +15,8 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .collector import DEFAULT_MAX_ENTRIES, TC_ATTACH, Collector, check_max_entries
+from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
+from .modes.tc import TC_ATTACH
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
 from .snapshot import Snapshot
@@ -139,18 +140,30 @@ def write_report(snap: Snapshot, as_json: bool) -> None:
     sys.stdout.flush()
 
 
+def collector_from_args(args: argparse.Namespace) -> Collector:
+    """The Collector the mode flags ask for."""
+    return Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
+
+
 def run_capture(args: argparse.Namespace) -> int:
-    collector = Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
+    """The default job: capture for --timeout (or until a signal), then report."""
+    collector = collector_from_args(args)
     with collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
-        log.info("counting on %s via %s %s (Ctrl-C to stop)", st["iface"], st["attach"], until)
+        log.info("counting on %s via %s %s (Ctrl-C to stop)", collector.where, st["attach"], until)
         stop.wait(args.timeout)
         collector.stop()
         snap = collector.snapshot()
     warn_if_nearly_full(snap)
     write_report(snap, args.json)
     return EXIT_OK
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Pick the job the flags ask for (replay, TUI, stream ... or the default
+    capture-and-report)."""
+    return run_capture(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     _setup_logging(args.verbose - args.quiet)
     try:
-        return run_capture(args)
+        return dispatch(args)
     except PktstatError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -1,4 +1,4 @@
-"""Collector: attach the counting programs, take snapshots, detach."""
+"""Collector: attach a mode's counting programs, take snapshots, detach."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from . import iface as _iface
+from . import modes
 from .errors import (
     PRIVILEGE_HINT,
     FeatureMissingError,
@@ -20,16 +20,8 @@ from .snapshot import Snapshot, Totals
 
 log = logging.getLogger("pktstat_bpf")
 
-MODES = ("tc",)
-TC_ATTACH = ("auto", "tcx", "legacy")
 DEFAULT_MAX_ENTRIES = 65536
 MAX_MAX_ENTRIES = 1 << 26  # 64M flows: beyond this the kernel map alone needs many GB
-
-
-def _core():
-    from . import _core
-
-    return _core
 
 
 def check_max_entries(n: Any) -> int:
@@ -54,17 +46,21 @@ def translate_os_error(e: OSError, what: str) -> PktstatError:
 
 
 class Collector:
-    """Counts packets and bytes per flow on one interface.
+    """Counts packets and bytes per flow.
 
     >>> with Collector(iface="lo") as c:          # doctest: +SKIP
     ...     ...                                   # traffic happens
-    ...     snap = c.snapshot()
-    >>> snap.to_text()                            # doctest: +SKIP
+    >>> snap = c.snapshot()                       # doctest: +SKIP
+    >>> print(snap.to_text())                     # doctest: +SKIP
 
-    ``mode="tc"`` attaches to TC ingress and egress, through TCX where the
-    kernel has it and a legacy clsact filter otherwise (``tc_attach`` forces
-    one). ``stop()`` detaches and is idempotent; ``snapshot()`` works before and
-    after it, until the collector is garbage collected or ``close()`` is called.
+    ``mode="tc"`` (the default) attaches to TC ingress and egress of `iface`
+    (default: the default-route interface), through TCX where the kernel has it
+    and a legacy clsact filter otherwise (``tc_attach="tcx"|"legacy"`` forces
+    one). Other keyword options belong to the mode (see ``pktstat_bpf.modes``).
+
+    ``start()`` loads and attaches (all or nothing); ``stop()`` detaches and is
+    idempotent; ``snapshot()`` works before and after ``stop()``, until the
+    collector is closed or garbage collected.
     """
 
     def __init__(
@@ -73,75 +69,65 @@ class Collector:
         mode: str = "tc",
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
-        tc_attach: str = "auto",
-        _fail_attach_at: int = -1,
+        **options: Any,
     ) -> None:
-        if mode not in MODES:
-            raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if tc_attach not in TC_ATTACH:
-            raise UsageError(f"tc attach mode must be one of {', '.join(TC_ATTACH)}, not {tc_attach!r}")
-        self.mode = mode
-        self.iface = iface if iface is not None else _iface.default_interface()
-        self.ifindex = _iface.ifindex(self.iface)
         self.max_entries = check_max_entries(max_entries)
-        self.tc_attach = tc_attach
-        self._fail_attach_at = _fail_attach_at
-        self._engine: Any = None
-        self._janitor: Any = None
+        if iface is not None:
+            options["iface"] = iface
+        self._mode = modes.get(mode)(max_entries=self.max_entries, **options)
+        self.mode = mode
+        self._loaded = False
+        self._attach_path = ""
         self._started_mono: float | None = None
         self._started_wall: float | None = None
         self._stopped_mono: float | None = None
-        self._attach_path = ""
+
+    @property
+    def iface(self) -> str | None:
+        return getattr(self._mode, "iface", None)
+
+    @property
+    def where(self) -> str:
+        """What the programs attach to (an interface, a cgroup ...)."""
+        return self._mode.where
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> "Collector":
-        if self._engine is not None and self._engine.attached:
+        if self.running:
             return self
-        core = _core()
-        if self._engine is None:
+        if not self._loaded:
             try:
-                self._engine = core.TcCollector(
-                    self.ifindex,
-                    self.max_entries,
-                    self.tc_attach,
-                    _iface.is_l3_device(self.iface),
-                    self._fail_attach_at,
-                )
+                self._mode.load()
             except OSError as e:
                 raise translate_os_error(e, "cannot load the BPF programs") from None
+            self._loaded = True
         try:
-            self._engine.attach()
+            self._mode.attach()
         except LookupError:
-            raise UsageError(f"network interface {self.iface!r} disappeared") from None
+            raise UsageError(f"{self._mode.where!r} disappeared") from None
         except OSError as e:
-            raise translate_os_error(e, f"cannot attach to {self.iface}") from None
-        self._attach_path = self._engine.attach_path
-        if self._attach_path == "tc-legacy":
-            from ._janitor import Janitor
-
-            self._janitor = Janitor.spawn(self.ifindex, self._engine.legacy_filters, self._engine.created_qdisc)
+            raise translate_os_error(e, f"cannot attach to {self._mode.where}") from None
+        self._attach_path = self._mode.attach_path
         self._started_mono = time.monotonic()
         self._started_wall = time.time()
         self._stopped_mono = None
-        log.debug("attached to %s (%s)", self.iface, self._engine.attach_path)
+        log.debug("attached to %s (%s)", self._mode.where, self._attach_path)
         return self
 
     def stop(self) -> None:
         """Detach the programs (idempotent). Maps stay readable."""
-        if self._engine is None or not self._engine.attached:
+        if not self.running:
             return
         try:
-            self._engine.detach()
+            self._mode.detach()
         finally:
             self._stopped_mono = time.monotonic()
-            if self._janitor is not None:
-                self._janitor.release()
-                self._janitor = None
 
     def close(self) -> None:
         """Detach and free the kernel maps."""
         self.stop()
-        self._engine = None
+        self._mode.engine = None
+        self._loaded = False
 
     def __enter__(self) -> "Collector":
         return self.start()
@@ -160,22 +146,20 @@ class Collector:
     # -- state ---------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._engine is not None and self._engine.attached
+        return self._loaded and self._mode.attached
 
     @property
     def status(self) -> dict[str, Any]:
-        """Which path is live: mode, interface, attach path (``tcx`` or
-        ``tc-legacy``), whether we created the clsact qdisc, map size."""
-        e = self._engine
-        return {
+        """Which path is live: mode, where, attach path (``tcx`` or
+        ``tc-legacy`` ...), map size, plus the mode's own fields."""
+        st = {
             "mode": self.mode,
-            "iface": self.iface,
-            "ifindex": self.ifindex,
-            "attach": e.attach_path if e is not None else "",
-            "created_qdisc": bool(e.created_qdisc) if e is not None else False,
+            "attach": self._mode.attach_path if self._loaded else "",
             "max_entries": self.max_entries,
             "running": self.running,
         }
+        st.update(self._mode.status())
+        return st
 
     def elapsed(self) -> float:
         if self._started_mono is None:
@@ -185,20 +169,21 @@ class Collector:
 
     def snapshot(self, *, use_batch: bool = True) -> Snapshot:
         """Read all flows and counters now."""
-        if self._engine is None:
+        if not self._loaded:
             raise PktstatError("collector was never started (call start() or use 'with')")
-        stats = self._engine.read_stats()
-        records = self._engine.read_flows(use_batch)
+        records, stats = self._mode.read(use_batch)
         duration = self.elapsed()
+        started = self._started_wall if self._started_wall is not None else time.time()
         return Snapshot(
             records=records,
             totals=Totals.from_arrays(stats, records),
             duration=duration,
-            started_at=self._started_wall or time.time(),
-            taken_at=(self._started_wall or time.time()) + duration,
+            started_at=started,
+            taken_at=started + duration,
             mode=self.mode,
             iface=self.iface,
             attach=self._attach_path,
             max_entries=self.max_entries,
-            ifnames={self.ifindex: self.iface},
+            ifnames=self._mode.ifnames,
+            cgroups=self._mode.cgroups,
         )

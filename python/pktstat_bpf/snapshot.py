@@ -121,7 +121,12 @@ class Snapshot:
     @property
     def owners(self) -> bool:
         """True in modes that attribute flows to processes."""
-        return self.mode in ("cgroup", "process")
+        from . import modes
+
+        try:
+            return bool(modes.get(self.mode).owners)
+        except Exception:  # noqa: BLE001 - e.g. a replay snapshot
+            return False
 
     def bitrates(self) -> np.ndarray:
         """Lifetime average bitrate of each flow: 8 x bytes / duration."""

@@ -1,0 +1,40 @@
+"""Capture modes. Each mode is a class registered here that owns its engine
+object from ``_core`` and knows how to load, attach, detach and read it; the
+Collector does the rest (lifecycle, timing, snapshots) the same for all.
+
+A mode class provides:
+
+- ``name`` (str) and ``owners`` (bool: flows carry pid/comm/cgroup);
+- ``__init__(**options)``: validate options, raise UsageError on bad ones;
+- ``load()``: open and load the BPF programs (may raise OSError);
+- ``attach()`` / ``detach()``: all-or-nothing attach; idempotent detach;
+- ``attach_path`` (str, e.g. ``"tcx"``), ``where`` (str, e.g. ``"eth0"``),
+  ``status()`` (dict, extra fields for the status line and JSON header);
+- ``read(use_batch)``: ``(records, stats)`` arrays from the engine;
+- ``ifnames`` and ``cgroups`` mappings used to render records.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Type
+
+REGISTRY: Dict[str, Type[Any]] = {}
+
+
+def register(cls: Type[Any]) -> Type[Any]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> Type[Any]:
+    from ..errors import UsageError
+
+    _load_all()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown mode {name!r}; choose one of {', '.join(sorted(REGISTRY))}") from None
+
+
+def _load_all() -> None:
+    from . import tc  # noqa: F401

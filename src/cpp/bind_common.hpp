@@ -1,0 +1,69 @@
+// bind_common.hpp - what every mode's bindings share: the record and counter
+// dtypes (derived from the compiled structs) and zero-copy hand-over to NumPy.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "flow.h"
+#include "flow_table.hpp"
+
+namespace pktstat {
+namespace py = pybind11;
+
+struct Field {
+	const char *name;
+	const char *format;
+	size_t offset;
+	size_t size;
+};
+
+const std::vector<Field> &record_fields();
+const std::vector<Field> &stats_fields();
+py::dtype record_dtype();
+py::dtype stats_dtype();
+py::dict layout_of(const std::vector<Field> &fields, size_t itemsize);
+
+// Hand a vector to NumPy without copying: the capsule owns it.
+template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
+	auto *owned = new std::vector<T>(std::move(v)); // freed by the capsule
+	py::capsule base(owned, [](void *p) { delete static_cast<std::vector<T> *>(p); });
+	return py::array(dt, {static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
+	                 owned->data(), base);
+}
+
+// Adds read_flows(use_batch=True), read_stats() and count_flows() to a mode's
+// class, given accessors for its flow map fd, stats map fd and the offset
+// that turns its timestamps into Unix-epoch ns.
+template <class C, class FlowsFd, class StatsFd, class TsOffset>
+void bind_map_readers(py::class_<C> &cls, FlowsFd flows_fd, StatsFd stats_fd, TsOffset ts_offset) {
+	cls.def(
+	       "read_flows",
+	       [flows_fd, ts_offset](const C &c, bool use_batch) {
+		       std::vector<flow_record> recs;
+		       {
+			       py::gil_scoped_release nogil;
+			       recs = read_flows(flows_fd(c), ts_offset(c), use_batch);
+		       }
+		       return to_numpy(std::move(recs), record_dtype());
+	       },
+	       py::arg("use_batch") = true, "All flows, per-CPU values summed, timestamps in Unix-epoch ns.")
+	    .def("read_stats",
+	         [stats_fd](const C &c) {
+		         std::vector<dir_stats> s;
+		         {
+			         py::gil_scoped_release nogil;
+			         s = read_stats(stats_fd(c));
+		         }
+		         return to_numpy(std::move(s), stats_dtype());
+	         })
+	    .def("count_flows", [flows_fd](const C &c) {
+		    py::gil_scoped_release nogil;
+		    return count_entries(flows_fd(c));
+	    });
+}
+
+} // namespace pktstat

@@ -1,0 +1,63 @@
+// bind_tc.cpp - TC mode classes and the legacy-tc janitor helpers.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bind_common.hpp"
+#include "tc_collector.hpp"
+
+namespace pktstat {
+namespace {
+
+TcAttachMode parse_mode(const std::string &m) {
+	if (m == "auto") return TcAttachMode::Auto;
+	if (m == "tcx") return TcAttachMode::Tcx;
+	if (m == "legacy") return TcAttachMode::Legacy;
+	throw py::value_error("tc attach mode must be auto, tcx or legacy, not " + m);
+}
+
+} // namespace
+
+void bind_tc(py::module_ &m) {
+	m.def("clsact_has_filters", &clsact_has_filters, py::arg("ifindex"));
+	m.def(
+	    "remove_stale_filter",
+	    [](int ifindex, const std::string &dir, uint32_t handle, uint32_t prio, uint32_t prog_id) {
+		    return remove_stale_filter(ifindex, dir == "ingress" ? TcDir::Ingress : TcDir::Egress, handle, prio,
+		                               prog_id);
+	    },
+	    py::arg("ifindex"), py::arg("direction"), py::arg("handle"), py::arg("priority"), py::arg("prog_id"));
+	m.def("remove_clsact_if_empty", &remove_clsact_if_empty, py::arg("ifindex"));
+
+	py::class_<TcCollector> cls(m, "TcCollector");
+	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
+	                    int fail_attach_at) {
+		        TcOptions o;
+		        o.ifindex = ifindex;
+		        o.max_entries = max_entries;
+		        o.mode = parse_mode(mode);
+		        o.l3_device = l3_device;
+		        o.fail_attach_at = fail_attach_at;
+		        py::gil_scoped_release nogil;
+		        return std::make_unique<TcCollector>(o);
+	        }),
+	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("attach") = "auto",
+	        py::arg("l3_device") = false, py::arg("_fail_attach_at") = -1)
+	    .def("attach", &TcCollector::attach, py::call_guard<py::gil_scoped_release>())
+	    .def("detach", &TcCollector::detach, py::call_guard<py::gil_scoped_release>())
+	    .def_property_readonly("attached", &TcCollector::attached)
+	    .def_property_readonly("attach_path", &TcCollector::attach_path)
+	    .def_property_readonly("created_qdisc", &TcCollector::created_qdisc)
+	    .def_property_readonly("max_entries", [](const TcCollector &c) { return c.options().max_entries; })
+	    .def_property_readonly("legacy_filters", [](const TcCollector &c) {
+		    py::list l;
+		    for (const auto &f : c.legacy_filters())
+			    l.append(py::dict(py::arg("direction") = f.direction, py::arg("handle") = f.handle,
+			                      py::arg("priority") = f.priority, py::arg("prog_id") = f.prog_id));
+		    return l;
+	    });
+	bind_map_readers(
+	    cls, [](const TcCollector &c) { return c.flows_fd(); }, [](const TcCollector &c) { return c.stats_fd(); },
+	    [](const TcCollector &) { return monotonic_to_epoch_offset_ns(); });
+}
+
+} // namespace pktstat
