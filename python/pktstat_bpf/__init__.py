@@ -17,18 +17,23 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from .collector import Collector
 from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
+from .offline import CaptureFileError, DamagedCaptureError, Replayer, replay
 from .snapshot import Counters, Snapshot, Totals
 
 __all__ = [
+    "CaptureFileError",
     "Collector",
     "Counters",
+    "DamagedCaptureError",
     "FeatureMissingError",
     "PktstatError",
     "PrivilegeError",
+    "Replayer",
     "Snapshot",
     "Totals",
     "UsageError",
     "__version__",
+    "replay",
 ]
 
 

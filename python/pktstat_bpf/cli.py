@@ -18,7 +18,7 @@ from . import __version__
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .modes.tc import TC_ATTACH
 from .durations import format_duration, parse_duration
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PktstatError, UsageError
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tc-attach", choices=TC_ATTACH, default="auto",
         help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
     )  # fmt: skip
+    p.add_argument(
+        "--pcap", metavar="FILE",
+        help="replay a pcap/pcapng capture file through the counting program instead of capturing "
+        "(no interface is touched; bytes are the frames' original lengths)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -83,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     check_max_entries(args.max_entries)
+    if args.pcap is not None and args.iface is not None:
+        raise UsageError("--pcap replays a file: it takes no interface (-i)")
     return args
 
 
@@ -160,9 +167,33 @@ def run_capture(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_replay(args: argparse.Namespace) -> int:
+    """--pcap FILE: count the file's frames and report. A file damaged part-way
+    still gets its report (of the frames before the damage) on stdout, a
+    warning on stderr, and exit code 1."""
+    from .offline import DamagedCaptureError, replay
+    from .progress import ProgressBar
+
+    bar = ProgressBar(sys.stderr)
+    code = EXIT_OK
+    try:
+        snap = replay(args.pcap, max_entries=args.max_entries, progress=bar, strict=True)
+    except DamagedCaptureError as e:
+        snap, code = e.snapshot, EXIT_RUNTIME
+        bar.close()
+        log.warning("warning: %s", e)
+    finally:
+        bar.close()
+    warn_if_nearly_full(snap)
+    write_report(snap, args.json)
+    return code
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Pick the job the flags ask for (replay, TUI, stream ... or the default
     capture-and-report)."""
+    if args.pcap is not None:
+        return run_replay(args)
     return run_capture(args)
 
 

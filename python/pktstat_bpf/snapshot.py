@@ -183,6 +183,8 @@ class Snapshot:
         """The one-line summary printed above the text table (``#``-prefixed)."""
         t, a = self.totals, self.totals.all
         where = f" on {self.iface}" if self.iface else ""
+        if not where and self.extra.get("file"):
+            where = f" of {render.escape_text(str(self.extra['file']))}"
         how = f" ({self.attach})" if self.attach else ""
         dirs = ""
         if t.ingress.packets or t.egress.packets:

@@ -1,0 +1,92 @@
+// bind_replay.cpp - the Replayer class: capture files through the TC program.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bind_common.hpp"
+#include "replay.hpp"
+
+namespace pktstat {
+
+void bind_replay(py::module_ &m) {
+	// Never freed, like the dtypes: a static py::object would outlive the interpreter.
+	static auto *capture_error = new py::exception<CaptureError>(m, "CaptureError", PyExc_ValueError);
+	static auto *linktype_error = new py::exception<CaptureError>(m, "LinkTypeError", capture_error->ptr());
+	py::register_exception_translator([](std::exception_ptr p) {
+		try {
+			if (p) std::rethrow_exception(p);
+		} catch (const CaptureError &e) {
+			PyErr_SetString((e.kind() == CaptureError::LinkType ? linktype_error : capture_error)->ptr(), e.what());
+		}
+	});
+
+	py::class_<Replayer> cls(m, "Replayer");
+	cls.def(py::init([](uint32_t max_entries) {
+		        py::gil_scoped_release nogil;
+		        return std::make_unique<Replayer>(max_entries);
+	        }),
+	        py::arg("max_entries") = 65536)
+	    .def(
+	        "replay_file",
+	        [](Replayer &r, const std::string &path, py::object progress, uint64_t every) {
+		        // Called without the GIL: take it, let Ctrl-C through, report.
+		        ProgressFn fn = [&progress](uint64_t frames, uint64_t offset, uint64_t size) {
+			        py::gil_scoped_acquire gil;
+			        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+			        if (!progress.is_none()) progress(frames, offset, size);
+		        };
+		        FileResult res;
+		        {
+			        py::gil_scoped_release nogil;
+			        res = r.replay_file(path, fn, every);
+		        }
+		        return py::dict(py::arg("linktype") = res.linktype, py::arg("linktype_name") = res.linktype_name,
+		                        py::arg("linktype_description") = res.linktype_description,
+		                        py::arg("frames") = res.frames, py::arg("damage") = res.damage);
+	        },
+	        py::arg("path"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
+	        "Run every frame of a pcap/pcapng file through the program; counts accumulate.")
+	    .def(
+	        "replay_frames",
+	        [](Replayer &r, int dlt, const std::vector<py::bytes> &frames, const std::vector<uint64_t> &ts_ns,
+	           const std::vector<uint32_t> &wire_len) {
+		        std::vector<std::string> f;
+		        f.reserve(frames.size());
+		        for (const auto &b : frames) f.emplace_back(b);
+		        py::gil_scoped_release nogil;
+		        r.replay_frames(dlt, f, ts_ns, wire_len);
+	        },
+	        py::arg("dlt"), py::arg("frames"), py::arg("ts_ns") = std::vector<uint64_t>{},
+	        py::arg("wire_len") = std::vector<uint32_t>{},
+	        "Run in-memory frames as if read from a capture of link type `dlt`.")
+	    .def("clear", &Replayer::clear, py::call_guard<py::gil_scoped_release>())
+	    .def_property_readonly("max_entries", &Replayer::max_entries)
+	    .def_property_readonly("max_data", &Replayer::max_data)
+	    .def_property_readonly("counters", [](const Replayer &r) {
+		    const ReplayCounters &c = r.counters();
+		    return py::dict(py::arg("frames") = c.frames, py::arg("bytes") = c.bytes,
+		                    py::arg("kernel_frames") = c.kernel_frames, py::arg("engine_unparsed_frames") = c.engine_unparsed_frames,
+		                    py::arg("engine_unparsed_bytes") = c.engine_unparsed_bytes, py::arg("clipped_frames") = c.clipped_frames,
+		                    py::arg("earliest_ts_ns") = c.earliest_ts_ns, py::arg("latest_ts_ns") = c.latest_ts_ns);
+	    });
+	m.def("replay_supports_dlt", [](int dlt) {
+		LinkKind k;
+		return Replayer::link_kind(dlt, k);
+	});
+	// read_stats first: pybind11 calls the first matching overload, so this
+	// one (kernel counters plus the engine's own unparsed frames) wins over
+	// the plain one bind_map_readers adds.
+	cls.def("read_stats", [](const Replayer &r) {
+		std::vector<dir_stats> s;
+		{
+			py::gil_scoped_release nogil;
+			s = r.read_stats();
+		}
+		return to_numpy(std::move(s), stats_dtype());
+	});
+	// Flows carry capture timestamps (epoch ns): no offset.
+	bind_map_readers(
+	    cls, [](const Replayer &r) { return r.flows_fd(); }, [](const Replayer &r) { return r.stats_fd(); },
+	    [](const Replayer &) { return int64_t{0}; });
+}
+
+} // namespace pktstat

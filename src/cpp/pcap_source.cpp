@@ -1,0 +1,78 @@
+#include "pcap_source.hpp"
+
+#include <pcap/pcap.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "error.hpp"
+
+namespace pktstat {
+
+struct PcapSource::Impl {
+	pcap_t *p = nullptr;
+	~Impl() {
+		if (p) pcap_close(p); // closes the FILE too
+	}
+};
+
+PcapSource::PcapSource(const std::string &path) : impl_(std::make_unique<Impl>()) {
+	std::FILE *fp = std::fopen(path.c_str(), "rb");
+	if (!fp) throw SysError("open " + path, errno);
+	struct stat st {};
+	int err = ::fstat(::fileno(fp), &st) < 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+	if (err) {
+		std::fclose(fp);
+		throw SysError("open " + path, err);
+	}
+	if (S_ISREG(st.st_mode) && st.st_size == 0) {
+		std::fclose(fp);
+		throw CaptureError(CaptureError::Format, path + ": empty file, not a pcap or pcapng capture");
+	}
+	size_ = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+	char errbuf[PCAP_ERRBUF_SIZE] = "";
+	impl_->p = pcap_fopen_offline_with_tstamp_precision(fp, PCAP_TSTAMP_PRECISION_NANO, errbuf);
+	if (!impl_->p) {
+		std::fclose(fp);
+		throw CaptureError(CaptureError::Format, path + ": not a pcap or pcapng capture (" + errbuf + ")");
+	}
+	dlt_ = pcap_datalink(impl_->p);
+}
+
+PcapSource::~PcapSource() = default;
+
+int PcapSource::next(const uint8_t *&data, uint32_t &caplen, uint32_t &wire_len, uint64_t &ts_ns) {
+	pcap_pkthdr *h;
+	const u_char *d;
+	int rc = pcap_next_ex(impl_->p, &h, &d);
+	if (rc == 1) {
+		data = d;
+		caplen = h->caplen;
+		wire_len = h->len;
+		// ns: the file was opened with nanosecond precision
+		ts_ns = static_cast<uint64_t>(h->ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(h->ts.tv_usec);
+		return 1;
+	}
+	if (rc == PCAP_ERROR_BREAK) return 0;
+	error_ = pcap_geterr(impl_->p);
+	return -1;
+}
+
+uint64_t PcapSource::offset() const {
+	std::FILE *f = pcap_file(impl_->p);
+	long off = f ? std::ftell(f) : -1;
+	return off < 0 ? 0 : static_cast<uint64_t>(off);
+}
+
+std::string PcapSource::dlt_name(int dlt) {
+	const char *s = pcap_datalink_val_to_name(dlt);
+	return s ? s : "";
+}
+
+std::string PcapSource::dlt_description(int dlt) {
+	const char *s = pcap_datalink_val_to_description(dlt);
+	return s ? s : "";
+}
+
+} // namespace pktstat

@@ -1,0 +1,58 @@
+// pcap_source.hpp - reading pcap and pcapng files with libpcap.
+//
+// Kept in its own translation unit: libpcap's <pcap/bpf.h> and the kernel's
+// <linux/bpf.h> define the same structs and cannot meet in one file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace pktstat {
+
+// A capture file problem (not a system error): unreadable format, unsupported
+// link type. `kind` says which, for the caller's exit code.
+class CaptureError : public std::runtime_error {
+public:
+	enum Kind { Format, LinkType };
+	CaptureError(Kind k, const std::string &msg) : std::runtime_error(msg), kind_(k) {}
+	Kind kind() const noexcept { return kind_; }
+
+private:
+	Kind kind_;
+};
+
+class PcapSource {
+public:
+	// Opens the file (timestamps in nanoseconds). Throws SysError when it
+	// cannot be opened or is a directory, CaptureError when it is empty or
+	// libpcap does not recognise it.
+	explicit PcapSource(const std::string &path);
+	~PcapSource();
+	PcapSource(const PcapSource &) = delete;
+	PcapSource &operator=(const PcapSource &) = delete;
+
+	int dlt() const noexcept { return dlt_; }
+
+	// The next record: 1 = a frame, 0 = end of file, -1 = the file is damaged
+	// here (error() says how).
+	int next(const uint8_t *&data, uint32_t &caplen, uint32_t &wire_len, uint64_t &ts_ns);
+	const std::string &error() const noexcept { return error_; }
+
+	uint64_t offset() const; // bytes of the file consumed so far (approximate: buffered)
+	uint64_t size() const noexcept { return size_; }
+
+	// libpcap's short name and description of a DLT value ("" when unknown).
+	static std::string dlt_name(int dlt);
+	static std::string dlt_description(int dlt);
+
+private:
+	struct Impl;
+	std::unique_ptr<Impl> impl_;
+	int dlt_ = 0;
+	uint64_t size_ = 0;
+	std::string error_;
+};
+
+} // namespace pktstat

@@ -1,0 +1,298 @@
+#include "replay.hpp"
+
+#include <bpf/bpf.h>
+#include <linux/if_ether.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "error.hpp"
+#include "flow_table.hpp"
+
+namespace pktstat {
+namespace {
+
+// DLT values (libpcap's <pcap/dlt.h> cannot be included next to <linux/bpf.h>).
+constexpr int kDltNull = 0;         // BSD loopback: AF in the capturing host's byte order
+constexpr int kDltEn10mb = 1;       // Ethernet
+constexpr int kDltRaw = 12;         // DLT_RAW on Linux and most systems
+constexpr int kDltLinuxSll = 113;   // Linux cooked v1
+constexpr int kDltRawOpenBsd = 14;  // DLT_RAW on OpenBSD (Wireshark reads it as raw IP too)
+constexpr int kLinktypeRaw = 101;   // LINKTYPE_RAW, should libpcap ever hand it over unmapped
+constexpr int kDltLinuxSll2 = 276;  // DLT_LINUX_SLL2 (libpcap >= 1.10)
+constexpr int kDltIpv4 = 228;
+constexpr int kDltIpv6 = 229;
+constexpr int kDltLoop = 108;       // DLT_LOOP (OpenBSD loopback: AF in network byte order)
+
+// BSD address families for the loopback header (the AF_INET6 value differs
+// between the BSDs: 24 NetBSD/OpenBSD/BSD/OS, 28 FreeBSD/DragonFly, 30 Darwin).
+constexpr uint32_t kBsdAfInet = 2;
+constexpr uint32_t kBsdAfInet6[] = {24, 28, 30};
+
+inline uint16_t be16(const uint8_t *p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+std::string linktype_text(int dlt) {
+	std::string name = PcapSource::dlt_name(dlt), desc = PcapSource::dlt_description(dlt);
+	std::string s = name.empty() ? "DLT " + std::to_string(dlt) : name;
+	if (!desc.empty()) s += " (" + desc + ")";
+	else if (name.empty()) s += " (unknown)";
+	return s;
+}
+
+} // namespace
+
+bool Replayer::link_kind(int dlt, LinkKind &out) {
+	switch (dlt) {
+	case kDltEn10mb: out = LinkKind::Ethernet; return true;
+	case kDltLinuxSll: out = LinkKind::Sll; return true;
+	case kDltLinuxSll2: out = LinkKind::Sll2; return true;
+	case kDltRaw:
+	case kDltRawOpenBsd:
+	case kLinktypeRaw: out = LinkKind::RawIp; return true;
+	case kDltIpv4: out = LinkKind::Ipv4; return true;
+	case kDltIpv6: out = LinkKind::Ipv6; return true;
+	case kDltNull:
+	case kDltLoop: out = LinkKind::BsdLoopback; return true;
+	default: return false;
+	}
+}
+
+// The per-frame work: turn a record into test-run data and run it. Owns the
+// buffer for synthesised Ethernet headers and a prepared syscall attribute,
+// so the loop makes no allocation and only one system call per frame.
+struct Replayer::Run {
+	Replayer &r;
+	LinkKind kind;
+	std::vector<uint8_t> buf; // synthesised frames: Ethernet header + network header on
+	__sk_buff ctx{};
+	union bpf_attr attr {};
+
+	Run(Replayer &rep, LinkKind k) : r(rep), kind(k), buf(rep.max_data_) {
+		attr.test.prog_fd = static_cast<__u32>(rep.prog_fd_);
+		attr.test.ctx_in = reinterpret_cast<__u64>(&ctx);
+		attr.test.ctx_size_in = sizeof(ctx);
+	}
+
+	// Ethertype of a bare IP packet, from its version nibble (0: neither).
+	static uint16_t ip_ethertype(const uint8_t *p, uint32_t caplen) {
+		if (!caplen) return 0;
+		switch (p[0] >> 4) {
+		case 4: return ETH_P_IP;
+		case 6: return ETH_P_IPV6;
+		default: return 0;
+		}
+	}
+
+	static uint16_t bsd_af_ethertype(const uint8_t *p) {
+		uint32_t af;
+		std::memcpy(&af, p, 4);
+		if (af & 0xffff0000u) af = __builtin_bswap32(af); // written by a host of the other byte order
+		if (af == kBsdAfInet) return ETH_P_IP;
+		for (uint32_t v6 : kBsdAfInet6)
+			if (af == v6) return ETH_P_IPV6;
+		return 0;
+	}
+
+	// Frame of `caplen` captured bytes, `wire` bytes on the wire, at `ts`.
+	void frame(const uint8_t *p, uint32_t caplen, uint32_t wire, uint64_t ts) {
+		ReplayCounters &c = r.counters_;
+		if (!c.frames || ts < c.earliest_ts_ns) c.earliest_ts_ns = ts;
+		if (!c.frames || ts > c.latest_ts_ns) c.latest_ts_ns = ts;
+		c.frames++;
+		c.bytes += wire;
+
+		const uint8_t *data = p;
+		uint32_t len = caplen;
+		uint32_t hdr = 0;     // link-layer header to strip
+		uint16_t etype = 0;   // ethertype of what follows it
+		bool ethernet = false;
+		switch (kind) {
+		case LinkKind::Ethernet: ethernet = true; break;
+		case LinkKind::Sll:
+			hdr = 16;
+			if (caplen >= hdr) etype = be16(p + 14);
+			break;
+		case LinkKind::Sll2:
+			hdr = 20;
+			if (caplen >= hdr) etype = be16(p);
+			break;
+		case LinkKind::RawIp: etype = ip_ethertype(p, caplen); break;
+		case LinkKind::Ipv4: etype = ETH_P_IP; break;
+		case LinkKind::Ipv6: etype = ETH_P_IPV6; break;
+		case LinkKind::BsdLoopback:
+			hdr = 4;
+			if (caplen >= hdr) etype = bsd_af_ethertype(p);
+			break;
+		}
+		if (ethernet) {
+			if (caplen < ETH_HLEN) return engine_unparsed(wire);
+		} else {
+			if (caplen < hdr) return engine_unparsed(wire);
+			uint32_t body = std::min(caplen - hdr, r.max_data_ - ETH_HLEN);
+			std::memset(buf.data(), 0, 12); // addresses: unknown, zero
+			buf[12] = static_cast<uint8_t>(etype >> 8);
+			buf[13] = static_cast<uint8_t>(etype);
+			std::memcpy(buf.data() + ETH_HLEN, p + hdr, body);
+			data = buf.data();
+			len = body + ETH_HLEN;
+			caplen = caplen - hdr + ETH_HLEN; // for the clipped count
+		}
+		// The kernel checks that an IP ethertype is followed by a whole IP
+		// header (skb->protocol is the outer ethertype: a VLAN tag skips this).
+		const uint16_t outer = be16(data + 12);
+		if ((outer == ETH_P_IP && len < ETH_HLEN + 20) || (outer == ETH_P_IPV6 && len < ETH_HLEN + 40))
+			return engine_unparsed(wire);
+		if (caplen > r.max_data_) {
+			c.clipped_frames++;
+			len = r.max_data_;
+		}
+		run(data, len, wire, ts);
+	}
+
+	void engine_unparsed(uint32_t wire) {
+		r.counters_.engine_unparsed_frames++;
+		r.counters_.engine_unparsed_bytes += wire;
+	}
+
+	void run(const uint8_t *data, uint32_t len, uint32_t wire, uint64_t ts) {
+		ctx.cb[REPLAY_CB_TS_LO] = static_cast<__u32>(ts);
+		ctx.cb[REPLAY_CB_TS_HI] = static_cast<__u32>(ts >> 32);
+		ctx.cb[REPLAY_CB_WIRE_LEN] = wire;
+		attr.test.data_in = reinterpret_cast<__u64>(data);
+		attr.test.data_size_in = len;
+		attr.test.data_size_out = 0; // the kernel writes these back: a stale size hint
+		attr.test.ctx_size_out = 0;  // would make the next run fail with ENOSPC
+		// The raw syscall: libbpf's wrapper would rebuild the attribute each time.
+		if (::syscall(__NR_bpf, BPF_PROG_TEST_RUN, &attr, sizeof(attr)) < 0)
+			throw SysError("BPF_PROG_TEST_RUN (frame " + std::to_string(r.counters_.frames) + ")", errno);
+		r.counters_.kernel_frames++;
+	}
+};
+
+Replayer::Replayer(uint32_t max_entries) : max_entries_(max_entries) {
+	if (max_entries == 0) throw SysError("max_entries must be positive", EINVAL);
+	skel_->rodata->cfg_replay = true;
+	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, max_entries), "set flow map size");
+	// Only tc_ingress runs here: do not spend verifier time on tc_egress.
+	check_libbpf(bpf_program__set_autoload(skel_->progs.tc_egress, false), "set autoload");
+	skel_.load();
+	prog_fd_ = bpf_program__fd(skel_->progs.tc_ingress);
+	probe_max_data();
+}
+
+// The largest data BPF_PROG_TEST_RUN takes for a tc program: a page minus the
+// skb's headroom and shared-info tailroom, which depend on the kernel's
+// configuration; found by bisection with frames the program counts as
+// unparsed, after which the counters are zeroed again.
+void Replayer::probe_max_data() {
+	const uint32_t page = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
+	std::vector<uint8_t> zeros(page);
+	__sk_buff ctx{};
+	auto accepted = [&](uint32_t n) {
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = zeros.data(), .data_size_in = n, .ctx_in = &ctx,
+		            .ctx_size_in = sizeof(ctx));
+		return bpf_prog_test_run_opts(prog_fd_, &o) == 0;
+	};
+	if (!accepted(ETH_HLEN)) {
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = zeros.data(), .data_size_in = ETH_HLEN, .ctx_in = &ctx,
+		            .ctx_size_in = sizeof(ctx));
+		check_libbpf(bpf_prog_test_run_opts(prog_fd_, &o), "BPF_PROG_TEST_RUN");
+	}
+	uint32_t lo = ETH_HLEN, hi = page + 1; // lo accepted, hi refused
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		(accepted(mid) ? lo : hi) = mid;
+	}
+	max_data_ = lo;
+	zero_stats();
+}
+
+void Replayer::zero_stats() {
+	std::vector<dir_stats> zeros(static_cast<size_t>(possible_cpus()));
+	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d)
+		check_libbpf(bpf_map_update_elem(stats_fd(), &d, zeros.data(), BPF_ANY), "zero counters");
+}
+
+void Replayer::clear() {
+	const MapShape s = map_shape(flows_fd());
+	std::vector<char> keys, next(s.key_size);
+	const char *prev = nullptr;
+	while (bpf_map_get_next_key(flows_fd(), prev, next.data()) == 0) {
+		keys.insert(keys.end(), next.begin(), next.end());
+		prev = keys.data() + keys.size() - s.key_size;
+	}
+	for (size_t off = 0; off < keys.size(); off += s.key_size) {
+		int rc = bpf_map_delete_elem(flows_fd(), keys.data() + off);
+		if (rc < 0 && rc != -ENOENT) check_libbpf(rc, "delete flow");
+	}
+	zero_stats();
+	counters_ = ReplayCounters{};
+}
+
+std::vector<dir_stats> Replayer::read_stats() const {
+	std::vector<dir_stats> s = pktstat::read_stats(stats_fd());
+	dir_stats &none = s.at(FLOW_DIR_NONE);
+	none.packets += counters_.engine_unparsed_frames;
+	none.bytes += counters_.engine_unparsed_bytes;
+	none.unparsed_packets += counters_.engine_unparsed_frames;
+	none.unparsed_bytes += counters_.engine_unparsed_bytes;
+	return s;
+}
+
+FileResult Replayer::replay_file(const std::string &path, const ProgressFn &progress, uint64_t every) {
+	PcapSource src(path);
+	FileResult res;
+	res.linktype = src.dlt();
+	res.linktype_name = PcapSource::dlt_name(res.linktype);
+	res.linktype_description = PcapSource::dlt_description(res.linktype);
+	LinkKind kind;
+	if (!link_kind(res.linktype, kind))
+		throw CaptureError(CaptureError::LinkType,
+		                   path + ": link type " + linktype_text(res.linktype) +
+		                       " is not supported; replay reads Ethernet, Linux cooked (SLL, SLL2), "
+		                       "raw IPv4/IPv6 and BSD loopback captures");
+
+	Run run(*this, kind);
+	if (!every) every = 1 << 16;
+	uint64_t next_report = every;
+	const uint8_t *data;
+	uint32_t caplen, wire;
+	uint64_t ts;
+	for (;;) {
+		int rc = src.next(data, caplen, wire, ts);
+		if (rc == 0) break;
+		if (rc < 0) {
+			res.damage = src.error();
+			break;
+		}
+		run.frame(data, caplen, wire, ts);
+		if (++res.frames == next_report) {
+			next_report += every;
+			if (progress) progress(res.frames, src.offset(), src.size());
+		}
+	}
+	if (progress) progress(res.frames, src.size(), src.size());
+	return res;
+}
+
+void Replayer::replay_frames(int dlt, const std::vector<std::string> &frames, const std::vector<uint64_t> &ts_ns,
+                             const std::vector<uint32_t> &wire_len) {
+	LinkKind kind;
+	if (!link_kind(dlt, kind))
+		throw CaptureError(CaptureError::LinkType, "link type " + linktype_text(dlt) + " is not supported");
+	if ((!ts_ns.empty() && ts_ns.size() != frames.size()) || (!wire_len.empty() && wire_len.size() != frames.size()))
+		throw SysError("replay_frames: ts_ns and wire_len need one value per frame", EINVAL);
+	Run run(*this, kind);
+	for (size_t i = 0; i < frames.size(); ++i) {
+		const std::string &f = frames[i];
+		const uint32_t caplen = static_cast<uint32_t>(f.size());
+		run.frame(reinterpret_cast<const uint8_t *>(f.data()), caplen, wire_len.empty() ? caplen : wire_len[i],
+		          ts_ns.empty() ? 0 : ts_ns[i]);
+	}
+}
+
+} // namespace pktstat
