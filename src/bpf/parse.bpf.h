@@ -8,6 +8,8 @@
  *    IP packet on L3 devices (tun, wireguard) where `l2_proto` is non-zero;
  *  - IPv4: version 4, IHL >= 5, the whole header with options captured and a
  *    total length not shorter than the header, else the frame is unparsed;
+ *    a total length of 0 is a TSO / BIG TCP super-packet (Linux >= 6.3 sends
+ *    IPv4 GSO packets over 64 KiB so): its datagram runs to the frame's end;
  *  - IPv6: version 6 and the 40-byte header captured, else unparsed; up to
  *    PARSE_MAX_EXTHDRS extension headers are walked (hop-by-hop, routing,
  *    fragment, destination options, AH, HIP, shim6);
@@ -104,6 +106,8 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tupl
 	if (l3 + hlen > data_end)
 		return -1;
 	tot_len = bpf_ntohs(ip->tot_len);
+	if (!tot_len) /* TSO / BIG TCP: no limit from the header, as for IPv6 jumbograms */
+		tot_len = 0xffff + hlen;
 	if (tot_len < hlen)
 		return -1;
 
