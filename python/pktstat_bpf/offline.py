@@ -18,6 +18,7 @@ import os
 from typing import Callable, Optional
 
 from .collector import DEFAULT_MAX_ENTRIES, check_max_entries, translate_os_error
+from . import render
 from .errors import PktstatError, UsageError
 from .snapshot import Snapshot, Totals
 
@@ -129,6 +130,10 @@ def _snapshot(engine, path: str, info: dict) -> Snapshot:
     c = engine.counters
     first, last = c["earliest_ts_ns"], c["latest_ts_ns"]
     extra = {
+        # exact to the nanosecond (started_at/taken_at are floats); these
+        # replace the header's start/end in place
+        "start": render.rfc3339(first),
+        "end": render.rfc3339(last),
         "file": path,
         "linkType": info["linktype_name"] or str(info["linktype"]),
         "frames": info["frames"],

@@ -1,0 +1,330 @@
+"""Replay of capture files: the Python API, the CLI (--pcap), file formats,
+timestamps, original lengths, link types, and every error a user can meet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pktstat_bpf
+from pktstat_bpf import CaptureFileError, DamagedCaptureError, UsageError
+
+PCAPS = Path(os.environ.get("PKTSTAT_BPF_PCAPS", Path(__file__).resolve().parents[2] / "shared" / "pcaps"))
+T0 = 1_700_000_000  # seconds
+
+A4, B4, C4 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+
+
+def udp4(src: str, dst: str, sport: int, dport: int, payload: int) -> bytes:
+    """Ethernet + IPv4 + UDP + payload, built by hand (no checksum needed)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + payload, 1, 0, 64, 17, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))  # fmt: skip
+    return bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", sport, dport, 8 + payload, 0) + bytes(payload)
+
+
+def write_pcap(path: Path, records, linktype: int = 1, nano: bool = False, snaplen: int = 65535) -> Path:
+    """records: (ts_ns, frame[, orig_len]) each; frame is what was captured."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype))
+    for rec in records:
+        ts, frame = rec[0], rec[1]
+        orig = rec[2] if len(rec) > 2 else len(frame)
+        sec, frac = divmod(ts, 1_000_000_000)
+        out += struct.pack("<IIII", sec, frac if nano else frac // 1000, len(frame), orig) + frame
+    path.write_bytes(bytes(out))
+    return path
+
+
+def table(snap) -> dict:
+    return {
+        (f["srcIp"], f["dstIp"], f["proto"], f["srcPort"], f["dstPort"]): (f["packets"], f["bytes"])
+        for f in snap.flows()
+    }
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def mixed(tmp_path) -> tuple[Path, list]:
+    """Three flows over 2.5 s, nanosecond timestamps, one ARP frame."""
+    recs = [
+        (T0 * 10**9 + 500, udp4(A4, B4, 1000, 53, 10)),
+        (T0 * 10**9 + 1_000_000_001, udp4(A4, B4, 1000, 53, 30)),
+        (T0 * 10**9 + 1_500_000_000, udp4(B4, A4, 53, 1000, 100)),
+        (T0 * 10**9 + 2_000_000_000, bytes(12) + b"\x08\x06" + bytes(28)),
+        (T0 * 10**9 + 2_500_000_500, udp4(A4, C4, 2000, 123, 0)),
+    ]
+    return write_pcap(tmp_path / "mixed.pcap", recs, nano=True), recs
+
+
+def test_replay_counts_flows_times_and_totals_exactly(bpf, mixed):
+    path, recs = mixed
+    snap = pktstat_bpf.replay(path)
+    assert snap.mode == "replay"
+    assert table(snap) == {
+        (A4, B4, "UDP", 1000, 53): (2, (42 + 10) + (42 + 30)),
+        (B4, A4, "UDP", 53, 1000): (1, 42 + 100),
+        (A4, C4, "UDP", 2000, 123): (1, 42),
+    }
+    t = snap.totals
+    assert (t.none.packets, t.none.bytes) == (5, 52 + 72 + 142 + 42 + 42)
+    assert (t.none.unparsed_packets, t.none.unparsed_bytes) == (1, 42)  # the ARP frame
+    assert t.ingress.packets == t.egress.packets == 0
+    assert t.conserved
+    # duration: last minus first frame timestamp, to the nanosecond
+    assert snap.duration == pytest.approx(2.5, abs=1e-9)
+    assert snap.started_at == pytest.approx(T0 + 500e-9, abs=1e-6)
+    assert snap.taken_at == pytest.approx(T0 + 2.5000005, abs=1e-6)
+    flows = {(f["srcIp"], f["srcPort"]): f for f in snap.flows()}
+    f = flows[(A4, 1000)]
+    assert f["firstSeen"] == "2023-11-14T22:13:20.000000500Z"
+    assert f["lastSeen"] == "2023-11-14T22:13:21.000000001Z"
+    assert f["bitrate"] == pytest.approx(8 * 124 / 2.5)
+    assert "direction" not in f and "iface" not in f
+    assert snap.extra["linkType"] == "EN10MB" and snap.extra["frames"] == 5
+
+
+def test_cli_json_and_text(bpf, mixed):
+    path, _ = mixed
+    p = cli("--pcap", str(path), "-j")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # no progress bar when stderr is not a terminal
+    doc = json.loads(p.stdout)
+    assert doc["mode"] == "replay" and doc["file"] == str(path) and doc["linkType"] == "EN10MB"
+    assert doc["duration"] == 2.5000000
+    assert doc["start"] == "2023-11-14T22:13:20.000000500Z"
+    assert doc["totals"]["packets"] == 5 and doc["totals"]["unparsedPackets"] == 1
+    assert doc["totals"]["flowPackets"] == 4 and doc["totals"]["flows"] == 3
+    assert [(f["srcIp"], f["dstIp"], f["packets"], f["bytes"]) for f in doc["flows"]] == [
+        (B4, A4, 1, 142), (A4, B4, 2, 124), (A4, C4, 1, 42),
+    ]  # fmt: skip
+    p = cli("--pcap", str(path))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == (
+        f"# replay of {path}, 2.50s: 3 flows, 5 packets, 350 bytes; unparsed 1 packets/42 bytes; "
+        "overflow 0 packets/0 bytes"
+    )
+    assert lines[1] == "bitrate: 454.40 bps, packets: 1, bytes: 142, proto: UDP, src: 10.0.0.2:53, dst: 10.0.0.1:1000"
+
+
+def test_bytes_are_the_original_length_when_a_snaplen_cut_the_frame(bpf, tmp_path):
+    full = udp4(A4, B4, 7, 8, 1400)
+    path = write_pcap(tmp_path / "snap.pcap", [(T0 * 10**9, full[:64], len(full)), (T0 * 10**9 + 1, full[:34], 9000)],
+                      snaplen=64)  # fmt: skip
+    snap = pktstat_bpf.replay(path)
+    # the second frame has no UDP header captured: same addresses, ports 0
+    assert table(snap) == {(A4, B4, "UDP", 7, 8): (1, len(full)), (A4, B4, "UDP", 0, 0): (1, 9000)}
+
+
+def test_microsecond_and_nanosecond_files_agree(bpf, tmp_path):
+    recs = [(T0 * 10**9 + i * 1000, udp4(A4, B4, 1, 2, i)) for i in range(10)]
+    us = pktstat_bpf.replay(write_pcap(tmp_path / "us.pcap", recs))
+    ns = pktstat_bpf.replay(write_pcap(tmp_path / "ns.pcap", recs, nano=True))
+    assert table(us) == table(ns) == {(A4, B4, "UDP", 1, 2): (10, sum(42 + i for i in range(10)))}
+    assert us.duration == ns.duration == pytest.approx(9e-6)
+
+
+def test_pcapng_and_linux_cooked(bpf, tmp_path):
+    scapy_utils = pytest.importorskip("scapy.utils")
+    from scapy.layers.l2 import CookedLinux
+
+    from scapy.layers.inet import IP, UDP
+
+    pkts = []
+    for i in range(4):
+        p = CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, proto=0x0800) / IP(src=A4, dst=B4) / UDP(
+            sport=99, dport=100 + (i % 2)
+        )
+        p.time = T0 + i
+        pkts.append(p)
+    path = tmp_path / "sll.pcapng"
+    scapy_utils.wrpcapng(str(path), pkts)
+    assert path.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # really pcapng
+    snap = pktstat_bpf.replay(path)
+    assert snap.extra["linkType"] == "LINUX_SLL"
+    assert table(snap) == {(A4, B4, "UDP", 99, 100): (2, 2 * 44), (A4, B4, "UDP", 99, 101): (2, 2 * 44)}
+    assert snap.duration == pytest.approx(3.0)
+
+
+def test_full_flow_table_counts_overflow(bpf, tmp_path):
+    recs = [(T0 * 10**9 + i, udp4(A4, B4, 1000 + i, 80, 0)) for i in range(10)]
+    snap = pktstat_bpf.replay(write_pcap(tmp_path / "many.pcap", recs), max_entries=4)
+    a = snap.totals.all
+    assert len(snap) == 4
+    assert (a.overflow_packets, a.overflow_bytes) == (6, 6 * 42)
+    assert snap.totals.conserved
+
+
+def test_replayer_is_reusable_and_starts_empty(bpf, mixed, tmp_path):
+    r = pktstat_bpf.Replayer(max_entries=64)
+    other = write_pcap(tmp_path / "one.pcap", [(T0 * 10**9, udp4(C4, A4, 5, 6, 1))])
+    first = r.replay(mixed[0])
+    second = r.replay(other)
+    assert len(first) == 3 and table(second) == {(C4, A4, "UDP", 5, 6): (1, 43)}
+    assert second.totals.all.packets == 1
+
+
+def test_progress_callback(bpf, tmp_path):
+    recs = [(T0 * 10**9 + i, udp4(A4, B4, 1, 2, 0)) for i in range(70_000)]
+    path = write_pcap(tmp_path / "big.pcap", recs)
+    calls = []
+    snap = pktstat_bpf.replay(path, progress=lambda *a: calls.append(a))
+    size = path.stat().st_size
+    assert calls[0][0] == 65536 and 0 < calls[0][1] <= size and calls[0][2] == size
+    assert calls[-1] == (70_000, size, size)
+    assert snap.totals.all.packets == 70_000
+
+
+def test_progress_callback_can_stop_the_replay(bpf, tmp_path):
+    recs = [(T0 * 10**9 + i, udp4(A4, B4, 1, 2, 0)) for i in range(70_000)]
+    path = write_pcap(tmp_path / "big.pcap", recs)
+
+    def stop(*a):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pktstat_bpf.replay(path, progress=stop)
+
+
+def test_progress_bar_draws_only_on_a_terminal_after_the_delay():
+    import io
+
+    from pktstat_bpf.progress import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    quiet = io.StringIO()
+    bar = ProgressBar(quiet, delay=0)
+    bar(10, 50, 100)
+    bar.close()
+    assert quiet.getvalue() == ""
+    tty = Tty()
+    bar = ProgressBar(tty, delay=3600)
+    bar(10, 50, 100)
+    assert tty.getvalue() == ""  # a short job draws nothing
+    bar = ProgressBar(tty, delay=0)
+    bar(1000, 50, 100)
+    out = tty.getvalue()
+    assert out.startswith("\rreplay [") and " 50% 1,000 frames" in out and "#" in out
+    bar.close()
+    assert tty.getvalue().endswith("\r\x1b[K")
+
+
+# ---- damaged and bad files -----------------------------------------------------
+def test_truncated_file_keeps_what_was_counted(bpf, tmp_path, caplog):
+    recs = [(T0 * 10**9 + i * 10**9, udp4(A4, B4, 1, 2, 100)) for i in range(5)]
+    good = write_pcap(tmp_path / "good.pcap", recs).read_bytes()
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(good[: 24 + 3 * (16 + 142) + 16 + 50])  # 3 whole records, the 4th cut short
+    snap = pktstat_bpf.replay(path)
+    assert table(snap) == {(A4, B4, "UDP", 1, 2): (3, 3 * 142)}
+    assert snap.extra["damage"].startswith("truncated dump file")
+    assert "damaged after 3 frames" in caplog.text
+    with pytest.raises(DamagedCaptureError) as e:
+        pktstat_bpf.replay(path, strict=True)
+    assert e.value.frames == 3 and len(e.value.snapshot) == 1
+
+    p = cli("--pcap", str(path), "-j")
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1
+    assert p.stderr.startswith(f"pktstat-bpf: warning: {path}: damaged after 3 frames (truncated dump file;")
+    doc = json.loads(p.stdout)
+    assert doc["totals"]["packets"] == 3 and doc["damage"].startswith("truncated dump file")
+
+
+def test_file_cut_inside_a_record_header(bpf, tmp_path):
+    recs = [(T0 * 10**9, udp4(A4, B4, 1, 2, 0))] * 2
+    good = write_pcap(tmp_path / "g.pcap", recs).read_bytes()
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(good[: 24 + 58 + 7])
+    p = cli("--pcap", str(path))
+    assert p.returncode == 1
+    assert "damaged after 1 frames" in p.stderr and p.stdout.startswith("# replay of")
+
+
+@pytest.mark.parametrize(
+    "make, code, message",
+    [
+        (lambda d: d / "missing.pcap", 2, "{p}: No such file or directory"),
+        (lambda d: d, 2, "{p}: Is a directory"),
+        (lambda d: (d / "empty.pcap", (d / "empty.pcap").write_bytes(b""))[0], 1,
+         "{p}: empty file, not a pcap or pcapng capture"),
+        (lambda d: (d / "junk.pcap", (d / "junk.pcap").write_bytes(b"hello, world\n" * 10))[0], 1,
+         "{p}: not a pcap or pcapng capture (unknown file format)"),
+        (lambda d: (d / "short.pcap", (d / "short.pcap").write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00"))[0], 1,
+         "{p}: not a pcap or pcapng capture (truncated dump file; tried to read 24 file header bytes, "
+         "only got 2)"),
+    ],
+    ids=["missing", "directory", "empty", "garbage", "short-header"],
+)  # fmt: skip
+def test_bad_files_get_one_line_and_an_exit_code(bpf, tmp_path, make, code, message):
+    p = make(tmp_path)
+    r = cli("--pcap", str(p))
+    assert (r.returncode, r.stdout) == (code, "")
+    assert r.stderr == f"pktstat-bpf: error: {message.format(p=p)}\n"
+    with pytest.raises(UsageError if code == 2 else CaptureFileError, match="^" + re.escape(str(p))):
+        pktstat_bpf.replay(p)
+
+
+# libpcap's names for the link types of the captures in ../shared/pcaps/unsupported
+LINKTYPE_NAMES = {
+    9: "PPP (PPP)",
+    50: "PPP_SERIAL (PPP over serial)",
+    104: "C_HDLC (Cisco HDLC)",
+    107: "FRELAY (Frame Relay)",
+    127: "IEEE802_11_RADIO (802.11 plus radiotap header)",
+}
+UNSUPPORTED = sorted((PCAPS / "unsupported").glob("*")) if (PCAPS / "unsupported").is_dir() else []
+
+
+def _linktype(path: Path) -> int:
+    head = path.read_bytes()[:24]
+    order = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    return struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF
+
+
+@pytest.mark.parametrize("path", UNSUPPORTED, ids=lambda p: p.name)
+def test_unsupported_link_types_are_refused(bpf, path):
+    r = cli("--pcap", str(path))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        f"pktstat-bpf: error: {path}: link type {LINKTYPE_NAMES[_linktype(path)]} is not supported; "
+        "replay reads Ethernet, Linux cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback captures\n"
+    )
+
+
+def test_unsupported_directory_is_present():
+    if not UNSUPPORTED:
+        pytest.skip(f"the unsupported captures are missing ({PCAPS / 'unsupported'}); set PKTSTAT_BPF_PCAPS")
+    assert len(UNSUPPORTED) >= 10
+
+
+def test_pcap_with_an_interface_is_a_usage_error(tmp_path):
+    r = cli("--pcap", str(tmp_path / "x.pcap"), "-i", "lo")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "pktstat-bpf: error: --pcap replays a file: it takes no interface (-i)\n"
+
+
+def test_replay_touches_no_interface(netns, mixed):
+    """Replay in a namespace of its own: nothing is attached anywhere there."""
+    path, _ = mixed
+    with netns.in_a():
+        before = netns.tc_state()
+        snap = pktstat_bpf.replay(path)
+        after = netns.tc_state()
+    assert len(snap) == 3
+    assert before == after
+    assert not netns.ours_attached()
+    assert after["tcx"] == "" and "clsact" not in after["qdisc"]
