@@ -30,6 +30,10 @@ class Counters:
     def __add__(self, other: "Counters") -> "Counters":
         return Counters(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
+    def __sub__(self, other: "Counters") -> "Counters":
+        """What was counted between two readings (`other` the earlier one)."""
+        return Counters(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
     def as_dict(self, camel: bool = False) -> dict[str, int]:
         d = dataclasses.asdict(self)
         if camel:
@@ -100,6 +104,9 @@ class Snapshot:
     packets, bytes and first/last seen as ``datetime64[ns]`` (UTC).
     ``duration`` is the time the snapshot covers in seconds (capture time, or
     last minus first frame timestamp for a replay).
+    ``columns`` holds extra per-flow arrays aligned with ``records`` (e.g.
+    ``total_bytes`` of an interval, ``dst_pod`` names); they follow the rows
+    through :meth:`sorted` and :meth:`select` and are rendered in camelCase.
     """
 
     records: np.ndarray
@@ -114,6 +121,7 @@ class Snapshot:
     ifnames: Mapping[int, str] = field(default_factory=dict)
     cgroups: Mapping[int, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -146,14 +154,29 @@ class Snapshot:
         keys += [r["saddr"][:, i] for i in range(15, -1, -1)]
         keys += [~r[secondary], ~r[primary]]
         order = np.lexsort(keys) if len(r) else np.arange(0)
-        return dataclasses.replace(self, records=r[order])
+        return self.take(order)
+
+    def take(self, index: np.ndarray) -> "Snapshot":
+        """A copy with the rows `index` (integer positions or a boolean
+        mask) of `records` and of every extra column; totals are unchanged
+        (they describe everything the programs saw)."""
+        cols = {k: v[index] for k, v in self.columns.items()}
+        return dataclasses.replace(self, records=self.records[index], columns=cols)
+
+    def with_columns(self, **columns: np.ndarray) -> "Snapshot":
+        """A copy with extra per-flow columns added (aligned with records)."""
+        for k, v in columns.items():
+            if len(v) != len(self.records):
+                raise ValueError(f"column {k!r} has {len(v)} rows, records {len(self.records)}")
+        return dataclasses.replace(self, columns={**self.columns, **columns})
 
     def flows(self) -> list[dict[str, Any]]:
         """The flows as JSON-ready dicts, sorted by bitrate."""
         s = self.sorted()
         return render.flow_dicts(
-            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners
-        )
+            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners,
+            columns=s.columns,
+        )  # fmt: skip
 
     def header(self) -> dict[str, Any]:
         """Mode, interface, attach path, duration and conservation counters."""
