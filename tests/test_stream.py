@@ -28,13 +28,12 @@ class Sender:
         self.dst, self.port = dst, port
         self.sock = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
 
+        self.sport = 0
+
     def burst(self, count: int, payload: int) -> None:
         for _ in range(count):
             self.sock.sendto(b"s" * payload, (self.dst, self.port))
-
-    @property
-    def sport(self) -> int:
-        return self.sock.getsockname()[1]
+        self.sport = self.sock.getsockname()[1]
 
     def close(self) -> None:
         self.sock.close()

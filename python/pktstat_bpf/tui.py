@@ -335,6 +335,8 @@ def run_tui(args: argparse.Namespace) -> int:
         raise UsageError("-g/--tui needs a terminal (use --jsonl or --plain to stream into a pipe)")
     os.environ.setdefault("ESCDELAY", "25")  # Esc in the filter prompt reacts at once
     locale.setlocale(locale.LC_ALL, "")  # let ncurses draw UTF-8 (escaped names may hold it)
+    for stale in ("LINES", "COLUMNS"):  # ncurses would prefer these to the terminal's real size
+        os.environ.pop(stale, None)
     collector = collector_from_args(args)
     with view_from_args(args) as view, collector, _StopSignals() as stop:
         log.debug("counting on %s via %s", collector.where, collector.status["attach"])
