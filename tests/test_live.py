@@ -9,8 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from pktstat_bpf import _core, modes, render
+from pktstat_bpf import _core, modes
 from pktstat_bpf.filters import DEFAULT_INTERNAL, NetworkSet, UniqueFilter, connection_hashes
 from pktstat_bpf.live import IntervalTracker, flow_keys, match
 from pktstat_bpf.snapshot import Snapshot, Totals

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from netns import NetnsPair
 from pktstat_bpf import Collector
 from traffic import ETH, IP4, IP6, UDP, send_udp

@@ -16,7 +16,6 @@ import threading
 import time
 
 import pytest
-
 from netns import NetnsPair, wait_for
 from traffic import ETH, IP4, IP6, UDP, send_udp
 
@@ -133,7 +132,7 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     # 3: source, 4: destination, ascending
     for key, col, name in (("3", 4, "src"), ("4", 5, "dst")):
         tui.keys(key)
-        screen = tui.wait(lambda s: f"sort: {name}" in status(s))
+        screen = tui.wait(lambda s, name=name: f"sort: {name}" in status(s))
         shown = [endpoint_key(r[col]) for r in rows_of(screen)]
         assert len(shown) == PAGE and shown == sorted(shown)
 
@@ -212,7 +211,8 @@ def test_tui_x_quits_and_sigterm_ends_it_cleanly(netns: NetnsPair):
             else:
                 shell = t("list-panes", "-F", "#{pane_pid}").split()[0]
                 (child,) = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()
-                assert "pktstat_bpf" in open(f"/proc/{child}/cmdline").read()
+                with open(f"/proc/{child}/cmdline") as f:
+                    assert "pktstat_bpf" in f.read()
                 os.kill(int(child), signal.SIGTERM)
             screen = t.wait(lambda s: any(line.startswith("EXIT=") for line in s))
             assert "EXIT=0" in screen, screen

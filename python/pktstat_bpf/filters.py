@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class NetworkSet:
         self._rows = rows
 
     @classmethod
-    def parse(cls, text: str | Sequence[str], flag: str = "--internal-networks") -> "NetworkSet":
+    def parse(cls, text: str | Sequence[str], flag: str = "--internal-networks") -> NetworkSet:
         """Parse ``"CIDR,CIDR,..."`` (or a list); a bad entry raises
         :class:`UsageError` naming it."""
         items = text.split(",") if isinstance(text, str) else list(text)

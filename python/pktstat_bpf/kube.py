@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import threading
-import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +163,7 @@ class PodCache:
         self._rv = (doc.get("metadata") or {}).get("resourceVersion", "")
         log.debug("kubernetes: %d pods listed from %s (resourceVersion %s)", len(self), self.server, self._rv)
 
-    def start(self) -> "PodCache":
+    def start(self) -> PodCache:
         try:
             self._list()
         except self._api_exception as e:
@@ -180,7 +180,7 @@ class PodCache:
         if w is not None:
             w.stop()
 
-    def __enter__(self) -> "PodCache":
+    def __enter__(self) -> PodCache:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

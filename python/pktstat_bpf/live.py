@@ -107,7 +107,7 @@ class Interval:
         """Bitrate of each flow over this interval: 8 x interval bytes / duration."""
         return self.delta.bitrates()
 
-    def to_pandas(self) -> "pandas.DataFrame":
+    def to_pandas(self) -> pandas.DataFrame:
         """The interval's flows as a DataFrame (see :meth:`Snapshot.to_pandas`:
         packets/bytes/bitrate are interval values; ``total_packets`` and
         ``total_bytes`` lifetime counts), with ``interval_start`` and

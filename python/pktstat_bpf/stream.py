@@ -44,7 +44,7 @@ class StreamWriter:
         flows = iv.delta.take(self.rows(iv)).flows()
         if not flows:
             return 0
-        ts = render.rfc3339(int(round(iv.end * 1e6)) * 1000)  # the wall clock is good to ~1 us
+        ts = render.rfc3339(round(iv.end * 1e6) * 1000)  # the wall clock is good to ~1 us
         interval = round(iv.duration, 6)
         for d in flows:
             self.out.write(self.line(d, ts, interval=interval) + "\n")

@@ -58,7 +58,7 @@ class View:
         if self.pods is not None:
             self.pods.stop()
 
-    def __enter__(self) -> "View":
+    def __enter__(self) -> View:
         return self
 
     def __exit__(self, *exc: object) -> None:
