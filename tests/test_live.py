@@ -68,6 +68,20 @@ def test_flow_keys_and_match_join_on_the_whole_key():
     assert len(match(flow_keys(a), flow_keys(b[:0]))) == 0
 
 
+@pytest.mark.parametrize("fake_hash", ["unique-but-colliding", "duplicates"])
+def test_key_index_never_joins_different_flows_on_a_hash_collision(monkeypatch, fake_hash):
+    from pktstat_bpf import live
+
+    if fake_hash == "duplicates":  # two keys of one reading share a hash: exact fallback
+        monkeypatch.setattr(live, "hash_words", lambda w: w[:, 4] & np.uint64(1))
+    else:  # sport % 3: unique within `a`, but (4 -> 1) and (3, egress -> 0) collide with other keys of `a`
+        monkeypatch.setattr(live, "hash_words", lambda w: (w[:, 4] & np.uint64(0xFFFF)) % np.uint64(3))
+    a = recs({"sport": 1}, {"sport": 2}, {"sport": 3, "dir": 0})
+    b = recs({"sport": 3, "dir": 0}, {"sport": 4}, {"sport": 1}, {"sport": 3, "dir": 1})
+    ka, kb = live.KeyIndex(a), live.KeyIndex(b)
+    assert list(ka.find(kb, b)) == [2, -1, 0, -1]
+
+
 def test_tracker_deltas_add_up_and_a_stopped_flow_shows_zero_once():
     t = IntervalTracker()
     i0 = t.advance(snap(recs({"sport": 1, "packets": 2, "bytes": 200}), 1.0, stats(3, 284, (1, 84))))
@@ -261,7 +275,8 @@ def test_tui_model_sorts_filters_scrolls_and_pauses():
 
     from pktstat_bpf.tui import QUIT, TableModel
 
-    rows = [{"src": f"10.0.0.{i}", "sport": 100 + i, "packets": 10 - i, "bytes": 100 * i + 5} for i in range(1, 9)]
+    rows = [{"src": f"10.0.0.{i}", "sport": 100 + i, "dport": 60 - i, "packets": 10 - i, "bytes": 100 * i + 5}
+            for i in range(1, 9)]  # fmt: skip
     t = IntervalTracker()
     m = TableModel(page=3)
     m.update(t.advance(snap(recs(*rows), 1.0)))
@@ -282,7 +297,9 @@ def test_tui_model_sorts_filters_scrolls_and_pauses():
     m.key(curses.KEY_UP)
     assert srcs() == ["10.0.0.2:102", "10.0.0.3:103", "10.0.0.4:104"]
     assert m.key(ord("r")) == "redraw" and srcs()[0] == "10.0.0.1:101"
-    m.key(ord("4"))  # destination: all equal, then by the flow key
+    m.key(ord("4"))  # destination: one address, then by port
+    assert srcs() == ["10.0.0.8:108", "10.0.0.7:107", "10.0.0.6:106"]
+    m.key(ord("3"))
     assert srcs() == ["10.0.0.1:101", "10.0.0.2:102", "10.0.0.3:103"]
     for ch in "/0.0.7":
         m.key(ord(ch))

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import UsageError
+from .live import hash_words
 
 #: Networks ``--external`` treats as internal unless ``--internal-networks``
 #: says otherwise: loopback and the RFC 1918 ranges, IPv6 loopback,
@@ -99,18 +100,6 @@ class NetworkSet:
 #: Default size of the ``--unique`` table: 2**20 slots of 8 bytes = 8 MiB.
 UNIQUE_SLOTS = 1 << 20
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, on a uint64 array (wrapping arithmetic)."""
-    h = (h ^ (h >> np.uint64(30))) * _M1
-    h = (h ^ (h >> np.uint64(27))) * _M2
-    return h ^ (h >> np.uint64(31))
-
-
 def connection_hashes(records: np.ndarray) -> np.ndarray:
     """A 64-bit fingerprint of each record's connection: addresses, ports,
     protocol, address family, pid and comm (not direction, interface or
@@ -122,10 +111,7 @@ def connection_hashes(records: np.ndarray) -> np.ndarray:
     conn = np.zeros(n, dtype=base + [("_pad", "u1", (pad,))] if pad else base)
     for f in fields:
         conn[f] = records[f]
-    words = conn.view(np.uint8).reshape(n, conn.dtype.itemsize).view("<u8")
-    h = np.full(n, _GOLDEN, dtype=np.uint64)
-    for i in range(words.shape[1]):
-        h = _mix(h ^ words[:, i])
+    h = hash_words(conn.view(np.uint8).reshape(n, conn.dtype.itemsize).view("<u8"))
     h[h == 0] = 1
     return h
 

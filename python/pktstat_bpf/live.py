@@ -4,9 +4,10 @@ The kernel maps only ever grow: nothing is deleted from them while a capture
 runs, so no increment can fall between a read and a delete. Each reading is a
 cumulative :class:`~pktstat_bpf.Snapshot`; an :class:`Interval` is the
 difference of two consecutive readings, joined on the flow key in NumPy (one
-sort of the earlier keys and one ``searchsorted`` of the later ones, no Python
-loop over flows). The deltas of consecutive intervals add up exactly to the
-cumulative counts of the last reading.
+sort of the earlier key hashes, one ``searchsorted`` of the later ones and a
+check of the full keys; no Python loop over flows, see :class:`KeyIndex`).
+The deltas of consecutive intervals add up exactly to the cumulative counts
+of the last reading.
 
 >>> with Collector(iface="eth0") as c:                      # doctest: +SKIP
 ...     for iv in c.stream(1.0, duration=10):
@@ -35,6 +36,77 @@ def flow_keys(records: np.ndarray) -> np.ndarray:
     width = records.dtype.fields["packets"][1]  # the value follows the key
     raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, records.dtype.itemsize)
     return np.ascontiguousarray(raw[:, :width]).view(f"V{width}").reshape(n)
+
+
+def key_words(records: np.ndarray) -> np.ndarray:
+    """The flow key of each record as 64-bit words, shape (N, 9): a view into
+    `records` (no copy when it is contiguous)."""
+    width = records.dtype.fields["packets"][1]
+    if width % 8 or records.dtype.itemsize % 8:  # pragma: no cover - flow.h keeps both 8-aligned
+        raise ValueError("flow key and record sizes must be multiples of 8")
+    n = len(records)
+    return np.ascontiguousarray(records).view(np.uint64).reshape(n, records.dtype.itemsize // 8)[:, : width // 8]
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    h = (h ^ (h >> np.uint64(30))) * _M1
+    h = (h ^ (h >> np.uint64(27))) * _M2
+    return h ^ (h >> np.uint64(31))
+
+
+def hash_words(words: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of a (N, K) uint64 array."""
+    h = np.full(len(words), _SEED, dtype=np.uint64)
+    for i in range(words.shape[1]):
+        h = _mix(h ^ words[:, i])
+    return h
+
+
+def key_hashes(records: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each record's flow key (equal keys, equal hashes)."""
+    return hash_words(key_words(records))
+
+
+class KeyIndex:
+    """The flow keys of one reading, indexed for :meth:`find`: sorted 64-bit
+    key hashes, searched with ``searchsorted`` and confirmed against the
+    full 72-byte keys, so a hash collision can never join two different
+    flows. (Should two keys of one reading share a hash, it falls back to
+    sorting the keys themselves, which is exact and slower.)"""
+
+    def __init__(self, records: np.ndarray) -> None:
+        self.words = key_words(records)
+        self.hashes = hash_words(self.words)
+        self.order = np.argsort(self.hashes, kind="stable")
+        self.sorted = self.hashes[self.order]
+        self._exact = None
+        if len(self.sorted) > 1 and (self.sorted[1:] == self.sorted[:-1]).any():
+            self._exact = flow_keys(records)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def find(self, other: "KeyIndex", records: np.ndarray) -> np.ndarray:
+        """For each key of `other` (built from `records`), its position
+        here, or -1."""
+        if len(self) == 0 or len(other) == 0:
+            return np.full(len(other), -1, dtype=np.intp)
+        if self._exact is not None:
+            return match(self._exact, flow_keys(records))
+        # sorted queries: searchsorted walks both arrays in order (cache friendly)
+        pos = np.minimum(np.searchsorted(self.sorted, other.sorted), len(self.sorted) - 1)
+        hit = self.sorted[pos] == other.sorted
+        mine, theirs = self.order[pos[hit]], other.order[hit]
+        same = (self.words[mine] == other.words[theirs]).all(axis=1)
+        out = np.full(len(other), -1, dtype=np.intp)
+        out[theirs[same]] = mine[same]
+        return out
 
 
 def match(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
@@ -134,7 +206,7 @@ class IntervalTracker:
 
     def __init__(self) -> None:
         self._prev: Snapshot | None = None
-        self._prev_keys: np.ndarray | None = None
+        self._prev_keys: KeyIndex | None = None
         self._prev_active: np.ndarray | None = None
         self._index = 0
 
@@ -145,22 +217,23 @@ class IntervalTracker:
 
     def advance(self, snap: Snapshot) -> Interval:
         cur = snap.records
-        keys = flow_keys(cur)
+        keys = KeyIndex(cur)
         prev = self._prev
         if prev is None:
             prev_pos = np.full(len(cur), -1, dtype=np.intp)
             start_wall, start_dur = snap.started_at, 0.0
         else:
-            prev_pos = match(self._prev_keys, keys)
+            prev_pos = self._prev_keys.find(keys, cur)  # type: ignore[union-attr]
             start_wall, start_dur = prev.taken_at, prev.duration
         found = prev_pos >= 0
         delta = cur.copy()
         if found.any():
-            pr = prev.records[prev_pos[found]]  # type: ignore[union-attr]
+            at = prev_pos[found]
+            pp, pb = prev.records["packets"][at], prev.records["bytes"][at]  # type: ignore[union-attr]
             cp, cb = cur["packets"][found], cur["bytes"][found]
-            reset = (cp < pr["packets"]) | (cb < pr["bytes"])
-            delta["packets"][found] = np.where(reset, cp, cp - pr["packets"])
-            delta["bytes"][found] = np.where(reset, cb, cb - pr["bytes"])
+            reset = (cp < pp) | (cb < pb)
+            delta["packets"][found] = np.where(reset, cp, cp - pp)
+            delta["bytes"][found] = np.where(reset, cb, cb - pb)
         active = delta["packets"] > 0
         was_active = np.zeros(len(cur), dtype=bool)
         if found.any() and self._prev_active is not None:

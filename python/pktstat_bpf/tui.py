@@ -29,20 +29,12 @@ import numpy as np
 from . import render
 from .durations import format_duration
 from .errors import EXIT_OK, UsageError
-from .live import Interval, IntervalTracker, flow_keys
+from .live import Interval, IntervalTracker, key_hashes
 
 SORTS = ("bitrate", "packets", "bytes", "src", "dst")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
 QUIT = "quit"
 HELP = "q quit  j/k up/down  PgUp/PgDn  0-4 sort  / filter  p pause  r top"
-
-
-def _rank(records: np.ndarray) -> np.ndarray:
-    """Rank of each flow key in byte order: the final tie-break of every sort."""
-    order = np.argsort(flow_keys(records), kind="stable")
-    rank = np.empty(len(records), dtype=np.intp)
-    rank[order] = np.arange(len(records))
-    return rank
 
 
 def order_rows(iv: Interval, by: str) -> np.ndarray:
@@ -52,7 +44,7 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
     r = iv.delta.records
     if len(r) == 0:
         return np.arange(0)
-    keys: list[np.ndarray] = [_rank(r)]
+    keys: list[np.ndarray] = [key_hashes(r)]  # last tie-break: stable from refresh to refresh
     if by in ("src", "dst"):
         a = "saddr" if by == "src" else "daddr"
         keys += [r["sport" if by == "src" else "dport"]]
