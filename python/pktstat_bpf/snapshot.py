@@ -11,7 +11,10 @@ import numpy as np
 from . import render
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     import pandas
+    import pyarrow
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,27 @@ class Snapshot:
         lines = [self.header_line()] if header else []
         lines += render.text_lines(self.flows())
         return "\n".join(lines) + "\n"
+
+    def to_arrow(self) -> "pyarrow.Table":
+        """The flows as an Arrow table (needs pyarrow: ``pip install
+        'pktstat-bpf[arrow]'``): the to_pandas() columns, categoricals as
+        dictionary arrays, timestamps as timestamp[ns, UTC]."""
+        try:
+            import pyarrow
+        except ImportError:
+            raise ImportError("Snapshot.to_arrow() needs pyarrow: pip install 'pktstat-bpf[arrow]'") from None
+        table = pyarrow.Table.from_pandas(self.to_pandas(), preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[b"pktstat_bpf"] = render.dumps(self.header()).encode()
+        return table.replace_schema_metadata(meta)
+
+    def to_parquet(self, path: "str | os.PathLike[str]", **kwargs: Any) -> None:
+        """Write the flows to a Parquet file (Spark, DuckDB, polars read it);
+        the JSON header (mode, totals ...) is kept in the file's metadata
+        under ``pktstat_bpf``. Keyword arguments go to pyarrow.parquet.write_table."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(), path, **kwargs)
 
     def to_pandas(self) -> "pandas.DataFrame":
         """The flows as a DataFrame with typed columns (see :mod:`pktstat_bpf.frame`)."""
