@@ -14,13 +14,12 @@ import sys
 import threading
 from typing import Sequence
 
-from . import __version__
+from . import __version__, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
-from .modes.tc import TC_ATTACH
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
+from .modes.tc import TC_ATTACH
 from .snapshot import Snapshot
-from . import views
 
 PROG = "pktstat-bpf"
 log = logging.getLogger("pktstat_bpf")
