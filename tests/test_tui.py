@@ -55,6 +55,11 @@ class Tmux:
         self("kill-server")
 
 
+def stable(rows):
+    """Rows without their bitrate cell."""
+    return [r[1:] for r in rows]
+
+
 def rows_of(screen: list[str]) -> list[list[str]]:
     """The table rows: [bitrate, packets, bytes, proto, src, dst]."""
     out = []
@@ -143,7 +148,8 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     assert n >= 2 + 60 + 1 > 2 * PAGE and len(rows_of(top)) == PAGE
     tui.keys("j")
     down = tui.wait(lambda s: f"rows 2-{PAGE + 1} of" in status(s))
-    assert rows_of(down)[:-1] == rows_of(top)[1:]
+    # (rows compared without the bitrate column: interval rates decay as time passes)
+    assert stable(rows_of(down))[:-1] == stable(rows_of(top))[1:]
     tui.keys("Down")
     tui.wait(lambda s: f"rows 3-{PAGE + 2} of" in status(s))
     tui.keys("k")
@@ -154,11 +160,11 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     paged = tui.wait(lambda s: f"rows {PAGE + 1}-{2 * PAGE} of" in status(s))
     assert endpoint_key(rows_of(paged)[0][4]) >= endpoint_key(rows_of(top)[-1][4])
     tui.keys("PPage")
-    assert rows_of(tui.wait(lambda s: f"rows 1-{PAGE} of" in status(s))) == rows_of(top)
+    assert stable(rows_of(tui.wait(lambda s: f"rows 1-{PAGE} of" in status(s)))) == stable(rows_of(top))
     tui.keys("NPage")
     tui.wait(lambda s: f"rows {PAGE + 1}-" in status(s))
     tui.keys("r")  # redraw, back to the top
-    assert rows_of(tui.wait(lambda s: f"rows 1-{PAGE} of" in status(s))) == rows_of(top)
+    assert stable(rows_of(tui.wait(lambda s: f"rows 1-{PAGE} of" in status(s)))) == stable(rows_of(top))
 
     # filter by substring, narrowing as one types; Enter keeps it
     tui.keys("/", "5202")
@@ -175,7 +181,8 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     with netns.in_a():
         late = send_udp(B4, 5205, 300, 4)
     time.sleep(1.0)  # three intervals
-    assert not any(r[4] == f"{A4}:{late}" for r in rows_of(tui.screen()))
+    paused_screen = tui.screen()
+    assert not any(r[4] == f"{A4}:{late}" for r in rows_of(paused_screen)), "\n".join(paused_screen)
     tui.keys("p")
     screen = tui.wait(lambda s: "PAUSED" not in status(s) and rows_of(s) and rows_of(s)[0][4] == f"{A4}:{late}")
     assert rows_of(screen)[0][1:3] == ["300", str(300 * (s4 + 4))]
@@ -184,7 +191,9 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     tui("resize-window", "-x", "72", "-y", "12")
     screen = tui.wait(lambda s: len(s) == 12 and "rows 1-8 of" in status(s))
     assert all(len(line) <= 72 for line in screen)
-    assert screen[0].startswith("pktstat-bpf  tc on va (tcx)") and len(rows_of(screen)) == 8
+    # (at 72 columns the dst column may be cut, so count rows by their bitrate cell)
+    body = [line for line in screen[3:-1] if re.match(r"^\s*[\d.]+ [KMGT]?bps\s", line)]
+    assert screen[0].startswith("pktstat-bpf  tc on va (tcx)") and len(body) == 8
     assert screen[-1].startswith("q quit")
     tui("resize-window", "-x", str(COLS), "-y", str(ROWS))
     screen = tui.wait(lambda s: len(s) == ROWS and f"rows 1-{PAGE} of" in status(s))
