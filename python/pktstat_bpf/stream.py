@@ -45,7 +45,7 @@ class StreamWriter:
         if not flows:
             return 0
         ts = render.rfc3339(round(iv.end * 1e6) * 1000)  # the wall clock is good to ~1 us
-        interval = round(iv.duration, 6)
+        interval = round(iv.duration, 9)  # ns: bitrate = 8 * bytes / interval holds to 1e-9
         for d in flows:
             self.out.write(self.line(d, ts, interval=interval) + "\n")
             self.out.flush()
