@@ -328,3 +328,78 @@ def test_replay_touches_no_interface(netns, mixed):
     assert before == after
     assert not netns.ours_attached()
     assert after["tcx"] == "" and "clsact" not in after["qdisc"]
+
+
+# ---- interval streams over capture time ---------------------------------------
+@pytest.fixture
+def gappy(tmp_path) -> Path:
+    """Frames at +0, +1.0s-500ns, +1.5s, +2.0s (ARP), +2.5s, then a gap to +9.5s."""
+    base = T0 * 10**9 + 500
+    recs = [
+        (base, udp4(A4, B4, 1000, 53, 10)),
+        (base + 999_999_501, udp4(A4, B4, 1000, 53, 30)),
+        (base + 1_499_999_500, udp4(B4, A4, 53, 1000, 100)),
+        (base + 1_999_999_500, bytes(12) + b"\x08\x06" + bytes(28)),
+        (base + 2_500_000_000, udp4(A4, C4, 2000, 123, 0)),
+        (base + 9_500_000_000, udp4(A4, C4, 2000, 123, 0)),
+    ]
+    return write_pcap(tmp_path / "gappy.pcap", recs, nano=True)
+
+
+def test_intervals_step_through_capture_time(bpf, gappy):
+    ivs = list(pktstat_bpf.Replayer().intervals(gappy, 1.0))
+    start = T0 + 500e-9
+    # steps of 1 s from the first frame; the idle stretch after one empty step
+    # is one interval; the last ends at the last frame
+    assert [(round(iv.start - start, 6), round(iv.end - start, 6)) for iv in ivs] == [
+        (0, 1), (1, 2), (2, 3), (3, 4), (4, 9), (9, 9.5),
+    ]  # fmt: skip
+    assert [iv.delta.totals.all.packets for iv in ivs] == [2, 2, 1, 0, 0, 1]
+    assert ivs[1].delta.totals.all.unparsed_packets == 1
+    assert [table(iv.delta.take(iv.active)) for iv in ivs] == [
+        {(A4, B4, "UDP", 1000, 53): (2, 124)},
+        {(B4, A4, "UDP", 53, 1000): (1, 142)},
+        {(A4, C4, "UDP", 2000, 123): (1, 42)},
+        {}, {},
+        {(A4, C4, "UDP", 2000, 123): (1, 42)},
+    ]  # fmt: skip
+    # the deltas add up to the whole replay
+    whole = pktstat_bpf.replay(gappy)
+    assert sum(iv.delta.totals.all.bytes for iv in ivs) == whole.totals.all.bytes == 124 + 142 + 42 + 42 + 42
+    assert table(ivs[-1].cumulative) == table(whole)
+
+
+def test_cli_streams_json_lines_per_interval_of_capture_time(bpf, gappy):
+    p = cli("--pcap", str(gappy), "--jsonl", "-r", "2s")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    got = [(r["timestamp"], r["srcIp"], r["dstIp"], r["packets"], r["bytes"], r["interval"], r["bitrate"])
+           for r in rows]  # fmt: skip
+    assert got == [
+        ("2023-11-14T22:13:22.000000000Z", B4, A4, 1, 142, 2.0, 568.0),
+        ("2023-11-14T22:13:22.000000000Z", A4, B4, 2, 124, 2.0, 496.0),
+        ("2023-11-14T22:13:24.000000000Z", A4, C4, 1, 42, 2.0, 168.0),
+        ("2023-11-14T22:13:24.000000000Z", A4, B4, 0, 0, 2.0, 0.0),
+        ("2023-11-14T22:13:24.000000000Z", B4, A4, 0, 0, 2.0, 0.0),
+        ("2023-11-14T22:13:26.000000000Z", A4, C4, 0, 0, 2.0, 0.0),
+        ("2023-11-14T22:13:29.500000000Z", A4, C4, 1, 42, 1.5, 224.0),
+    ]  # fmt: skip
+
+
+def test_cli_stream_of_a_damaged_file_warns_and_exits_1(bpf, gappy, tmp_path):
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(gappy.read_bytes()[:-10])
+    p = cli("--pcap", str(cut), "--plain")
+    assert p.returncode == 1
+    assert p.stderr.startswith(f"pktstat-bpf: warning: {cut}: damaged after 5 frames") and p.stderr.count("\n") == 1
+    lines = p.stdout.splitlines()
+    # steps [0,1) and [1,2), then the last ends at the last frame read (+2.5 s)
+    assert len(lines) == 5
+    assert lines[-2] == ("2023-11-14T22:13:22.500000000Z bitrate: 84.00 bps, packets: 1, bytes: 42, proto: UDP, "
+                         "src: 10.0.0.1:2000, dst: 10.0.0.3:123")  # fmt: skip
+
+
+def test_pcap_with_tui_is_a_usage_error(tmp_path):
+    r = cli("--pcap", str(tmp_path / "x.pcap"), "-g")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "pktstat-bpf: error: --pcap replays a file: -g/--tui shows live traffic only\n"

@@ -15,6 +15,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+from .capture import Capture, capture
 from .collector import Collector
 from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
 from .offline import CaptureFileError, DamagedCaptureError, Replayer, replay
@@ -22,7 +23,9 @@ from .snapshot import Counters, Snapshot, Totals
 
 __all__ = [
     "CaptureFileError",
+    "Capture",
     "Collector",
+    "capture",
     "Counters",
     "DamagedCaptureError",
     "FeatureMissingError",

@@ -14,11 +14,11 @@ import sys
 import threading
 from typing import Sequence
 
-from . import __version__
+from . import __version__, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
-from .modes.tc import TC_ATTACH
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PktstatError, UsageError
+from .modes.tc import TC_ATTACH
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
@@ -78,8 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pcap", metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "
-        "(no interface is touched; bytes are the frames' original lengths)",
+        "(no interface is touched; bytes are the frames' original lengths; with --jsonl/--plain/-u, "
+        "streamed per -r interval of capture time)",
     )  # fmt: skip
+    live = p.add_argument_group("live views")
+    live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
+    live.add_argument(
+        "-r", "--refresh", metavar="DURATION", type=_duration, default=1.0,
+        help="interval of the TUI and of streams (default 1s)",
+    )  # fmt: skip
+    live.add_argument("--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval")
+    live.add_argument("--plain", action="store_true", help="stream text lines (pktstat-kube compatible)")
+    live.add_argument(
+        "-u", "--unique", action="store_true",
+        help="stream each connection only the first time it appears (text, or JSON Lines with --jsonl)",
+    )  # fmt: skip
+    views.add_arguments(live)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -88,9 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     check_max_entries(args.max_entries)
-    if args.pcap is not None and args.iface is not None:
-        raise UsageError("--pcap replays a file: it takes no interface (-i)")
+    check_live_arguments(args)
+    if args.pcap is not None:
+        if args.iface is not None:
+            raise UsageError("--pcap replays a file: it takes no interface (-i)")
+        if args.tui:
+            raise UsageError("--pcap replays a file: -g/--tui shows live traffic only")
     return args
+
+
+def check_live_arguments(args: argparse.Namespace) -> None:
+    """One output at a time; a positive refresh; valid CIDRs."""
+    if args.refresh < 0.01:
+        raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(args.refresh)}")
+    chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--jsonl", args.jsonl),
+                              ("--plain", args.plain)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise UsageError(f"choose one output: {' or '.join(chosen)}")
+    if args.unique and (args.tui or args.json):
+        raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
+    views.check_arguments(args)
 
 
 def _setup_logging(level: int) -> None:
@@ -153,39 +184,61 @@ def collector_from_args(args: argparse.Namespace) -> Collector:
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    """The default job: capture for --timeout (or until a signal), then report."""
+    """The default job: capture for --timeout (or until a signal), then
+    report; or, with --jsonl/--plain/-u, stream every --refresh interval."""
     collector = collector_from_args(args)
-    with collector, _StopSignals() as stop:
+    with views.view_from_args(args) as view, collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
         log.info("counting on %s via %s %s (Ctrl-C to stop)", collector.where, st["attach"], until)
+        if args.jsonl or args.plain or args.unique:
+            from .stream import run_stream
+
+            run_stream(args, collector, view, stop.event)
+            return EXIT_OK
         stop.wait(args.timeout)
         collector.stop()
         snap = collector.snapshot()
     warn_if_nearly_full(snap)
-    write_report(snap, args.json)
+    write_report(view.apply(snap), args.json)
     return EXIT_OK
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    """--pcap FILE: count the file's frames and report. A file damaged part-way
-    still gets its report (of the frames before the damage) on stdout, a
-    warning on stderr, and exit code 1."""
-    from .offline import DamagedCaptureError, replay
+    """--pcap FILE: count the file's frames and report, or with --jsonl,
+    --plain or -u stream them per -r interval of capture time. A file damaged
+    part-way still gets its report (of the frames before the damage) on
+    stdout, a warning on stderr, and exit code 1."""
+    from .offline import DamagedCaptureError, Replayer
     from .progress import ProgressBar
 
-    bar = ProgressBar(sys.stderr)
     code = EXIT_OK
-    try:
-        snap = replay(args.pcap, max_entries=args.max_entries, progress=bar, strict=True)
-    except DamagedCaptureError as e:
-        snap, code = e.snapshot, EXIT_RUNTIME
-        bar.close()
-        log.warning("warning: %s", e)
-    finally:
-        bar.close()
-    warn_if_nearly_full(snap)
-    write_report(snap, args.json)
+    with views.view_from_args(args) as view:
+        replayer = Replayer(args.max_entries)
+        if args.jsonl or args.plain or args.unique:
+            from .filters import UniqueFilter
+            from .stream import StreamWriter
+
+            writer = StreamWriter(sys.stdout, "jsonl" if args.jsonl else "text",
+                                  UniqueFilter() if args.unique else None)  # fmt: skip
+            try:
+                for iv in replayer.intervals(args.pcap, args.refresh, strict=True):
+                    writer.write(view.apply_interval(iv))
+            except DamagedCaptureError as e:
+                log.warning("warning: %s", e)
+                return EXIT_RUNTIME
+            return EXIT_OK
+        bar = ProgressBar(sys.stderr)
+        try:
+            snap = replayer.replay(args.pcap, progress=bar, strict=True)
+        except DamagedCaptureError as e:
+            snap, code = e.snapshot, EXIT_RUNTIME
+            bar.close()
+            log.warning("warning: %s", e)
+        finally:
+            bar.close()
+        warn_if_nearly_full(snap)
+        write_report(view.apply(snap), args.json)
     return code
 
 
@@ -194,6 +247,10 @@ def dispatch(args: argparse.Namespace) -> int:
     capture-and-report)."""
     if args.pcap is not None:
         return run_replay(args)
+    if args.tui:
+        from .tui import run_tui
+
+        return run_tui(args)
     return run_capture(args)
 
 

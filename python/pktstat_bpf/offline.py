@@ -15,17 +15,22 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from .collector import DEFAULT_MAX_ENTRIES, check_max_entries, translate_os_error
 from . import render
 from .errors import PktstatError, UsageError
 from .snapshot import Snapshot, Totals
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .live import Interval
+
 log = logging.getLogger("pktstat_bpf")
 
 #: progress(frames done, bytes of the file read, file size in bytes)
 Progress = Callable[[int, int, int], None]
+
+ALL_FRAMES = (1 << 64) - 1  # advance() bound that runs every frame
 
 LINK_TYPES = (
     "Ethernet (EN10MB)",
@@ -73,13 +78,73 @@ class Replayer:
         self, path: str | os.PathLike, *, progress: Optional[Progress] = None, strict: bool = False
     ) -> Snapshot:
         """See :func:`replay`."""
-        from . import _core
-
         path = os.fspath(path)
         engine = self._engine
-        engine.clear()
+        self._open(path)
+        engine.advance(ALL_FRAMES, progress)
+        info = engine.file
+        snap = _snapshot(engine, path, info)
+        self._check_damage(path, info, snap, strict)
+        return snap
+
+    def intervals(
+        self,
+        path: str | os.PathLike,
+        interval: float,
+        *,
+        progress: Optional[Progress] = None,
+        strict: bool = False,
+    ) -> Iterator[Interval]:
+        """Replay in steps of `interval` seconds of *capture* time, yielding
+        an :class:`~pktstat_bpf.live.Interval` per step, as
+        :meth:`Collector.stream` does live: per-flow packets, bytes and
+        bitrate within the step, plus lifetime totals. Steps start at the
+        first frame's timestamp; the last one ends at the latest frame's. An
+        idle stretch of more than one step (a gap in the capture) is one
+        interval, after one empty step that lets stopped flows show once.
+        The deltas of all intervals add up to what :meth:`replay` reports.
+        Damage ends the steps as it ends :meth:`replay` (with `strict`, the
+        :class:`DamagedCaptureError` comes after the last interval).
+        """
+        from .live import IntervalTracker
+
+        if not interval > 0:
+            raise UsageError(f"interval must be positive, not {interval!r}")
+        path = os.fspath(path)
+        engine = self._engine
+        self._open(path)
+        step = max(1, round(interval * 1e9))
+        tracker = IntervalTracker()
+        snap = None
+        more = engine.advance(0)  # reads the first frame, runs nothing
+        start = engine.next_ts if more else 0
+        end = start
+        idle = 0
+        while more:
+            nxt = engine.next_ts
+            if idle >= 1 and nxt >= end + step:
+                # the rest of an idle stretch, up to the step the next frame is in, as one interval
+                end = start + (nxt - start) // step * step
+                snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=end)
+                yield tracker.advance(snap)
+            end += step
+            more = engine.advance(end, progress)
+            stop = end if more else max(engine.counters["latest_ts_ns"], start)
+            snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=stop)
+            iv = tracker.advance(snap)
+            idle = 0 if iv.active.any() else idle + 1
+            yield iv
+        info = engine.file
+        if snap is None:
+            snap = _snapshot(engine, path, info)
+        self._check_damage(path, info, snap, strict)
+
+    def _open(self, path: str) -> None:
+        from . import _core
+
+        self._engine.clear()
         try:
-            info = engine.replay_file(path, progress)
+            self._engine.open_file(path)
         except _core.CaptureError as e:
             raise CaptureFileError(str(e)) from None
         except OSError as e:
@@ -88,16 +153,18 @@ class Replayer:
             if e.errno in (errno.EACCES, errno.EPERM) and str(e).startswith(f"[Errno {e.errno}] open "):
                 raise CaptureFileError(f"{path}: {os.strerror(e.errno)}") from None
             raise translate_os_error(e, f"cannot replay {path}") from None
-        snap = _snapshot(engine, path, info)
-        if info["damage"]:
-            msg = (
-                f"{path}: damaged after {info['frames']} frames ({info['damage']}); "
-                f"the report covers those {info['frames']} frames"
-            )
-            if strict:
-                raise DamagedCaptureError(msg, snap, info["frames"])
-            log.warning("%s", msg)
-        return snap
+
+    @staticmethod
+    def _check_damage(path: str, info: dict, snap: Snapshot, strict: bool) -> None:
+        if not info["damage"]:
+            return
+        msg = (
+            f"{path}: damaged after {info['frames']} frames ({info['damage']}); "
+            f"the report covers those {info['frames']} frames"
+        )
+        if strict:
+            raise DamagedCaptureError(msg, snap, info["frames"])
+        log.warning("%s", msg)
 
 
 def replay(
@@ -124,11 +191,12 @@ def replay(
     return Replayer(max_entries).replay(path, progress=progress, strict=strict)
 
 
-def _snapshot(engine, path: str, info: dict) -> Snapshot:
+def _snapshot(engine, path: str, info: dict, start_ns: int | None = None, end_ns: int | None = None) -> Snapshot:
     records = engine.read_flows()
     stats = engine.read_stats()
     c = engine.counters
-    first, last = c["earliest_ts_ns"], c["latest_ts_ns"]
+    first = c["earliest_ts_ns"] if start_ns is None else start_ns
+    last = c["latest_ts_ns"] if end_ns is None else end_ns
     extra = {
         # exact to the nanosecond (started_at/taken_at are floats); these
         # replace the header's start/end in place

@@ -7,6 +7,26 @@
 
 namespace pktstat {
 
+namespace {
+
+py::dict file_dict(const FileResult &res) {
+	return py::dict(py::arg("linktype") = res.linktype, py::arg("linktype_name") = res.linktype_name,
+	                py::arg("linktype_description") = res.linktype_description, py::arg("frames") = res.frames,
+	                py::arg("damage") = res.damage);
+}
+
+// The engine calls progress without the GIL: take it, let Ctrl-C through
+// (a KeyboardInterrupt raised here unwinds the replay loop), report.
+ProgressFn progress_fn(py::object progress) {
+	return [progress](uint64_t frames, uint64_t offset, uint64_t size) {
+		py::gil_scoped_acquire gil;
+		if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+		if (!progress.is_none()) progress(frames, offset, size);
+	};
+}
+
+} // namespace
+
 void bind_replay(py::module_ &m) {
 	// Never freed, like the dtypes: a static py::object would outlive the interpreter.
 	static auto *capture_error = new py::exception<CaptureError>(m, "CaptureError", PyExc_ValueError);
@@ -28,23 +48,36 @@ void bind_replay(py::module_ &m) {
 	    .def(
 	        "replay_file",
 	        [](Replayer &r, const std::string &path, py::object progress, uint64_t every) {
-		        // Called without the GIL: take it, let Ctrl-C through, report.
-		        ProgressFn fn = [&progress](uint64_t frames, uint64_t offset, uint64_t size) {
-			        py::gil_scoped_acquire gil;
-			        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-			        if (!progress.is_none()) progress(frames, offset, size);
-		        };
-		        FileResult res;
+		        ProgressFn fn = progress_fn(progress);
 		        {
 			        py::gil_scoped_release nogil;
-			        res = r.replay_file(path, fn, every);
+			        r.replay_file(path, fn, every);
 		        }
-		        return py::dict(py::arg("linktype") = res.linktype, py::arg("linktype_name") = res.linktype_name,
-		                        py::arg("linktype_description") = res.linktype_description,
-		                        py::arg("frames") = res.frames, py::arg("damage") = res.damage);
+		        return file_dict(r.file());
 	        },
 	        py::arg("path"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
 	        "Run every frame of a pcap/pcapng file through the program; counts accumulate.")
+	    .def(
+	        "open_file",
+	        [](Replayer &r, const std::string &path) {
+		        {
+			        py::gil_scoped_release nogil;
+			        r.open_file(path);
+		        }
+		        return file_dict(r.file());
+	        },
+	        py::arg("path"), "Open a capture for advance(); checks it as replay_file does.")
+	    .def(
+	        "advance",
+	        [](Replayer &r, uint64_t until_ts_ns, py::object progress, uint64_t every) {
+		        ProgressFn fn = progress_fn(progress);
+		        py::gil_scoped_release nogil;
+		        return r.advance(until_ts_ns, fn, every);
+	        },
+	        py::arg("until_ts_ns"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
+	        "Run the open file's frames stamped before until_ts_ns; True while frames remain.")
+	    .def_property_readonly("next_ts", &Replayer::next_ts)
+	    .def_property_readonly("file", [](const Replayer &r) { return file_dict(r.file()); })
 	    .def(
 	        "replay_frames",
 	        [](Replayer &r, int dlt, const std::vector<py::bytes> &frames, const std::vector<uint64_t> &ts_ns,

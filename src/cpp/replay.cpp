@@ -243,10 +243,15 @@ std::vector<dir_stats> Replayer::read_stats() const {
 	return s;
 }
 
-FileResult Replayer::replay_file(const std::string &path, const ProgressFn &progress, uint64_t every) {
-	PcapSource src(path);
+Replayer::~Replayer() = default;
+
+const FileResult &Replayer::open_file(const std::string &path) {
+	run_.reset();
+	src_.reset();
+	next_ = Pending{};
+	auto src = std::make_unique<PcapSource>(path);
 	FileResult res;
-	res.linktype = src.dlt();
+	res.linktype = src->dlt();
 	res.linktype_name = PcapSource::dlt_name(res.linktype);
 	res.linktype_description = PcapSource::dlt_description(res.linktype);
 	LinkKind kind;
@@ -255,28 +260,38 @@ FileResult Replayer::replay_file(const std::string &path, const ProgressFn &prog
 		                   path + ": link type " + linktype_text(res.linktype) +
 		                       " is not supported; replay reads Ethernet, Linux cooked (SLL, SLL2), "
 		                       "raw IPv4/IPv6 and BSD loopback captures");
+	run_ = std::make_unique<Run>(*this, kind);
+	src_ = std::move(src);
+	file_ = std::move(res);
+	return file_;
+}
 
-	Run run(*this, kind);
+bool Replayer::advance(uint64_t until_ts_ns, const ProgressFn &progress, uint64_t every) {
+	if (!src_) return false;
 	if (!every) every = 1 << 16;
-	uint64_t next_report = every;
-	const uint8_t *data;
-	uint32_t caplen, wire;
-	uint64_t ts;
 	for (;;) {
-		int rc = src.next(data, caplen, wire, ts);
-		if (rc == 0) break;
-		if (rc < 0) {
-			res.damage = src.error();
-			break;
+		if (!next_.valid) {
+			int rc = src_->next(next_.data, next_.caplen, next_.wire, next_.ts);
+			if (rc <= 0) {
+				if (rc < 0) file_.damage = src_->error();
+				if (progress) progress(file_.frames, src_->size(), src_->size());
+				run_.reset();
+				src_.reset();
+				return false;
+			}
+			next_.valid = true;
 		}
-		run.frame(data, caplen, wire, ts);
-		if (++res.frames == next_report) {
-			next_report += every;
-			if (progress) progress(res.frames, src.offset(), src.size());
-		}
+		if (until_ts_ns != UINT64_MAX && next_.ts >= until_ts_ns) return true; // MAX: everything
+		next_.valid = false;
+		run_->frame(next_.data, next_.caplen, next_.wire, next_.ts);
+		if (++file_.frames % every == 0 && progress) progress(file_.frames, src_->offset(), src_->size());
 	}
-	if (progress) progress(res.frames, src.size(), src.size());
-	return res;
+}
+
+FileResult Replayer::replay_file(const std::string &path, const ProgressFn &progress, uint64_t every) {
+	open_file(path);
+	advance(UINT64_MAX, progress, every);
+	return file_;
 }
 
 void Replayer::replay_frames(int dlt, const std::vector<std::string> &frames, const std::vector<uint64_t> &ts_ns,

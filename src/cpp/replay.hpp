@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,7 @@ using ProgressFn = std::function<void(uint64_t, uint64_t, uint64_t)>;
 class Replayer {
 public:
 	explicit Replayer(uint32_t max_entries); // opens, configures, loads, probes the size limit
+	~Replayer();
 	Replayer(const Replayer &) = delete;
 	Replayer &operator=(const Replayer &) = delete;
 
@@ -71,6 +73,16 @@ public:
 	// replay does not decode. A read error mid-file ends the loop and is
 	// returned in `damage`, with what was counted so far kept.
 	FileResult replay_file(const std::string &path, const ProgressFn &progress = {}, uint64_t every = 1 << 16);
+
+	// The same in steps, for interval streams: open_file() checks the file
+	// (throwing as replay_file does), advance(until) runs the frames whose
+	// timestamp is before `until` and returns true while frames remain (the
+	// next one's timestamp is then next_ts()). The file is closed at its end
+	// or its damage; file() says how it went.
+	const FileResult &open_file(const std::string &path);
+	bool advance(uint64_t until_ts_ns, const ProgressFn &progress = {}, uint64_t every = 1 << 16);
+	uint64_t next_ts() const noexcept { return next_.ts; }
+	const FileResult &file() const noexcept { return file_; }
 
 	// Run frames given in memory, as if read from a file of link type `dlt`
 	// (tests, tools). ts_ns and wire_len may be empty (0 and the frame's
@@ -104,6 +116,19 @@ private:
 	Skeleton<tc_bpf> skel_;
 	int prog_fd_ = -1;
 	ReplayCounters counters_;
+
+	// The open file (between open_file and its end) and the frame read from it
+	// but not run yet (its timestamp was past the last `until`).
+	struct Pending {
+		bool valid = false;
+		const uint8_t *data = nullptr;
+		uint32_t caplen = 0, wire = 0;
+		uint64_t ts = 0;
+	};
+	std::unique_ptr<PcapSource> src_;
+	std::unique_ptr<Run> run_;
+	Pending next_;
+	FileResult file_;
 };
 
 } // namespace pktstat
