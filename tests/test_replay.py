@@ -395,7 +395,7 @@ def test_cli_stream_of_a_damaged_file_warns_and_exits_1(bpf, gappy, tmp_path):
     lines = p.stdout.splitlines()
     # steps [0,1) and [1,2), then the last ends at the last frame read (+2.5 s)
     assert len(lines) == 5
-    assert lines[-2] == ("2023-11-14T22:13:22.500000000Z bitrate: 84.00 bps, packets: 1, bytes: 42, proto: UDP, "
+    assert lines[-2] == ("2023-11-14T22:13:22.500000000Z bitrate: 672.00 bps, packets: 1, bytes: 42, proto: UDP, "
                          "src: 10.0.0.1:2000, dst: 10.0.0.3:123")  # fmt: skip
 
 
