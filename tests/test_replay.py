@@ -403,3 +403,31 @@ def test_pcap_with_tui_is_a_usage_error(tmp_path):
     r = cli("--pcap", str(tmp_path / "x.pcap"), "-g")
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == "pktstat-bpf: error: --pcap replays a file: -g/--tui shows live traffic only\n"
+
+
+def test_replay_releases_the_gil(bpf, tmp_path):
+    """Another Python thread keeps running while a file is replayed."""
+    import threading
+    import time
+
+    recs = [(T0 * 10**9 + i, udp4(A4, B4, 1, 2, 0)) for i in range(200_000)]
+    path = write_pcap(tmp_path / "big.pcap", recs)
+    r = pktstat_bpf.Replayer()
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def tick():
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=tick)
+    t.start()
+    t0 = time.monotonic()
+    snap = r.replay(path, progress=None)
+    t1 = time.monotonic()
+    done.set()
+    t.join()
+    assert snap.totals.all.packets == 200_000
+    middle = [x for x in ticks if t0 + 0.2 * (t1 - t0) < x < t0 + 0.8 * (t1 - t0)]
+    assert len(middle) >= 5, (t1 - t0, len(ticks))
