@@ -431,3 +431,18 @@ def test_replay_releases_the_gil(bpf, tmp_path):
     assert snap.totals.all.packets == 200_000
     middle = [x for x in ticks if t0 + 0.2 * (t1 - t0) < x < t0 + 0.8 * (t1 - t0)]
     assert len(middle) >= 5, (t1 - t0, len(ticks))
+
+
+def test_standard_input_is_dash(bpf, mixed):
+    path, _ = mixed
+    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", "-", "-j"], input=path.read_bytes(),
+                       capture_output=True, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    want = json.loads(cli("--pcap", str(path), "-j").stdout)
+    assert doc["file"] == "-" and doc["flows"] == want["flows"] and doc["totals"] == want["totals"]
+    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", "-"], input=b"", capture_output=True,
+                       timeout=60)  # fmt: skip
+    assert p.returncode == 1
+    assert p.stderr == (b"pktstat-bpf: error: standard input: not a pcap or pcapng capture (truncated dump file; "
+                        b"tried to read 4 file header bytes, only got 0)\n")  # fmt: skip

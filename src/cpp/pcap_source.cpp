@@ -2,6 +2,7 @@
 
 #include <pcap/pcap.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -17,8 +18,22 @@ struct PcapSource::Impl {
 	}
 };
 
-PcapSource::PcapSource(const std::string &path) : impl_(std::make_unique<Impl>()) {
-	std::FILE *fp = std::fopen(path.c_str(), "rb");
+PcapSource::PcapSource(const std::string &file) : impl_(std::make_unique<Impl>()) {
+	const std::string path = file == "-" ? "standard input" : file; // for messages
+	// "-" is standard input (a pipe from tcpdump -w -, say), as for tcpdump -r.
+	std::FILE *fp = nullptr;
+	if (file == "-") {
+		int fd = ::dup(STDIN_FILENO);
+		if (fd < 0) throw SysError("open standard input", errno);
+		fp = ::fdopen(fd, "rb");
+		if (!fp) {
+			int err = errno;
+			::close(fd);
+			throw SysError("open standard input", err);
+		}
+	} else {
+		fp = std::fopen(file.c_str(), "rb");
+	}
 	if (!fp) throw SysError("open " + path, errno);
 	struct stat st {};
 	int err = ::fstat(::fileno(fp), &st) < 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;

@@ -25,7 +25,7 @@ private:
 
 class PcapSource {
 public:
-	// Opens the file (timestamps in nanoseconds). Throws SysError when it
+	// Opens the file ("-": standard input; timestamps in nanoseconds). Throws SysError when it
 	// cannot be opened or is a directory, CaptureError when it is empty or
 	// libpcap does not recognise it.
 	explicit PcapSource(const std::string &path);

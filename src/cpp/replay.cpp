@@ -257,7 +257,7 @@ const FileResult &Replayer::open_file(const std::string &path) {
 	LinkKind kind;
 	if (!link_kind(res.linktype, kind))
 		throw CaptureError(CaptureError::LinkType,
-		                   path + ": link type " + linktype_text(res.linktype) +
+		                   (path == "-" ? "standard input" : path) + ": link type " + linktype_text(res.linktype) +
 		                       " is not supported; replay reads Ethernet, Linux cooked (SLL, SLL2), "
 		                       "raw IPv4/IPv6 and BSD loopback captures");
 	run_ = std::make_unique<Run>(*this, kind);
