@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Sequence
 
-from . import __version__, views
+from . import __version__, exporter, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
@@ -22,6 +22,7 @@ from .modes.tc import TC_ATTACH
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
+DEFAULT_TIMEOUT = 600.0
 log = logging.getLogger("pktstat_bpf")
 
 EPILOG = """\
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("-i", "--iface", metavar="IFACE", help="interface to read from (default: the default-route interface)")
     p.add_argument(
-        "-t", "--timeout", metavar="DURATION", type=_duration, default=600.0,
-        help="capture time, Go-style (10s, 1m30s; default 10m; 0 = until Ctrl-C)",
+        "-t", "--timeout", metavar="DURATION", type=_duration, default=None,
+        help="capture time, Go-style (10s, 1m30s; default 10m, with --prometheus until stopped; 0 = until Ctrl-C)",
     )  # fmt: skip
     p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
     p.add_argument(
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream each connection only the first time it appears (text, or JSON Lines with --jsonl)",
     )  # fmt: skip
     views.add_arguments(live)
+    exporter.add_arguments(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
+        args.timeout = 0.0 if args.prometheus is not None else DEFAULT_TIMEOUT
     check_max_entries(args.max_entries)
     check_live_arguments(args)
     return args
@@ -105,12 +109,13 @@ def check_live_arguments(args: argparse.Namespace) -> None:
     if args.refresh < 0.01:
         raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(args.refresh)}")
     chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--jsonl", args.jsonl),
-                              ("--plain", args.plain)) if on]  # fmt: skip
+                              ("--plain", args.plain), ("--prometheus", args.prometheus is not None)) if on]  # fmt: skip
     if len(chosen) > 1:
         raise UsageError(f"choose one output: {' or '.join(chosen)}")
-    if args.unique and (args.tui or args.json):
+    if args.unique and (args.tui or args.json or args.prometheus is not None):
         raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
     views.check_arguments(args)
+    exporter.check_arguments(args)
 
 
 def _setup_logging(level: int) -> None:
@@ -200,6 +205,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from .tui import run_tui
 
         return run_tui(args)
+    if args.prometheus is not None:
+        return exporter.run_exporter(args)
     return run_capture(args)
 
 
