@@ -5,6 +5,7 @@ counters, the HTTP server, and the flags' validation."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import subprocess
 import sys
@@ -423,3 +424,17 @@ def test_cli_port_in_use_is_one_line_exit_1_before_anything_is_loaded():
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr == f"pktstat-bpf: error: --prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use\n"
     assert time.monotonic() - t0 < 30
+
+
+def test_healthz_fails_when_readings_stop():
+    cap = Capture()
+    m = FlowMetrics()
+    with MetricsServer("127.0.0.1", 0, make_registry(m), health=lambda: m.stale(0.5)) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        assert _get(f"{base}/healthz") == (200, "ok\n")
+        time.sleep(0.7)
+        status, text = _get(f"{base}/healthz")
+        m_ = re.fullmatch(r"no reading of the flow maps for (\d+\.\d)s\n", text)
+        assert status == 503 and m_ and 0.5 <= float(m_.group(1)) < 30, text
+        m.update(cap.reading([record()]))
+        assert _get(f"{base}/healthz") == (200, "ok\n")

@@ -51,7 +51,7 @@ import math
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
@@ -333,6 +333,7 @@ class FlowMetrics:
         self.last_read: float | None = None
         self.update_seconds = 0.0
         self.updates = 0
+        self.updated_at = time.monotonic()
         self.owners = False
         self.pods = False
         self.ifnames: dict[int, str] = {}
@@ -354,6 +355,7 @@ class FlowMetrics:
         t0 = time.perf_counter()
         with self._lock:
             self._update(iv)
+            self.updated_at = time.monotonic()
             self.update_seconds = time.perf_counter() - t0
             self._prepare()
 
@@ -399,6 +401,11 @@ class FlowMetrics:
                 pk[f] = r[f]
             uniq, (packets, bytes_), first = _group(pk.view(f"V{_PROCESS_KEY.itemsize}"), r["packets"], r["bytes"])
             self.processes.add(uniq, bytes_, np.stack([packets, bytes_], axis=1), r[first])
+
+    def stale(self, limit: float) -> str | None:
+        """Why the metrics are stale (no update for `limit` seconds), or None."""
+        age = time.monotonic() - self.updated_at
+        return f"no reading of the flow maps for {age:.1f}s" if age > limit else None
 
     def set_info(self, info: Mapping[str, str]) -> None:
         """Replace the labels of ``build_info`` (e.g. once the attach path is known)."""
@@ -576,11 +583,13 @@ LANDING = b"""<html><head><title>pktstat-bpf exporter</title></head>
 
 class MetricsServer:
     """``/metrics`` of a prometheus-client registry over HTTP, one thread
-    per request. The socket is bound in the constructor (so a bad or busy
-    address fails before anything is attached); :meth:`start` begins
-    serving; :meth:`close` stops (idempotent)."""
+    per request; ``/healthz`` answers 200 ``ok``, or 503 with the reason
+    `health()` gives (for liveness probes). The socket is bound in the
+    constructor (so a bad or busy address fails before anything is
+    attached); :meth:`start` begins serving; :meth:`close` stops
+    (idempotent)."""
 
-    def __init__(self, host: str, port: int, registry: Any) -> None:
+    def __init__(self, host: str, port: int, registry: Any, health: Callable[[], str | None] | None = None) -> None:
         prometheus_client = _prometheus_client()
         where = format_listen(host, port)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -593,6 +602,11 @@ class MetricsServer:
             if path == "/":
                 start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
                 return [LANDING]
+            if path == "/healthz":
+                problem = health() if health is not None else None
+                status = "200 OK" if problem is None else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+                return [(problem or "ok").encode() + b"\n"]
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"404 Not Found: metrics are at /metrics\n"]
 
@@ -685,7 +699,9 @@ def run_exporter(args: argparse.Namespace) -> int:
     host, port = args.prometheus_listen
     collector = collector_from_args(args)  # validates the mode flags; attaches nothing yet
     metrics = FlowMetrics(top=args.prometheus_top, max_entries=collector.max_entries)
-    server = MetricsServer(host, port, make_registry(metrics))
+    # healthy while readings keep coming: a stuck capture loop fails the liveness probe
+    limit = 3 * args.refresh + 10
+    server = MetricsServer(host, port, make_registry(metrics), health=lambda: metrics.stale(limit))
     try:
         with view_from_args(args) as view, collector, _StopSignals() as stop:
             metrics.set_info(build_info(collector))
