@@ -438,3 +438,48 @@ def test_healthz_fails_when_readings_stop():
         assert status == 503 and m_ and 0.5 <= float(m_.group(1)) < 30, text
         m.update(cap.reading([record()]))
         assert _get(f"{base}/healthz") == (200, "ok\n")
+
+
+def test_openmetrics_exposition_parses_too():
+    """Prometheus asks for OpenMetrics first; prometheus-client's OpenMetrics
+    parser reads the same values back."""
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    cap = Capture()
+    m = FlowMetrics(top=1, info={"version": "1", "libbpf": "v1.1", "mode": "tc", "attach": "tcx"})
+    m.update(cap.reading([record(packets=2, bytes_=200), record(sport=9, packets=1, bytes_=50)]))
+    fams = {f.name: f for f in om_parse(om_latest(_registry(m)).decode())}
+    (s,) = fams["pktstat_bpf_bytes"].samples
+    assert (s.name, s.value, fams["pktstat_bpf_bytes"].type) == ("pktstat_bpf_bytes_total", 250, "counter")
+    assert [x.value for x in fams["pktstat_bpf_flow_bytes"].samples] == [200]
+
+
+def test_readme_documents_every_metric():
+    from pathlib import Path
+
+    cap = Capture(mode="fake-owners-doc")
+    modes._load_all()
+    modes.REGISTRY["fake-owners-doc"] = type("Owners", (), {"name": "fake-owners-doc", "owners": True})
+    try:
+        m = FlowMetrics(top=5)
+        m.update(cap.reading([record(pid=1, comm=b"x")]))
+        names = {f.name for f in make_registry(m).collect() if f.name.startswith("pktstat_bpf_")}
+    finally:
+        del modes.REGISTRY["fake-owners-doc"]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = set(re.findall(r"`(pktstat_bpf_\w+?)(?:_total)?`", readme))
+    assert len(names) == 17
+    assert names <= documented, names - documented
+
+
+def test_a_silent_connection_is_dropped(monkeypatch):
+    monkeypatch.setattr(exporter._Handler, "timeout", 0.5)
+    with MetricsServer("127.0.0.1", 0, make_registry(FlowMetrics())) as srv:
+        idle = socket.create_connection(("127.0.0.1", srv.port))
+        idle.sendall(b"GET /metrics HTTP/1.1\r\n")
+        idle.settimeout(10)
+        t0 = time.monotonic()
+        assert idle.recv(100) == b""  # closed by the server
+        assert time.monotonic() - t0 < 5
+        idle.close()

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
     live.add_argument(
         "-r", "--refresh", metavar="DURATION", type=_duration, default=1.0,
-        help="interval of the TUI and of streams (default 1s)",
+        help="interval of the TUI, of streams and of the exporter's map readings (default 1s)",
     )  # fmt: skip
     live.add_argument("--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval")
     live.add_argument("--plain", action="store_true", help="stream text lines (pktstat-kube compatible)")
