@@ -58,7 +58,7 @@ import numpy as np
 
 from . import protocols, render
 from .errors import PRIVILEGE_HINT, PktstatError, PrivilegeError, UsageError
-from .live import flow_keys, match
+from .live import flow_keys, hash_words, key_words
 from .snapshot import Counters
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,6 +202,39 @@ def top_order(score: np.ndarray, tiebreak: np.ndarray, n: int) -> np.ndarray:
     return cand[order]
 
 
+def _words(keys: np.ndarray) -> np.ndarray:
+    """Opaque keys (a ``V<n>`` array) as rows of 64-bit words, zero-padded."""
+    n, width = len(keys), keys.dtype.itemsize
+    raw = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
+    raw[:, :width] = np.ascontiguousarray(keys).view(np.uint8).reshape(n, width)
+    return raw.view(np.uint64)
+
+
+def _group(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Unique `keys` (``V<n>``), the exact (uint64) sum of each of `values`
+    per key, and the position of one row of each key. Grouped on 64-bit
+    hashes (a sort of integers), checked against the whole keys; should two
+    different keys share a hash, on the keys themselves."""
+    words = _words(keys)
+    uniq_h, first, inverse = np.unique(hash_words(words), return_index=True, return_inverse=True)
+    inverse = inverse.reshape(len(keys))
+    if not (words == words[first][inverse]).all():  # pragma: no cover - a 64-bit collision
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(len(keys))
+    return keys[first], _sums(inverse, len(first), *values), first
+
+
+def _sums(inverse: np.ndarray, groups: int, *values: np.ndarray) -> list[np.ndarray]:
+    """Exact uint64 sums of each of `values` per group (`inverse`: the
+    group of each row, every group non-empty)."""
+    out = []
+    for v in values:
+        acc = np.zeros(groups, np.uint64)
+        np.add.at(acc, inverse, v.astype(np.uint64, copy=False))
+        out.append(acc)
+    return out
+
+
 class TopTracker:
     """The heaviest keys of a capture by exponentially weighted traffic.
 
@@ -221,6 +254,7 @@ class TopTracker:
         self.forget = forget
         self.accumulate = accumulate
         self.keys: np.ndarray | None = None
+        self.hashes = np.empty(0, dtype=np.uint64)
         self.score = np.empty(0, dtype=np.float64)
         self.values = np.empty((0, 2), dtype=np.uint64)
         self.idle = np.empty(0, dtype=np.float64)  # seconds since the key last sent
@@ -240,16 +274,27 @@ class TopTracker:
         if not keep.all():
             self._take(np.flatnonzero(keep))
 
-    def add(self, keys: np.ndarray, sent: np.ndarray, values: np.ndarray, rows: np.ndarray,
-            columns: Mapping[str, np.ndarray] | None = None) -> None:  # fmt: skip
-        """Merge the keys that sent in the interval just :meth:`advance`-d over."""
-        if self.capacity <= 0 or len(keys) == 0:
+    def add(self, keys: np.ndarray | Callable[[np.ndarray], np.ndarray], sent: np.ndarray, values: np.ndarray,
+            rows: np.ndarray, columns: Mapping[str, np.ndarray] | None = None,
+            hashes: np.ndarray | None = None) -> None:  # fmt: skip
+        """Merge the keys (unique, ``V<n>``) that sent in the interval just
+        :meth:`advance`-d over. `keys` may be a function giving the keys at
+        some positions (only those are then made), with their 64-bit
+        `hashes` given."""
+        if self.capacity <= 0 or len(sent) == 0:
             return
         columns = columns or {}
+        if callable(keys):
+            key_at = keys
+        else:
+            key_at = keys.__getitem__  # type: ignore[assignment]
+            if hashes is None:
+                hashes = hash_words(_words(keys))
+        assert hashes is not None
         if self.keys is None:
-            self.keys, self.rows = keys[:0], rows[:0]
+            self.keys, self.rows = key_at(np.arange(0)), rows[:0]
             self.columns = {k: v[:0] for k, v in columns.items()}
-        pos = match(self.keys, keys)
+        pos = self._find(key_at, hashes)
         found = pos >= 0
         at = pos[found]
         self.score[at] += sent[found]
@@ -261,19 +306,37 @@ class TopTracker:
         self.rows[at] = rows[found]  # type: ignore[index]
         for k in self.columns:
             self.columns[k][at] = columns[k][found]
-        new = ~found
-        if new.any():
-            self.keys = np.concatenate([self.keys, keys[new]])
+        new = np.flatnonzero(~found)
+        if len(new) > self.capacity:  # only the heaviest new keys can make it
+            new = new[top_order(sent[new].astype(np.float64), values[new, 1], self.capacity)]
+        if len(new):
+            self.keys = np.concatenate([self.keys, key_at(new)])
+            self.hashes = np.concatenate([self.hashes, hashes[new]])
             self.score = np.concatenate([self.score, sent[new].astype(np.float64)])
             self.values = np.concatenate([self.values, values[new].astype(np.uint64)])
-            self.idle = np.concatenate([self.idle, np.zeros(int(new.sum()))])
+            self.idle = np.concatenate([self.idle, np.zeros(len(new))])
             self.rows = np.concatenate([self.rows, rows[new]])  # type: ignore[list-item]
             self.columns = {k: np.concatenate([v, columns[k][new]]) for k, v in self.columns.items()}
         if len(self.score) > self.capacity:
             self._take(np.sort(top_order(self.score, self.values[:, 1], self.capacity)))
 
+    def _find(self, key_at: Callable[[np.ndarray], np.ndarray], hashes: np.ndarray) -> np.ndarray:
+        """Position of each incoming key among the tracked keys, or -1: a
+        search of the sorted tracked hashes, confirmed on the whole key."""
+        out = np.full(len(hashes), -1, dtype=np.intp)
+        if len(self.hashes) == 0 or len(hashes) == 0:
+            return out
+        order = np.argsort(self.hashes)
+        ordered = self.hashes[order]
+        pos = np.minimum(np.searchsorted(ordered, hashes), len(ordered) - 1)
+        hit = np.flatnonzero(ordered[pos] == hashes)
+        mine = order[pos[hit]]
+        same = self.keys[mine] == key_at(hit)  # type: ignore[index]
+        out[hit[same]] = mine[same]
+        return out
+
     def _take(self, idx: np.ndarray) -> None:
-        self.keys = self.keys[idx]  # type: ignore[index]
+        self.keys, self.hashes = self.keys[idx], self.hashes[idx]  # type: ignore[index]
         self.score, self.values, self.idle = self.score[idx], self.values[idx], self.idle[idx]
         self.rows = self.rows[idx]  # type: ignore[index]
         self.columns = {k: v[idx] for k, v in self.columns.items()}
@@ -287,18 +350,6 @@ class TopTracker:
 # -- the metrics ------------------------------------------------------------------------
 
 
-def _group(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Unique `keys`, the exact (uint64) sum of each of `values` per key,
-    and the position of one row of each key."""
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(len(keys))
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(len(uniq)))
-    sums = [np.add.reduceat(v[order].astype(np.uint64), starts) if len(v) else v for v in values]
-    return uniq, sums, first
-
-
-_TRAFFIC_KEY = np.dtype([("ifindex", "<u4"), ("dir", "u1"), ("ipver", "u1"), ("proto", "u1")])
 _PROCESS_KEY = np.dtype([("pid", "<u4"), ("cgroup_id", "<u8"), ("dir", "u1"), ("comm", "S16")])
 
 
@@ -381,12 +432,14 @@ class FlowMetrics:
         active = np.flatnonzero(iv.active)
         if len(active) == 0:
             return
-        r = d.records[active]
-        key = np.empty(len(r), _TRAFFIC_KEY)
-        for f in _TRAFFIC_KEY.names:
-            key[f] = r[f]
-        uniq, (packets, bytes_), _ = _group(key, r["packets"], r["bytes"])
+        r = d.records if len(active) == len(d.records) else d.records[active]
+        # (ifindex, direction, family, protocol) packed exactly into one integer
+        key = (r["ifindex"].astype(np.uint64) << np.uint64(24)) | (r["dir"].astype(np.uint64) << np.uint64(16))
+        key |= (r["ipver"].astype(np.uint64) << np.uint64(8)) | r["proto"].astype(np.uint64)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        packets, bytes_ = _sums(inverse.reshape(len(r)), len(uniq), r["packets"], r["bytes"])
         for k, p, b in zip(uniq.tolist(), packets.tolist(), bytes_.tolist()):
+            k = (k >> 24, (k >> 16) & 0xFF, (k >> 8) & 0xFF, k & 0xFF)
             acc = self.traffic.setdefault(k, [0, 0])
             acc[0] += p
             acc[1] += b
@@ -394,7 +447,7 @@ class FlowMetrics:
             return
         cols = {k: v[active] for k, v in d.columns.items() if k not in ("total_packets", "total_bytes")}
         lifetime = np.stack([d.columns["total_packets"][active], d.columns["total_bytes"][active]], axis=1)
-        self.flows.add(flow_keys(r), r["bytes"], lifetime, r, cols)
+        self.flows.add(lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=hash_words(key_words(r)))
         if self.owners:
             pk = np.empty(len(r), _PROCESS_KEY)
             for f in _PROCESS_KEY.names:
