@@ -238,11 +238,11 @@ def _sums(inverse: np.ndarray, groups: int, *values: np.ndarray) -> list[np.ndar
 class TopTracker:
     """The heaviest keys of a capture by exponentially weighted traffic.
 
-    Each :meth:`update` gets the keys that sent in one interval (unique),
-    their bytes in it, the packets/bytes to export and one record each (for
-    the labels). Weights decay by ``exp(-dt / window)``; at most `capacity`
-    keys are kept (the heaviest), and a key idle for `forget` seconds is
-    dropped. With ``accumulate`` the exported values are summed over updates
+    Per interval, :meth:`advance` lets its time pass (weights decay by
+    ``exp(-dt / window)``; a key idle for `forget` seconds is dropped), then
+    :meth:`add` merges the keys that sent in it (unique): their bytes in it,
+    the packets/bytes to export and one record each (for the labels). At
+    most `capacity` keys are kept, the heaviest. With ``accumulate`` the exported values are summed over updates
     (per-process sums of deltas); without, they are replaced (a flow's
     lifetime count read from the kernel).
     """
@@ -561,8 +561,8 @@ class FlowMetrics:
                 columns={k: v[idx] for k, v in t.columns.items()},
             )  # fmt: skip
             for i, d in zip(idx, dicts):
-                lv = [d.get("iface", ""), d.get("direction", ""), d["proto"], d["srcIp"], d["dstIp"],
-                      str(d["srcPort"]), str(d["dstPort"])]  # fmt: skip
+                lv = [d.get("iface", ""), _direction(int(t.rows[i]["dir"])), d["proto"], d["srcIp"],  # type: ignore[index]
+                      d["dstIp"], str(d["srcPort"]), str(d["dstPort"])]  # fmt: skip
                 if self.owners:
                     lv += [str(d["pid"]), render.escape_text(d["comm"]), render.escape_text(d["cgroup"])]
                 if self.pods:
