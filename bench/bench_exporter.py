@@ -27,12 +27,11 @@ def _records(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def run(quick: bool = False) -> dict:
-    from prometheus_client import CollectorRegistry, generate_latest
-
     from pktstat_bpf import _core
     from pktstat_bpf.exporter import FlowMetrics
     from pktstat_bpf.live import IntervalTracker
     from pktstat_bpf.snapshot import Snapshot, Totals
+    from prometheus_client import CollectorRegistry, generate_latest
 
     rng = np.random.default_rng(11)
     stats = np.zeros(3, _core.stats_dtype)

@@ -184,12 +184,16 @@ def test_image_runs_the_same_cli_and_carries_every_linked_library():
     assert 'ENTRYPOINT ["pktstat-bpf"]' in text
     stages = text.split("\nFROM ")
     runtime = stages[-1]
-    pkgs = set(re.search(r"install -y -q --no-install-recommends \\\n(.*?)\\\n", runtime, re.S).group(1).split())
+    pkgs = set(
+        re.search(r"install -y -q --no-install-recommends \\\n(.*?)\\\n", runtime, re.S).group(1).split()
+    )
     if not (shutil.which("ldd") and shutil.which("dpkg")):
         pytest.skip("ldd/dpkg not available to list the engine's libraries")
     from pktstat_bpf import _core
 
-    libs = re.findall(r"=> (/\S+)", subprocess.run(["ldd", _core.__file__], capture_output=True, text=True).stdout)
+    libs = re.findall(
+        r"=> (/\S+)", subprocess.run(["ldd", _core.__file__], capture_output=True, text=True).stdout
+    )
     owners = set()
     for lib in libs:
         out = subprocess.run(["dpkg", "-S", Path(lib).resolve().as_posix()], capture_output=True, text=True)

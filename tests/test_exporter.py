@@ -19,13 +19,13 @@ import pytest
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install '.[test]')")
 
-from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from pktstat_bpf import _core, exporter, modes  # noqa: E402
-from pktstat_bpf.errors import PktstatError, UsageError  # noqa: E402
-from pktstat_bpf.exporter import FlowMetrics, MetricsServer, TopTracker, make_registry, parse_listen  # noqa: E402
-from pktstat_bpf.live import IntervalTracker  # noqa: E402
-from pktstat_bpf.snapshot import Snapshot, Totals  # noqa: E402
+from pktstat_bpf import _core, exporter, modes
+from pktstat_bpf.errors import PktstatError, UsageError
+from pktstat_bpf.exporter import FlowMetrics, MetricsServer, TopTracker, make_registry, parse_listen
+from pktstat_bpf.live import IntervalTracker
+from pktstat_bpf.snapshot import Snapshot, Totals
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def _addr(ip: str) -> tuple[bytes, int]:
@@ -66,7 +66,9 @@ class Capture:
             mine = r[r["dir"] == d]
             st[d]["unparsed_packets"], st[d]["unparsed_bytes"] = unparsed if d == 1 else (0, 0)
             st[d]["overflow_packets"], st[d]["overflow_bytes"] = overflow if d == 1 else (0, 0)
-            st[d]["packets"] = int(mine["packets"].sum()) + st[d]["unparsed_packets"] + st[d]["overflow_packets"]
+            st[d]["packets"] = (
+                int(mine["packets"].sum()) + st[d]["unparsed_packets"] + st[d]["overflow_packets"]
+            )
             st[d]["bytes"] = int(mine["bytes"].sum()) + st[d]["unparsed_bytes"] + st[d]["overflow_bytes"]
         snap = Snapshot(r, Totals.from_arrays(st, r), self.t, 1000.0, 1000.0 + self.t, self.mode, iface="eth9",
                         attach="tcx", max_entries=4096, ifnames={7: "eth9"}, cgroups=self.cgroups)  # fmt: skip
@@ -112,7 +114,9 @@ def test_parse_listen(text, want):
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 USAGE = "expected ADDR:PORT or PORT, e.g. 127.0.0.1:9100, 0.0.0.0:9100 or [::1]:9100"
@@ -174,8 +178,16 @@ def test_totals_are_exact_over_all_flows_while_flow_series_are_capped():
     assert value(s, "pktstat_bpf_packets_total", **base, proto="UDP") == 8
     assert value(s, "pktstat_bpf_bytes_total", **base, proto="UDP") == 1436
     assert value(s, "pktstat_bpf_bytes_total", **base, proto="TCP") == 60
-    assert value(s, "pktstat_bpf_bytes_total", iface="eth9", direction="egress", family="ipv6", proto="UDP") == 224
-    assert value(s, "pktstat_bpf_packets_total", iface="eth9", direction="ingress", family="ipv4", proto="ICMPv4") == 4
+    assert (
+        value(s, "pktstat_bpf_bytes_total", iface="eth9", direction="egress", family="ipv6", proto="UDP")
+        == 224
+    )
+    assert (
+        value(
+            s, "pktstat_bpf_packets_total", iface="eth9", direction="ingress", family="ipv4", proto="ICMPv4"
+        )
+        == 4
+    )
     assert len(s["pktstat_bpf_bytes_total"]) == 4
     # conservation: flows + unparsed + overflow == seen, per direction
     assert value(s, "pktstat_bpf_unparsed_packets_total", direction="egress") == 2
@@ -204,7 +216,9 @@ def test_totals_are_exact_over_all_flows_while_flow_series_are_capped():
     s = scrape(m)
     assert value(s, "pktstat_bpf_packets_total", **base, proto="UDP") == 8 + 4 + 1
     assert value(s, "pktstat_bpf_bytes_total", **base, proto="UDP") == 1436 + 4 * 142 + 42
-    assert value(s, "pktstat_bpf_seen_bytes_total", direction="egress") == 1436 + 4 * 142 + 42 + 60 + 224 + 144
+    assert (
+        value(s, "pktstat_bpf_seen_bytes_total", direction="egress") == 1436 + 4 * 142 + 42 + 60 + 224 + 144
+    )
     assert value(s, "pktstat_bpf_flow_table_entries") == 6
 
 
@@ -280,8 +294,8 @@ def owners_mode(monkeypatch):
 
 
 def test_process_series_in_owner_modes_escape_what_processes_control(owners_mode):
-    evil = b"ev\x1b[31m\"il\n"
-    cap = Capture(mode=owners_mode, cgroups={9: "/k8s/pod\"x\x07"})
+    evil = b'ev\x1b[31m"il\n'
+    cap = Capture(mode=owners_mode, cgroups={9: '/k8s/pod"x\x07'})
     m = FlowMetrics(top=10)
     rows = [
         record(sport=1, pid=42, comm=evil, cgroup_id=9, packets=2, bytes_=200),
@@ -294,11 +308,14 @@ def test_process_series_in_owner_modes_escape_what_processes_control(owners_mode
     s = scrape(m)
     proc = {(lab["pid"], lab["comm"], lab["cgroup"], lab["direction"]): v for lab, v in
             s["pktstat_bpf_process_bytes_total"]}  # fmt: skip
-    assert proc == {("42", "ev\\x1b[31m\"il\\n", "/k8s/pod\"x\\x07", "egress"): 500, ("7", "curl", "", "egress"): 250}
+    assert proc == {
+        ("42", 'ev\\x1b[31m"il\\n', '/k8s/pod"x\\x07', "egress"): 500,
+        ("7", "curl", "", "egress"): 250,
+    }
     pp = {lab["pid"]: v for lab, v in s["pktstat_bpf_process_packets_total"]}
     assert pp == {"42": 5, "7": 4}
     (lab, _), *_ = [x for x in s["pktstat_bpf_flow_bytes_total"] if x[0]["src_port"] == "1"]
-    assert (lab["pid"], lab["comm"], lab["cgroup"]) == ("42", "ev\\x1b[31m\"il\\n", "/k8s/pod\"x\\x07")
+    assert (lab["pid"], lab["comm"], lab["cgroup"]) == ("42", 'ev\\x1b[31m"il\\n', '/k8s/pod"x\\x07')
     text = generate_latest(_registry(m)).decode()
     assert "\x1b" not in text and "\x07" not in text
 
@@ -319,7 +336,7 @@ def test_pod_names_become_flow_labels():
     cap = Capture()
     m = FlowMetrics(top=5)
     m.update(View(pods=Pods()).apply_interval(cap.reading([record(packets=1, bytes_=100)])))
-    (lab, v), = scrape(m)["pktstat_bpf_flow_bytes_total"]
+    ((lab, v),) = scrape(m)["pktstat_bpf_flow_bytes_total"]
     assert (lab["src_pod"], lab["dst_pod"], v) == ("", "shop/web-0", 100)
 
 
@@ -382,7 +399,9 @@ def test_server_serves_metrics_and_a_stuck_scrape_never_blocks_updates():
         reg.unregister(block)
         status, text = _get(srv.url)
         assert status == 200
-        assert 'pktstat_bpf_bytes_total{direction="egress",family="ipv4",iface="eth9",proto="UDP"} 300.0' in text
+        assert (
+            'pktstat_bpf_bytes_total{direction="egress",family="ipv4",iface="eth9",proto="UDP"} 300.0' in text
+        )
         idle.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
@@ -395,7 +414,9 @@ def test_busy_port_and_foreign_address_are_clear_errors():
         port = s.getsockname()[1]
         with pytest.raises(PktstatError) as e:
             MetricsServer("127.0.0.1", port, CollectorRegistry())
-        assert str(e.value) == f"--prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use"
+        assert (
+            str(e.value) == f"--prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use"
+        )
         assert e.value.exit_code == 1
     with pytest.raises(UsageError) as e:
         MetricsServer("192.0.2.1", 9100, CollectorRegistry())  # TEST-NET-1: on no host
@@ -422,7 +443,10 @@ def test_cli_port_in_use_is_one_line_exit_1_before_anything_is_loaded():
         t0 = time.monotonic()
         r = run("-i", "lo", "--prometheus", f"127.0.0.1:{port}", "-t", "1s")
     assert (r.returncode, r.stdout) == (1, "")
-    assert r.stderr == f"pktstat-bpf: error: --prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use\n"
+    assert (
+        r.stderr
+        == f"pktstat-bpf: error: --prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use\n"
+    )
     assert time.monotonic() - t0 < 30
 
 

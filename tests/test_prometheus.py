@@ -37,7 +37,9 @@ SCRAPE = "1s"  # Prometheus scrape interval
 def prometheus_bin() -> str:
     path = shutil.which("prometheus", path=os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin")
     if not path:
-        pytest.skip("the prometheus server is not installed (make setup installs the Debian package 'prometheus')")
+        pytest.skip(
+            "the prometheus server is not installed (make setup installs the Debian package 'prometheus')"
+        )
     return path
 
 
@@ -55,7 +57,9 @@ class Exporter:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         line = self.p.stderr.readline()
-        m = re.search(r"counting on va via tcx .*; metrics on http://127\.0\.0\.1:(\d+)/metrics$", line.strip())
+        m = re.search(
+            r"counting on va via tcx .*; metrics on http://127\.0\.0\.1:(\d+)/metrics$", line.strip()
+        )
         if not m:
             self.p.kill()
             raise AssertionError(f"exporter did not start: {line!r} {self.p.stderr.read()}")
@@ -172,7 +176,9 @@ class Sender:
         return self.sock.getsockname()[1]
 
 
-def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(netns: NetnsPair, prometheus_bin):
+def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(
+    netns: NetnsPair, prometheus_bin
+):
     peer = netns.peer("udp", "5301", "5302")
     exp = Exporter(netns, "-r", "200ms", "--prometheus-top", "1")
     prom = None
@@ -226,7 +232,10 @@ def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(net
             " + on (direction) pktstat_bpf_overflow_bytes_total - on (direction) pktstat_bpf_seen_bytes_total"
         )
         assert balance == {"direction=egress": 0.0, "direction=ingress": 0.0}
-        assert prom.series("pktstat_bpf_overflow_packets_total") == {"direction=egress": 0.0, "direction=ingress": 0.0}
+        assert prom.series("pktstat_bpf_overflow_packets_total") == {
+            "direction=egress": 0.0,
+            "direction=ingress": 0.0,
+        }
         assert prom.scalar("pktstat_bpf_flow_table_max_entries") == 65536
         assert prom.scalar("pktstat_bpf_flow_table_entries") >= 4  # X, Y, echo request, echo reply (+ NDP)
         assert prom.scalar("count(pktstat_bpf_flow_bytes_total)") == 1

@@ -57,7 +57,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import numpy as np
 
 from . import protocols, render
-from .errors import PRIVILEGE_HINT, PktstatError, PrivilegeError, UsageError
+from .errors import PktstatError, PrivilegeError, UsageError
 from .live import flow_keys, hash_words, key_words
 from .snapshot import Counters
 
@@ -123,17 +123,14 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise UsageError(f"--prometheus: invalid address {text!r} ({usage})")
     if not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--prometheus: invalid port {port!r} (expected 0-65535)")
-    if not host:
-        host = "127.0.0.1"
-    elif host == "localhost":
+    if not host or host == "localhost":
         host = "127.0.0.1"
     else:
         try:
             host = str(ipaddress.ip_address(host))
         except ValueError:
-            raise UsageError(
-                f"--prometheus: invalid address {host!r} (expected an IP address such as 127.0.0.1, 0.0.0.0 or ::)"
-            ) from None
+            expected = "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::"
+            raise UsageError(f"--prometheus: invalid address {host!r} ({expected})") from None
     return host, int(port)
 
 
@@ -216,7 +213,7 @@ def _group(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.n
     hashes (a sort of integers), checked against the whole keys; should two
     different keys share a hash, on the keys themselves."""
     words = _words(keys)
-    uniq_h, first, inverse = np.unique(hash_words(words), return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(hash_words(words), return_index=True, return_inverse=True)
     inverse = inverse.reshape(len(keys))
     if not (words == words[first][inverse]).all():  # pragma: no cover - a 64-bit collision
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -242,9 +239,10 @@ class TopTracker:
     ``exp(-dt / window)``; a key idle for `forget` seconds is dropped), then
     :meth:`add` merges the keys that sent in it (unique): their bytes in it,
     the packets/bytes to export and one record each (for the labels). At
-    most `capacity` keys are kept, the heaviest. With ``accumulate`` the exported values are summed over updates
-    (per-process sums of deltas); without, they are replaced (a flow's
-    lifetime count read from the kernel).
+    most `capacity` keys are kept, the heaviest. With ``accumulate`` the
+    exported values are summed over updates (per-process sums of deltas);
+    without, they are replaced (a flow's lifetime count read from the
+    kernel).
     """
 
     def __init__(self, capacity: int, *, window: float = RANK_WINDOW, forget: float = IDLE_FORGET,
@@ -368,8 +366,15 @@ class FlowMetrics:
     >>> print(generate_latest(registry).decode())                          # doctest: +SKIP
     """
 
-    def __init__(self, *, top: int = DEFAULT_TOP, info: Mapping[str, str] | None = None,
-                 max_entries: int = 0, window: float = RANK_WINDOW, forget: float = IDLE_FORGET) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        top: int = DEFAULT_TOP,
+        info: Mapping[str, str] | None = None,
+        max_entries: int = 0,
+        window: float = RANK_WINDOW,
+        forget: float = IDLE_FORGET,
+    ) -> None:
         _prometheus_client()
         self.top = top
         self.info = dict(info or {})
@@ -434,7 +439,9 @@ class FlowMetrics:
             return
         r = d.records if len(active) == len(d.records) else d.records[active]
         # (ifindex, direction, family, protocol) packed exactly into one integer
-        key = (r["ifindex"].astype(np.uint64) << np.uint64(24)) | (r["dir"].astype(np.uint64) << np.uint64(16))
+        key = (r["ifindex"].astype(np.uint64) << np.uint64(24)) | (
+            r["dir"].astype(np.uint64) << np.uint64(16)
+        )
         key |= (r["ipver"].astype(np.uint64) << np.uint64(8)) | r["proto"].astype(np.uint64)
         uniq, inverse = np.unique(key, return_inverse=True)
         packets, bytes_ = _sums(inverse.reshape(len(r)), len(uniq), r["packets"], r["bytes"])
@@ -447,12 +454,16 @@ class FlowMetrics:
             return
         cols = {k: v[active] for k, v in d.columns.items() if k not in ("total_packets", "total_bytes")}
         lifetime = np.stack([d.columns["total_packets"][active], d.columns["total_bytes"][active]], axis=1)
-        self.flows.add(lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=hash_words(key_words(r)))
+        self.flows.add(
+            lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=hash_words(key_words(r))
+        )
         if self.owners:
             pk = np.empty(len(r), _PROCESS_KEY)
             for f in _PROCESS_KEY.names:
                 pk[f] = r[f]
-            uniq, (packets, bytes_), first = _group(pk.view(f"V{_PROCESS_KEY.itemsize}"), r["packets"], r["bytes"])
+            uniq, (packets, bytes_), first = _group(
+                pk.view(f"V{_PROCESS_KEY.itemsize}"), r["packets"], r["bytes"]
+            )
             self.processes.add(uniq, bytes_, np.stack([packets, bytes_], axis=1), r[first])
 
     def stale(self, limit: float) -> str | None:
@@ -474,23 +485,24 @@ class FlowMetrics:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         info = GaugeMetricFamily(
-            f"{PREFIX}_build_info", "pktstat-bpf version, libbpf version, capture mode and attach path",
+            f"{PREFIX}_build_info",
+            "pktstat-bpf version, libbpf version, capture mode and attach path",
             labels=list(self.info),
-        )  # fmt: skip
+        )
         info.add_metric(list(self.info.values()), 1)
         yield info
 
         labels = ["iface", "direction", "family", "proto"]
-        fam_p = CounterMetricFamily(
-            f"{PREFIX}_packets_total", "Packets counted in flows (all flows, exact), by interface, direction, "
-            "address family and protocol", labels=labels,
-        )  # fmt: skip
-        fam_b = CounterMetricFamily(
-            f"{PREFIX}_bytes_total", "Bytes counted in flows (all flows, exact), by interface, direction, "
-            "address family and protocol", labels=labels,
-        )  # fmt: skip
+        by = "counted in flows (all flows, exact), by interface, direction, address family and protocol"
+        fam_p = CounterMetricFamily(f"{PREFIX}_packets_total", f"Packets {by}", labels=labels)
+        fam_b = CounterMetricFamily(f"{PREFIX}_bytes_total", f"Bytes {by}", labels=labels)
         for (ifindex, dirn, ipver, proto), (p, b) in sorted(self.traffic.items()):
-            lv = [self._iface(ifindex), _direction(dirn), FAMILIES.get(ipver, str(ipver)), protocols.name(proto)]
+            lv = [
+                self._iface(ifindex),
+                _direction(dirn),
+                FAMILIES.get(ipver, str(ipver)),
+                protocols.name(proto),
+            ]
             fam_p.add_metric(lv, p)
             fam_b.add_metric(lv, b)
         yield fam_p
@@ -503,8 +515,8 @@ class FlowMetrics:
         ):
             name = field or "seen_"
             for unit, i in (("packets", 0), ("bytes", 1)):
-                fam = CounterMetricFamily(f"{PREFIX}_{name}{unit}_total", what.split("|")[i] + ", by direction",
-                                          labels=["direction"])  # fmt: skip
+                doc = what.split("|")[i] + ", by direction"
+                fam = CounterMetricFamily(f"{PREFIX}_{name}{unit}_total", doc, labels=["direction"])
                 for dirn, c in self.conservation.items():
                     fam.add_metric([dirn], getattr(c, f"{field}{unit}"))
                 yield fam
@@ -513,9 +525,9 @@ class FlowMetrics:
         entries.add_metric([], self.table_entries)
         yield entries
         size = GaugeMetricFamily(
-            f"{PREFIX}_flow_table_max_entries", "Size of the kernel flow table (--max-entries); "
-            "new flows beyond it are counted as overflow",
-        )  # fmt: skip
+            f"{PREFIX}_flow_table_max_entries",
+            "Size of the kernel flow table (--max-entries); new flows beyond it are counted as overflow",
+        )
         size.add_metric([], self.max_entries)
         yield size
 
@@ -524,12 +536,15 @@ class FlowMetrics:
             yield from self._process_families()
 
         if self.last_read is not None:
-            ts = GaugeMetricFamily(f"{PREFIX}_last_read_timestamp_seconds", "When the flow maps were last read "
-                                   "(Unix time)")  # fmt: skip
+            ts = GaugeMetricFamily(
+                f"{PREFIX}_last_read_timestamp_seconds", "When the flow maps were last read (Unix time)"
+            )
             ts.add_metric([], self.last_read)
             yield ts
-        upd = GaugeMetricFamily(f"{PREFIX}_update_duration_seconds", "Time the last update of these metrics "
-                                "took (ranking and preparing the families), seconds")  # fmt: skip
+        upd = GaugeMetricFamily(
+            f"{PREFIX}_update_duration_seconds",
+            "Time the last update of these metrics took (ranking and preparing the families), seconds",
+        )
         upd.add_metric([], self.update_seconds)
         yield upd
 
@@ -548,21 +563,20 @@ class FlowMetrics:
         from prometheus_client.core import CounterMetricFamily
 
         names = self.flow_label_names()
-        top_note = f"the {self.top} heaviest flows of about the last minute"
-        fam_p = CounterMetricFamily(f"{PREFIX}_flow_packets_total", f"Packets of one flow (lifetime), for {top_note}",
-                                    labels=names)  # fmt: skip
-        fam_b = CounterMetricFamily(f"{PREFIX}_flow_bytes_total", f"Bytes of one flow (lifetime), for {top_note}",
-                                    labels=names)  # fmt: skip
+        note = f"of one flow (lifetime), for the {self.top} heaviest flows of about the last minute"
+        fam_p = CounterMetricFamily(f"{PREFIX}_flow_packets_total", f"Packets {note}", labels=names)
+        fam_b = CounterMetricFamily(f"{PREFIX}_flow_bytes_total", f"Bytes {note}", labels=names)
         t = self.flows
         idx = t.top(self.top)
         if len(idx):
+            rows = t.rows[idx]  # type: ignore[index]
+            cols = {k: v[idx] for k, v in t.columns.items()}
             dicts = render.flow_dicts(
-                t.rows[idx], 1.0, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners,  # type: ignore[index]
-                columns={k: v[idx] for k, v in t.columns.items()},
-            )  # fmt: skip
-            for i, d in zip(idx, dicts):
-                lv = [d.get("iface", ""), _direction(int(t.rows[i]["dir"])), d["proto"], d["srcIp"],  # type: ignore[index]
-                      d["dstIp"], str(d["srcPort"]), str(d["dstPort"])]  # fmt: skip
+                rows, 1.0, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners, columns=cols
+            )
+            for i, row, d in zip(idx, rows, dicts):
+                lv = [d.get("iface", ""), _direction(int(row["dir"])), d["proto"], d["srcIp"], d["dstIp"]]
+                lv += [str(d["srcPort"]), str(d["dstPort"])]
                 if self.owners:
                     lv += [str(d["pid"]), render.escape_text(d["comm"]), render.escape_text(d["cgroup"])]
                 if self.pods:
@@ -577,17 +591,19 @@ class FlowMetrics:
         from prometheus_client.core import CounterMetricFamily
 
         names = ["pid", "comm", "cgroup", "direction"]
-        note = f"the {self.top} heaviest processes of about the last minute; counted from when the exporter first saw them send"
-        fam_p = CounterMetricFamily(f"{PREFIX}_process_packets_total", f"Packets of one process, for {note}",
-                                    labels=names)  # fmt: skip
-        fam_b = CounterMetricFamily(f"{PREFIX}_process_bytes_total", f"Bytes of one process, for {note}",
-                                    labels=names)  # fmt: skip
+        note = (
+            f"of one process, for the {self.top} heaviest processes of about the last minute; "
+            "counted from when the exporter first saw them send"
+        )
+        fam_p = CounterMetricFamily(f"{PREFIX}_process_packets_total", f"Packets {note}", labels=names)
+        fam_b = CounterMetricFamily(f"{PREFIX}_process_bytes_total", f"Bytes {note}", labels=names)
         t = self.processes
         for i in t.top(self.top):
             row = t.rows[i]  # type: ignore[index]
             cg = int(row["cgroup_id"])
-            lv = [str(int(row["pid"])), render.escape_text(render.decode_comm(bytes(row["comm"]))),
-                  render.escape_text(self.cgroups.get(cg, "") if cg else ""), _direction(int(row["dir"]))]  # fmt: skip
+            comm = render.escape_text(render.decode_comm(bytes(row["comm"])))
+            cgroup = render.escape_text(self.cgroups.get(cg, "") if cg else "")
+            lv = [str(int(row["pid"])), comm, cgroup, _direction(int(row["dir"]))]
             p, b = t.values[i]
             fam_p.add_metric(lv, int(p))
             fam_b.add_metric(lv, int(b))
@@ -605,7 +621,7 @@ def _direction(d: int) -> str:
 class _Handler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT  # a silent client is dropped, its thread freed
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's argument names
         pass
 
 
@@ -642,7 +658,9 @@ class MetricsServer:
     attached); :meth:`start` begins serving; :meth:`close` stops
     (idempotent)."""
 
-    def __init__(self, host: str, port: int, registry: Any, health: Callable[[], str | None] | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, registry: Any, health: Callable[[], str | None] | None = None
+    ) -> None:
         prometheus_client = _prometheus_client()
         where = format_listen(host, port)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
