@@ -164,7 +164,9 @@ def test_container_args_parse_with_the_cli_parser(objects):
     env = {e["name"]: fields[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in c["env"]}
     argv = [expand(a, env) for a in c["args"]]
     assert all("$(" not in a for a in argv), argv
-    # the command is the console script the package installs
+    # the image of this version, running the console script the package installs
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert c["image"] == f"pktstat-bpf:{version}"
     assert c["command"] == ["pktstat-bpf"]
     assert re.search(r'^pktstat-bpf = "pktstat_bpf\.cli:main"$', (ROOT / "pyproject.toml").read_text(), re.M)
     args = parse_args(argv)

@@ -435,21 +435,6 @@ def test_ipv6_wildcard_serves_ipv4_too():
         assert _get(f"http://[::1]:{srv.port}/metrics")[0] == 200
 
 
-def test_cli_port_in_use_is_one_line_exit_1_before_anything_is_loaded():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        t0 = time.monotonic()
-        r = run("-i", "lo", "--prometheus", f"127.0.0.1:{port}", "-t", "1s")
-    assert (r.returncode, r.stdout) == (1, "")
-    assert (
-        r.stderr
-        == f"pktstat-bpf: error: --prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use\n"
-    )
-    assert time.monotonic() - t0 < 30
-
-
 def test_healthz_fails_when_readings_stop():
     cap = Capture()
     m = FlowMetrics()

@@ -283,3 +283,22 @@ def test_exporter_ends_at_timeout_and_on_sigint_detaching_everything(netns: Netn
     rc, out, err = exp.stop(signal.SIGINT)
     assert (rc, out) == (0, ""), err
     assert "Traceback" not in err and not netns.ours_attached("va")
+
+
+def test_busy_port_fails_before_anything_is_attached(netns: NetnsPair):
+    with netns.in_a(), socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = netns.exec_a(
+            sys.executable, "-m", "pktstat_bpf", "-i", "va", "--prometheus", f"127.0.0.1:{port}", "-vv",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, err = p.communicate(timeout=60)
+    assert (p.returncode, out) == (1, "")
+    # the one line, and nothing before it: no program was loaded (-vv would show libbpf's log)
+    assert (
+        err
+        == f"pktstat-bpf: error: --prometheus: cannot listen on 127.0.0.1:{port}: the address is already in use\n"
+    )
+    assert not netns.ours_attached("va")
