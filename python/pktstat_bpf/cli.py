@@ -17,6 +17,7 @@ from typing import Sequence
 from . import __version__
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .modes.tc import TC_ATTACH
+from .modes.xdp import XDP_MODES
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
 from .snapshot import Snapshot
@@ -75,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--tc-attach", choices=TC_ATTACH, default="auto",
         help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
     )  # fmt: skip
+    p.add_argument(
+        "-x", "--xdp", action="store_true",
+        help="count at XDP instead of TC (ingress only: XDP does not see egress)",
+    )  # fmt: skip
+    p.add_argument(
+        "--xdp_mode", "--xdp-mode", dest="xdp_mode", choices=XDP_MODES, default="auto",
+        help="XDP attach mode: native (driver), generic (any device), offload (NIC), "
+        "or auto (native, else generic; default)",
+    )  # fmt: skip
+    p.add_argument(
+        "-c", "--cgroup", metavar="PATH",
+        help="count the sockets of a cgroup v2 directory and its descendants (cgroup_skb), "
+        "with pid, comm and cgroup of each flow's process",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -83,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     check_max_entries(args.max_entries)
+    if args.xdp and args.cgroup is not None:
+        raise UsageError("-x/--xdp and -c/--cgroup are different modes: choose one")
+    if args.cgroup is not None and args.iface is not None:
+        raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     return args
 
 
@@ -142,6 +161,10 @@ def write_report(snap: Snapshot, as_json: bool) -> None:
 
 def collector_from_args(args: argparse.Namespace) -> Collector:
     """The Collector the mode flags ask for."""
+    if args.cgroup is not None:
+        return Collector(mode="cgroup", max_entries=args.max_entries, cgroup=args.cgroup)
+    if args.xdp:
+        return Collector(args.iface, "xdp", max_entries=args.max_entries, xdp_mode=args.xdp_mode)
     return Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
 
 
@@ -151,7 +174,8 @@ def run_capture(args: argparse.Namespace) -> int:
     with collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
-        log.info("counting on %s via %s %s (Ctrl-C to stop)", collector.where, st["attach"], until)
+        note = f"; {st['note']}" if st.get("note") else ""
+        log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until, note)
         stop.wait(args.timeout)
         collector.stop()
         snap = collector.snapshot()
