@@ -22,6 +22,7 @@ using namespace pktstat;
 namespace pktstat {
 void bind_tc(py::module_ &m);
 void bind_xdp(py::module_ &m);
+void bind_cgroup(py::module_ &m);
 } // namespace pktstat
 
 namespace {
@@ -105,4 +106,5 @@ PYBIND11_MODULE(_core, m) {
 
 	bind_tc(m);
 	bind_xdp(m);
+	bind_cgroup(m);
 }
