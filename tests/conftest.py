@@ -75,3 +75,6 @@ def netns_v4only(bpf):
     pair = NetnsPair(ipv6=False)
     yield pair
     pair.destroy()
+
+
+pytest_plugins = ["pytester"]

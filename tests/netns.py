@@ -71,6 +71,18 @@ class NetnsPair:
                 sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", netns=ns)
             sh("ip", "addr", "add", f"{a4}/24", "dev", dev, netns=ns)
             sh("ip", "link", "set", dev, "up", netns=ns)
+        self.resolve_neighbours()
+
+    def resolve_neighbours(self) -> None:
+        """Ping B once per family, so ARP/NDP are done before a test counts:
+        a first packet would otherwise wait in the neighbour queue and reach
+        TC egress only after the reply, possibly after a short capture ended."""
+        from traffic import ping
+
+        with self.in_a():
+            for dst in (self.B4, self.B6) if self.ipv6 else (self.B4,):
+                if ping(dst, 1, ident=0x7777) != 1:
+                    raise RuntimeError(f"no echo reply from {dst} while setting up {self.ns_b}")
 
     def destroy(self) -> None:
         for ns in (self.ns_a, self.ns_b):

@@ -15,12 +15,15 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+from .capture import Capture, capture
 from .collector import Collector
 from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
 from .snapshot import Counters, Snapshot, Totals
 
 __all__ = [
+    "Capture",
     "Collector",
+    "capture",
     "Counters",
     "FeatureMissingError",
     "PktstatError",

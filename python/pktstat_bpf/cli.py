@@ -14,12 +14,12 @@ import sys
 import threading
 from typing import Sequence
 
-from . import __version__
+from . import __version__, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
-from .modes.tc import TC_ATTACH
-from .modes.xdp import XDP_MODES
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
+from .modes.tc import TC_ATTACH
+from .modes.xdp import XDP_MODES
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="count the sockets of a cgroup v2 directory and its descendants (cgroup_skb), "
         "with pid, comm and cgroup of each flow's process",
     )  # fmt: skip
+    live = p.add_argument_group("live views")
+    live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
+    live.add_argument(
+        "-r", "--refresh", metavar="DURATION", type=_duration, default=1.0,
+        help="interval of the TUI and of streams (default 1s)",
+    )  # fmt: skip
+    live.add_argument("--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval")
+    live.add_argument("--plain", action="store_true", help="stream text lines (pktstat-kube compatible)")
+    live.add_argument(
+        "-u", "--unique", action="store_true",
+        help="stream each connection only the first time it appears (text, or JSON Lines with --jsonl)",
+    )  # fmt: skip
+    views.add_arguments(live)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -102,7 +115,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UsageError("-x/--xdp and -c/--cgroup are different modes: choose one")
     if args.cgroup is not None and args.iface is not None:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
+    check_live_arguments(args)
     return args
+
+
+def check_live_arguments(args: argparse.Namespace) -> None:
+    """One output at a time; a positive refresh; valid CIDRs."""
+    if args.refresh < 0.01:
+        raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(args.refresh)}")
+    chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--jsonl", args.jsonl),
+                              ("--plain", args.plain)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise UsageError(f"choose one output: {' or '.join(chosen)}")
+    if args.unique and (args.tui or args.json):
+        raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
+    views.check_arguments(args)
 
 
 def _setup_logging(level: int) -> None:
@@ -169,24 +196,34 @@ def collector_from_args(args: argparse.Namespace) -> Collector:
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    """The default job: capture for --timeout (or until a signal), then report."""
+    """The default job: capture for --timeout (or until a signal), then
+    report; or, with --jsonl/--plain/-u, stream every --refresh interval."""
     collector = collector_from_args(args)
-    with collector, _StopSignals() as stop:
+    with views.view_from_args(args) as view, collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
         note = f"; {st['note']}" if st.get("note") else ""
         log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until, note)
+        if args.jsonl or args.plain or args.unique:
+            from .stream import run_stream
+
+            run_stream(args, collector, view, stop.event)
+            return EXIT_OK
         stop.wait(args.timeout)
         collector.stop()
         snap = collector.snapshot()
     warn_if_nearly_full(snap)
-    write_report(snap, args.json)
+    write_report(view.apply(snap), args.json)
     return EXIT_OK
 
 
 def dispatch(args: argparse.Namespace) -> int:
     """Pick the job the flags ask for (replay, TUI, stream ... or the default
     capture-and-report)."""
+    if args.tui:
+        from .tui import run_tui
+
+        return run_tui(args)
     return run_capture(args)
 
 

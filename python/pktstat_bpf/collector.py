@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import modes
 from .errors import (
@@ -17,6 +18,9 @@ from .errors import (
     UsageError,
 )
 from .snapshot import Snapshot, Totals
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .live import Interval
 
 log = logging.getLogger("pktstat_bpf")
 
@@ -188,3 +192,59 @@ class Collector:
             cgroups=self._mode.cgroups,
             extra=self._mode.report_extra() if hasattr(self._mode, "report_extra") else {},
         )
+
+    def stream(
+        self,
+        interval: float = 1.0,
+        *,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator["Interval"]:
+        """Yield an :class:`~pktstat_bpf.live.Interval` every `interval`
+        seconds: per-flow packets, bytes and bitrate over that interval, plus
+        lifetime totals. Starts the collector if it is not running (and then
+        leaves it running: stopping stays with the caller).
+
+        Ends after `duration` seconds of capture (counted from ``start()``),
+        when `stop` is set, or when the collector is stopped; the last,
+        possibly shorter, interval is yielded before it ends, so the deltas
+        of all intervals add up to the final cumulative counts. Readings are
+        paced on the monotonic clock without drift.
+
+        >>> with Collector(iface="eth0") as c:              # doctest: +SKIP
+        ...     for iv in c.stream(1.0, duration=5):
+        ...         print(iv.delta.to_text(header=False))
+        """
+        from .live import IntervalTracker
+
+        if not interval > 0:
+            raise UsageError(f"interval must be positive, not {interval!r}")
+        if not self.running:
+            self.start()
+        tracker = IntervalTracker()
+        wait = stop.wait if stop is not None else time.sleep
+        next_at = time.monotonic() + interval
+        while True:
+            if stop is not None and stop.is_set():
+                last = True
+            else:
+                now = time.monotonic()
+                end_at = (self._started_mono or now) + duration if duration else None
+                target = next_at if end_at is None else min(next_at, end_at)
+                if target > now:
+                    wait(target - now)
+                last = (
+                    (stop is not None and stop.is_set())
+                    or not self.running
+                    or (end_at is not None and time.monotonic() >= end_at)
+                )
+            prev = tracker.previous
+            snap = self.snapshot()
+            if last and prev is not None and snap.duration <= prev.duration:
+                return  # nothing happened since the last reading
+            yield tracker.advance(snap)
+            if last:
+                return
+            next_at += interval
+            if next_at < time.monotonic():  # fell behind (slow consumer): skip, don't burst
+                next_at = time.monotonic() + interval

@@ -32,7 +32,8 @@ def _pandas():
 def to_pandas(snap: "Snapshot") -> "pandas.DataFrame":
     """One row per flow. Addresses are strings, ports uint16, counters
     uint64, proto/iface/direction categoricals, first/last seen
-    datetime64[ns, UTC]."""
+    datetime64[ns, UTC]. Extra columns of the snapshot (``snap.columns``)
+    follow, under their own names."""
     pd = _pandas()
     r = snap.records
     n = len(r)
@@ -66,4 +67,7 @@ def to_pandas(snap: "Snapshot") -> "pandas.DataFrame":
         "first_seen": pd.DatetimeIndex(r["first_seen"]).tz_localize("UTC"),
         "last_seen": pd.DatetimeIndex(r["last_seen"]).tz_localize("UTC"),
     }
-    return pd.DataFrame(data, columns=list(COLUMNS))
+    df = pd.DataFrame(data, columns=list(COLUMNS))
+    for name, values in snap.columns.items():  # extra per-flow columns (interval totals, pod names ...)
+        df[name] = values
+    return df

@@ -84,9 +84,12 @@ def flow_dicts(
     ifnames: Mapping[int, str] | None = None,
     cgroups: Mapping[int, str] | None = None,
     owners: bool = False,
+    columns: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
-    in the order of `records`. `owners` adds pid/comm/cgroup."""
+    in the order of `records`. `owners` adds pid/comm/cgroup; `columns`
+    (snake_case name -> array aligned with records) adds one camelCase field
+    each, left out of a row where its value is None."""
     n = len(records)
     if n == 0:
         return []
@@ -95,6 +98,7 @@ def flow_dicts(
     scale = 8.0 / duration if duration > 0 else 0.0
     out = []
     ifnames = ifnames or {}
+    extra = [(camel(k), v) for k, v in (columns or {}).items()]
     for i, r in enumerate(records):
         proto = int(r["proto"])
         d: dict[str, Any] = {
@@ -120,12 +124,38 @@ def flow_dicts(
             d["cgroup"] = (cgroups or {}).get(cg, "") if cg else ""
         d["firstSeen"] = rfc3339(r["first_seen"])
         d["lastSeen"] = rfc3339(r["last_seen"])
+        for name, values in extra:
+            v = values[i]
+            if v is not None:
+                d[name] = v.item() if isinstance(v, np.generic) else v
         out.append(d)
     return out
 
 
+def camel(name: str) -> str:
+    """``total_bytes`` -> ``totalBytes``."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def endpoints(d: Mapping[str, Any]) -> tuple[str, str]:
+    """Source and destination as text: ``ip:port`` for protocols with ports
+    (IPv6 bracketed), the bare IP otherwise, each followed by the pod name
+    (``srcPod``/``dstPod``, escaped) where one is known."""
+    proto_num = protocols.NUMBERS.get(str(d["proto"]).lower(), -1)
+    out = []
+    for side in ("src", "dst"):
+        ip = d[f"{side}Ip"]
+        text = _endpoint(ip, d[f"{side}Port"]) if proto_num in protocols.PORTED else ip
+        pod = d.get(f"{side}Pod")
+        if pod:
+            text += f" ({escape_text(pod)})"
+        out.append(text)
+    return out[0], out[1]
 
 
 def text_line(d: Mapping[str, Any]) -> str:
@@ -135,12 +165,10 @@ def text_line(d: Mapping[str, Any]) -> str:
         f"bitrate: {format_bitrate(d['bitrate'])}, packets: {d['packets']}, "
         f"bytes: {d['bytes']}, proto: {d['proto']}"
     )
+    src, dst = endpoints(d)
+    body = f", src: {src}, dst: {dst}"
     if proto_num in protocols.ICMP:
-        body = f", src: {d['srcIp']}, dst: {d['dstIp']}, type: {d['srcPort']}, code: {d['dstPort']}"
-    elif proto_num in protocols.PORTED:
-        body = f", src: {_endpoint(d['srcIp'], d['srcPort'])}, dst: {_endpoint(d['dstIp'], d['dstPort'])}"
-    else:
-        body = f", src: {d['srcIp']}, dst: {d['dstIp']}"
+        body += f", type: {d['srcPort']}, code: {d['dstPort']}"
     tail = ""
     if d.get("pid"):
         tail += f", pid: {d['pid']}"
@@ -158,3 +186,21 @@ def text_lines(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
 def dumps(obj: Any, *, indent: int | None = None) -> str:
     """JSON with every non-ASCII and control character escaped."""
     return json.dumps(obj, indent=indent, ensure_ascii=True, allow_nan=False)
+
+
+# -- streams ------------------------------------------------------------------
+# One line renderer per format, shared by every stream (--jsonl, --plain,
+# -u/--unique with either): a flow dict of an interval plus its timestamp.
+
+
+def jsonl_line(d: Mapping[str, Any], timestamp: str, **fields: Any) -> str:
+    """``{"timestamp": ..., <fields>, <flow>}`` on one line."""
+    return dumps({"timestamp": timestamp, **fields, **d})
+
+
+def stamped_text_line(d: Mapping[str, Any], timestamp: str, **fields: Any) -> str:
+    """``<timestamp> <text_line>``: a log line (pktstat-kube's ``--plain``)."""
+    return f"{timestamp} {text_line(d)}"
+
+
+STREAM_FORMATS = {"jsonl": jsonl_line, "text": stamped_text_line}

@@ -11,7 +11,10 @@ import numpy as np
 from . import render
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     import pandas
+    import pyarrow
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,10 @@ class Counters:
 
     def __add__(self, other: "Counters") -> "Counters":
         return Counters(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def __sub__(self, other: "Counters") -> "Counters":
+        """What was counted between two readings (`other` the earlier one)."""
+        return Counters(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
     def as_dict(self, camel: bool = False) -> dict[str, int]:
         d = dataclasses.asdict(self)
@@ -100,6 +107,9 @@ class Snapshot:
     packets, bytes and first/last seen as ``datetime64[ns]`` (UTC).
     ``duration`` is the time the snapshot covers in seconds (capture time, or
     last minus first frame timestamp for a replay).
+    ``columns`` holds extra per-flow arrays aligned with ``records`` (e.g.
+    ``total_bytes`` of an interval, ``dst_pod`` names); they follow the rows
+    through :meth:`sorted` and :meth:`select` and are rendered in camelCase.
     """
 
     records: np.ndarray
@@ -114,6 +124,7 @@ class Snapshot:
     ifnames: Mapping[int, str] = field(default_factory=dict)
     cgroups: Mapping[int, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -146,14 +157,29 @@ class Snapshot:
         keys += [r["saddr"][:, i] for i in range(15, -1, -1)]
         keys += [~r[secondary], ~r[primary]]
         order = np.lexsort(keys) if len(r) else np.arange(0)
-        return dataclasses.replace(self, records=r[order])
+        return self.take(order)
+
+    def take(self, index: np.ndarray) -> "Snapshot":
+        """A copy with the rows `index` (integer positions or a boolean
+        mask) of `records` and of every extra column; totals are unchanged
+        (they describe everything the programs saw)."""
+        cols = {k: v[index] for k, v in self.columns.items()}
+        return dataclasses.replace(self, records=self.records[index], columns=cols)
+
+    def with_columns(self, **columns: np.ndarray) -> "Snapshot":
+        """A copy with extra per-flow columns added (aligned with records)."""
+        for k, v in columns.items():
+            if len(v) != len(self.records):
+                raise ValueError(f"column {k!r} has {len(v)} rows, records {len(self.records)}")
+        return dataclasses.replace(self, columns={**self.columns, **columns})
 
     def flows(self) -> list[dict[str, Any]]:
         """The flows as JSON-ready dicts, sorted by bitrate."""
         s = self.sorted()
         return render.flow_dicts(
-            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners
-        )
+            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners,
+            columns=s.columns,
+        )  # fmt: skip
 
     def header(self) -> dict[str, Any]:
         """Mode, interface, attach path, duration and conservation counters."""
@@ -200,6 +226,27 @@ class Snapshot:
         lines = [self.header_line()] if header else []
         lines += render.text_lines(self.flows())
         return "\n".join(lines) + "\n"
+
+    def to_arrow(self) -> "pyarrow.Table":
+        """The flows as an Arrow table (needs pyarrow: ``pip install
+        'pktstat-bpf[arrow]'``): the to_pandas() columns, categoricals as
+        dictionary arrays, timestamps as timestamp[ns, UTC]."""
+        try:
+            import pyarrow
+        except ImportError:
+            raise ImportError("Snapshot.to_arrow() needs pyarrow: pip install 'pktstat-bpf[arrow]'") from None
+        table = pyarrow.Table.from_pandas(self.to_pandas(), preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[b"pktstat_bpf"] = render.dumps(self.header()).encode()
+        return table.replace_schema_metadata(meta)
+
+    def to_parquet(self, path: "str | os.PathLike[str]", **kwargs: Any) -> None:
+        """Write the flows to a Parquet file (Spark, DuckDB, polars read it);
+        the JSON header (mode, totals ...) is kept in the file's metadata
+        under ``pktstat_bpf``. Keyword arguments go to pyarrow.parquet.write_table."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(), path, **kwargs)
 
     def to_pandas(self) -> "pandas.DataFrame":
         """The flows as a DataFrame with typed columns (see :mod:`pktstat_bpf.frame`)."""

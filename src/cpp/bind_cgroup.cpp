@@ -98,7 +98,7 @@ void bind_cgroup(py::module_ &m) {
 	bind_map_readers(
 	    cls, [](const CgroupCollector &c) { return c.flows_fd(); },
 	    [](const CgroupCollector &c) { return c.stats_fd(); },
-	    [](const CgroupCollector &) { return monotonic_to_epoch_offset_ns(); });
+	    [](const CgroupCollector &c) { return c.epoch_offset_ns(); });
 }
 
 } // namespace pktstat

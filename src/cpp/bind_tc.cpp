@@ -57,7 +57,7 @@ void bind_tc(py::module_ &m) {
 	    });
 	bind_map_readers(
 	    cls, [](const TcCollector &c) { return c.flows_fd(); }, [](const TcCollector &c) { return c.stats_fd(); },
-	    [](const TcCollector &) { return monotonic_to_epoch_offset_ns(); });
+	    [](const TcCollector &c) { return c.epoch_offset_ns(); });
 }
 
 } // namespace pktstat

@@ -59,7 +59,7 @@ void bind_xdp(py::module_ &m) {
 	    .def_property_readonly("max_entries", [](const XdpCollector &c) { return c.options().max_entries; });
 	bind_map_readers(
 	    cls, [](const XdpCollector &c) { return c.flows_fd(); }, [](const XdpCollector &c) { return c.stats_fd(); },
-	    [](const XdpCollector &) { return monotonic_to_epoch_offset_ns(); });
+	    [](const XdpCollector &c) { return c.epoch_offset_ns(); });
 }
 
 } // namespace pktstat

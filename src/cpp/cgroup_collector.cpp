@@ -1,5 +1,7 @@
 #include "cgroup_collector.hpp"
 
+#include "flow_table.hpp"
+
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <fcntl.h>
@@ -54,6 +56,7 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), paths
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries), "set owner map size");
 	skel_.load();
+	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 
 	events_ = ring_buffer__new(bpf_map__fd(skel_->maps.cgroup_events), &CgroupCollector::on_cgroup_event, this,
 	                           nullptr);

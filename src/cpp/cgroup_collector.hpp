@@ -79,6 +79,10 @@ public:
 	};
 	std::vector<OwnerEntry> owners() const; // the socket-cookie -> owner map
 
+	// CLOCK_REALTIME - CLOCK_MONOTONIC taken once at load: one offset for the
+	// whole capture, so a flow's timestamps do not jitter between reads.
+	int64_t epoch_offset_ns() const noexcept { return epoch_offset_ns_; }
+
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
 	const CgroupOptions &options() const noexcept { return opts_; }
@@ -98,6 +102,7 @@ private:
 	Skeleton<cgroup_bpf> skel_;
 	UniqueFd cgroup_fd_;
 	uint64_t cgroup_id_ = 0;
+	int64_t epoch_offset_ns_ = 0;
 	bool have_sock_tps_ = false;
 	std::vector<Link> links_;
 	CgroupPathCache paths_;

@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
 
+#include "flow_table.hpp"
+
 namespace pktstat {
 
 TcCollector::TcCollector(const TcOptions &opts) : opts_(opts) {
@@ -10,6 +12,7 @@ TcCollector::TcCollector(const TcOptions &opts) : opts_(opts) {
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
 	skel_.load();
+	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 }
 
 void TcCollector::attach() {

@@ -46,6 +46,10 @@ public:
 	bool created_qdisc() const noexcept { return qdisc_ && qdisc_->created(); }
 	std::vector<LegacyFilterInfo> legacy_filters() const;
 
+	// CLOCK_REALTIME - CLOCK_MONOTONIC taken once at load: one offset for the
+	// whole capture, so a flow's timestamps do not jitter between reads.
+	int64_t epoch_offset_ns() const noexcept { return epoch_offset_ns_; }
+
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
 	const TcOptions &options() const noexcept { return opts_; }
@@ -53,6 +57,7 @@ public:
 private:
 	TcOptions opts_;
 	Skeleton<tc_bpf> skel_;
+	int64_t epoch_offset_ns_ = 0;
 	// Declared before links_: destroyed after the filters that sit on it.
 	std::shared_ptr<ClsactQdisc> qdisc_;
 	std::vector<std::pair<TcDir, TcAttachment>> links_;

@@ -1,5 +1,7 @@
 #include "xdp_collector.hpp"
 
+#include "flow_table.hpp"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -84,6 +86,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 		bpf_object__for_each_map(m, skel_->obj) bpf_map__set_ifindex(m, opts.ifindex);
 	}
 	skel_.load();
+	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 }
 
 void XdpCollector::attach() {

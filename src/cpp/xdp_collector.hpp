@@ -70,6 +70,10 @@ public:
 	const std::string &native_refusal() const noexcept { return native_refusal_; }
 	bool buff_len() const noexcept { return buff_len_; }
 
+	// CLOCK_REALTIME - CLOCK_MONOTONIC taken once at load: one offset for the
+	// whole capture, so a flow's timestamps do not jitter between reads.
+	int64_t epoch_offset_ns() const noexcept { return epoch_offset_ns_; }
+
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
 	const XdpOptions &options() const noexcept { return opts_; }
@@ -78,6 +82,7 @@ private:
 	XdpOptions opts_;
 	Skeleton<xdp_bpf> skel_;
 	bool buff_len_ = false;
+	int64_t epoch_offset_ns_ = 0;
 	UniqueFd link_;
 	uint32_t link_flags_ = 0;
 	std::string native_refusal_;
