@@ -386,3 +386,24 @@ def test_cli_json_and_text_show_owners(cg: TestCgroup, netns: NetnsPair):
             (line,) = [ln for ln in out.splitlines() if f"src: {netns.A4}:{sp}," in ln and f"pid: {sender}," in ln]
             assert line.endswith(f", pid: {sender}, comm: pbt\\x1b[31mred, cgroup: {cg.rel(cg.root)}/send")
             assert "\x1b" not in out
+
+
+# ---- path resolution (no privilege needed) -------------------------------------------
+def test_mountinfo_parsing_and_hybrid_hosts(tmp_path):
+    from pktstat_bpf.modes.cgroup import cgroup2_mounts, resolve_cgroup
+
+    mnt = tmp_path / "cg v2"
+    (mnt / "a b" / "c").mkdir(parents=True)
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n"
+        "35 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        f"40 30 0:32 / {str(mnt).replace(' ', chr(92) + '040')} rw shared:9 - cgroup2 cgroup2 rw\n"
+        f"41 30 0:33 /docker/abc {tmp_path}/ctr rw - cgroup2 cgroup2 rw\n"
+    )
+    mounts = cgroup2_mounts(str(info))
+    assert mounts == [(str(mnt), "/"), (f"{tmp_path}/ctr", "/docker/abc")]
+    assert resolve_cgroup(str(mnt / "a b" / "c"), mounts) == (str(mnt), "/a b/c", "/")
+    assert resolve_cgroup(str(mnt), mounts) == (str(mnt), "/", "/")
+    with pytest.raises(UsageError, match=r"is not a cgroup v2 directory \(cgroup v2 is mounted at "):
+        resolve_cgroup(str(tmp_path), mounts)

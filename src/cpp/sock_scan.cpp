@@ -125,6 +125,21 @@ std::vector<DiagSocket> diag_all_sockets(size_t *netns_seen) {
 		::closedir(proc);
 	}
 
+	// Namespaces kept by name (ip netns add) may have sockets but no process.
+	if (DIR *named = ::opendir("/run/netns")) {
+		while (dirent *e = ::readdir(named)) {
+			if (e->d_name[0] == '.') continue;
+			std::string p = std::string("/run/netns/") + e->d_name;
+			struct stat st {};
+			if (::stat(p.c_str(), &st) < 0) continue;
+			auto key = std::make_pair(st.st_dev, st.st_ino);
+			if (namespaces.count(key)) continue;
+			UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+			if (fd) namespaces.emplace(key, std::move(fd));
+		}
+		::closedir(named);
+	}
+
 	std::vector<DiagSocket> out;
 	std::exception_ptr failure;
 	size_t visited = 0;

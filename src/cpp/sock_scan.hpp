@@ -3,9 +3,10 @@
 // sockets of each network namespace with their cookie, inode and cgroup id;
 // /proc/<pid>/fd maps socket inodes to the processes holding them.
 //
-// Network namespaces are found through /proc/<pid>/ns/net and visited by a
-// short-lived thread that setns()es into each (the calling thread, which
-// may itself sit in a test's namespace, is never moved).
+// Network namespaces are found through /proc/<pid>/ns/net and /run/netns
+// (namespaces kept by name) and visited by a short-lived thread that
+// setns()es into each (the calling thread, which may itself sit in a test's
+// namespace, is never moved).
 #pragma once
 
 #include <cstdint>
