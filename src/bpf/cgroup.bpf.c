@@ -137,6 +137,23 @@ static __always_inline bool owner_current(const struct sock_owner *o)
 	return !g || *g == o->gen;
 }
 
+/* Copy an owner out of the map. Entries are replaced whole, but an LRU
+ * map's elements are preallocated and may be reused by an insert on another
+ * CPU while we copy: read twice, and accept only a copy that did not change
+ * under us (else: unknown). */
+static __always_inline bool read_owner(const struct sock_owner *o, struct sock_owner *out)
+{
+	const volatile __u64 *w = (const volatile __u64 *)o;
+	__u64 *c = (__u64 *)out;
+
+	FLOW_STATIC_ASSERT(sizeof(*o) == 4 * sizeof(__u64), "sock_owner is four words");
+	c[0] = w[0];
+	c[1] = w[1];
+	c[2] = w[2];
+	c[3] = w[3];
+	return c[0] == w[0] && c[1] == w[1] && c[2] == w[2] && c[3] == w[3];
+}
+
 /* ---- packets ---------------------------------------------------------- */
 
 static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
@@ -145,10 +162,11 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
 	void *data_end = (void *)(long)skb->data_end;
 	__be16 proto = skb->protocol;
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct sock_owner *o = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	struct sock_owner *entry = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	struct sock_owner own, *o = NULL;
 
-	if (o && o->pid && !owner_current(o))
-		o = NULL; /* forked since: maybe its child's packet, so nobody's */
+	if (entry && read_owner(entry, &own) && (!own.pid || owner_current(&own)))
+		o = &own; /* else: forked since (maybe its child's packet), so nobody's */
 
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
 		__u8 *v = data;
@@ -253,7 +271,8 @@ int owner_sockops(struct bpf_sock_ops *skops)
 	 * process, the connection is its. Otherwise leave it unclaimed for the
 	 * process that uses it first. */
 	__u64 *lc = bpf_map_lookup_elem(&listeners, &lk);
-	struct sock_owner *lo = lc && *lc ? bpf_map_lookup_elem(&owners, lc) : NULL;
+	struct sock_owner *le = lc && *lc ? bpf_map_lookup_elem(&owners, lc) : NULL;
+	struct sock_owner lown, *lo = le && read_owner(le, &lown) ? &lown : NULL;
 	struct sock_owner child = {};
 
 	if (owner_is_one_live_process(lo)) {
