@@ -407,3 +407,18 @@ def test_mountinfo_parsing_and_hybrid_hosts(tmp_path):
     assert resolve_cgroup(str(mnt), mounts) == (str(mnt), "/", "/")
     with pytest.raises(UsageError, match=r"is not a cgroup v2 directory \(cgroup v2 is mounted at "):
         resolve_cgroup(str(tmp_path), mounts)
+
+
+def test_sock_diag_reports_cookie_inode_and_cgroup_of_a_worker_socket(cg: TestCgroup, netns: NetnsPair):
+    """The scan's raw material: sock_diag, read in the worker's namespace,
+    names the socket's inode (the one /proc/<pid>/fd links to) and cgroup."""
+    from pktstat_bpf import _core
+
+    d = cg.child("diag")
+    sink = cg.worker(d, "pbt-diag", "udp-sink", "4", "0", netns=netns.ns_a)
+    port = int(sink.stdout.readline().split()[1])
+    links = [os.readlink(f"/proc/{sink.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{sink.pid}/fd")]
+    (inode,) = [int(ln[len("socket:[") : -1]) for ln in links if ln.startswith("socket:[")]
+    (s,) = [s for s in _core._diag_sockets() if s["inode"] == inode]
+    assert (s["cgroup_id"], s["sport"], s["protocol"], s["family"]) == (_core.cgroup_id_of(d), port, 17, 2)
+    assert s["has_cgroup"] and s["cookie"] and s["netns_cookie"]

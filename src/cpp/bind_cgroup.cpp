@@ -6,6 +6,7 @@
 
 #include "bind_common.hpp"
 #include "cgroup_collector.hpp"
+#include "sock_scan.hpp"
 
 namespace pktstat {
 namespace {
@@ -22,6 +23,24 @@ py::dict owner_dict(const sock_owner &o) {
 
 void bind_cgroup(py::module_ &m) {
 	m.def("cgroup_id_of", &cgroup_id_of, py::arg("dir"), "The cgroup id of a cgroup v2 directory.");
+	m.def(
+	    "_diag_sockets",
+	    [] {
+		    std::vector<DiagSocket> v;
+		    {
+			    py::gil_scoped_release nogil;
+			    v = diag_all_sockets();
+		    }
+		    py::list l;
+		    for (const DiagSocket &s : v)
+			    l.append(py::dict(py::arg("cookie") = s.cookie, py::arg("inode") = s.inode,
+			                      py::arg("cgroup_id") = s.cgroup_id, py::arg("has_cgroup") = s.has_cgroup,
+			                      py::arg("netns_cookie") = s.netns_cookie, py::arg("sport") = s.sport,
+			                      py::arg("protocol") = s.protocol, py::arg("state") = s.state,
+			                      py::arg("family") = s.family));
+		    return l;
+	    },
+	    "Every TCP/UDP/UDP-Lite socket sock_diag lists in every network namespace (debugging, tests).");
 	py::dict flags;
 	flags["shared"] = static_cast<int>(OWNER_SHARED);
 	flags["released"] = static_cast<int>(OWNER_RELEASED);
