@@ -4,6 +4,7 @@
 #               default interface for a short capture (ARGS="-t 30s -j" ...)
 #   make test   the same set-up, then the whole test suite
 #   make bench  benchmarks (never part of make test)
+#   make soak   a few minutes of sustained traffic (never part of make test)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,7 +22,7 @@ SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 
-.PHONY: setup system-packages run test bench clean
+.PHONY: setup system-packages run test bench soak clean
 setup: system-packages $(VENV)/.installed
 
 system-packages:
@@ -52,6 +53,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+soak: setup
+	$(PY) -m pytest -ra -s soak $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run.py
