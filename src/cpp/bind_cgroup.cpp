@@ -53,7 +53,8 @@ void bind_cgroup(py::module_ &m) {
 
 	py::class_<CgroupCollector> cls(m, "CgroupCollector");
 	cls.def(py::init([](const std::string &mount_root, const std::string &rel_path, uint32_t max_entries,
-	                    uint32_t owner_entries, uint32_t path_cache, bool scan_sockets, int fail_attach_at, const std::string &hier_root) {
+	                    uint32_t owner_entries, uint32_t path_cache, bool scan_sockets, int fail_attach_at,
+	                    const std::string &hier_root) {
 		        CgroupOptions o;
 		        o.mount_root = mount_root;
 		        o.rel_path = rel_path;

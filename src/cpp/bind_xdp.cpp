@@ -48,8 +48,8 @@ void bind_xdp(py::module_ &m) {
 		        py::gil_scoped_release nogil;
 		        return std::make_unique<XdpCollector>(o);
 	        }),
-	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto", py::arg("l3_device") = false,
-	        py::arg("buff_len") = py::none())
+	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto",
+	        py::arg("l3_device") = false, py::arg("buff_len") = py::none())
 	    .def("attach", &XdpCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &XdpCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &XdpCollector::attached)
@@ -58,7 +58,8 @@ void bind_xdp(py::module_ &m) {
 	    .def_property_readonly("buff_len", &XdpCollector::buff_len)
 	    .def_property_readonly("max_entries", [](const XdpCollector &c) { return c.options().max_entries; });
 	bind_map_readers(
-	    cls, [](const XdpCollector &c) { return c.flows_fd(); }, [](const XdpCollector &c) { return c.stats_fd(); },
+	    cls, [](const XdpCollector &c) { return c.flows_fd(); },
+	    [](const XdpCollector &c) { return c.stats_fd(); },
 	    [](const XdpCollector &c) { return c.epoch_offset_ns(); });
 }
 

@@ -23,7 +23,8 @@ constexpr long kCgroup2Magic = 0x63677270; // CGROUP2_SUPER_MAGIC
 constexpr uint8_t kTcpListen = 10;
 
 bool kernel_has_tracepoint(const btf *vmlinux, const char *name) {
-	return vmlinux && btf__find_by_name_kind(vmlinux, (std::string("btf_trace_") + name).c_str(), BTF_KIND_TYPEDEF) > 0;
+	const std::string type = std::string("btf_trace_") + name;
+	return vmlinux && btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) > 0;
 }
 
 std::string join(const std::string &root, const std::string &rel) { return rel == "/" ? root : root + rel; }

@@ -103,7 +103,8 @@ void dump_current_netns(std::vector<DiagSocket> &out) {
 	socklen_t len = sizeof(cookie);
 	if (::getsockopt(sock.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) cookie = 0; // < 5.14
 	for (uint8_t family : {AF_INET, AF_INET6})
-		for (uint8_t proto : {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE}) dump(sock.get(), family, proto, cookie, out);
+		for (uint8_t proto : {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE})
+			dump(sock.get(), family, proto, cookie, out);
 }
 
 } // namespace

@@ -98,7 +98,9 @@ class CgroupMode:
         _fail_attach_at: int = -1,
     ) -> None:
         if iface is not None:
-            raise UsageError("cgroup mode counts the sockets of a cgroup, not an interface: drop the interface")
+            raise UsageError(
+                "cgroup mode counts the sockets of a cgroup, not an interface: drop the interface"
+            )
         if cgroup is None:
             raise UsageError("cgroup mode needs the path of a cgroup v2 directory (-c/--cgroup PATH)")
         if isinstance(owner_entries, bool) or not isinstance(owner_entries, int) or owner_entries <= 0:

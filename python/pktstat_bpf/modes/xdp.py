@@ -120,7 +120,8 @@ class XdpMode:
             "note": EGRESS_NOTE,
         }
         if self.engine is not None:
-            st["bytes"] = "full frame (bpf_xdp_get_buff_len)" if self.engine.buff_len else "linear part of the frame"
+            full = self.engine.buff_len
+            st["bytes"] = "full frame (bpf_xdp_get_buff_len)" if full else "linear part of the frame"
             if self.engine.native_refusal:
                 st["native_refused"] = self.engine.native_refusal
         return st
