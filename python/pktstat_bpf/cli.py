@@ -19,6 +19,7 @@ from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PktstatError, UsageError
 from .modes.tc import TC_ATTACH
+from .modes.xdp import XDP_MODES
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
@@ -76,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--tc-attach", choices=TC_ATTACH, default="auto",
         help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
     )  # fmt: skip
+    p.add_argument(
+        "-x", "--xdp", action="store_true",
+        help="count at XDP instead of TC (ingress only: XDP does not see egress)",
+    )  # fmt: skip
+    p.add_argument(
+        "--xdp_mode", "--xdp-mode", dest="xdp_mode", choices=XDP_MODES, default="auto",
+        help="XDP attach mode: native (driver), generic (any device), offload (NIC), "
+        "or auto (native, else generic; default)",
+    )  # fmt: skip
+    p.add_argument(
+        "-c", "--cgroup", metavar="PATH",
+        help="count the sockets of a cgroup v2 directory and its descendants (cgroup_skb), "
+        "with pid, comm and cgroup of each flow's process",
+    )  # fmt: skip
     live = p.add_argument_group("live views")
     live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
     live.add_argument(
@@ -100,6 +115,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         args.timeout = 0.0 if args.prometheus is not None else DEFAULT_TIMEOUT
     check_max_entries(args.max_entries)
+    if args.xdp and args.cgroup is not None:
+        raise UsageError("-x/--xdp and -c/--cgroup are different modes: choose one")
+    if args.cgroup is not None and args.iface is not None:
+        raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     check_live_arguments(args)
     return args
 
@@ -174,6 +193,10 @@ def write_report(snap: Snapshot, as_json: bool) -> None:
 
 def collector_from_args(args: argparse.Namespace) -> Collector:
     """The Collector the mode flags ask for."""
+    if args.cgroup is not None:
+        return Collector(mode="cgroup", max_entries=args.max_entries, cgroup=args.cgroup)
+    if args.xdp:
+        return Collector(args.iface, "xdp", max_entries=args.max_entries, xdp_mode=args.xdp_mode)
     return Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
 
 
@@ -184,7 +207,8 @@ def run_capture(args: argparse.Namespace) -> int:
     with views.view_from_args(args) as view, collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
-        log.info("counting on %s via %s %s (Ctrl-C to stop)", collector.where, st["attach"], until)
+        note = f"; {st['note']}" if st.get("note") else ""
+        log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until, note)
         if args.jsonl or args.plain or args.unique:
             from .stream import run_stream
 

@@ -208,7 +208,8 @@ class Snapshot:
     def header_line(self) -> str:
         """The one-line summary printed above the text table (``#``-prefixed)."""
         t, a = self.totals, self.totals.all
-        where = f" on {self.iface}" if self.iface else ""
+        on = self.iface or self.extra.get("cgroup")
+        where = f" on {render.escape_text(on)}" if on else ""
         how = f" ({self.attach})" if self.attach else ""
         dirs = ""
         if t.ingress.packets or t.egress.packets:
@@ -218,6 +219,7 @@ class Snapshot:
             f"{a.packets} packets, {a.bytes} bytes{dirs}; "
             f"unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; "
             f"overflow {a.overflow_packets} packets/{a.overflow_bytes} bytes"
+            + (f"; {self.extra['note']}" if self.extra.get("note") else "")
         )
 
     def to_text(self, header: bool = True) -> str:
