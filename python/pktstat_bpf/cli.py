@@ -14,14 +14,16 @@ import sys
 import threading
 from typing import Sequence
 
-from . import __version__, views
+from . import __version__, exporter, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PktstatError, UsageError
 from .modes.tc import TC_ATTACH
+from .modes.xdp import XDP_MODES
 from .snapshot import Snapshot
 
 PROG = "pktstat-bpf"
+DEFAULT_TIMEOUT = 600.0
 log = logging.getLogger("pktstat_bpf")
 
 EPILOG = """\
@@ -63,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("-i", "--iface", metavar="IFACE", help="interface to read from (default: the default-route interface)")
     p.add_argument(
-        "-t", "--timeout", metavar="DURATION", type=_duration, default=600.0,
-        help="capture time, Go-style (10s, 1m30s; default 10m; 0 = until Ctrl-C)",
+        "-t", "--timeout", metavar="DURATION", type=_duration, default=None,
+        help="capture time, Go-style (10s, 1m30s; default 10m, with --prometheus until stopped; 0 = until Ctrl-C)",
     )  # fmt: skip
     p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
     p.add_argument(
@@ -76,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
     )  # fmt: skip
     p.add_argument(
+        "-x", "--xdp", action="store_true",
+        help="count at XDP instead of TC (ingress only: XDP does not see egress)",
+    )  # fmt: skip
+    p.add_argument(
+        "--xdp_mode", "--xdp-mode", dest="xdp_mode", choices=XDP_MODES, default="auto",
+        help="XDP attach mode: native (driver), generic (any device), offload (NIC), "
+        "or auto (native, else generic; default)",
+    )  # fmt: skip
+    p.add_argument(
+        "-c", "--cgroup", metavar="PATH",
+        help="count the sockets of a cgroup v2 directory and its descendants (cgroup_skb), "
+        "with pid, comm and cgroup of each flow's process",
+    )  # fmt: skip
+    p.add_argument(
         "--pcap", metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "
         "(no interface is touched; bytes are the frames' original lengths; with --jsonl/--plain/-u, "
@@ -85,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
     live.add_argument(
         "-r", "--refresh", metavar="DURATION", type=_duration, default=1.0,
-        help="interval of the TUI and of streams (default 1s)",
+        help="interval of the TUI, of streams and of the exporter's map readings (default 1s)",
     )  # fmt: skip
     live.add_argument("--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval")
     live.add_argument("--plain", action="store_true", help="stream text lines (pktstat-kube compatible)")
@@ -94,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream each connection only the first time it appears (text, or JSON Lines with --jsonl)",
     )  # fmt: skip
     views.add_arguments(live)
+    exporter.add_arguments(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -101,13 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
+        args.timeout = 0.0 if args.prometheus is not None else DEFAULT_TIMEOUT
     check_max_entries(args.max_entries)
+    if args.xdp and args.cgroup is not None:
+        raise UsageError("-x/--xdp and -c/--cgroup are different modes: choose one")
+    if args.cgroup is not None and args.iface is not None:
+        raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     check_live_arguments(args)
     if args.pcap is not None:
         if args.iface is not None:
             raise UsageError("--pcap replays a file: it takes no interface (-i)")
         if args.tui:
             raise UsageError("--pcap replays a file: -g/--tui shows live traffic only")
+        if args.xdp or args.cgroup is not None:
+            raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp and -c/--cgroup")
+        if args.prometheus is not None:
+            raise UsageError("--pcap replays a file: --prometheus exports live counters only")
     return args
 
 
@@ -116,12 +143,13 @@ def check_live_arguments(args: argparse.Namespace) -> None:
     if args.refresh < 0.01:
         raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(args.refresh)}")
     chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--jsonl", args.jsonl),
-                              ("--plain", args.plain)) if on]  # fmt: skip
+                              ("--plain", args.plain), ("--prometheus", args.prometheus is not None)) if on]  # fmt: skip
     if len(chosen) > 1:
         raise UsageError(f"choose one output: {' or '.join(chosen)}")
-    if args.unique and (args.tui or args.json):
+    if args.unique and (args.tui or args.json or args.prometheus is not None):
         raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
     views.check_arguments(args)
+    exporter.check_arguments(args)
 
 
 def _setup_logging(level: int) -> None:
@@ -180,6 +208,10 @@ def write_report(snap: Snapshot, as_json: bool) -> None:
 
 def collector_from_args(args: argparse.Namespace) -> Collector:
     """The Collector the mode flags ask for."""
+    if args.cgroup is not None:
+        return Collector(mode="cgroup", max_entries=args.max_entries, cgroup=args.cgroup)
+    if args.xdp:
+        return Collector(args.iface, "xdp", max_entries=args.max_entries, xdp_mode=args.xdp_mode)
     return Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)
 
 
@@ -190,7 +222,8 @@ def run_capture(args: argparse.Namespace) -> int:
     with views.view_from_args(args) as view, collector, _StopSignals() as stop:
         st = collector.status
         until = f"for {format_duration(args.timeout)}" if args.timeout > 0 else "until interrupted"
-        log.info("counting on %s via %s %s (Ctrl-C to stop)", collector.where, st["attach"], until)
+        note = f"; {st['note']}" if st.get("note") else ""
+        log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until, note)
         if args.jsonl or args.plain or args.unique:
             from .stream import run_stream
 
@@ -251,6 +284,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from .tui import run_tui
 
         return run_tui(args)
+    if args.prometheus is not None:
+        return exporter.run_exporter(args)
     return run_capture(args)
 
 

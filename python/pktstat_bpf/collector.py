@@ -190,6 +190,7 @@ class Collector:
             max_entries=self.max_entries,
             ifnames=self._mode.ifnames,
             cgroups=self._mode.cgroups,
+            extra=self._mode.report_extra() if hasattr(self._mode, "report_extra") else {},
         )
 
     def stream(

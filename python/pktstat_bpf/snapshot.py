@@ -208,7 +208,8 @@ class Snapshot:
     def header_line(self) -> str:
         """The one-line summary printed above the text table (``#``-prefixed)."""
         t, a = self.totals, self.totals.all
-        where = f" on {self.iface}" if self.iface else ""
+        on = self.iface or self.extra.get("cgroup")
+        where = f" on {render.escape_text(on)}" if on else ""
         if not where and self.extra.get("file"):
             where = f" of {render.escape_text(str(self.extra['file']))}"
         how = f" ({self.attach})" if self.attach else ""
@@ -220,6 +221,7 @@ class Snapshot:
             f"{a.packets} packets, {a.bytes} bytes{dirs}; "
             f"unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; "
             f"overflow {a.overflow_packets} packets/{a.overflow_bytes} bytes"
+            + (f"; {self.extra['note']}" if self.extra.get("note") else "")
         )
 
     def to_text(self, header: bool = True) -> str:

@@ -88,4 +88,60 @@ enum replay_cb {
 	REPLAY_CB_WIRE_LEN = 2,
 };
 
+/* ---- cgroup mode: socket owners ------------------------------------------
+ * The owner map is keyed by socket cookie (u64, unique for the boot). The
+ * cgroup sock_create hook, the sock_ops passive-open callback, the send and
+ * receive tracepoints and the start-time scan (sock_diag joined with
+ * /proc/<pid>/fd) fill it; the cgroup_skb programs read it. */
+enum sock_owner_flags {
+	OWNER_SHARED = 1 << 0,    /* held by several processes: pid 0 */
+	OWNER_RELEASED = 1 << 1,  /* closed by its process; kept for its last packets */
+	OWNER_UNCLAIMED = 1 << 2, /* in our cgroup, owner not known yet: pid 0 */
+	OWNER_INHERITED = 1 << 3, /* accepted connection, from its listener's owner */
+	OWNER_SCANNED = 1 << 4,   /* from the start-time scan */
+	OWNER_CREATED = 1 << 5,   /* from the sock_create hook */
+	OWNER_CLAIMED = 1 << 6,   /* from a process seen using it alone */
+};
+
+struct sock_owner {
+	__u32 pid;   /* TGID; 0 = unknown or shared */
+	__u32 flags; /* enum sock_owner_flags */
+	char comm[16];
+	__u32 gen;   /* the owner's fork generation when this was recorded: if
+		      * the process has forked since, its child may hold the
+		      * socket too, so the owner is uncertain until the process
+		      * is next seen using the socket alone */
+	__u32 _pad;
+};
+FLOW_STATIC_ASSERT(sizeof(struct sock_owner) == 32, "sock_owner layout");
+
+/* A TCP listener, for attributing the connections it accepts. */
+struct listener_key {
+	__u64 netns_cookie;
+	__u16 port; /* host byte order */
+	__u8 _pad[6];
+};
+FLOW_STATIC_ASSERT(sizeof(struct listener_key) == 16, "listener_key layout");
+
+/* A cgroup v2 directory made after the start (ring buffer record). */
+#define CGROUP_EVENT_PATH_MAX 1024
+struct cgroup_event {
+	__u64 id;  /* cgroup id (kernfs node id, as bpf_skb_cgroup_id returns) */
+	__u32 len; /* bytes of path including the NUL */
+	__u32 _pad;
+	char path[CGROUP_EVENT_PATH_MAX]; /* from the hierarchy root: "/a/b" */
+};
+
+enum owner_stat {
+	OWNER_STAT_CREATED = 0,   /* sock_create recorded an owner */
+	OWNER_STAT_RELEASED,      /* sock_release marked one */
+	OWNER_STAT_INHERITED,     /* accepted connection took its listener's owner */
+	OWNER_STAT_UNCLAIMED,     /* accepted connection of an unknown or shared listener */
+	OWNER_STAT_CLAIMED,       /* a process seen using a socket alone became its owner */
+	OWNER_STAT_SHARED,        /* a second process was seen using a socket */
+	OWNER_STAT_MAP_FULL,      /* an owner could not be stored */
+	OWNER_STAT_EVENTS_LOST,   /* cgroup_mkdir records the ring buffer had no room for */
+	OWNER_STAT_NR,
+};
+
 #endif /* PKTSTAT_FLOW_H */

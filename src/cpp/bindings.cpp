@@ -21,6 +21,8 @@ using namespace pktstat;
 
 namespace pktstat {
 void bind_tc(py::module_ &m);
+void bind_xdp(py::module_ &m);
+void bind_cgroup(py::module_ &m);
 void bind_replay(py::module_ &m);
 } // namespace pktstat
 
@@ -104,5 +106,7 @@ PYBIND11_MODULE(_core, m) {
 	m.attr("FLOW_DIR_NONE") = static_cast<int>(FLOW_DIR_NONE);
 
 	bind_tc(m);
+	bind_xdp(m);
+	bind_cgroup(m);
 	bind_replay(m);
 }

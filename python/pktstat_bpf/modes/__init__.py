@@ -11,7 +11,9 @@ A mode class provides:
 - ``attach_path`` (str, e.g. ``"tcx"``), ``where`` (str, e.g. ``"eth0"``),
   ``status()`` (dict, extra fields for the status line and JSON header);
 - ``read(use_batch)``: ``(records, stats)`` arrays from the engine;
-- ``ifnames`` and ``cgroups`` mappings used to render records.
+- ``ifnames`` and ``cgroups`` mappings used to render records;
+- optionally ``report_extra()`` (dict): fields for the snapshot's JSON
+  header; a ``note`` in it is also appended to the text header line.
 """
 
 from __future__ import annotations
@@ -37,4 +39,4 @@ def get(name: str) -> Type[Any]:
 
 
 def _load_all() -> None:
-    from . import tc  # noqa: F401
+    from . import cgroup, tc, xdp  # noqa: F401

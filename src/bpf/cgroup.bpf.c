@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * cgroup.bpf.c - cgroup mode: count what the sockets of a cgroup v2 subtree
+ * send and receive, per flow and per owning process.
+ *
+ *  - owner_skb_ingress/egress (cgroup_skb): every packet a socket of the
+ *    subtree sends or receives. Frames start at the IP header; skb->len is
+ *    the IP packet. Keyed by struct flow_key: tuple + the owner of the
+ *    socket (from `owners`) + the socket's cgroup id. Never bpf_get_current_*:
+ *    these run in softirq too, where the current task is unrelated.
+ *  - owners (socket cookie -> struct sock_owner), filled by
+ *      owner_sock_create   (cgroup/sock_create, in the creating process),
+ *      owner_sockops       (a passive TCP open takes the owner of the
+ *                           listener it came from, if that is one process),
+ *      owner_send/recv     (tp_btf sock_send_length/sock_recv_length, in the
+ *                           process that calls send/recv: the first process
+ *                           that uses an unowned socket alone claims it; a
+ *                           second process makes it shared, pid 0),
+ *      and by user space at start (sock_diag x /proc/<pid>/fd);
+ *    owner_sock_release (cgroup/sock_release) marks entries released and
+ *    keeps them for the socket's last packets (FIN, orphaned data); the map
+ *    is LRU-bounded.
+ *  - forks (TGID -> fork generation), bumped by owner_fork (tp_btf
+ *    sched_process_fork) when a process that owns sockets forks: its child
+ *    holds copies of them, so until the owner is next seen using a socket
+ *    alone, the socket's packets carry no pid.
+ *  - owner_cgroup_mkdir (tp_btf cgroup_mkdir): id and path of cgroup v2
+ *    directories made after the start, to a ring buffer, so flows of
+ *    short-lived cgroups still resolve to a path.
+ */
+#include <linux/bpf.h>
+#include <stdbool.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "owner_ktypes.bpf.h"
+#include "count_owner.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Settings, written by the engine between open and load. */
+const volatile int cfg_dfl_hierarchy = 0; /* hierarchy id of cgroup v2 (the default hierarchy) */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* resized by the engine */
+	__type(key, __u64);         /* socket cookie */
+	__type(value, struct sock_owner);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listener_key);
+	__type(value, __u64); /* listener's cookie; 0 = several listeners with different owners */
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);   /* TGID of a process that owns (or owned) a socket */
+	__type(value, __u32); /* how many times it has forked since we know it */
+} forks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} cgroup_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OWNER_STAT_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} owner_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgroup_event);
+} event_scratch SEC(".maps");
+
+static __always_inline void owner_stat(__u32 i)
+{
+	__u64 *c = bpf_map_lookup_elem(&owner_stats, &i);
+
+	if (c)
+		(*c)++;
+}
+
+/* Entries are replaced whole (never written in place), so a reader on
+ * another CPU sees the old owner or the new one, never half of each. */
+static __always_inline void store_owner(__u64 cookie, const struct sock_owner *o, __u64 flags)
+{
+	long err = bpf_map_update_elem(&owners, &cookie, o, flags);
+
+	if (err && err != -EEXIST && err != -2 /* ENOENT: gone meanwhile */)
+		owner_stat(OWNER_STAT_MAP_FULL);
+}
+
+static __always_inline bool same_comm(const char *a, const char *b)
+{
+	return ((const __u64 *)a)[0] == ((const __u64 *)b)[0] && ((const __u64 *)a)[1] == ((const __u64 *)b)[1];
+}
+
+/* The calling process: TGID and the comm of its main thread (the process
+ * name /proc/<pid>/comm shows, not a worker thread's name). */
+static __always_inline void current_owner(struct sock_owner *o)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	if (BPF_CORE_READ_STR_INTO(&o->comm, t, group_leader, comm) <= 0)
+		bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* The fork generation of `pid`, starting its count if we had none. */
+static __always_inline __u32 owner_gen(__u32 pid)
+{
+	__u32 zero = 0, *g = bpf_map_lookup_elem(&forks, &pid);
+
+	if (g)
+		return *g;
+	bpf_map_update_elem(&forks, &pid, &zero, BPF_NOEXIST);
+	g = bpf_map_lookup_elem(&forks, &pid);
+	return g ? *g : 0;
+}
+
+/* The owner has not forked since the entry was recorded. */
+static __always_inline bool owner_current(const struct sock_owner *o)
+{
+	__u32 *g = bpf_map_lookup_elem(&forks, &o->pid);
+
+	return !g || *g == o->gen;
+}
+
+/* Copy an owner out of the map. Entries are replaced whole, but an LRU
+ * map's elements are preallocated and may be reused by an insert on another
+ * CPU while we copy: read twice, and accept only a copy that did not change
+ * under us (else: unknown). */
+static __always_inline bool read_owner(const struct sock_owner *o, struct sock_owner *out)
+{
+	const volatile __u64 *w = (const volatile __u64 *)o;
+	__u64 *c = (__u64 *)out;
+
+	FLOW_STATIC_ASSERT(sizeof(*o) == 4 * sizeof(__u64), "sock_owner is four words");
+	c[0] = w[0];
+	c[1] = w[1];
+	c[2] = w[2];
+	c[3] = w[3];
+	return c[0] == w[0] && c[1] == w[1] && c[2] == w[2] && c[3] == w[3];
+}
+
+/* ---- packets ---------------------------------------------------------- */
+
+static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__be16 proto = skb->protocol;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct sock_owner *entry = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	struct sock_owner own, *o = NULL;
+
+	if (entry && read_owner(entry, &own) && (!own.pid || owner_current(&own)))
+		o = &own; /* else: forked since (maybe its child's packet), so nobody's */
+
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		__u8 *v = data;
+
+		proto = bpf_htons(ETH_P_IP);
+		if ((void *)(v + 1) <= data_end && (*v >> 4) == 6)
+			proto = bpf_htons(ETH_P_IPV6);
+	}
+	count_owned_frame(data, data_end, skb->len, bpf_ktime_get_ns(), dir, proto, o, bpf_skb_cgroup_id(skb));
+	return 1; /* allow: we only count */
+}
+
+SEC("cgroup_skb/ingress")
+int owner_skb_ingress(struct __sk_buff *skb)
+{
+	return skb_count(skb, FLOW_DIR_INGRESS);
+}
+
+SEC("cgroup_skb/egress")
+int owner_skb_egress(struct __sk_buff *skb)
+{
+	return skb_count(skb, FLOW_DIR_EGRESS);
+}
+
+/* ---- socket life ------------------------------------------------------- */
+
+SEC("cgroup/sock_create")
+int owner_sock_create(struct bpf_sock *sk)
+{
+	struct sock_owner o = {};
+	__u64 cookie;
+
+	if (sk->family != AF_INET && sk->family != AF_INET6)
+		return 1;
+	cookie = bpf_get_socket_cookie(sk);
+	current_owner(&o);
+	o.flags = OWNER_CREATED;
+	o.gen = owner_gen(o.pid);
+	store_owner(cookie, &o, BPF_ANY);
+	owner_stat(OWNER_STAT_CREATED);
+	return 1;
+}
+
+SEC("cgroup/sock_release")
+int owner_sock_release(struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_owner *o = bpf_map_lookup_elem(&owners, &cookie);
+	struct sock_owner n;
+
+	if (!o)
+		return 1;
+	n = *o;
+	n.flags |= OWNER_RELEASED;
+	store_owner(cookie, &n, BPF_EXIST);
+	owner_stat(OWNER_STAT_RELEASED);
+	return 1;
+}
+
+static __always_inline bool owner_is_one_live_process(const struct sock_owner *o)
+{
+	return o && o->pid && !(o->flags & (OWNER_SHARED | OWNER_RELEASED | OWNER_UNCLAIMED)) && owner_current(o);
+}
+
+SEC("sockops")
+int owner_sockops(struct bpf_sock_ops *skops)
+{
+	struct listener_key lk = {};
+	__u64 cookie;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_LISTEN_CB && skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	lk.netns_cookie = bpf_get_netns_cookie(skops);
+	lk.port = skops->local_port;
+	cookie = bpf_get_socket_cookie(skops);
+
+	if (skops->op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		/* listen(), in the listening process */
+		__u64 *cur = bpf_map_lookup_elem(&listeners, &lk);
+
+		if (cur && *cur != cookie) {
+			struct sock_owner *a = *cur ? bpf_map_lookup_elem(&owners, cur) : NULL;
+			struct sock_owner *b = bpf_map_lookup_elem(&owners, &cookie);
+			bool a_gone = *cur && (!a || (a->flags & OWNER_RELEASED));
+
+			/* Several listeners on one port (addresses, SO_REUSEPORT):
+			 * fine while they have one owner, else ambiguous (0). */
+			if (!a_gone && !(owner_is_one_live_process(a) && owner_is_one_live_process(b) &&
+					 a->pid == b->pid)) {
+				__u64 ambiguous = 0;
+
+				bpf_map_update_elem(&listeners, &lk, &ambiguous, BPF_ANY);
+				return 1;
+			}
+		}
+		bpf_map_update_elem(&listeners, &lk, &cookie, BPF_ANY);
+		return 1;
+	}
+
+	/* A connection the listener completed (softirq: the current task is
+	 * unrelated). Whoever accepts it holds the listener: if that is one
+	 * process, the connection is its. Otherwise leave it unclaimed for the
+	 * process that uses it first. */
+	__u64 *lc = bpf_map_lookup_elem(&listeners, &lk);
+	struct sock_owner *le = lc && *lc ? bpf_map_lookup_elem(&owners, lc) : NULL;
+	struct sock_owner lown, *lo = le && read_owner(le, &lown) ? &lown : NULL;
+	struct sock_owner child = {};
+
+	if (owner_is_one_live_process(lo)) {
+		child.pid = lo->pid;
+		__builtin_memcpy(child.comm, lo->comm, sizeof(child.comm));
+		child.flags = OWNER_INHERITED;
+		child.gen = lo->gen;
+		owner_stat(OWNER_STAT_INHERITED);
+	} else {
+		if (lo && (lo->flags & OWNER_SHARED))
+			__builtin_memcpy(child.comm, lo->comm, sizeof(child.comm));
+		child.flags = OWNER_UNCLAIMED;
+		owner_stat(OWNER_STAT_UNCLAIMED);
+	}
+	store_owner(cookie, &child, BPF_NOEXIST);
+	return 1;
+}
+
+/* ---- processes using sockets ------------------------------------------- */
+
+/* True if the task calling send/recv holds the socket's file through one fd
+ * in one fd table and nobody else holds it: one reference, plus the one the
+ * syscall itself took if the fd table is shared by threads (fdget takes a
+ * reference only then). Anything else (a forked child's copy, dup(), a
+ * descriptor in flight) makes it false: not provably sole. */
+static __always_inline bool sole_holder(struct sock *sk, struct task_struct *t)
+{
+	struct socket *so = sk->sk_socket;
+	struct file *f;
+	__s64 refs;
+	int users;
+
+	if (!so)
+		return false;
+	f = so->file;
+	if (!f)
+		return false;
+	if (bpf_core_field_exists(f->f_ref))
+		refs = f->f_ref.refcnt.counter + 1;
+	else
+		refs = ((struct file___old *)f)->f_count.counter;
+	users = t->files->count.counter;
+	return refs == 1 + (users > 1);
+}
+
+static __always_inline void observe_use(struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	struct task_struct *t;
+	struct sock_owner *o, n = {};
+	__u32 tgid;
+
+	if (!cookie) /* nobody asked for its cookie: not one of ours */
+		return;
+	o = bpf_map_lookup_elem(&owners, &cookie);
+	if (!o)
+		return;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (o->pid == tgid && owner_current(o)) /* the owner itself: the common case */
+		return;
+	t = bpf_get_current_task_btf();
+	if (t->flags & PF_KTHREAD) /* the kernel on a process's behalf */
+		return;
+
+	current_owner(&n);
+	n.gen = owner_gen(tgid);
+	if (sole_holder(sk, t)) {
+		n.flags = OWNER_CLAIMED;
+		owner_stat(OWNER_STAT_CLAIMED);
+	} else if (o->pid == tgid) {
+		return; /* the owner, forked, and the child still holds it: stays uncertain */
+	} else {
+		/* held by this process and at least one more: nobody's alone.
+		 * Keep the name only if the users seen so far share it. */
+		if (!same_comm(o->comm, n.comm))
+			__builtin_memset(n.comm, 0, sizeof(n.comm));
+		if ((o->flags & OWNER_SHARED) && same_comm(o->comm, n.comm))
+			return; /* nothing changes */
+		n.pid = 0;
+		n.flags = OWNER_SHARED | (o->flags & OWNER_RELEASED);
+		owner_stat(OWNER_STAT_SHARED);
+	}
+	store_owner(cookie, &n, BPF_EXIST);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(owner_send, struct sock *sk, int ret, int flags)
+{
+	observe_use(sk);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(owner_recv, struct sock *sk, int ret, int flags)
+{
+	observe_use(sk);
+	return 0;
+}
+
+/* A process forked: if it owns sockets, its child now holds them too. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(owner_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid;
+	__u32 *g;
+
+	if (child->tgid == ptgid) /* a thread: same process */
+		return 0;
+	g = bpf_map_lookup_elem(&forks, &ptgid);
+	if (g)
+		__sync_fetch_and_add(g, 1);
+	return 0;
+}
+
+/* ---- cgroups made after the start ---------------------------------------- */
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(owner_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	__u32 zero = 0;
+	struct cgroup_event *e;
+	long n;
+
+	if (cgrp->root->hierarchy_id != cfg_dfl_hierarchy)
+		return 0;
+	e = bpf_map_lookup_elem(&event_scratch, &zero);
+	if (!e)
+		return 0;
+	e->id = cgrp->kn->id;
+	n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	if (n <= 0)
+		return 0;
+	e->len = n;
+	__u64 size = __builtin_offsetof(struct cgroup_event, path) + (__u64)n;
+
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&cgroup_events, e, size, 0))
+		owner_stat(OWNER_STAT_EVENTS_LOST);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

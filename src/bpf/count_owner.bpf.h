@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * count_owner.bpf.h - per-packet accounting keyed by the full struct
+ * flow_key (tuple + pid + cgroup id + comm), for programs that know which
+ * socket a packet belongs to (cgroup_skb). Same parser (parse.bpf.h) and the
+ * same conservation counters as count.bpf.h: every packet is counted once
+ * more, in a flow, as unparsed or as overflow.
+ */
+#ifndef PKTSTAT_COUNT_OWNER_BPF_H
+#define PKTSTAT_COUNT_OWNER_BPF_H
+
+#include "parse.bpf.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_DIR_NR);
+	__type(key, __u32);
+	__type(value, struct dir_stats);
+} stats SEC(".maps");
+
+/* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */
+static __always_inline void count_owned_frame(void *data, void *data_end, __u64 len, __u64 now, __u32 dir,
+					      __be16 l2_proto, const struct sock_owner *owner,
+					      __u64 cgroup_id)
+{
+	struct flow_key key;
+	struct flow_value *v;
+	struct dir_stats *st;
+
+	st = bpf_map_lookup_elem(&stats, &dir);
+	if (!st)
+		return;
+	st->packets++;
+	st->bytes += len;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse_frame(data, data_end, l2_proto, &key.tuple) < 0) {
+		st->unparsed_packets++;
+		st->unparsed_bytes += len;
+		return;
+	}
+	key.tuple.dir = dir;
+	key.cgroup_id = cgroup_id;
+	if (owner) {
+		key.pid = owner->pid;
+		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
+	}
+
+	v = bpf_map_lookup_elem(&flows, &key);
+	if (v) {
+hit:
+		if (!v->packets)
+			v->first_seen_ns = now;
+		v->packets++;
+		v->bytes += len;
+		v->last_seen_ns = now;
+		return;
+	}
+
+	struct flow_value init = {
+		.packets = 1,
+		.bytes = len,
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+	};
+	long err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
+
+	if (!err)
+		return;
+	if (err == -EEXIST) {
+		v = bpf_map_lookup_elem(&flows, &key);
+		if (v)
+			goto hit;
+	}
+	st->overflow_packets++;
+	st->overflow_bytes += len;
+}
+
+#endif /* PKTSTAT_COUNT_OWNER_BPF_H */

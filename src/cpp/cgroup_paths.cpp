@@ -1,0 +1,97 @@
+#include "cgroup_paths.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "error.hpp"
+#include "fd.hpp"
+
+namespace pktstat {
+namespace {
+
+struct CgroupHandle {
+	unsigned int handle_bytes;
+	int handle_type;
+	uint64_t id;
+};
+
+// The id of `name` relative to `dirfd` (AT_FDCWD for a full path); 0 if it
+// cannot be read (then errno says why).
+uint64_t id_at(int dirfd, const char *name) {
+	CgroupHandle h{};
+	h.handle_bytes = sizeof(h.id);
+	int mount_id = 0;
+	if (::name_to_handle_at(dirfd, name, reinterpret_cast<struct file_handle *>(&h), &mount_id, 0) == 0 &&
+	    h.handle_bytes == sizeof(h.id))
+		return h.id;
+	// Kernels or filesystems without handles: the inode number is the id on 64-bit.
+	struct stat st {};
+	if (::fstatat(dirfd, name, &st, 0) == 0) return st.st_ino;
+	return 0;
+}
+
+} // namespace
+
+uint64_t cgroup_id_of(const std::string &dir) {
+	uint64_t id = id_at(AT_FDCWD, dir.c_str());
+	if (!id) throw SysError("cgroup id of " + dir, errno ? errno : ENOENT);
+	return id;
+}
+
+void CgroupPathCache::put(uint64_t id, std::string path) {
+	auto it = index_.find(id);
+	if (it != index_.end()) {
+		it->second->second = std::move(path);
+		lru_.splice(lru_.begin(), lru_, it->second);
+		return;
+	}
+	lru_.emplace_front(id, std::move(path));
+	index_[id] = lru_.begin();
+	while (index_.size() > capacity_) {
+		index_.erase(lru_.back().first);
+		lru_.pop_back();
+		++evictions_;
+	}
+}
+
+std::optional<std::string> CgroupPathCache::get(uint64_t id) {
+	auto it = index_.find(id);
+	if (it == index_.end()) return std::nullopt;
+	lru_.splice(lru_.begin(), lru_, it->second);
+	return it->second->second;
+}
+
+size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, CgroupPathCache &cache,
+                        std::unordered_set<uint64_t> *ids) {
+	const std::string start = rel.empty() ? "/" : rel;
+	size_t seen = 0;
+	// Depth-first, iteratively (cgroup trees can be deep); each step holds
+	// only the path, so no fds pile up.
+	std::vector<std::string> todo{start};
+	while (!todo.empty()) {
+		std::string path = std::move(todo.back());
+		todo.pop_back();
+		const std::string full = path == "/" ? mount_root : mount_root + path;
+		UniqueFd dfd(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!dfd) continue; // removed meanwhile
+		uint64_t id = id_at(dfd.get(), ".");
+		if (!id) continue;
+		cache.put(id, path);
+		if (ids) ids->insert(id);
+		++seen;
+		DIR *d = ::fdopendir(::fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0));
+		if (!d) continue;
+		while (dirent *e = ::readdir(d)) {
+			if (e->d_type != DT_DIR || !std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+			todo.push_back(path == "/" ? "/" + std::string(e->d_name) : path + "/" + e->d_name);
+		}
+		::closedir(d);
+	}
+	return seen;
+}
+
+} // namespace pktstat

@@ -1,0 +1,207 @@
+"""deploy/: the Kubernetes manifests and the image recipe, checked without a
+cluster: every field is one the Kubernetes API knows (the official Python
+client's models), names, selectors and ports agree across objects, and the
+container's arguments parse with the CLI's own parser into the exporter
+the README describes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install '.[test]')")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+APP = {"app.kubernetes.io/name": "pktstat-bpf", "app.kubernetes.io/component": "exporter"}
+
+
+def load(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / name).read_text()) if d]
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict]:
+    docs = load("daemonset.yaml")
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["Namespace", "ServiceAccount", "DaemonSet", "Service"]
+    return {d["kind"]: d for d in docs}
+
+
+def container(objects) -> dict:
+    (c,) = objects["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+# -- schema: every key is a field of the Kubernetes API object -------------------------
+
+
+def check_fields(value, type_name: str, path: str, errors: list[str]) -> None:
+    """Walk `value` along the kubernetes client's model `type_name`
+    (``V1DaemonSet``, ``List[V1Container]``, ``Dict[str, str]``, ``str`` ...;
+    older clients spell them ``list[...]``, ``dict(str, ...)``)
+    and collect every key the API does not know."""
+    from kubernetes import client
+
+    m = re.fullmatch(r"(?:list|List)\[(.+)\]|(?:dict\(|Dict\[)str, (.+)[\])]", type_name)
+    if m and m.group(1):
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list")
+            return
+        for i, v in enumerate(value):
+            check_fields(v, m.group(1), f"{path}[{i}]", errors)
+        return
+    if m:
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping")
+            return
+        for k, v in value.items():
+            check_fields(v, m.group(2), f"{path}.{k}", errors)
+        return
+    simple = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+    if type_name in simple:
+        if not isinstance(value, simple[type_name]) or (type_name == "int" and isinstance(value, bool)):
+            errors.append(f"{path}: expected {type_name}, not {value!r}")
+        return
+    if type_name == "object":  # IntOrString, RawExtension ...
+        return
+    model = getattr(client, type_name)
+    if not isinstance(value, dict):
+        errors.append(f"{path}: expected a {type_name} mapping")
+        return
+    by_json = {j: a for a, j in model.attribute_map.items()}
+    for k, v in value.items():
+        if k not in by_json:
+            errors.append(f"{path}.{k}: not a field of {type_name}")
+            continue
+        check_fields(v, model.openapi_types[by_json[k]], f"{path}.{k}", errors)
+
+
+def test_every_field_is_known_to_the_kubernetes_api(objects):
+    pytest.importorskip("kubernetes", reason="the kubernetes client is not installed (pip install '.[test]')")
+    errors: list[str] = []
+    for kind, obj in objects.items():
+        check_fields(obj, f"V1{kind}", kind, errors)
+    assert errors == []
+
+
+# -- consistency across objects -------------------------------------------------------------
+
+
+def test_names_selectors_and_ports_agree(objects):
+    ns = objects["Namespace"]["metadata"]["name"]
+    for kind in ("ServiceAccount", "DaemonSet", "Service"):
+        assert objects[kind]["metadata"]["namespace"] == ns, kind
+    ds = objects["DaemonSet"]
+    tmpl = ds["spec"]["template"]
+    labels = tmpl["metadata"]["labels"]
+    assert ds["spec"]["selector"]["matchLabels"] == APP
+    assert APP.items() <= labels.items()
+    svc = objects["Service"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert svc["spec"]["clusterIP"] == "None"  # headless: one endpoint per node
+    assert tmpl["spec"]["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+
+    c = container(objects)
+    (port,) = c["ports"]
+    (sport,) = svc["spec"]["ports"]
+    assert sport["targetPort"] == port["name"] == "metrics"
+    assert sport["port"] == port["containerPort"]
+    for annotated in (svc["metadata"]["annotations"], tmpl["metadata"]["annotations"]):
+        assert annotated == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port["containerPort"]),
+                             "prometheus.io/path": "/metrics"}  # fmt: skip
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+    (sm,) = load("servicemonitor.yaml")
+    assert sm["kind"] == "ServiceMonitor" and sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["namespace"] == ns and sm["spec"]["namespaceSelector"]["matchNames"] == [ns]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == sport["name"] and ep["path"] == "/metrics"
+
+
+def test_node_access_is_exactly_what_the_exporter_needs(objects):
+    spec = objects["DaemonSet"]["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["hostPID"] is False  # TC mode reads no /proc of other processes
+    assert spec["automountServiceAccountToken"] is False
+    assert {"operator": "Exists"} in spec["tolerations"]
+    c = container(objects)
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts.keys() == volumes.keys() == {"btf", "cgroup"}
+    for name, path in (("btf", "/sys/kernel/btf"), ("cgroup", "/sys/fs/cgroup")):
+        assert mounts[name]["mountPath"] == volumes[name]["hostPath"]["path"] == path
+        assert mounts[name]["readOnly"] is True
+    res = c["resources"]
+    assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}
+
+
+# -- the container command is a valid CLI invocation ---------------------------------------
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of command and args ($$ escapes;
+    an undefined variable stays as written)."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)  # fmt: skip
+
+
+def test_container_args_parse_with_the_cli_parser(objects):
+    from pktstat_bpf.cli import parse_args
+
+    c = container(objects)
+    fields = {"status.podIP": "10.20.30.40"}  # what the kubelet would fill in
+    env = {e["name"]: fields[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in c["env"]}
+    argv = [expand(a, env) for a in c["args"]]
+    assert all("$(" not in a for a in argv), argv
+    # the image of this version, running the console script the package installs
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert c["image"] == f"pktstat-bpf:{version}"
+    assert c["command"] == ["pktstat-bpf"]
+    assert re.search(r'^pktstat-bpf = "pktstat_bpf\.cli:main"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    args = parse_args(argv)
+    (port,) = c["ports"]
+    assert args.prometheus_listen == ("10.20.30.40", port["containerPort"])
+    assert args.timeout == 0.0  # runs until the kubelet's SIGTERM
+    assert (args.prometheus_top, args.refresh, args.max_entries) == (100, 5.0, 65536)
+    assert not (args.json or args.jsonl or args.plain or args.tui)
+    # the liveness limit (3 x refresh + 10 s) stays under the probe's failure window
+    probe = c["livenessProbe"]
+    assert 3 * args.refresh + 10 < probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def test_image_runs_the_same_cli_and_carries_every_linked_library():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert '".[prometheus]"' in text
+    assert 'ENTRYPOINT ["pktstat-bpf"]' in text
+    stages = text.split("\nFROM ")
+    runtime = stages[-1]
+    pkgs = set(
+        re.search(r"install -y -q --no-install-recommends \\\n(.*?)\\\n", runtime, re.S).group(1).split()
+    )
+    if not (shutil.which("ldd") and shutil.which("dpkg")):
+        pytest.skip("ldd/dpkg not available to list the engine's libraries")
+    from pktstat_bpf import _core
+
+    libs = re.findall(
+        r"=> (/\S+)", subprocess.run(["ldd", _core.__file__], capture_output=True, text=True).stdout
+    )
+    owners = set()
+    for lib in libs:
+        out = subprocess.run(["dpkg", "-S", Path(lib).resolve().as_posix()], capture_output=True, text=True)
+        if out.returncode:
+            out = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True)
+        owners.add(out.stdout.split(":")[0])
+    base = {"libc6", "libgcc-s1", "libstdc++6"}  # in debian:bookworm-slim (apt needs them)
+    assert owners - base <= pkgs, (owners, pkgs)
+    assert {"libbpf1", "libelf1", "zlib1g"} <= owners
