@@ -17,8 +17,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
-from .collector import DEFAULT_MAX_ENTRIES, check_max_entries, translate_os_error
 from . import render
+from .collector import DEFAULT_MAX_ENTRIES, check_max_entries, translate_os_error
 from .errors import PktstatError, UsageError
 from .snapshot import Snapshot, Totals
 
@@ -31,14 +31,6 @@ log = logging.getLogger("pktstat_bpf")
 Progress = Callable[[int, int, int], None]
 
 ALL_FRAMES = (1 << 64) - 1  # advance() bound that runs every frame
-
-LINK_TYPES = (
-    "Ethernet (EN10MB)",
-    "Linux cooked capture v1 and v2 (LINUX_SLL, LINUX_SLL2)",
-    "raw IP (RAW, IPV4, IPV6)",
-    "BSD loopback (NULL, LOOP)",
-)
-
 
 class CaptureFileError(PktstatError):
     """The capture file cannot be replayed: not a pcap/pcapng file, empty,
