@@ -167,12 +167,15 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     assert stable(rows_of(tui.wait(lambda s: f"rows 1-{PAGE} of" in status(s)))) == stable(rows_of(top))
 
     # filter by substring, narrowing as one types; Enter keeps it
-    tui.keys("/", "5202")
-    screen = tui.wait(lambda s: s[-1] == "/5202" and "(1 of" in status(s))
+    # (the needle names the destination endpoint: a bare "5202" could also
+    # match a random source port such as 52029)
+    needle = f"{B6}]:5202"
+    tui.keys("/", needle)
+    screen = tui.wait(lambda s: s[-1] == "/" + needle and "(1 of" in status(s))
     tui.keys("Enter")
-    screen = tui.wait(lambda s: s[-1].startswith("q quit") and "filter: 5202 (1 of" in status(s))
+    screen = tui.wait(lambda s: s[-1].startswith("q quit") and f"filter: {needle} (1 of" in status(s))
     assert [r[1:] for r in rows_of(screen)] == [want_big]
-    tui.keys("/", "BSpace", "BSpace", "BSpace", "BSpace", "Enter")
+    tui.keys("/", *["BSpace"] * len(needle), "Enter")
     tui.wait(lambda s: "filter:" not in status(s) and f"rows 1-{PAGE} of" in status(s))
 
     # pause: new flows stay off the screen until p again
