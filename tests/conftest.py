@@ -17,6 +17,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 REQUIRE_ALL = os.environ.get("PKTSTAT_BPF_REQUIRE_ALL") == "1"
+# Kernel features this kernel must have (comma-separated): tcx, process-tracepoint,
+# process-fentry, process-kprobe. Set by .ci/run for the host and by
+# tests/vm/test-kernels.sh for each guest kernel.
+EXPECT = {f.strip() for f in os.environ.get("PKTSTAT_BPF_EXPECT", "").split(",") if f.strip()}
+
+
+def kernel_lacks(feature: str, reason: str | None) -> str | None:
+    """A probe found `feature` missing for `reason` (None: present). Tests
+    of a missing feature check its clean refusal instead of skipping; where
+    PKTSTAT_BPF_EXPECT says this kernel has the feature, its absence fails."""
+    if reason and feature in EXPECT:
+        pytest.fail(f"this kernel was expected to have {feature} (PKTSTAT_BPF_EXPECT), but: {reason}")
+    return reason
+
+
+def tcx_missing() -> str | None:
+    """Why this kernel has no TCX (None if it has): its BTF names the attach types."""
+    try:
+        btf = Path("/sys/kernel/btf/vmlinux").read_bytes()
+    except OSError as e:
+        return f"no kernel BTF to tell ({e})"
+    return None if b"BPF_TCX_INGRESS\0" in btf else "the kernel has no TCX (Linux 6.6+)"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -22,6 +22,7 @@ def test_dtype_decodes_a_record_written_by_cpp():
     assert bytes(rec["daddr"]) == bytes(0xF0 - i for i in range(16))
     assert rec["sport"] == 0x1234 and rec["dport"] == 0xABCD
     assert rec["proto"] == 17 and rec["dir"] == _core.FLOW_DIR_EGRESS and rec["ipver"] == 6
+    assert rec["kind"] == _core.FLOW_KIND_RETRANSMIT == 1
     assert rec["ifindex"] == 0x01020304
     assert rec["pid"] == 0x0BADCAFE
     assert rec["cgroup_id"] == 0x1122334455667788

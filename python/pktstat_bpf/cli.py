@@ -18,6 +18,7 @@ from . import __version__, exporter, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PktstatError, UsageError
+from .modes.process import BACKENDS
 from .modes.tc import TC_ATTACH
 from .modes.xdp import XDP_MODES
 from .snapshot import Snapshot
@@ -92,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         "with pid, comm and cgroup of each flow's process",
     )  # fmt: skip
     p.add_argument(
+        "-k", "--kprobes", action="store_true",
+        help="process mode: the TCP/UDP/ICMP traffic of every process of the host, with pid, comm and cgroup "
+        "(socket layer; the name is pktstat-bpf's: the backend is chosen by probing, see --process-backend)",
+    )  # fmt: skip
+    p.add_argument(
+        "--process-backend", choices=BACKENDS, default=None,
+        help="process mode's hooks: tracepoint (BTF tracepoints, Linux 6.3+), fentry, kprobe, "
+        "or auto (the first of these the kernel accepts; default)",
+    )  # fmt: skip
+    p.add_argument(
         "--pcap", metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "
         "(no interface is touched; bytes are the frames' original lengths; with --jsonl/--plain/-u, "
@@ -121,8 +132,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         args.timeout = 0.0 if args.prometheus is not None else DEFAULT_TIMEOUT
     check_max_entries(args.max_entries)
-    if args.xdp and args.cgroup is not None:
-        raise UsageError("-x/--xdp and -c/--cgroup are different modes: choose one")
+    modes = [f for f, on in (("-x/--xdp", args.xdp), ("-c/--cgroup", args.cgroup is not None),
+                             ("-k/--kprobes", args.kprobes)) if on]  # fmt: skip
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} are different modes: choose one")
+    if args.process_backend is not None and not args.kprobes:
+        raise UsageError("--process-backend chooses the hooks of process mode: use it with -k/--kprobes")
+    if args.kprobes and args.iface is not None:
+        raise UsageError("-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface")
     if args.cgroup is not None and args.iface is not None:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     check_live_arguments(args)
@@ -131,8 +148,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise UsageError("--pcap replays a file: it takes no interface (-i)")
         if args.tui:
             raise UsageError("--pcap replays a file: -g/--tui shows live traffic only")
-        if args.xdp or args.cgroup is not None:
-            raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp and -c/--cgroup")
+        if args.xdp or args.cgroup is not None or args.kprobes:
+            raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes")
         if args.prometheus is not None:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
     return args
@@ -210,6 +227,8 @@ def collector_from_args(args: argparse.Namespace) -> Collector:
     """The Collector the mode flags ask for."""
     if args.cgroup is not None:
         return Collector(mode="cgroup", max_entries=args.max_entries, cgroup=args.cgroup)
+    if args.kprobes:
+        return Collector(mode="process", max_entries=args.max_entries, backend=args.process_backend or "auto")
     if args.xdp:
         return Collector(args.iface, "xdp", max_entries=args.max_entries, xdp_mode=args.xdp_mode)
     return Collector(args.iface, "tc", max_entries=args.max_entries, tc_attach=args.tc_attach)

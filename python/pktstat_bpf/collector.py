@@ -102,11 +102,15 @@ class Collector:
         if not self._loaded:
             try:
                 self._mode.load()
+            except PktstatError:
+                raise
             except OSError as e:
                 raise translate_os_error(e, "cannot load the BPF programs") from None
             self._loaded = True
         try:
             self._mode.attach()
+        except PktstatError:
+            raise
         except LookupError:
             raise UsageError(f"{self._mode.where!r} disappeared") from None
         except OSError as e:

@@ -391,6 +391,7 @@ class FlowMetrics:
         self.updates = 0
         self.updated_at = time.monotonic()
         self.owners = False
+        self.kinds = False  # process mode: TCP retransmissions are flows of their own (label kind)
         self.pods = False
         self.ifnames: dict[int, str] = {}
         self.cgroups: Mapping[int, str] = {}
@@ -418,6 +419,7 @@ class FlowMetrics:
     def _update(self, iv: "Interval") -> None:
         d = iv.delta
         self.owners = bool(d.owners)
+        self.kinds = d.mode == "process"
         self.pods = "src_pod" in d.columns
         self.ifnames.update(d.ifnames)
         self.cgroups = d.cgroups
@@ -553,6 +555,8 @@ class FlowMetrics:
 
     def flow_label_names(self) -> list[str]:
         names = ["iface", "direction", "proto", "src", "dst", "src_port", "dst_port"]
+        if self.kinds:
+            names += ["kind"]
         if self.owners:
             names += ["pid", "comm", "cgroup"]
         if self.pods:
@@ -577,6 +581,8 @@ class FlowMetrics:
             for i, row, d in zip(idx, rows, dicts):
                 lv = [d.get("iface", ""), _direction(int(row["dir"])), d["proto"], d["srcIp"], d["dstIp"]]
                 lv += [str(d["srcPort"]), str(d["dstPort"])]
+                if self.kinds:
+                    lv += [d.get("kind", "data")]
                 if self.owners:
                     lv += [str(d["pid"]), render.escape_text(d["comm"]), render.escape_text(d["cgroup"])]
                 if self.pods:

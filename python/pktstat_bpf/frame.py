@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .snapshot import Snapshot
 
 COLUMNS = (
-    "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction",
+    "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "kind",
     "pid", "comm", "cgroup", "packets", "bytes", "bitrate", "first_seen", "last_seen",
 )  # fmt: skip
 
@@ -58,6 +58,7 @@ def to_pandas(snap: "Snapshot") -> "pandas.DataFrame":
         "direction": pd.Categorical.from_codes(
             r["dir"].astype(np.int8), ["ingress", "egress", ""]
         ),
+        "kind": pd.Categorical.from_codes(np.minimum(r["kind"], 1).astype(np.int8), list(render.KINDS)),
         "pid": r["pid"].astype(np.uint32),
         "comm": comm,
         "cgroup": cgroup,

@@ -19,6 +19,7 @@ import numpy as np
 from . import protocols
 
 DIRECTIONS = ("ingress", "egress", "")
+KINDS = ("data", "retransmit")  # enum flow_kind: what a flow's counts are
 
 
 def format_bitrate(bps: float) -> str:
@@ -117,6 +118,9 @@ def flow_dicts(
         direction = DIRECTIONS[int(r["dir"])] if int(r["dir"]) < 3 else ""
         if direction:
             d["direction"] = direction
+        kind = int(r["kind"])
+        if kind:  # process mode: TCP retransmissions are flows of their own
+            d["kind"] = KINDS[kind] if kind < len(KINDS) else str(kind)
         if owners:
             d["pid"] = int(r["pid"])
             d["comm"] = decode_comm(bytes(r["comm"]))
@@ -169,6 +173,8 @@ def text_line(d: Mapping[str, Any]) -> str:
     body = f", src: {src}, dst: {dst}"
     if proto_num in protocols.ICMP:
         body += f", type: {d['srcPort']}, code: {d['dstPort']}"
+    if d.get("kind"):
+        body += f", kind: {d['kind']}"
     tail = ""
     if d.get("pid"):
         tail += f", pid: {d['pid']}"

@@ -34,14 +34,12 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-#include "owner_ktypes.bpf.h"
+#include "ktypes.bpf.h"
+#include "cgroup_events.bpf.h"
 #include "count_owner.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
-
-/* Settings, written by the engine between open and load. */
-const volatile int cfg_dfl_hierarchy = 0; /* hierarchy id of cgroup v2 (the default hierarchy) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -65,23 +63,11 @@ struct {
 } forks SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} cgroup_events SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OWNER_STAT_NR);
 	__type(key, __u32);
 	__type(value, __u64);
 } owner_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cgroup_event);
-} event_scratch SEC(".maps");
 
 static __always_inline void owner_stat(__u32 i)
 {
@@ -392,25 +378,7 @@ int BPF_PROG(owner_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(owner_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
-	__u32 zero = 0;
-	struct cgroup_event *e;
-	long n;
-
-	if (cgrp->root->hierarchy_id != cfg_dfl_hierarchy)
-		return 0;
-	e = bpf_map_lookup_elem(&event_scratch, &zero);
-	if (!e)
-		return 0;
-	e->id = cgrp->kn->id;
-	n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
-	if (n <= 0)
-		return 0;
-	e->len = n;
-	__u64 size = __builtin_offsetof(struct cgroup_event, path) + (__u64)n;
-
-	if (size > sizeof(*e))
-		size = sizeof(*e);
-	if (bpf_ringbuf_output(&cgroup_events, e, size, 0))
+	if (!emit_cgroup_event(cgrp, path))
 		owner_stat(OWNER_STAT_EVENTS_LOST);
 	return 0;
 }

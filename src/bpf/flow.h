@@ -28,6 +28,14 @@ enum flow_dir {
 	FLOW_DIR_NR = 3,
 };
 
+/* What a flow's counts are: data (every mode), or, in process mode, TCP
+ * segments the kernel sent again (its own category, so a flow's data bytes
+ * stay what the process sent). */
+enum flow_kind {
+	FLOW_KIND_DATA = 0,
+	FLOW_KIND_RETRANSMIT = 1,
+};
+
 /* What a packet says about itself: the key of the TC, XDP and replay maps. */
 struct flow_tuple {
 	__u8 saddr[16];
@@ -37,7 +45,7 @@ struct flow_tuple {
 	__u8 proto; /* IP protocol of the upper layer (after IPv6 extension headers) */
 	__u8 dir;   /* enum flow_dir */
 	__u8 ipver; /* 4 or 6 */
-	__u8 _pad0;
+	__u8 kind;  /* enum flow_kind */
 	__u32 ifindex;
 };
 FLOW_STATIC_ASSERT(sizeof(struct flow_tuple) == 44, "flow_tuple layout");
@@ -142,6 +150,28 @@ enum owner_stat {
 	OWNER_STAT_MAP_FULL,      /* an owner could not be stored */
 	OWNER_STAT_EVENTS_LOST,   /* cgroup_mkdir records the ring buffer had no room for */
 	OWNER_STAT_NR,
+};
+
+/* ---- process mode --------------------------------------------------------
+ * Socket-level accounting: one event per send/receive call that moved data
+ * (per datagram for UDP and ICMP), bytes = what the call returned; one per
+ * retransmitted TCP segment. The owner of a socket, for events that run
+ * outside its process (retransmissions from timers and softirq), is the
+ * process last seen sending on it (process_owners map, by struct sock). */
+struct proc_owner {
+	__u32 pid; /* TGID */
+	__u32 _pad;
+	__u64 cgroup_id;
+	char comm[16];
+};
+FLOW_STATIC_ASSERT(sizeof(struct proc_owner) == 32, "proc_owner layout");
+
+enum proc_stat {
+	PROC_STAT_UNOWNED_PACKETS = 0, /* events counted with pid 0: owner not known */
+	PROC_STAT_UNOWNED_BYTES,
+	PROC_STAT_NO_PEER_PACKETS, /* datagrams of unconnected sockets whose peer was not found */
+	PROC_STAT_NO_PEER_BYTES,
+	PROC_STAT_NR,
 };
 
 #endif /* PKTSTAT_FLOW_H */

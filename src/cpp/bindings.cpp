@@ -24,6 +24,7 @@ void bind_tc(py::module_ &m);
 void bind_xdp(py::module_ &m);
 void bind_cgroup(py::module_ &m);
 void bind_replay(py::module_ &m);
+void bind_process(py::module_ &m);
 } // namespace pktstat
 
 namespace {
@@ -59,6 +60,7 @@ py::bytes test_record() {
 	r.key.tuple.proto = 17;
 	r.key.tuple.dir = FLOW_DIR_EGRESS;
 	r.key.tuple.ipver = 6;
+	r.key.tuple.kind = FLOW_KIND_RETRANSMIT;
 	r.key.tuple.ifindex = 0x01020304;
 	r.key.pid = 0x0badcafe;
 	r.key.cgroup_id = 0x1122334455667788ULL;
@@ -109,4 +111,5 @@ PYBIND11_MODULE(_core, m) {
 	bind_xdp(m);
 	bind_cgroup(m);
 	bind_replay(m);
+	bind_process(m);
 }

@@ -39,4 +39,4 @@ def get(name: str) -> Type[Any]:
 
 
 def _load_all() -> None:
-    from . import cgroup, tc, xdp  # noqa: F401
+    from . import cgroup, process, tc, xdp  # noqa: F401

@@ -1,0 +1,339 @@
+#include "process_collector.hpp"
+
+#include "flow_table.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "error.hpp"
+
+namespace pktstat {
+namespace {
+
+// What one backend loads (program names in process.bpf.c) and needs.
+struct BackendSpec {
+	ProcessBackend id;
+	std::vector<const char *> progs;
+};
+
+const BackendSpec kTracepoint{ProcessBackend::Tracepoint,
+                              {"proc_tp_sys_enter", "proc_tp_send", "proc_tp_recv", "proc_tp_consume",
+                               "proc_tp_state" /* + one proc_tp_retrans variant */}};
+const BackendSpec kFentry{ProcessBackend::Fentry,
+                          {"proc_fe_send4", "proc_fx_send4", "proc_fe_send6", "proc_fx_send6", "proc_fx_recv4",
+                           "proc_fx_recv6", "proc_fe_consume_udp", "proc_fe_free_datagram", "proc_fx_retrans",
+                           "proc_fe_state"}};
+const BackendSpec kKprobe{ProcessBackend::Kprobe,
+                          {"proc_kp_send4", "proc_krp_send4", "proc_kp_send6", "proc_krp_send6", "proc_kp_recv4",
+                           "proc_krp_recv4", "proc_kp_recv6", "proc_krp_recv6", "proc_kp_consume_udp",
+                           "proc_kp_free_datagram", "proc_kp_retrans", "proc_krp_retrans", "proc_kp_state"}};
+
+// The kernel functions the fentry and kprobe backends hook.
+const char *const kHookedFunctions[] = {"inet_sendmsg",    "inet6_sendmsg",     "inet_recvmsg",
+                                        "inet6_recvmsg",   "skb_consume_udp",   "skb_free_datagram",
+                                        "__tcp_retransmit_skb", "tcp_set_state"};
+
+class KernelBtf {
+public:
+	KernelBtf() : btf_(btf__load_vmlinux_btf()) {
+		if (libbpf_get_error(btf_)) btf_ = nullptr;
+	}
+	~KernelBtf() { btf__free(btf_); }
+	KernelBtf(const KernelBtf &) = delete;
+	KernelBtf &operator=(const KernelBtf &) = delete;
+
+	explicit operator bool() const { return btf_ != nullptr; }
+	bool has_tracepoint(const char *name) const { return tracepoint_args(name) >= 0; }
+	// Arguments of a BTF tracepoint (without the leading context), -1 if absent.
+	int tracepoint_args(const char *name) const {
+		if (!btf_) return -1;
+		const std::string type = std::string("btf_trace_") + name;
+		int id = btf__find_by_name_kind(btf_, type.c_str(), BTF_KIND_TYPEDEF);
+		if (id <= 0) return -1;
+		const btf_type *t = btf__type_by_id(btf_, id); // typedef -> pointer -> func proto
+		for (int hops = 0; t && hops < 4 && !btf_is_func_proto(t); ++hops) t = btf__type_by_id(btf_, t->type);
+		return t && btf_is_func_proto(t) ? static_cast<int>(btf_vlen(t)) - 1 : -1;
+	}
+	bool has_function(const char *name) const {
+		return btf_ && btf__find_by_name_kind(btf_, name, BTF_KIND_FUNC) > 0;
+	}
+
+private:
+	btf *btf_;
+};
+
+bool file_exists(const char *path) { return ::access(path, F_OK) == 0; }
+
+bool kernel_has_kprobes() {
+	return file_exists("/sys/bus/event_source/devices/kprobe/type") ||
+	       file_exists("/sys/kernel/tracing/kprobe_events") ||
+	       file_exists("/sys/kernel/debug/tracing/kprobe_events");
+}
+
+bool kallsyms_has_all(const char *const *names, size_t n) {
+	std::ifstream in("/proc/kallsyms");
+	std::vector<bool> seen(n);
+	size_t left = n;
+	std::string line;
+	while (left && std::getline(in, line)) {
+		size_t sp = line.rfind(' ');
+		if (sp == std::string::npos) continue;
+		std::string sym = line.substr(sp + 1);
+		size_t tab = sym.find('\t'); // module symbols: "name\t[module]"
+		if (tab != std::string::npos) sym.resize(tab);
+		for (size_t i = 0; i < n; ++i)
+			if (!seen[i] && sym == names[i]) {
+				seen[i] = true;
+				--left;
+			}
+	}
+	return left == 0;
+}
+
+// Can this process load BPF programs at all (CAP_BPF or CAP_SYS_ADMIN)?
+bool privileged() {
+	std::ifstream in("/proc/self/status");
+	std::string line;
+	while (std::getline(in, line)) {
+		if (line.rfind("CapEff:", 0) != 0) continue;
+		uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
+		return (caps >> 39 & 1) || (caps >> 21 & 1);
+	}
+	return ::geteuid() == 0;
+}
+
+bool listed(const std::string &csv, const char *name) {
+	std::stringstream ss(csv);
+	std::string item;
+	while (std::getline(ss, item, ','))
+		if (item == name) return true;
+	return false;
+}
+
+const BackendSpec &spec_of(ProcessBackend b) {
+	switch (b) {
+	case ProcessBackend::Fentry:
+		return kFentry;
+	case ProcessBackend::Kprobe:
+		return kKprobe;
+	default:
+		return kTracepoint;
+	}
+}
+
+// Why `b` cannot work here, or "" if it may.
+std::string unusable(ProcessBackend b, const KernelBtf &btf, const ProcessOptions &o) {
+	if (listed(o.force_missing, backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)";
+	if (!btf) return "the kernel has no BTF (/sys/kernel/btf/vmlinux)";
+	switch (b) {
+	case ProcessBackend::Tracepoint:
+		for (const char *tp : {"sock_send_length", "sock_recv_length", "consume_skb", "sys_enter",
+		                       "tcp_retransmit_skb", "inet_sock_set_state"})
+			if (!btf.has_tracepoint(tp))
+				return std::string("the kernel has no tracepoint ") + tp +
+				       (std::strncmp(tp, "sock_", 5) == 0 ? " (Linux 6.3+)" : "");
+		return "";
+	case ProcessBackend::Fentry:
+		for (const char *f : kHookedFunctions)
+			if (!btf.has_function(f)) return std::string("the kernel's BTF has no function ") + f;
+		return "";
+	case ProcessBackend::Kprobe:
+		if (!kernel_has_kprobes()) return "the kernel has no kprobes (CONFIG_KPROBES)";
+		if (!kallsyms_has_all(kHookedFunctions, sizeof(kHookedFunctions) / sizeof(*kHookedFunctions)))
+			return "a hooked function is missing from /proc/kallsyms";
+		return "";
+	default:
+		return "not a backend";
+	}
+}
+
+} // namespace
+
+const char *backend_name(ProcessBackend b) {
+	switch (b) {
+	case ProcessBackend::Tracepoint:
+		return "tracepoint";
+	case ProcessBackend::Fentry:
+		return "fentry";
+	case ProcessBackend::Kprobe:
+		return "kprobe";
+	default:
+		return "auto";
+	}
+}
+
+ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), paths_(opts.path_cache) {
+	if (opts.max_entries == 0) throw SysError("map sizes must be positive", EINVAL);
+	KernelBtf btf;
+	const bool has_mkdir_tp = btf.has_tracepoint("cgroup_mkdir");
+	const int retrans_args = btf.tracepoint_args("tcp_retransmit_skb");
+
+	std::vector<ProcessBackend> order;
+	if (opts.backend == ProcessBackend::Auto)
+		order = {ProcessBackend::Tracepoint, ProcessBackend::Fentry, ProcessBackend::Kprobe};
+	else
+		order = {opts.backend};
+	const bool priv = privileged();
+	bool denied = false;
+
+	for (ProcessBackend b : order) {
+		std::string why = unusable(b, btf, opts);
+		if (!why.empty()) {
+			refused_.emplace_back(backend_name(b), why);
+			continue;
+		}
+		auto skel = std::make_unique<Skeleton<process_bpf>>();
+		bpf_program *p;
+		bpf_object__for_each_program(p, (*skel)->obj) bpf_program__set_autoload(p, false);
+		std::vector<const char *> progs = spec_of(b).progs;
+		if (b == ProcessBackend::Tracepoint) {
+			progs.push_back(retrans_args >= 3 ? "proc_tp_retrans_err" : "proc_tp_retrans");
+			if (!opts.cgroup_mount.empty()) { // sources of datagrams whose receiver asks for them
+				progs.push_back("proc_tp_recvmsg4");
+				progs.push_back("proc_tp_recvmsg6");
+			}
+		}
+		if (has_mkdir_tp) progs.push_back("proc_cgroup_mkdir");
+		for (const char *name : progs) {
+			bpf_program *prog = bpf_object__find_program_by_name((*skel)->obj, name);
+			if (!prog) throw SysError(std::string("BPF program ") + name + " is missing", ENOENT);
+			bpf_program__set_autoload(prog, true);
+		}
+		(*skel)->rodata->cfg_dfl_hierarchy = 0;
+		check_libbpf(bpf_map__set_max_entries((*skel)->maps.flows, opts.max_entries), "set flow map size");
+		try {
+			skel->load();
+		} catch (const SysError &e) {
+			if (e.err() == EPERM && !priv) denied = true;
+			refused_.emplace_back(backend_name(b), std::string("the kernel refused its programs (") +
+			                                           std::strerror(e.err()) + ")");
+			continue;
+		}
+		skel_ = std::move(skel);
+		backend_ = b;
+		break;
+	}
+	if (!skel_) {
+		std::string msg = "no process-mode backend works on this kernel";
+		for (const auto &[name, why] : refused_) msg += "; " + name + ": " + why;
+		throw SysError(msg, denied ? EPERM : EOPNOTSUPP);
+	}
+	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	events_ = ring_buffer__new(bpf_map__fd(skel_->get()->maps.cgroup_events), &ProcessCollector::on_cgroup_event,
+	                           this, nullptr);
+	if (!events_) throw SysError("ring_buffer__new", errno ? errno : EINVAL);
+}
+
+ProcessCollector::~ProcessCollector() {
+	detach();
+	ring_buffer__free(events_);
+}
+
+void ProcessCollector::attach() {
+	if (attached()) return;
+	int step = 0;
+	try {
+		bpf_program *p;
+		bpf_object__for_each_program(p, skel_->get()->obj) {
+			if (!bpf_program__autoload(p)) continue;
+			const bool on_cgroup = bpf_program__type(p) == BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
+			if (on_cgroup && !cgroup_fd_) {
+				cgroup_fd_ = UniqueFd(::open(opts_.cgroup_mount.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+				if (!cgroup_fd_) throw SysError("open cgroup " + opts_.cgroup_mount, errno);
+			}
+			bpf_link *l = on_cgroup ? bpf_program__attach_cgroup(p, cgroup_fd_.get()) : bpf_program__attach(p);
+			if (step++ == opts_.fail_attach_at) {
+				bpf_link__destroy(l);
+				throw SysError("attach (injected test fault)", EIO);
+			}
+			if (!l)
+				throw SysError(std::string("attach ") + bpf_program__section_name(p), errno ? errno : EINVAL);
+			links_.emplace_back(l);
+		}
+		// cgroups that exist now; later ones come as cgroup_mkdir records
+		if (!opts_.cgroup_mount.empty() && !scanned_) {
+			take_cgroup_events();
+			scan_cgroup_tree(opts_.cgroup_mount, "/", paths_);
+			scanned_ = true;
+		}
+	} catch (...) {
+		detach();
+		throw;
+	}
+}
+
+void ProcessCollector::detach() noexcept {
+	while (!links_.empty()) links_.pop_back();
+}
+
+std::string ProcessCollector::attach_path() const { return links_.empty() ? std::string() : backend_name(backend_); }
+
+std::vector<std::string> ProcessCollector::hooks() const {
+	std::vector<std::string> out;
+	bpf_program *p;
+	bpf_object__for_each_program(p, skel_->get()->obj) if (bpf_program__autoload(p))
+	    out.emplace_back(bpf_program__section_name(p));
+	return out;
+}
+
+std::vector<uint64_t> ProcessCollector::proc_stats() const {
+	const int ncpu = possible_cpus();
+	std::vector<uint64_t> per_cpu(ncpu), out(PROC_STAT_NR);
+	const int fd = bpf_map__fd(skel_->get()->maps.proc_stats);
+	for (uint32_t i = 0; i < PROC_STAT_NR; ++i) {
+		check_libbpf(bpf_map_lookup_elem(fd, &i, per_cpu.data()), "read process-mode counters");
+		for (uint64_t v : per_cpu) out[i] += v;
+	}
+	return out;
+}
+
+int ProcessCollector::on_cgroup_event(void *ctx, void *data, size_t size) {
+	auto *self = static_cast<ProcessCollector *>(ctx);
+	const auto *e = static_cast<const cgroup_event *>(data);
+	const size_t head = offsetof(cgroup_event, path);
+	if (size <= head || e->len == 0) return 0;
+	size_t n = std::min<size_t>({e->len, size - head, sizeof(e->path)});
+	std::string path(e->path, strnlen(e->path, n));
+	const std::string &root = self->opts_.hier_root;
+	if (root != "/") { // hierarchy path -> path relative to the mount
+		if (path.compare(0, root.size(), root) != 0 || (path.size() > root.size() && path[root.size()] != '/'))
+			return 0;
+		path = path.size() == root.size() ? "/" : path.substr(root.size());
+	}
+	self->paths_.put(e->id, std::move(path));
+	return 0;
+}
+
+void ProcessCollector::take_cgroup_events() {
+	if (events_) ring_buffer__consume(events_);
+}
+
+std::unordered_map<uint64_t, std::string> ProcessCollector::resolve_cgroups(const std::vector<uint64_t> &ids) {
+	std::unordered_map<uint64_t, std::string> out;
+	if (opts_.cgroup_mount.empty()) {
+		for (uint64_t id : ids) out[id] = "";
+		return out;
+	}
+	take_cgroup_events();
+	bool rescanned = false;
+	for (uint64_t id : ids) {
+		if (!id || out.count(id)) continue;
+		auto p = paths_.get(id);
+		if (!p && !rescanned) { // made and missed, or evicted: look again, once
+			rescanned = true;
+			scan_cgroup_tree(opts_.cgroup_mount, "/", paths_);
+			p = paths_.get(id);
+		}
+		out[id] = p ? *p : std::string();
+	}
+	return out;
+}
+
+} // namespace pktstat
