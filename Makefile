@@ -3,6 +3,8 @@
 #   make run    install what is missing, build, and count traffic on the
 #               default interface for a short capture (ARGS="-t 30s -j" ...)
 #   make test   the same set-up, then the whole test suite
+#   make test-kernels  the BPF tests inside Debian's 6.1 and 6.12 kernels under
+#               qemu (make test runs it too, where qemu can run)
 #   make bench  benchmarks (never part of make test)
 #   make soak   a few minutes of sustained traffic (never part of make test)
 
@@ -14,15 +16,16 @@ ARGS ?= -t 5s
 PYTEST_ARGS ?=
 
 # Debian packages: build (clang, bpftool, libbpf, libelf, zlib, pkgconf,
-# libpcap), run (iproute2) and test tooling (tshark, tcpreplay, tmux, qemu and
-# busybox for the kernel matrix, prometheus for the exporter test).
+# libpcap), run (iproute2) and test tooling (tshark, tcpreplay, tmux; qemu,
+# busybox, kmod and the decompressors for the kernel matrix; prometheus for
+# the exporter test).
 SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
-	prometheus
+	kmod xz-utils zstd prometheus
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 
-.PHONY: setup system-packages run test bench soak clean
+.PHONY: setup system-packages run test test-kernels bench soak clean
 setup: system-packages $(VENV)/.installed
 
 system-packages:
@@ -51,8 +54,22 @@ $(VENV)/.installed: $(VENV)/.build-deps $(SOURCES)
 run: setup
 	$(PY) -m pktstat_bpf $(ARGS)
 
+# After the suite, the kernel matrix's guests run the BPF subset (-m kernel,
+# narrowed by PYTEST_ARGS too) where qemu can run; TEST_KERNELS=0 leaves
+# them out (e.g. while iterating on one test).
+TEST_KERNELS ?= 1
+
 test: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	@if [ "$(TEST_KERNELS)" = 0 ]; then echo "make test: TEST_KERNELS=0: the kernel matrix did not run"; \
+	elif ! command -v qemu-system-x86_64 >/dev/null; then \
+		echo "make test: qemu-system-x86_64 is missing: the kernel matrix did not run"; \
+	else PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh; fi
+
+# The BPF subset on this machine's kernel, then inside 6.1 and 6.12.
+test-kernels: setup
+	$(PY) -m pytest -m kernel -ra $(PYTEST_ARGS)
+	PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh
 
 soak: setup
 	$(PY) -m pytest -ra -s soak $(PYTEST_ARGS)

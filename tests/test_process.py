@@ -237,10 +237,17 @@ def test_all_backends_give_the_same_table(cg: TestCgroup, netns: NetnsPair):
             sc, snap = run_scenario(cg, netns, b)
             tables[b] = sc.normalised(sc.table(snap))
     assert tables, "no process-mode backend works on this kernel"
-    first = next(iter(tables.values()))
+
+    def comparable(t: dict) -> dict:
+        # How many recv() calls a TCP byte stream takes depends on when its
+        # segments arrive (each run matches its processes' own count, see
+        # above): across runs, TCP compares by bytes, datagrams by both.
+        return {k: (v[1] if k[4] == "TCP" else v) for k, v in t.items()}
+
+    first = comparable(next(iter(tables.values())))
     assert len(first) >= 20
     for b, t in tables.items():
-        assert t == first, b
+        assert comparable(t) == first, b
 
 
 def retrans_segs(ns: str) -> int:

@@ -25,13 +25,16 @@
  *  - tracepoint: tp_btf/sock_send_length and sock_recv_length (6.3+);
  *    destinations of datagram sends from the sendto/sendmsg/sendmmsg
  *    arguments at tp_btf/sys_enter; datagram sources from tp_btf/consume_skb
- *    (checked against the receiving socket's port/echo id before use);
- *    tp_btf/tcp_retransmit_skb; tp_btf/inet_sock_set_state.
+ *    (checked against the receiving socket's port/echo id before use) and
+ *    cgroup/recvmsg4/6 on the cgroup v2 root (where the caller asks for it).
  *  - fentry: fentry/fexit on inet_sendmsg, inet6_sendmsg, inet_recvmsg,
- *    inet6_recvmsg (msg_name from the kernel's msghdr); datagram sources at
- *    fentry/skb_consume_udp and skb_free_datagram; fexit/__tcp_retransmit_skb;
- *    fentry/tcp_set_state.
+ *    inet6_recvmsg, sock_common_recvmsg (IPv6 raw and ping sockets)
+ *    (msg_name from the kernel's msghdr); datagram sources at
+ *    fentry/skb_consume_udp and skb_free_datagram.
  *  - kprobe: the same functions as kprobes and kretprobes.
+ * Every backend counts retransmissions at tp_btf/tcp_retransmit_skb and
+ * forgets closed sockets at tp_btf/inet_sock_set_state: the kernel may
+ * inline the functions around these tracepoints.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -140,12 +143,6 @@ struct recv_ctx {
 	__u32 _pad;
 };
 
-/* Per thread: kprobe on tcp_retransmit_skb -> kretprobe. */
-struct retrans_ctx {
-	__u64 sk;
-	__u64 skb;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -166,13 +163,6 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct peer);
 } rx_peers SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct retrans_ctx);
-} retrans_ctxs SEC(".maps");
 
 /* Scratch for building a send context (too big for the stack with a key). */
 struct {
@@ -833,30 +823,6 @@ int proc_tp_recvmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(proc_tp_retrans, struct sock *sk, struct sk_buff *skb)
-{
-	count_retransmit(sk, skb);
-	return 0;
-}
-
-/* 6.13+: the tracepoint also fires for failed retransmissions, with err. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err)
-{
-	if (!err)
-		count_retransmit(sk, skb);
-	return 0;
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate)
-{
-	if (newstate == TCP_CLOSE)
-		forget_socket(sk);
-	return 0;
-}
-
 /* ---- fentry backend --------------------------------------------------------------- */
 
 SEC("fentry/inet_sendmsg")
@@ -901,6 +867,14 @@ int BPF_PROG(proc_fx_recv6, struct socket *sock, struct msghdr *msg, __u64 size,
 	return 0;
 }
 
+/* IPv6 raw and ping sockets (inet6_sockraw_ops) receive through it. */
+SEC("fexit/sock_common_recvmsg")
+int BPF_PROG(proc_fx_recv_common, struct socket *sock, struct msghdr *msg, __u64 size, int flags, int ret)
+{
+	finish_recv(BPF_CORE_READ(sock, sk), ret, flags);
+	return 0;
+}
+
 SEC("fentry/skb_consume_udp")
 int BPF_PROG(proc_fe_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
 {
@@ -912,22 +886,6 @@ SEC("fentry/skb_free_datagram")
 int BPF_PROG(proc_fe_free_datagram, struct sock *sk, struct sk_buff *skb)
 {
 	stash_rx(sk, skb, true);
-	return 0;
-}
-
-SEC("fexit/__tcp_retransmit_skb")
-int BPF_PROG(proc_fx_retrans, struct sock *sk, struct sk_buff *skb, int segs, int ret)
-{
-	if (!ret)
-		count_retransmit(sk, skb);
-	return 0;
-}
-
-SEC("fentry/tcp_set_state")
-int BPF_PROG(proc_fe_state, struct sock *sk, int state)
-{
-	if (state == TCP_CLOSE)
-		forget_socket(sk);
 	return 0;
 }
 
@@ -1015,6 +973,20 @@ int BPF_KRETPROBE(proc_krp_recv6, int ret)
 	return 0;
 }
 
+SEC("kprobe/sock_common_recvmsg")
+int BPF_KPROBE(proc_kp_recv_common, struct socket *sock, struct msghdr *msg, __u64 size, int flags)
+{
+	kp_recv_start(sock, flags);
+	return 0;
+}
+
+SEC("kretprobe/sock_common_recvmsg")
+int BPF_KRETPROBE(proc_krp_recv_common, int ret)
+{
+	kp_recv_end(ret);
+	return 0;
+}
+
 SEC("kprobe/skb_consume_udp")
 int BPF_KPROBE(proc_kp_consume_udp, struct sock *sk, struct sk_buff *skb)
 {
@@ -1029,41 +1001,33 @@ int BPF_KPROBE(proc_kp_free_datagram, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
-SEC("kprobe/__tcp_retransmit_skb")
-int BPF_KPROBE(proc_kp_retrans, struct sock *sk, struct sk_buff *skb)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct retrans_ctx c = {.sk = (__u64)sk, .skb = (__u64)skb};
+/* ---- every backend -------------------------------------------------------------------- */
 
-	bpf_map_update_elem(&retrans_ctxs, &id, &c, BPF_ANY);
+/* Retransmissions and socket ends from the tracepoints in every backend:
+ * the kernel may inline the functions around them (6.1 does). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(proc_tp_retrans, struct sock *sk, struct sk_buff *skb)
+{
+	count_retransmit(sk, skb);
 	return 0;
 }
 
-SEC("kretprobe/__tcp_retransmit_skb")
-int BPF_KRETPROBE(proc_krp_retrans, int ret)
+/* 6.13+: the tracepoint also fires for failed retransmissions, with err. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct retrans_ctx *c = bpf_map_lookup_elem(&retrans_ctxs, &id);
-	struct retrans_ctx copy;
-
-	if (!c)
-		return 0;
-	copy = *c;
-	bpf_map_delete_elem(&retrans_ctxs, &id);
-	if (!ret)
-		count_retransmit((struct sock *)copy.sk, (struct sk_buff *)copy.skb);
+	if (!err)
+		count_retransmit(sk, skb);
 	return 0;
 }
 
-SEC("kprobe/tcp_set_state")
-int BPF_KPROBE(proc_kp_state, struct sock *sk, int state)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (state == TCP_CLOSE)
+	if (newstate == TCP_CLOSE)
 		forget_socket(sk);
 	return 0;
 }
-
-/* ---- every backend -------------------------------------------------------------------- */
 
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(proc_cgroup_mkdir, struct cgroup *cgrp, const char *path)

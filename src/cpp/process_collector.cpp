@@ -25,20 +25,20 @@ struct BackendSpec {
 
 const BackendSpec kTracepoint{ProcessBackend::Tracepoint,
                               {"proc_tp_sys_enter", "proc_tp_send", "proc_tp_recv", "proc_tp_consume",
-                               "proc_tp_state" /* + one proc_tp_retrans variant */}};
+                               }};
 const BackendSpec kFentry{ProcessBackend::Fentry,
                           {"proc_fe_send4", "proc_fx_send4", "proc_fe_send6", "proc_fx_send6", "proc_fx_recv4",
-                           "proc_fx_recv6", "proc_fe_consume_udp", "proc_fe_free_datagram", "proc_fx_retrans",
-                           "proc_fe_state"}};
+                           "proc_fx_recv6", "proc_fx_recv_common", "proc_fe_consume_udp", "proc_fe_free_datagram"}};
 const BackendSpec kKprobe{ProcessBackend::Kprobe,
                           {"proc_kp_send4", "proc_krp_send4", "proc_kp_send6", "proc_krp_send6", "proc_kp_recv4",
-                           "proc_krp_recv4", "proc_kp_recv6", "proc_krp_recv6", "proc_kp_consume_udp",
-                           "proc_kp_free_datagram", "proc_kp_retrans", "proc_krp_retrans", "proc_kp_state"}};
+                           "proc_krp_recv4", "proc_kp_recv6", "proc_krp_recv6", "proc_kp_recv_common", "proc_krp_recv_common",
+                           "proc_kp_consume_udp",
+                           "proc_kp_free_datagram"}};
 
 // The kernel functions the fentry and kprobe backends hook.
 const char *const kHookedFunctions[] = {"inet_sendmsg",    "inet6_sendmsg",     "inet_recvmsg",
-                                        "inet6_recvmsg",   "skb_consume_udp",   "skb_free_datagram",
-                                        "__tcp_retransmit_skb", "tcp_set_state"};
+                                        "inet6_recvmsg",   "sock_common_recvmsg", "skb_consume_udp",
+                                        "skb_free_datagram"};
 
 class KernelBtf {
 public:
@@ -132,10 +132,11 @@ const BackendSpec &spec_of(ProcessBackend b) {
 std::string unusable(ProcessBackend b, const KernelBtf &btf, const ProcessOptions &o) {
 	if (listed(o.force_missing, backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)";
 	if (!btf) return "the kernel has no BTF (/sys/kernel/btf/vmlinux)";
+	for (const char *tp : {"tcp_retransmit_skb", "inet_sock_set_state"}) // every backend's
+		if (!btf.has_tracepoint(tp)) return std::string("the kernel has no tracepoint ") + tp;
 	switch (b) {
 	case ProcessBackend::Tracepoint:
-		for (const char *tp : {"sock_send_length", "sock_recv_length", "consume_skb", "sys_enter",
-		                       "tcp_retransmit_skb", "inet_sock_set_state"})
+		for (const char *tp : {"sock_send_length", "sock_recv_length", "consume_skb", "sys_enter"})
 			if (!btf.has_tracepoint(tp))
 				return std::string("the kernel has no tracepoint ") + tp +
 				       (std::strncmp(tp, "sock_", 5) == 0 ? " (Linux 6.3+)" : "");
@@ -193,8 +194,9 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 		bpf_program *p;
 		bpf_object__for_each_program(p, (*skel)->obj) bpf_program__set_autoload(p, false);
 		std::vector<const char *> progs = spec_of(b).progs;
+		progs.push_back(retrans_args >= 3 ? "proc_tp_retrans_err" : "proc_tp_retrans");
+		progs.push_back("proc_tp_state");
 		if (b == ProcessBackend::Tracepoint) {
-			progs.push_back(retrans_args >= 3 ? "proc_tp_retrans_err" : "proc_tp_retrans");
 			if (!opts.cgroup_mount.empty()) { // sources of datagrams whose receiver asks for them
 				progs.push_back("proc_tp_recvmsg4");
 				progs.push_back("proc_tp_recvmsg6");
