@@ -109,6 +109,17 @@ class KeyIndex:
         return out
 
 
+def copy_records(records: np.ndarray) -> np.ndarray:
+    """A copy of `records` byte for byte. (``ndarray.copy()`` of a structured
+    array may copy field by field, leaving the bytes between fields, e.g.
+    padding of ``struct flow_key``, uninitialised: the copy's flow keys would
+    then not compare equal to the original's.)"""
+    src = np.ascontiguousarray(records)
+    out = np.empty_like(src)
+    out.view(np.uint8)[...] = src.view(np.uint8)
+    return out
+
+
 def match(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
     """For each key in `later`, its position in `earlier`, or -1 where it is
     new. Both are outputs of :func:`flow_keys`; keys are unique in each."""
@@ -226,7 +237,7 @@ class IntervalTracker:
             prev_pos = self._prev_keys.find(keys, cur)  # type: ignore[union-attr]
             start_wall, start_dur = prev.taken_at, prev.duration
         found = prev_pos >= 0
-        delta = cur.copy()
+        delta = copy_records(cur)
         if found.any():
             at = prev_pos[found]
             pp, pb = prev.records["packets"][at], prev.records["bytes"][at]  # type: ignore[union-attr]
