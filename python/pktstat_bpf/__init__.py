@@ -19,6 +19,7 @@ from .capture import Capture, capture
 from .collector import Collector
 from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
 from .offline import CaptureFileError, DamagedCaptureError, Replayer, replay
+from .series import timeseries
 from .snapshot import Counters, Snapshot, Totals
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "replay",
+    "timeseries",
 ]
 
 

@@ -160,7 +160,7 @@ def build(cap: Capture) -> None:
     rng = cap.rng
     # pings to the router every 2 s (ICMP echo)
     for i in range(30):
-        t = 0.5 + 2 * i + cap.jitter(0.01)
+        t = 2 * i + (cap.jitter(0.01) if i else 0.0)  # the first frame: 09:00:00 sharp
         for req in (True, False):
             src, dst = (WS[0], GW[0]) if req else (GW[0], WS[0])
             icmp = ICMP(type=8 if req else 0, id=0x1D1, seq=i + 1)
