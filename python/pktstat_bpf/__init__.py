@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 try:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "RECORD_DTYPE":
         from . import _core
 

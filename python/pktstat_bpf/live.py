@@ -28,12 +28,18 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 
+def _key_width(dtype: np.dtype) -> int:
+    """Bytes of ``struct flow_key`` at the start of a record: the value follows it."""
+    assert dtype.fields is not None
+    return int(dtype.fields["packets"][1])
+
+
 def flow_keys(records: np.ndarray) -> np.ndarray:
     """The flow key of each record (``struct flow_key``: tuple, direction,
     interface and owner) as one opaque ``V72`` value, comparable and
     sortable byte-wise."""
     n = len(records)
-    width = records.dtype.fields["packets"][1]  # the value follows the key
+    width = _key_width(records.dtype)
     raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, records.dtype.itemsize)
     return np.ascontiguousarray(raw[:, :width]).view(f"V{width}").reshape(n)
 
@@ -41,11 +47,12 @@ def flow_keys(records: np.ndarray) -> np.ndarray:
 def key_words(records: np.ndarray) -> np.ndarray:
     """The flow key of each record as 64-bit words, shape (N, 9): a view into
     `records` (no copy when it is contiguous)."""
-    width = records.dtype.fields["packets"][1]
+    width = _key_width(records.dtype)
     if width % 8 or records.dtype.itemsize % 8:  # pragma: no cover - flow.h keeps both 8-aligned
         raise ValueError("flow key and record sizes must be multiples of 8")
     n = len(records)
-    return np.ascontiguousarray(records).view(np.uint64).reshape(n, records.dtype.itemsize // 8)[:, : width // 8]
+    words = np.ascontiguousarray(records).view(np.uint64).reshape(n, records.dtype.itemsize // 8)
+    return words[:, : width // 8]
 
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
