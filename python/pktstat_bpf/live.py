@@ -12,6 +12,15 @@ of the last reading.
 >>> with Collector(iface="eth0") as c:                      # doctest: +SKIP
 ...     for iv in c.stream(1.0, duration=10):
 ...         print(iv.end, len(iv.delta), iv.delta.totals.all.bytes)
+
+The same from a capture file, in steps of 20 s of capture time (index,
+length, flows that sent, bytes in flows):
+
+>>> ivs = list(pktstat_bpf.Replayer().intervals("tests/data/office.pcap", 20.0))
+>>> [(iv.index, round(iv.duration, 2), int(iv.active.sum()), iv.delta.totals.flow_bytes) for iv in ivs]
+[(0, 20.0, 13, 2502225), (1, 20.0, 17, 2463491), (2, 18.02, 11, 1706689)]
+>>> sum(iv.delta.totals.flow_bytes for iv in ivs) == ivs[-1].cumulative.totals.flow_bytes
+True
 """
 
 from __future__ import annotations

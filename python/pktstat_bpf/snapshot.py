@@ -262,7 +262,7 @@ class Snapshot:
         >>> snap.to_parquet(tmp / "office.parquet")
         >>> df = pandas.read_parquet(tmp / "office.parquet")
         >>> df.groupby("proto", observed=True)["bytes"].sum().to_dict()
-        {'ICMPv4': 5880, 'IPv6-ICMP': 392, 'TCP': 3508613, 'UDP': 3157351}
+        {'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392}
         """
         _pyarrow("to_parquet")
         import pyarrow.parquet as pq
