@@ -41,7 +41,8 @@ MODULES = [name for name in _module_names() if _runnable(name)]
 
 
 def test_the_examples_are_found():
-    assert {"pktstat_bpf.frame", "pktstat_bpf.snapshot", "pktstat_bpf.series", "pktstat_bpf.budget"} <= set(MODULES)
+    want = {"frame", "snapshot", "series", "budget", "live"}
+    assert {f"pktstat_bpf.{m}" for m in want} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
