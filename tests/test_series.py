@@ -203,10 +203,12 @@ def test_a_live_stream(netns):
     try:
         with netns.in_a(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             stop = threading.Event()
+            seen = []
             with pktstat_bpf.Collector(iface="va") as c:
 
                 def stream():
                     for iv in c.stream(0.25, stop=stop):
+                        seen.append(iv)
                         if iv.index in (0, 2):  # lands in intervals 1 and 3, from one socket: one flow
                             for _ in range(3 if iv.index == 0 else 5):
                                 sock.sendto(b"x" * 20, (netns.B4, 5102))
@@ -223,6 +225,6 @@ def test_a_live_stream(netns):
     size = ETH + IP4 + UDP + 20
     assert list(mine.packets) == [3, 5] and list(mine.bytes) == [3 * size, 5 * size]
     assert list(mine.total_packets) == [3, 8] and mine.flow.nunique() == 1
-    assert mine.timestamp.iloc[1] - mine.timestamp.iloc[0] == pytest.approx(
-        pd.Timedelta(seconds=0.5), abs=pd.Timedelta(seconds=0.2)
-    )
+    # the rows are those of intervals 1 and 3: their ends (to the microsecond) and lengths
+    assert [t.value for t in mine.timestamp] == [round(seen[i].end * 1e6) * 1000 for i in (1, 3)]
+    assert list(mine.interval) == [seen[1].duration, seen[3].duration]
