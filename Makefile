@@ -7,6 +7,8 @@
 #               qemu (make test runs it too, where qemu can run)
 #   make bench  benchmarks (never part of make test)
 #   make soak   a few minutes of sustained traffic (never part of make test)
+#   make docs   execute notebooks/traffic_analysis.ipynb and save its bitrate
+#               plot as docs/traffic_bitrate.png (the README's figure; root)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -25,7 +27,7 @@ SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 
-.PHONY: setup system-packages run test test-kernels bench soak clean
+.PHONY: setup system-packages run test test-kernels bench soak docs clean
 setup: system-packages $(VENV)/.installed
 
 system-packages:
@@ -76,6 +78,9 @@ soak: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+docs: setup
+	$(PY) notebooks/run.py notebooks/traffic_analysis.ipynb --figure readme-figure=docs/traffic_bitrate.png
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

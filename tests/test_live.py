@@ -118,6 +118,25 @@ def test_tracker_evicted_and_recreated_flow_never_goes_negative():
     assert list(iv.delta.records["packets"]) == [2] and list(iv.delta.records["bytes"]) == [150]
 
 
+def test_interval_deltas_keep_the_flow_keys_byte_for_byte():
+    """Bytes of the key that no dtype field names (struct padding, or a field
+    this version of the dtype does not know yet) survive into the delta."""
+    r = recs({"sport": 1, "packets": 2, "bytes": 200}, {"sport": 2, "packets": 3, "bytes": 300})
+    raw = r.view(np.uint8).reshape(len(r), r.dtype.itemsize)
+    named = np.zeros(r.dtype.itemsize, bool)
+    for name in r.dtype.names:
+        dt, off = r.dtype.fields[name][:2]
+        named[off : off + dt.itemsize] = True
+    unnamed = np.flatnonzero(~named[: r.dtype.fields["packets"][1]])
+    assert len(unnamed)  # flow.h's _pad0
+    raw[:, unnamed] = 0x5A
+    t = IntervalTracker()
+    t.advance(snap(r, 1.0))
+    iv = t.advance(snap(r, 2.0))
+    assert (flow_keys(iv.delta.records) == flow_keys(r)).all()
+    assert (iv.delta.records.view(np.uint8).reshape(2, -1)[:, unnamed] == 0x5A).all()
+
+
 def test_interval_to_pandas_has_interval_and_lifetime_columns():
     pytest.importorskip("pandas")
     t = IntervalTracker()

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 try:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -19,6 +21,7 @@ from .capture import Capture, capture
 from .collector import Collector
 from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
 from .offline import CaptureFileError, DamagedCaptureError, Replayer, replay
+from .series import timeseries
 from .snapshot import Counters, Snapshot, Totals
 
 __all__ = [
@@ -37,10 +40,11 @@ __all__ = [
     "UsageError",
     "__version__",
     "replay",
+    "timeseries",
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "RECORD_DTYPE":
         from . import _core
 

@@ -1,8 +1,28 @@
-"""Snapshot -> pandas.DataFrame with typed columns."""
+"""Snapshot -> pandas.DataFrame with typed columns, without a Python loop
+over flows.
+
+Every per-flow string is made in NumPy: addresses are formatted into a
+matrix of characters (one lookup table gather per 16-bit group or octet, the
+longest run of zero groups found with a few array passes) and packed into
+one UTF-8 buffer plus offsets; values that repeat (comm, cgroup path,
+interface, protocol) are dictionary-encoded, formatted once per distinct
+value and expanded with ``take``. Where pandas stores strings in Arrow (pandas
+3 with pyarrow installed) the buffer becomes the column as it is; elsewhere
+one ``astype(object)`` makes the Python strings.
+
+>>> import numpy as np
+>>> from pktstat_bpf import frame
+>>> raw = np.zeros((3, 16), np.uint8)
+>>> raw[0, 10:] = [255, 255, 10, 0, 0, 1]                  # IPv4, stored v4-mapped
+>>> raw[1, :2], raw[1, 15] = [0xfd, 0], 1
+>>> raw[2, 10:] = [255, 255, 192, 0, 2, 7]                 # an IPv6 address ::ffff:192.0.2.7
+>>> list(frame.address_strings(raw, np.array([4, 6, 6])))
+['10.0.0.1', 'fd00::1', '::ffff:192.0.2.7']
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -13,62 +33,328 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .snapshot import Snapshot
 
+#: The columns of :func:`to_pandas`, in order.
 COLUMNS = (
     "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "kind",
     "pid", "comm", "cgroup", "packets", "bytes", "bitrate", "first_seen", "last_seen",
 )  # fmt: skip
 
 
-def _pandas():
+def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        raise ImportError(
-            "Snapshot.to_pandas() needs pandas: pip install 'pktstat-bpf[pandas]'"
-        ) from None
+        raise ImportError("Snapshot.to_pandas() needs pandas: pip install 'pktstat-bpf[pandas]'") from None
     return pandas
 
 
-def to_pandas(snap: "Snapshot") -> "pandas.DataFrame":
-    """One row per flow. Addresses are strings, ports uint16, counters
-    uint64, proto/iface/direction categoricals, first/last seen
-    datetime64[ns, UTC]. Extra columns of the snapshot (``snap.columns``)
-    follow, under their own names."""
-    pd = _pandas()
-    r = snap.records
-    n = len(r)
-    proto_codes = r["proto"]
-    proto_cats = sorted(set(int(p) for p in np.unique(proto_codes)))
-    ifidx = r["ifindex"]
-    if_cats = sorted(set(int(i) for i in np.unique(ifidx)))
-    comm = np.array([render.decode_comm(c) for c in r["comm"]], dtype=object) if n else np.empty(0, object)
-    cg_map = snap.cgroups
-    cgroup = np.array([cg_map.get(int(c), "") if c else "" for c in r["cgroup_id"]], dtype=object)
-    data = {
-        "src_ip": render.addr_strings(r["saddr"], r["ipver"]),
-        "dst_ip": render.addr_strings(r["daddr"], r["ipver"]),
+# -- addresses as text ---------------------------------------------------------
+# A formatted address is a row of a uint8 matrix in which 0 means "no
+# character here"; dropping the zeros row by row (one boolean index of the
+# whole matrix) leaves the addresses one after the other, as Arrow stores
+# strings.
+
+_TABLES: dict[str, np.ndarray] = {}
+
+
+def _table(name: str) -> np.ndarray:
+    if not _TABLES:
+        dec = [str(i).encode() for i in range(256)]
+        _TABLES["v4_first"] = _packed(dec, 4).view(np.uint32).reshape(256)
+        _TABLES["v4_dot"] = _packed([b"." + d for d in dec], 4).view(np.uint32).reshape(256)
+        hx = [b"%x" % i for i in range(65536)]
+        _TABLES["v6_first"] = _packed(hx, 5).view("V5").reshape(65536)
+        _TABLES["v6_colon"] = _packed([b":" + h for h in hx], 5).view("V5").reshape(65536)
+        _TABLES["v6_run"] = _packed([b":"], 5).view("V5").reshape(1)
+        _TABLES["v6_mixed"] = _packed([b"::", b"::ffff:"], 7)
+    return _TABLES[name]
+
+
+def _packed(items: Sequence[bytes], width: int) -> np.ndarray:
+    """Byte strings, each NUL-padded to `width`, as an (N, width) uint8 array."""
+    return np.frombuffer(b"".join(s.ljust(width, b"\0") for s in items), np.uint8).reshape(-1, width).copy()
+
+
+def _ipv4_chars(octets: np.ndarray) -> np.ndarray:
+    """(N, 4) uint8 octets -> (N, 16) characters (``a.b.c.d``, NUL-padded)."""
+    first, dot = _table("v4_first"), _table("v4_dot")
+    out = np.empty((len(octets), 4), np.uint32)
+    out[:, 0] = first[octets[:, 0]]
+    out[:, 1:] = dot[octets[:, 1:]]
+    return out.view(np.uint8).reshape(len(octets), 16)
+
+
+#: eight 5-byte groups (``:`` and up to four hex digits) and a trailing ``:``
+_V6_ROW = np.dtype([("group", "V5", (8,)), ("tail", "u1")])
+
+
+def _ipv6_chars(raw: np.ndarray) -> np.ndarray:
+    """(N, 16) uint8 addresses -> (N, 41) characters, as glibc's inet_ntop
+    writes them (RFC 5952 with glibc's choices): lowercase hex groups
+    without leading zeros; the first longest run of two or more zero groups
+    as ``::``; ``::a.b.c.d`` and ``::ffff:a.b.c.d`` for the IPv4-compatible
+    and IPv4-mapped forms."""
+    n = len(raw)
+    words = np.ascontiguousarray(raw).view(">u2").reshape(n, 8).astype(np.uint16)
+    out = np.zeros(n, _V6_ROW)
+    groups = out["group"]
+    groups[:, 0] = _table("v6_first")[words[:, 0]]
+    groups[:, 1:] = _table("v6_colon")[words[:, 1:]]
+    zero = words == 0
+    rows = np.flatnonzero((zero[:, :-1] & zero[:, 1:]).any(axis=1))  # the rows with a run to shorten
+    if len(rows):
+        z = zero[rows]
+        run = np.zeros(z.shape, np.uint8)  # run[:, i]: length of the zero run ending at group i
+        run[:, 0] = z[:, 0]
+        for i in range(1, 8):
+            run[:, i] = (run[:, i - 1] + 1) * z[:, i]
+        length = run.max(axis=1)
+        end = run.argmax(axis=1)  # where the first longest run ends
+        start = end - length + 1
+        col = np.arange(8)
+        block = groups[rows]
+        block[(col >= start[:, None]) & (col <= end[:, None])] = np.zeros(1, "V5")[0]
+        block[np.arange(len(rows)), start] = _table("v6_run")[0]  # with its neighbour's ':' it makes '::'
+        groups[rows] = block
+        out["tail"][rows[end == 7]] = ord(":")
+        w5 = words[rows, 5]
+        mixed = (start == 0) & ((length == 6) | ((length == 5) & (w5 == 0xFFFF)))
+        if mixed.any():
+            m = rows[mixed]
+            chars = np.zeros((len(m), 41), np.uint8)
+            chars[:, :7] = _table("v6_mixed")[(length[mixed] == 5).astype(np.intp)]
+            chars[:, 7:23] = _ipv4_chars(raw[m, 12:16])
+            out[m] = chars.view(_V6_ROW).reshape(len(m))
+    return out.view(np.uint8).reshape(n, 41)
+
+
+class Text:
+    """N strings as one UTF-8 buffer and N + 1 offsets (Arrow's layout)."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        self.data = data
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, values: Sequence[str]) -> "Text":
+        """``values[codes]``, each distinct value encoded once."""
+        encoded = [v.encode("utf-8") for v in values]
+        lengths = (
+            np.array([len(e) for e in encoded], np.int64)[codes] if len(codes) else np.zeros(0, np.int64)
+        )
+        offsets = np.zeros(len(codes) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if offsets[-1] == 0:
+            return cls(np.zeros(0, np.uint8), offsets)
+        pool = np.frombuffer(b"".join(encoded), np.uint8)
+        starts = np.zeros(len(encoded), np.int64)
+        np.cumsum([len(e) for e in encoded[:-1]], out=starts[1:])
+        row = np.repeat(np.arange(len(codes)), lengths)
+        return cls(pool[starts[codes][row] + np.arange(offsets[-1]) - offsets[row]], offsets)
+
+    @classmethod
+    def from_chars(cls, chars: np.ndarray) -> "Text":
+        """From an (N, W) uint8 matrix in which 0 marks no character."""
+        keep = chars != 0
+        offsets = np.zeros(len(chars) + 1, np.int64)
+        np.cumsum(keep.sum(axis=1, dtype=np.int32), out=offsets[1:])
+        return cls(chars[keep], offsets)
+
+    def to_numpy(self) -> np.ndarray:
+        """The strings as an object array of str (made by pyarrow where it
+        is installed, else through a fixed-width NumPy array)."""
+        n = len(self)
+        if n == 0:
+            return np.empty(0, object)
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return self.to_arrow().to_numpy(zero_copy_only=False)
+        lengths = np.diff(self.offsets)
+        width = max(int(lengths.max()), 1)
+        fixed = np.zeros((n, width), np.uint8)
+        row = np.repeat(np.arange(n), lengths)
+        fixed[row, np.arange(len(self.data)) - self.offsets[row]] = self.data
+        packed = fixed.view(f"S{width}").reshape(n)
+        ascii = not len(self.data) or int(self.data.max()) < 0x80
+        text = packed.astype(f"U{width}") if ascii else np.char.decode(packed, "utf-8")
+        return text.astype(object)
+
+    def to_arrow(self) -> Any:
+        """A pyarrow ``large_string`` array (64-bit offsets, as pandas keeps
+        its Arrow strings: no cast on the way in)."""
+        import pyarrow
+
+        return pyarrow.Array.from_buffers(
+            pyarrow.large_string(),
+            len(self),
+            [None, pyarrow.py_buffer(self.offsets), pyarrow.py_buffer(self.data)],
+        )
+
+
+def address_text(addrs: np.ndarray, ipver: np.ndarray) -> Text:
+    """Addresses stored as 16 bytes (IPv4 v4-mapped, ``ipver`` 4) formatted
+    as :func:`pktstat_bpf.render.format_addr` formats them."""
+    n = len(addrs)
+    v4 = np.asarray(ipver) == 4
+    if v4.all():
+        return Text.from_chars(_ipv4_chars(np.ascontiguousarray(addrs[:, 12:16])))
+    chars = np.zeros((n, 41), np.uint8)
+    if v4.any():
+        chars[v4, :16] = _ipv4_chars(np.ascontiguousarray(addrs[v4, 12:16]))
+        chars[~v4] = _ipv6_chars(addrs[~v4])
+    else:
+        chars = _ipv6_chars(addrs)
+    return Text.from_chars(chars)
+
+
+def address_strings(addrs: np.ndarray, ipver: np.ndarray) -> np.ndarray:
+    """:func:`address_text` as an object array of str."""
+    return address_text(addrs, ipver).to_numpy()
+
+
+# -- columns -------------------------------------------------------------------
+
+_STRING_DTYPE: list[Any] = []
+
+
+def _string_dtype(pd: Any) -> Any:
+    """The dtype this pandas gives a column of str: ``str`` (Arrow or
+    Python storage) in pandas 3, object before."""
+    if not _STRING_DTYPE:
+        _STRING_DTYPE.append(pd.Series(["a"]).dtype)
+    return _STRING_DTYPE[0]
+
+
+def _arrow_strings(pd: Any) -> bool:
+    dt = _string_dtype(pd)
+    return isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow"
+
+
+def string_column(pd: Any, text: Text) -> Any:
+    """A pandas string array (the default string dtype) from a Text."""
+    if _arrow_strings(pd):
+        return _string_dtype(pd).__from_arrow__(text.to_arrow())
+    values = text.to_numpy()
+    dt = _string_dtype(pd)
+    return pd.array(values, dtype=dt) if isinstance(dt, pd.StringDtype) else values
+
+
+def _coded_strings(pd: Any, codes: np.ndarray, values: Sequence[str]) -> Any:
+    """A string array of ``values[codes]``: each distinct value made once."""
+    if _arrow_strings(pd):
+        try:
+            return string_column(pd, Text.from_codes(codes, values))
+        except UnicodeEncodeError:  # a lone surrogate: not UTF-8, so not an Arrow string
+            pass
+    uniq = np.array(list(values), dtype=object)
+    dt = _string_dtype(pd)
+    return pd.array(uniq[codes], dtype=dt) if isinstance(dt, pd.StringDtype) else uniq[codes]
+
+
+def _categories(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, code of each value) of an unsigned integer array,
+    in value order; one pass when all values are equal."""
+    if len(values) == 0:
+        return values[:0], np.zeros(0, np.int32)
+    lo, hi = values.min(), values.max()
+    if lo == hi:
+        return np.array([lo], values.dtype), np.zeros(len(values), np.int32)
+    if values.dtype.itemsize == 1:
+        present = np.flatnonzero(np.bincount(values, minlength=256)).astype(values.dtype)
+        lut = np.zeros(256, np.int32)
+        lut[present] = np.arange(len(present))
+        return present, lut[values]
+    uniq, codes = np.unique(values, return_inverse=True)
+    return uniq, codes.reshape(len(values)).astype(np.int32)
+
+
+def _comm_codes(comm: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Codes and distinct decoded names of a ``S16`` comm array."""
+    n = len(comm)
+    words = np.ascontiguousarray(comm).view(np.uint64).reshape(n, 2)
+    if n == 0 or not words.any():
+        return np.zeros(n, np.int32), [""]
+    from .live import hash_words
+
+    hashes = hash_words(words)
+    _, first, codes = np.unique(hashes, return_index=True, return_inverse=True)
+    codes = codes.reshape(n)
+    if not (words == words[first][codes]).all():  # pragma: no cover - a 64-bit hash collision
+        _, first, codes = np.unique(words, axis=0, return_index=True, return_inverse=True)
+        codes = codes.reshape(n)
+    return codes.astype(np.int32), [render.decode_comm(bytes(comm[i])) for i in first]
+
+
+def columns(
+    pd: Any,
+    records: np.ndarray,
+    *,
+    bitrate: np.ndarray,
+    ifnames: Mapping[int, str],
+    cgroups: Mapping[int, str],
+) -> dict[str, Any]:
+    """The :data:`COLUMNS` of `records` as arrays pandas takes as they are."""
+    r = records
+    proto_vals, proto_codes = _categories(np.ascontiguousarray(r["proto"]))
+    if_vals, if_codes = _categories(np.ascontiguousarray(r["ifindex"]))
+    comm_codes, comm_names = _comm_codes(r["comm"])
+    cg_vals, cg_codes = _categories(np.ascontiguousarray(r["cgroup_id"]))
+    cg_names = [cgroups.get(int(c), "") if c else "" for c in cg_vals]
+    if_names = [ifnames.get(int(i), str(int(i)) if i else "") for i in if_vals]
+    direction = np.minimum(r["dir"], 2).astype(np.int8)  # FLOW_DIR_NONE (and anything unknown): ""
+    return {
+        "src_ip": string_column(pd, address_text(r["saddr"], r["ipver"])),
+        "dst_ip": string_column(pd, address_text(r["daddr"], r["ipver"])),
         "src_port": r["sport"].astype(np.uint16),
         "dst_port": r["dport"].astype(np.uint16),
-        "proto": pd.Categorical.from_codes(
-            np.searchsorted(proto_cats, proto_codes), [protocols.name(p) for p in proto_cats]
-        ),
-        "iface": pd.Categorical.from_codes(
-            np.searchsorted(if_cats, ifidx), [snap.ifnames.get(i, str(i) if i else "") for i in if_cats]
-        ),
-        "direction": pd.Categorical.from_codes(
-            r["dir"].astype(np.int8), ["ingress", "egress", ""]
-        ),
+        "proto": _categorical(pd, proto_codes, [protocols.name(int(p)) for p in proto_vals]),
+        "iface": _categorical(pd, if_codes, if_names),
+        "direction": pd.Categorical.from_codes(direction, list(render.DIRECTIONS)),
         "kind": pd.Categorical.from_codes(np.minimum(r["kind"], 1).astype(np.int8), list(render.KINDS)),
         "pid": r["pid"].astype(np.uint32),
-        "comm": comm,
-        "cgroup": cgroup,
+        "comm": _coded_strings(pd, comm_codes, comm_names),
+        "cgroup": _coded_strings(pd, cg_codes, cg_names),
         "packets": r["packets"].astype(np.uint64),
         "bytes": r["bytes"].astype(np.uint64),
-        "bitrate": snap.bitrates(),
-        "first_seen": pd.DatetimeIndex(r["first_seen"]).tz_localize("UTC"),
-        "last_seen": pd.DatetimeIndex(r["last_seen"]).tz_localize("UTC"),
+        "bitrate": np.asarray(bitrate, dtype=np.float64),
+        "first_seen": _utc(pd, r["first_seen"]),
+        "last_seen": _utc(pd, r["last_seen"]),
     }
-    df = pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def _categorical(pd: Any, codes: np.ndarray, names: Sequence[str]) -> Any:
+    """A Categorical of ``names[codes]``; names may repeat (a mapping can
+    give two interface indexes one name): categories are the distinct ones."""
+    cats = list(dict.fromkeys(names))
+    if len(cats) == len(names):
+        return pd.Categorical.from_codes(codes, cats)
+    remap = np.array([cats.index(name) for name in names], np.int32)
+    return pd.Categorical.from_codes(remap[codes], cats)
+
+
+def _utc(pd: Any, stamps: np.ndarray) -> Any:
+    return pd.DatetimeIndex(np.ascontiguousarray(stamps).astype("datetime64[ns]", copy=False)).tz_localize(
+        "UTC"
+    )
+
+
+def to_pandas(snap: "Snapshot") -> "pandas.DataFrame":
+    """One row per flow, in the order of ``snap.records``, with the typed
+    :data:`COLUMNS`: addresses (``src_ip``, ``dst_ip``), ``comm`` and
+    ``cgroup`` as strings (pandas' string dtype), ports uint16, ``proto``,
+    ``iface`` and ``direction`` categoricals, ``pid`` uint32, ``packets``
+    and ``bytes`` uint64, ``bitrate`` float64 (8 x bytes / duration),
+    ``first_seen``/``last_seen`` datetime64[ns, UTC]. Extra columns of the
+    snapshot (``snap.columns``) follow, under their own names."""
+    pd = _pandas()
+    cols = columns(pd, snap.records, bitrate=snap.bitrates(), ifnames=snap.ifnames, cgroups=snap.cgroups)
+    df = pd.DataFrame(cols, columns=list(COLUMNS), copy=False)
     for name, values in snap.columns.items():  # extra per-flow columns (interval totals, pod names ...)
         df[name] = values
     return df

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from . import render
 from .collector import DEFAULT_MAX_ENTRIES, check_max_entries, translate_os_error
@@ -23,6 +23,7 @@ from .errors import PktstatError, UsageError
 from .snapshot import Snapshot, Totals
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import _core
     from .live import Interval
 
 log = logging.getLogger("pktstat_bpf")
@@ -147,7 +148,7 @@ class Replayer:
             raise translate_os_error(e, f"cannot replay {path}") from None
 
     @staticmethod
-    def _check_damage(path: str, info: dict, snap: Snapshot, strict: bool) -> None:
+    def _check_damage(path: str, info: Mapping[str, Any], snap: Snapshot, strict: bool) -> None:
         if not info["damage"]:
             return
         msg = (
@@ -183,7 +184,9 @@ def replay(
     return Replayer(max_entries).replay(path, progress=progress, strict=strict)
 
 
-def _snapshot(engine, path: str, info: dict, start_ns: int | None = None, end_ns: int | None = None) -> Snapshot:
+def _snapshot(
+    engine: _core.Replayer, path: str, info: Mapping[str, Any], start_ns: int | None = None, end_ns: int | None = None
+) -> Snapshot:
     records = engine.read_flows()
     stats = engine.read_stats()
     c = engine.counters
