@@ -63,8 +63,8 @@ FLOWS = records(
 def test_columns_and_dtypes_are_exactly_the_documented_ones():
     df = snapshot(FLOWS, ifnames={2: "eth0"}, cgroups={99: "/app.slice"}).to_pandas()
     assert tuple(df.columns) == frame.COLUMNS == (
-        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "pid", "comm", "cgroup",
-        "packets", "bytes", "bitrate", "first_seen", "last_seen",
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "kind", "pid", "comm",
+        "cgroup", "packets", "bytes", "bitrate", "first_seen", "last_seen",
     )  # fmt: skip
     dt = df.dtypes
     for name in ("src_ip", "dst_ip", "comm", "cgroup"):
@@ -72,9 +72,10 @@ def test_columns_and_dtypes_are_exactly_the_documented_ones():
         assert all(type(v) is str for v in df[name]), name
     assert (dt["src_port"], dt["dst_port"], dt["pid"]) == (np.uint16, np.uint16, np.uint32)
     assert (dt["packets"], dt["bytes"], dt["bitrate"]) == (np.uint64, np.uint64, np.float64)
-    for name in ("proto", "iface", "direction"):
+    for name in ("proto", "iface", "direction", "kind"):
         assert isinstance(dt[name], pd.CategoricalDtype), name
     assert list(dt["direction"].categories) == ["ingress", "egress", ""]
+    assert list(dt["kind"].categories) == ["data", "retransmit"]  # process mode's TCP retransmissions
     for name in ("first_seen", "last_seen"):
         assert (
             isinstance(dt[name], pd.DatetimeTZDtype) and dt[name].unit == "ns" and str(dt[name].tz) == "UTC"
