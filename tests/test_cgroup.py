@@ -23,6 +23,8 @@ from pktstat_bpf import Collector, PktstatError, UsageError
 from pktstat_bpf.cli import main as cli_main
 from traffic import ICMP, IP4, IP6, UDP, Sniffer
 
+pytestmark = pytest.mark.kernel
+
 # program names as bpftool shows them (from BTF: not cut at 15 characters)
 CGROUP_PROGS = sorted(("owner_skb_egress", "owner_skb_ingress", "owner_sock_create", "owner_sock_release",
                        "owner_sockops"))  # fmt: skip

@@ -27,6 +27,8 @@ from pktstat_bpf import Collector, FeatureMissingError, PktstatError
 from pktstat_bpf.cli import main as cli_main
 from traffic import ETH, ICMP, IP4, IP6, UDP, Sniffer, ping
 
+pytestmark = pytest.mark.kernel
+
 TESTS = Path(__file__).parent
 MODES = ["native", "generic"]
 

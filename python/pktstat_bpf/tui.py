@@ -78,7 +78,8 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
-        row = [render.format_bitrate(d["bitrate"]), str(d["totalPackets"]), str(d["totalBytes"]), d["proto"],
+        proto = d["proto"] + ("/rtx" if d.get("kind") == "retransmit" else "")  # process mode's retransmissions
+        row = [render.format_bitrate(d["bitrate"]), str(d["totalPackets"]), str(d["totalBytes"]), proto,
                src, dst]  # fmt: skip
         if sub.owners:
             row += [str(d.get("pid", 0) or ""), render.escape_text(d.get("comm", "")),

@@ -50,9 +50,10 @@ expect_for() {
 
 run_kernel() { # line package -> exit status of pytest in the guest
 	local k=$1 pkg=$2 log=$root/build/test-kernels-$1.log
-	KPKG=$pkg TIMEOUT=$VM_TIMEOUT WORKDIR=$root "$root/tests/vm/vmtest.sh" /bin/sh -c \
-		"PKTSTAT_BPF_REQUIRE_ALL=1 PKTSTAT_BPF_EXPECT=$(expect_for "$k") \
-		 $PY -m pytest -m kernel -ra -v -p no:cacheprovider ${PYTEST_ARGS:-} >$log 2>&1" \
+	# one line: vmtest.sh hands the command to the guest's dash through printf %q
+	local cmd="PKTSTAT_BPF_REQUIRE_ALL=1 PKTSTAT_BPF_EXPECT=$(expect_for "$k")"
+	cmd+=" $PY -m pytest -m kernel -ra -v -p no:cacheprovider ${PYTEST_ARGS:-} >$log 2>&1"
+	KPKG=$pkg TIMEOUT=$VM_TIMEOUT WORKDIR=$root "$root/tests/vm/vmtest.sh" /bin/sh -c "$cmd" \
 		>"$root/build/test-kernels-$k.console" 2>&1
 }
 
