@@ -20,6 +20,9 @@ A server prints "ready PORT" first.
   ping DST COUNT SIZE             ICMP echo over a ping socket (SOCK_DGRAM)
   rawping DST COUNT SIZE          ICMP echo over a raw IPv4 socket; receives
                                   the replies (IP header included)
+  icmp-error DST PORT SIZE        send SIZE bytes over UDP to a closed port
+                                  and receive the ICMP error (port
+                                  unreachable) on a raw IPv4 ICMP socket
   tcp-hold DST PORT BYTES         connect, print "ready PORT", wait for a line
                                   on stdin, send BYTES, wait for another line,
                                   close
@@ -235,6 +238,19 @@ def _checksum(b: bytes) -> int:
     return ~s & 0xFFFF
 
 
+def icmp_error(c: Counts, dst: str, port: int, size: int) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    raw.settimeout(10)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.send(u.sendto(b"e" * size, (dst, port)))
+    while True:
+        d = raw.recv(65536)
+        c.got(len(d))
+        if d[20] == 3:  # destination unreachable
+            break
+    c.port = u.getsockname()[1]
+
+
 def tcp_hold(c: Counts, dst: str, port: int, size: int) -> None:
     s = socket.create_connection((dst, port), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -261,6 +277,8 @@ def main() -> None:
         udp_client(c, a[0], a[1], int(a[2]), int(a[3]), int(a[4]))
     elif cmd in ("ping", "rawping"):
         ping(c, a[0], int(a[1]), int(a[2]), raw=cmd == "rawping")
+    elif cmd == "icmp-error":
+        icmp_error(c, a[0], int(a[1]), int(a[2]))
     elif cmd == "tcp-hold":
         tcp_hold(c, a[0], int(a[1]), int(a[2]))
     else:

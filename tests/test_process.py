@@ -1,7 +1,7 @@
 """Process mode end to end, for every backend the kernel has: processes the
 test starts (in a test cgroup and test network namespaces) talk TCP, UDP
 (connected, unconnected, sendmsg, sendmmsg/recvmmsg), ICMP over ping
-sockets and a raw socket; every flow must carry the right pid, comm and
+sockets and raw sockets (echo, and a port-unreachable error); every flow must carry the right pid, comm and
 cgroup path and exactly the calls and bytes the processes themselves
 counted. All backends must give the same table. A backend the kernel does
 not have must be refused in one line, with nothing attached (and must work
@@ -105,6 +105,7 @@ class Scenario:
             ("pbt-ping4", ("ping", B4, "3", "56")),
             ("pbt-ping6", ("ping", B6, "2", "24")),
             ("pbt-raw4", ("rawping", B4, "2", "32")),
+            ("pbt-icmperr", ("icmp-error", B4, "9", "10")),  # port 9 (discard): nobody listens in B
         ):
             p = self._start(name, self.clients_dir, self.ns.ns_a, *args)
             self._finish(name, p)
@@ -146,6 +147,10 @@ class Scenario:
         add("pbt-ping4", "ICMPv4", "0.0.0.0", 0, B4, 0, icmp=(8, 0, 0, 0))
         add("pbt-ping6", "IPv6-ICMP", "::", 0, B6, 0, icmp=(128, 0, 129, 0))
         add("pbt-raw4", "ICMPv4", "0.0.0.0", 0, B4, 0, icmp=(8, 0, 0, 0))
+        # one process: a UDP datagram out, the port-unreachable error in on its raw socket
+        rep, key = r["pbt-icmperr"], (self.pid("pbt-icmperr"), "pbt-icmperr", cgr(self.clients_dir))
+        out[key + ("egress", "UDP", "0.0.0.0", port["pbt-icmperr"], B4, 9, "")] = tuple(rep["sent"])
+        out[key + ("ingress", "ICMPv4", B4, 3, "0.0.0.0", 3, "")] = tuple(rep["recv"])
         # the UDP servers (bound to the wildcard) answer each client
         for n in ("pbt-uconn", "pbt-uunc", "pbt-ummsg"):
             out_k = (self.pid("pbt-usrv4"), "pbt-usrv4", cgr(self.servers_dir))

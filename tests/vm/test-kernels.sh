@@ -9,9 +9,9 @@
 # kernel lacks is tested for its clean refusal instead. Skips are failures
 # (PKTSTAT_BPF_REQUIRE_ALL=1), as in CI on the host.
 #
-#   6.1   legacy clsact (no TCX), no sock_send_length tracepoints: process
-#         mode on fentry and kprobes
-#   6.12  TCX, and process mode on all three backends
+#   6.1   legacy clsact (no TCX), no sock_send_length tracepoints (cgroup
+#         mode without claims, process mode on fentry and kprobes)
+#   6.12  TCX, the socket tracepoints, process mode on all three backends
 #
 # The guests run side by side (one emulated CPU each); each one's pytest
 # output goes to build/test-kernels-<line>.log.
@@ -44,7 +44,7 @@ package_for() {
 expect_for() {
 	case $1 in
 	6.1) echo "process-fentry,process-kprobe" ;;
-	6.12) echo "tcx,process-tracepoint,process-fentry,process-kprobe" ;;
+	6.12) echo "tcx,sock-tracepoints,process-tracepoint,process-fentry,process-kprobe" ;;
 	esac
 }
 
