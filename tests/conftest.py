@@ -32,6 +32,20 @@ def kernel_lacks(feature: str, reason: str | None) -> str | None:
     return reason
 
 
+def _vmlinux_btf() -> bytes:
+    return Path("/sys/kernel/btf/vmlinux").read_bytes()
+
+
+def sock_tracepoints_missing() -> str | None:
+    """Why this kernel has no sock_send_length/sock_recv_length tracepoints (None if it has)."""
+    try:
+        btf = _vmlinux_btf()
+    except OSError as e:
+        return f"no kernel BTF to tell ({e})"
+    names = (b"btf_trace_sock_send_length\0", b"btf_trace_sock_recv_length\0")
+    return None if all(n in btf for n in names) else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"
+
+
 def tcx_missing() -> str | None:
     """Why this kernel has no TCX (None if it has): its BTF names the attach types."""
     try:
