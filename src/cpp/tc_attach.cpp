@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "error.hpp"
+#include "test_knobs.hpp"
 
 namespace pktstat {
 namespace {
@@ -133,8 +134,10 @@ TcAttachment attach_tc(int prog_fd, int ifindex, TcDir dir, TcAttachMode mode,
 		// packets from us; fall back to appending where ordering is refused.
 		int type = dir == TcDir::Ingress ? kBpfTcxIngress : kBpfTcxEgress;
 		LIBBPF_OPTS(bpf_link_create_opts, first, .flags = kBpfFBefore);
-		int fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
-		if (fd == -EINVAL) fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
+		const bool no_tcx = forced_missing("tcx"); // tests: a kernel before 6.6 answers EINVAL
+		int fd = no_tcx ? -EINVAL : bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
+		if (fd == -EINVAL && !no_tcx)
+			fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
 		if (fd >= 0) return TcAttachment{TcxLink{UniqueFd(fd)}};
 		// EINVAL: this kernel has no TCX attach types. Anything else is real.
 		if (mode == TcAttachMode::Tcx || fd != -EINVAL)
