@@ -35,10 +35,15 @@ struct Replayer::Run {
 	Replayer &r;
 	LinkKind kind;
 	std::vector<uint8_t> buf; // synthesised frames: Ethernet header + network header on
-	__sk_buff ctx{};
-	union bpf_attr attr {};
+	__sk_buff ctx;
+	union bpf_attr attr;
 
 	Run(Replayer &rep, LinkKind k) : r(rep), kind(k), buf(rep.max_data_) {
+		// Every byte zero: the kernel refuses (EINVAL) an attribute whose bytes
+		// past the fields it knows are not, and `= {}` on a union only promises
+		// its first member (clang leaves the rest as the heap had it).
+		std::memset(&ctx, 0, sizeof(ctx));
+		std::memset(&attr, 0, sizeof(attr));
 		attr.test.prog_fd = static_cast<__u32>(rep.prog_fd_);
 		attr.test.ctx_in = reinterpret_cast<__u64>(&ctx);
 		attr.test.ctx_size_in = sizeof(ctx);
