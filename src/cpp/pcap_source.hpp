@@ -41,6 +41,13 @@ public:
 	const std::string &error() const noexcept { return error_; }
 
 	uint64_t offset() const; // bytes of the file consumed so far (approximate: buffered)
+
+	// The latest timestamp a record can have: UINT64_MAX - 1 ns (2554-07-21),
+	// so that UINT64_MAX stays above every frame (Replayer::advance's "all").
+	static constexpr uint64_t kMaxTimestampNs = UINT64_MAX - 1;
+	// A record's time as libpcap gives it (seconds, nanoseconds) -> Unix ns,
+	// 32-bit pcap seconds read unsigned, clamped to [0, kMaxTimestampNs].
+	static uint64_t timestamp_ns(int64_t sec, int64_t frac_ns);
 	uint64_t size() const noexcept { return size_; }
 
 	// libpcap's short name and description of a DLT value ("" when unknown).
