@@ -9,6 +9,7 @@ the JSON header and the text header say so.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 from .. import iface as _iface
@@ -98,6 +99,13 @@ class XdpMode:
                 raise FeatureMissingError(
                     f"the driver of {self.iface} cannot run {what} ({e.strerror or e}); "
                     "use --xdp_mode generic, or auto to fall back to it"
+                ) from None
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, 524):  # 524 = ENOTSUPP
+                native = self.engine.native_refusal
+                generic = os.strerror(e.errno)
+                why = f"native: {native}; generic: {generic}" if native else generic
+                raise FeatureMissingError(
+                    f"XDP cannot be attached to {self.iface} ({why}); count it with TC instead (omit -x)"
                 ) from None
             raise
 
