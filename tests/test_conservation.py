@@ -348,7 +348,7 @@ def test_nearly_full_table_warns_exactly_once_in_every_output(bpf, mode, output)
             cg.run(cg.child("send"), "pbt-full", "udp-flows", ns.B4, "7000", "8", *["1"] * 12, netns=ns.ns_a)
         time.sleep(1.0)  # ten intervals with the table full
         p.send_signal(2)
-        out, err = p.communicate(timeout=30)
+        _, err = p.communicate(timeout=30)
     finally:
         peer.kill()
         if cg is not None:

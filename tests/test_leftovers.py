@@ -191,7 +191,7 @@ def test_cli_leaves_nothing_behind(env, ending):
 # ---- the Python API: an exception in the block, a failure halfway through attaching ------------
 @pytest.mark.parametrize("env", CASES, indirect=True, ids=ids_of)
 def test_exception_inside_with_collector_leaves_nothing_behind(env):
-    mode, target = env
+    _, target = env
     before, mine_before = target.state(), held()
     with target.place():
         with pytest.raises(RuntimeError, match="^boom$"):
