@@ -92,7 +92,7 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
 
 
 def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
-    head = f"pktstat-bpf  {mode} on {where} ({attach})"
+    head = f"pktstat-bpf  {mode} on {render.escape_text(where)} ({attach})"
     if iv is None:
         return head + "  waiting for the first interval..."
     t, a = iv.cumulative.totals, iv.cumulative.totals.all
