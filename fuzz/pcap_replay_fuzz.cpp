@@ -168,7 +168,7 @@ void replay_in_steps(Replayer &r, const std::string &path, uint64_t step) {
 	while (more) {
 		if (r.next_ts() >= until && r.next_ts() - until >= step) // idle: jump to the next frame's step
 			until += (r.next_ts() - until) / step * step;
-		until = until > UINT64_MAX - step ? UINT64_MAX : until + step; // (frames end at 2554)
+		until = until > UINT64_MAX - step ? UINT64_MAX : until + step; // (saturating)
 		more = r.advance(until);
 	}
 }

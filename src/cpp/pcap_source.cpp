@@ -62,9 +62,9 @@ uint64_t PcapSource::timestamp_ns(int64_t sec, int64_t frac_ns) {
 	// reads it), which libpcap hands over sign-extended: 0xffffff14 arrives
 	// as -236 and is 2106-02-07, not 1969.
 	if (sec < 0 && sec >= INT32_MIN) sec += int64_t{1} << 32;
-	if (sec < 0) return kMaxTimestampNs; // pcapng seconds past 2^63: beyond any u64 of ns
+	if (sec < 0) return kMaxTimestampNs; // pcapng seconds past 2^63
 	// The fraction is a record field too (a corrupt one may exceed a second,
-	// or be negative): the sum is clamped to what u64 nanoseconds hold.
+	// or be negative): the sum is clamped to [0, kMaxTimestampNs].
 	const __int128 ns = static_cast<__int128>(sec) * 1000000000 + frac_ns;
 	if (ns < 0) return 0;
 	if (ns > static_cast<__int128>(kMaxTimestampNs)) return kMaxTimestampNs;
