@@ -47,7 +47,8 @@ PR_SET_NAME = 15
 
 
 def set_name(name: str) -> None:
-    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    # (fsencode: a name given as bytes that are not UTF-8 stays those bytes)
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(os.fsencode(name)[:15]), 0, 0, 0)
 
 
 def fam(addr: str) -> int:
