@@ -261,7 +261,20 @@ def test_full_table_counts_the_rest_as_overflow_exactly(driver):
     assert (c.overflow_packets, c.overflow_bytes) == (12 * 3, 12 * 3 * s)
     assert c.packets - c.unparsed_packets == sum(counts)
     assert_conserved_per_direction(snap)
-    assert snap.header()["totals"]["overflowPackets"] == 36
+    # the headers carry the counters that prove it
+    a = snap.totals.all
+    line = snap.header_line()
+    assert f": 8 flows, {a.packets} packets, {a.bytes} bytes" in line
+    assert f"; unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; overflow 36 packets/{36 * s} bytes" in line
+    if driver.direction:
+        assert f"{driver.direction} {c.packets}/{c.bytes}" in line
+    totals = json.loads(snap.to_json())["totals"]
+    assert (totals["overflowPackets"], totals["flowPackets"], totals["flows"]) == (36, 16, 8)
+    if driver.direction:
+        assert totals[driver.direction] == {
+            "packets": c.packets, "bytes": c.bytes, "unparsedPackets": c.unparsed_packets,
+            "unparsedBytes": c.unparsed_bytes, "overflowPackets": 36, "overflowBytes": 36 * s,
+        }  # fmt: skip
 
 
 def test_per_cpu_values_are_summed_without_loss(driver):
