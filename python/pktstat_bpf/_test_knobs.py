@@ -1,4 +1,4 @@
-"""Test-only knobs (documented in DEVELOPERS.md, "Test-only knobs").
+"""Test-only knobs (documented in DEVELOPERS.md, "Reliability tests and test-only knobs").
 
 ``PKTSTAT_BPF_TEST_FORCE_MISSING=feature,...`` makes the probe of each named
 kernel feature report it missing, so the fallback or the one-line error a
