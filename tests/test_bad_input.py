@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -438,3 +439,34 @@ def test_exit_codes_are_documented():
     for code, meaning in ((0, "ok"), (1, "runtime error"), (2, "usage error"), (69, "kernel feature missing"),
                           (77, "insufficient privilege"), (130, "interrupted")):  # fmt: skip
             assert f"{code} {meaning}" in readme
+
+
+def test_missing_cgroup_mkdir_tracepoint_falls_back_to_rescans(bpf):
+    """Without tp_btf/cgroup_mkdir a cgroup made after the start is found by
+    the rescan a snapshot makes for an unknown id, while it exists; one
+    already removed by then cannot be named (with the tracepoint it can:
+    test_cgroup.py)."""
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
+    cg, ns = TestCgroup(), NetnsPair(ipv6=False)
+    try:
+        sink = cg.worker(cg.child("sink"), "pbt-sink", "udp-sink", "4", "0", netns=ns.ns_a)
+        port = sink.stdout.readline().split()[1]
+        env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "cgroup_mkdir"}
+        p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", cg.root, "-t", "0", "-j"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        assert "via cgroup_skb" in p.stderr.readline()
+        kept, gone = cg.child("kept"), cg.child("gone")
+        sp_kept = int(cg.run(kept, "pbt-kept", "udp-send", ns.A4, port, "2", "5", netns=ns.ns_a)[0])
+        sp_gone = int(cg.run(gone, "pbt-gone", "udp-send", ns.A4, port, "3", "5", netns=ns.ns_a)[0])
+        os.rmdir(gone)
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        cg.destroy()
+        ns.destroy()
+    assert (p.returncode, err) == (0, ""), err
+    egress = {f["srcPort"]: f for f in json.loads(out)["flows"] if f["direction"] == "egress"}
+    assert (egress[sp_kept]["cgroup"], egress[sp_kept]["packets"]) == (cg.rel(kept), 2)
+    assert (egress[sp_gone]["cgroup"], egress[sp_gone]["packets"]) == ("", 3)
