@@ -9,6 +9,8 @@
 #   make soak   a few minutes of sustained traffic (never part of make test)
 #   make docs   execute notebooks/traffic_analysis.ipynb and save its bitrate
 #               plot as docs/traffic_bitrate.png (the README's figure; root)
+#   make fuzz   the libFuzzer target of the pcap replay path, ASan+UBSan, for
+#               FUZZ_SECONDS (default 60); fails on any crash
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,18 +18,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?= -t 5s
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD := build/fuzz
+# The working corpus: our own copy of the seeds in ../shared/pcaps (never
+# written to), plus what the fuzzer adds across runs.
+FUZZ_CORPUS ?= $(FUZZ_BUILD)/corpus
+PCAPS ?= $(abspath $(CURDIR)/../shared/pcaps)
+FUZZ_KERNEL ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 # Debian packages: build (clang, bpftool, libbpf, libelf, zlib, pkgconf,
 # libpcap), run (iproute2) and test tooling (tshark, tcpreplay, tmux; qemu,
 # busybox, kmod and the decompressors for the kernel matrix; prometheus for
-# the exporter test).
+# the exporter test; clang's sanitizer and libFuzzer runtimes for make fuzz).
 SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
-	kmod xz-utils zstd prometheus
+	kmod xz-utils zstd prometheus libclang-rt-14-dev
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 
-.PHONY: setup system-packages run test test-kernels bench soak docs clean
+.PHONY: setup system-packages run test test-kernels bench soak docs fuzz clean
 setup: system-packages $(VENV)/.installed
 
 system-packages:
@@ -81,6 +90,24 @@ bench: setup
 
 docs: setup
 	$(PY) notebooks/run.py notebooks/traffic_analysis.ipynb --figure readme-figure=docs/traffic_bitrate.png
+
+# libFuzzer over the replay path (fuzz/pcap_replay_fuzz.cpp), seeded with
+# the corpus copy and fuzz/regressions (inputs that once failed). As root
+# (FUZZ_KERNEL=1, the default there) every input also runs through the
+# program in the kernel, with the conservation check.
+fuzz: system-packages $(VENV)/.build-deps
+	$(VENV)/bin/cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+		-DPKTSTAT_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	nice $(VENV)/bin/cmake --build $(FUZZ_BUILD) --target pcap_replay_fuzz
+	@if [ ! -d $(FUZZ_CORPUS) ]; then \
+		test -d $(PCAPS)/corpus || { echo "no seed captures in $(PCAPS) (set PCAPS=)"; exit 1; }; \
+		mkdir -p $(FUZZ_CORPUS) && cp $(PCAPS)/corpus/* $(PCAPS)/unsupported/* $(FUZZ_CORPUS)/ && \
+		chmod u+w $(FUZZ_CORPUS)/*; \
+	fi
+	mkdir -p $(FUZZ_BUILD)/artifacts
+	PKTSTAT_FUZZ_KERNEL=$(FUZZ_KERNEL) nice $(FUZZ_BUILD)/fuzz/pcap_replay_fuzz $(FUZZ_CORPUS) fuzz/regressions \
+		-max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=30 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix=$(abspath $(FUZZ_BUILD))/artifacts/ $(FUZZ_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -3,6 +3,11 @@
 NAME becomes the process name (comm). Commands:
 
   udp-send DST PORT COUNT PAYLOAD        COUNT datagrams; prints the source port
+  udp-flows DST PORT PAYLOAD COUNT...    from one socket, COUNT datagrams to PORT,
+                                         the next COUNT to PORT+1 ...; prints the
+                                         source port
+  udp-spread DST PORT PER_CPU PAYLOAD    one socket, PER_CPU datagrams from each
+                                         CPU in turn (pinned); prints the port
   udp-send-thread TNAME DST PORT COUNT PAYLOAD
                                          the same from a thread named TNAME that
                                          also makes the socket; prints the port
@@ -42,7 +47,8 @@ PR_SET_NAME = 15
 
 
 def set_name(name: str) -> None:
-    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    # (fsencode: a name given as bytes that are not UTF-8 stays those bytes)
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(os.fsencode(name)[:15]), 0, 0, 0)
 
 
 def fam(addr: str) -> int:
@@ -70,6 +76,14 @@ def main() -> None:
     if cmd == "udp-send":
         dst, port, count, payload = args[0], int(args[1]), int(args[2]), int(args[3])
         print(udp_send(dst, port, count, payload), flush=True)
+    elif cmd == "udp-flows":
+        from traffic import send_flows
+
+        print(send_flows(args[0], int(args[1]), [int(a) for a in args[3:]], int(args[2])), flush=True)
+    elif cmd == "udp-spread":
+        from traffic import send_spread
+
+        print(send_spread(args[0], int(args[1]), int(args[2]), int(args[3]))[0], flush=True)
     elif cmd == "udp-send-thread":
         tname, dst, port, count, payload = args[0], args[1], int(args[2]), int(args[3]), int(args[4])
         out = []

@@ -8,7 +8,6 @@ namespace A), never to anything in the root namespace."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -16,12 +15,11 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-
+from kstate import attach_other_xdp, xdp_on, xdp_prog
 from netns import NetnsPair, sh, wait_for
 from pktstat_bpf import Collector, FeatureMissingError, PktstatError
 from pktstat_bpf.cli import main as cli_main
@@ -54,67 +52,6 @@ def in_b(netns: NetnsPair, code: str) -> str:
 
 def udp_from_b(netns: NetnsPair, dst: str, port: int, count: int, payload: int) -> int:
     return int(in_b(netns, f"from traffic import send_udp; print(send_udp({dst!r}, {port}, {count}, {payload}))"))
-
-
-def xdp_on(netns: NetnsPair, dev: str = "va") -> dict:
-    """The XDP attachment of `dev` in namespace A as iproute2 reports it."""
-    (link,) = json.loads(sh("ip", "-j", "link", "show", "dev", dev, netns=netns.ns_a).stdout)
-    return link.get("xdp", {})
-
-
-def xdp_prog(netns: NetnsPair, dev: str = "va") -> tuple[int, str] | None:
-    x = xdp_on(netns, dev)
-    if "prog" in x:
-        return x["prog"]["id"], x["prog"].get("name", "")
-    for a in x.get("attached", []):
-        return a["prog"]["id"], a["prog"].get("name", "")
-    return None
-
-
-# ---- an XDP program that is not ours, loaded and attached independently -----
-_SYS_BPF = 321
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _bpf(cmd: int, attr: bytearray) -> int:
-    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    rc = _libc.syscall(_SYS_BPF, cmd, buf, len(attr))
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return rc
-
-
-def attach_other_xdp(netns: NetnsPair, how: str, dev: str = "va") -> int:
-    """Load `r0 = XDP_PASS; exit` named "other_xdp" with a raw BPF_PROG_LOAD,
-    attach it to `dev` with iproute2 (netlink, not a link: it stays after we
-    close our fd), return its id."""
-    insns = struct.pack("<BBhi", 0xB7, 0, 0, 2) + struct.pack("<BBhi", 0x95, 0, 0, 0)
-    insn_buf = ctypes.create_string_buffer(insns)
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = bytearray(128)
-    struct.pack_into("=IIQQ", attr, 0, 6, 2, ctypes.addressof(insn_buf), ctypes.addressof(lic))  # XDP
-    attr[48:57] = b"other_xdp"
-    fd = _bpf(5, attr)  # BPF_PROG_LOAD
-    # iproute2 takes a pinned path, and remounts /sys in the namespace it
-    # switches to: pin in a private bpffs instance of our own instead.
-    mnt = tempfile.mkdtemp(prefix="pbt-bpffs-")
-    try:
-        subprocess.run(["mount", "-t", "bpf", "bpf", mnt], check=True)
-        pin = os.path.join(mnt, "other_xdp")
-        path = ctypes.create_string_buffer(pin.encode())
-        pattr = bytearray(16)
-        struct.pack_into("=QI", pattr, 0, ctypes.addressof(path), fd)
-        _bpf(6, pattr)  # BPF_OBJ_PIN
-        sh("ip", "-n", netns.ns_a, "link", "set", "dev", dev, how, "pinned", pin)
-    finally:
-        os.close(fd)
-        subprocess.run(["umount", mnt], check=False)
-        os.rmdir(mnt)
-    got = xdp_prog(netns, dev)
-    assert got and got[1] == "other_xdp", got
-    return got[0]
 
 
 # ---- counting ------------------------------------------------------------------

@@ -30,6 +30,36 @@ def send_udp(dst: str, port: int, count: int, payload: int) -> int:
         return s.getsockname()[1]
 
 
+def send_flows(dst: str, first_port: int, flows: list[int], payload: int) -> int:
+    """From one socket, `flows[i]` datagrams of `payload` bytes to port
+    `first_port + i`, flow after flow (so a full flow table holds the first
+    ones); returns the source port."""
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        for i, count in enumerate(flows):
+            for _ in range(count):
+                s.sendto(b"f" * payload, (dst, first_port + i))
+        return s.getsockname()[1]
+
+
+def send_spread(dst: str, port: int, per_cpu: int, payload: int) -> tuple[int, list[int]]:
+    """From one socket (one flow), `per_cpu` datagrams from each CPU this
+    thread may run on, pinning the thread to each in turn (the programs at
+    egress run on the sender's CPU, so each CPU's slot of the per-CPU flow
+    value gets `per_cpu`). Returns (source port, the CPUs used)."""
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                for _ in range(per_cpu):
+                    s.sendto(b"c" * payload, (dst, port))
+            return s.getsockname()[1], cpus
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+
+
 def ping(dst: str, count: int, payload: int = 56, ident: int = 0x4242, timeout: float = 3.0) -> int:
     """Send `count` ICMP(v6) echo requests, waiting for each reply; returns
     the number of replies received."""

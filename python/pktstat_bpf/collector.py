@@ -40,6 +40,12 @@ def check_max_entries(n: Any) -> int:
 
 def translate_os_error(e: OSError, what: str) -> PktstatError:
     """Map an engine OSError to the exception (and exit code) a user sees."""
+    from . import _core
+
+    if isinstance(e, _core.FeatureMissing):  # the engine's probe says what is missing
+        return FeatureMissingError(str(e))
+    if e.errno == errno.ENOSYS:
+        return FeatureMissingError(f"{what}: this kernel has no bpf() system call (CONFIG_BPF_SYSCALL)")
     if e.errno in (errno.EPERM, errno.EACCES):
         return PrivilegeError(f"{what}: permission denied; {PRIVILEGE_HINT}")
     if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, 524):  # 524 = ENOTSUPP
@@ -97,18 +103,29 @@ class Collector:
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> "Collector":
+        """Load (the first time) and attach, all or nothing: when attaching
+        fails, nothing stays attached, and programs and maps loaded by this
+        call are freed at once (a collector that ran before keeps its maps,
+        so its counts stay readable)."""
         if self.running:
             return self
-        if not self._loaded:
+        fresh = not self._loaded
+        if fresh:
             try:
                 self._mode.load()
             except PktstatError:
                 raise
             except OSError as e:
+                self._mode.engine = None
                 raise translate_os_error(e, "cannot load the BPF programs") from None
             self._loaded = True
         try:
-            self._mode.attach()
+            try:
+                self._mode.attach()
+            except BaseException:
+                if fresh:
+                    self.close()
+                raise
         except PktstatError:
             raise
         except LookupError:

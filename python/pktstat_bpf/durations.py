@@ -17,6 +17,9 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
+#: The longest duration accepted: 100 years (the clocks and timeouts the
+#: capture waits on overflow a few centuries on).
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
@@ -46,6 +49,8 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if pos != len(body):
         raise UsageError(f"invalid duration {text!r}: expected e.g. 10s, 1m30s, 500ms")
+    if total > MAX_SECONDS:
+        raise UsageError(f"invalid duration {text!r}: longer than {MAX_SECONDS / 3600:.0f}h (100 years)")
     return total
 
 

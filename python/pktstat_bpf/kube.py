@@ -84,6 +84,8 @@ class PodCache:
 
     def __init__(self, kubeconfig: str, *, context: str | None = None, timeout: float = 10.0) -> None:
         path = os.path.expanduser(kubeconfig)
+        if os.path.isdir(path):
+            raise UsageError(f"--kubeconfig: {kubeconfig!r} is a directory, not a kubeconfig file")
         if not os.path.isfile(path):
             raise UsageError(f"--kubeconfig: no such file: {kubeconfig!r}")
         client, config, watch = _client()

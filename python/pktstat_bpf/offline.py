@@ -121,7 +121,7 @@ class Replayer:
                 snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=end)
                 yield tracker.advance(snap)
             end += step
-            more = engine.advance(end, progress)
+            more = engine.advance(min(end, ALL_FRAMES), progress)  # (frame times end in 2262)
             stop = end if more else max(engine.counters["latest_ts_ns"], start)
             snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=stop)
             iv = tracker.advance(snap)

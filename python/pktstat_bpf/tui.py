@@ -16,8 +16,11 @@ r redraw and jump to the top; q or x quit.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import curses
 import locale
+import logging
 import os
 import sys
 import time
@@ -30,6 +33,7 @@ from . import render
 from .durations import format_duration
 from .errors import EXIT_OK, UsageError
 from .live import Interval, IntervalTracker, key_hashes
+from .views import nearly_full
 
 SORTS = ("bitrate", "packets", "bytes", "src", "dst")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
@@ -89,14 +93,18 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
 
 
 def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
-    head = f"pktstat-bpf  {mode} on {where} ({attach})"
+    head = f"pktstat-bpf  {mode} on {render.escape_text(where)} ({attach})"
     if iv is None:
         return head + "  waiting for the first interval..."
     t, a = iv.cumulative.totals, iv.cumulative.totals.all
     rate = 8.0 * iv.delta.totals.all.bytes / iv.duration if iv.duration > 0 else 0.0
+    dirs = ""
+    if t.ingress.packets or t.egress.packets:  # as the text header: what each direction saw
+        dirs = f"  ingress: {t.ingress.packets}/{t.ingress.bytes}  egress: {t.egress.packets}/{t.egress.bytes}"
     return (
         f"{head}  flows: {t.flows}  packets: {a.packets}  bytes: {a.bytes}  rate: {render.format_bitrate(rate)}"
         f"  unparsed: {a.unparsed_packets}/{a.unparsed_bytes}  overflow: {a.overflow_packets}/{a.overflow_bytes}"
+        + dirs
     )
 
 
@@ -225,6 +233,9 @@ class TableModel:
             parts.append(f"rows {self.offset + 1}-{min(self.offset + self.page, self.count)} of {self.count}")
         if self.paused:
             parts.append("PAUSED")
+        if self.latest is not None and nearly_full(self.latest.cumulative):
+            snap = self.latest.cumulative
+            parts.append(f"FLOW TABLE {100 * len(snap) // snap.max_entries}% FULL: raise --max-entries")
         return "  ".join(parts)
 
     def footer_line(self) -> str:
@@ -333,5 +344,38 @@ def run_tui(args: argparse.Namespace) -> int:
     collector = collector_from_args(args)
     with view_from_args(args) as view, collector, _StopSignals() as stop:
         log.debug("counting on %s via %s", collector.where, collector.status["attach"])
-        curses.wrapper(tui_loop, collector, view, args, stop.event)
+        with _logs_held(sys.stderr.isatty()):
+            curses.wrapper(tui_loop, collector, view, args, stop.event)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _logs_held(hold: bool):
+    """While curses owns the terminal, diagnostics written to it (the
+    fill warning, a Kubernetes watch retry ...) would tear the screen:
+    keep them, and write them once the terminal is restored. Without a
+    terminal on stderr (``2>file``) they go out at once."""
+    logger = logging.getLogger("pktstat_bpf")
+    if not hold or not logger.handlers:
+        yield
+        return
+    held = _HeldLogs()
+    saved = logger.handlers[:]
+    logger.handlers[:] = [held]
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved
+        for record in held.records:
+            logger.handle(record)
+
+
+class _HeldLogs(logging.Handler):
+    """Keeps the last `keep` records (bounded, should a watch retry all day)."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        super().__init__()
+        self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

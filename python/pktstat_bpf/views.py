@@ -1,12 +1,14 @@
-"""What every output (final report, TUI, streams) does to flows before they
-are rendered: keep only external destinations (``--external``) and name pod
-addresses (``--kubeconfig``). One implementation, applied the same way to a
-Snapshot or to an Interval."""
+"""What every output (final report, TUI, streams, exporter) does to flows
+before they are rendered: warn once when the flow table is nearly full, keep
+only external destinations (``--external``) and name pod addresses
+(``--kubeconfig``). One implementation, applied the same way to a Snapshot
+or to an Interval."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +19,48 @@ from .filters import DEFAULT_INTERNAL, NetworkSet
 from .live import Interval
 from .snapshot import Snapshot
 
+log = logging.getLogger("pktstat_bpf")
+
+#: The flow table's fill level that draws the warning.
+FULL_FRACTION = 0.9
+
+
+def nearly_full(snap: Snapshot) -> bool:
+    """True when `snap` (a reading of the whole table) holds at least 90% of
+    the flow table's entries: new flows will soon be counted as overflow."""
+    return bool(snap.max_entries) and len(snap) >= FULL_FRACTION * snap.max_entries
+
+
+class FillWarning:
+    """Logs one warning, the first time a reading shows the flow table past
+    90% of ``--max-entries`` (flows are never deleted during a capture, so
+    the table only fills up: once is enough)."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def check(self, snap: Snapshot) -> None:
+        if self.warned or not nearly_full(snap):
+            return
+        self.warned = True
+        log.warning(
+            "flow table is %d%% full (%d of %d entries); new flows will be counted as overflow: "
+            "raise --max-entries",
+            100 * len(snap) // snap.max_entries, len(snap), snap.max_entries,
+        )  # fmt: skip
+
 
 @dataclass
 class View:
     """`external`: keep only flows whose destination is outside these
     networks. `pods`: a started :class:`~pktstat_bpf.kube.PodCache` (or any
     object with ``label(ips) -> array``) that adds ``src_pod``/``dst_pod``
-    columns."""
+    columns. `fill`: a :class:`FillWarning` every reading is shown to (the
+    whole table, before any filter)."""
 
     external: NetworkSet | None = None
     pods: Any = None
+    fill: FillWarning | None = None
 
     def mask(self, snap: Snapshot) -> np.ndarray | None:
         if self.external is None:
@@ -43,10 +77,14 @@ class View:
         )
 
     def apply(self, snap: Snapshot) -> Snapshot:
+        if self.fill is not None:
+            self.fill.check(snap)
         m = self.mask(snap)
         return self._label(snap if m is None else snap.take(m))
 
     def apply_interval(self, iv: Interval) -> Interval:
+        if self.fill is not None:
+            self.fill.check(iv.cumulative)
         m = self.mask(iv.delta)
         if m is not None:
             iv = Interval(iv.index, iv.delta.take(m), iv.cumulative.take(m), iv.active[m], iv.recent[m])
@@ -89,10 +127,11 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def view_from_args(args: argparse.Namespace) -> View:
-    """The View the flags ask for; starts the pod cache (one list call)."""
+    """The View the flags ask for (with the fill warning every CLI output
+    gives); starts the pod cache (one list call)."""
     pods = None
     if args.kubeconfig:
         from .kube import PodCache
 
         pods = PodCache(args.kubeconfig).start()
-    return View(external=args.internal if args.external else None, pods=pods)
+    return View(external=args.internal if args.external else None, pods=pods, fill=FillWarning())

@@ -14,6 +14,15 @@ namespace {
 const char *const kOwnerStatNames[OWNER_STAT_NR] = {"created",   "released", "inherited", "unclaimed",
                                                     "claimed",   "shared",   "map_full",  "events_lost"};
 
+// A cgroup path as Python text. Directory names are bytes: one that is not
+// UTF-8 keeps its bytes as \xNN escapes (as comm does), so a snapshot never
+// fails on a name someone chose to break it, and JSON stays valid.
+py::str path_str(const std::string &s) {
+	PyObject *o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+	if (!o) throw py::error_already_set();
+	return py::reinterpret_steal<py::str>(o);
+}
+
 py::dict owner_dict(const sock_owner &o) {
 	return py::dict(py::arg("pid") = o.pid, py::arg("flags") = o.flags,
 	                py::arg("comm") = py::bytes(o.comm, strnlen(o.comm, sizeof(o.comm))));
@@ -112,8 +121,14 @@ void bind_cgroup(py::module_ &m) {
 	         },
 	         "The socket-cookie -> owner map: {cookie: {pid, flags, comm}}.")
 	    .def("resolve_cgroups", [](CgroupCollector &c, const std::vector<uint64_t> &ids) {
-		    py::gil_scoped_release nogil;
-		    return c.resolve_cgroups(ids);
+		    std::unordered_map<uint64_t, std::string> paths;
+		    {
+			    py::gil_scoped_release nogil;
+			    paths = c.resolve_cgroups(ids);
+		    }
+		    py::dict d;
+		    for (const auto &[id, path] : paths) d[py::int_(id)] = path_str(path);
+		    return d;
 	    });
 	bind_map_readers(
 	    cls, [](const CgroupCollector &c) { return c.flows_fd(); },

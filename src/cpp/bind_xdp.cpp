@@ -38,18 +38,19 @@ void bind_xdp(py::module_ &m) {
 
 	py::class_<XdpCollector> cls(m, "XdpCollector");
 	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
-	                    std::optional<bool> buff_len) {
+	                    std::optional<bool> buff_len, int fail_attach_at) {
 		        XdpOptions o;
 		        o.ifindex = ifindex;
 		        o.max_entries = max_entries;
 		        o.mode = parse_mode(mode);
 		        o.l3_device = l3_device;
 		        o.buff_len = buff_len;
+		        o.fail_attach_at = fail_attach_at;
 		        py::gil_scoped_release nogil;
 		        return std::make_unique<XdpCollector>(o);
 	        }),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto",
-	        py::arg("l3_device") = false, py::arg("buff_len") = py::none())
+	        py::arg("l3_device") = false, py::arg("buff_len") = py::none(), py::arg("_fail_attach_at") = -1)
 	    .def("attach", &XdpCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &XdpCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &XdpCollector::attached)

@@ -15,6 +15,7 @@
 #include "bind_common.hpp"
 #include "error.hpp"
 #include "flow.h"
+#include "test_knobs.hpp"
 
 namespace py = pybind11;
 using namespace pktstat;
@@ -94,6 +95,17 @@ PYBIND11_MODULE(_core, m) {
 			PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
 		}
 	});
+
+	// Registered after the SysError translator, so tried before it.
+	static auto *feature_missing = new py::exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
+	py::register_exception_translator([](std::exception_ptr p) {
+		try {
+			if (p) std::rethrow_exception(p);
+		} catch (const FeatureMissing &e) {
+			PyErr_SetString(feature_missing->ptr(), e.what());
+		}
+	});
+	m.attr("FORCE_MISSING_ENV") = kForceMissingEnv;
 
 	m.attr("record_dtype") = record_dtype();
 	m.attr("stats_dtype") = stats_dtype();

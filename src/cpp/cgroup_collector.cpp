@@ -15,6 +15,7 @@
 
 #include "error.hpp"
 #include "sock_scan.hpp"
+#include "test_knobs.hpp"
 
 namespace pktstat {
 namespace {
@@ -22,7 +23,8 @@ namespace {
 constexpr long kCgroup2Magic = 0x63677270; // CGROUP2_SUPER_MAGIC
 constexpr uint8_t kTcpListen = 10;
 
-bool kernel_has_tracepoint(const btf *vmlinux, const char *name) {
+bool kernel_has_tracepoint(const btf *vmlinux, const char *name, const char *knob) {
+	if (forced_missing(knob)) return false;
 	const std::string type = std::string("btf_trace_") + name;
 	return vmlinux && btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) > 0;
 }
@@ -43,11 +45,15 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), paths
 
 	// The socket tracepoints came in 6.3; without them a process is still
 	// attributed by sock_create, sock_ops and the start scan.
-	btf *vmlinux = btf__load_vmlinux_btf();
+	// tp_btf programs and CO-RE need the kernel's BTF: without it nothing here loads.
+	btf *vmlinux = forced_missing("btf") ? nullptr : btf__load_vmlinux_btf();
 	if (libbpf_get_error(vmlinux)) vmlinux = nullptr;
-	have_sock_tps_ = kernel_has_tracepoint(vmlinux, "sock_send_length") &&
-	                 kernel_has_tracepoint(vmlinux, "sock_recv_length");
-	const bool have_mkdir_tp = kernel_has_tracepoint(vmlinux, "cgroup_mkdir");
+	if (!vmlinux)
+		throw FeatureMissing("cgroup mode needs the kernel's BTF (/sys/kernel/btf/vmlinux, "
+		                     "CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide");
+	have_sock_tps_ = kernel_has_tracepoint(vmlinux, "sock_send_length", "sock_tracepoints") &&
+	                 kernel_has_tracepoint(vmlinux, "sock_recv_length", "sock_tracepoints");
+	const bool have_mkdir_tp = kernel_has_tracepoint(vmlinux, "cgroup_mkdir", "cgroup_mkdir");
 	btf__free(vmlinux);
 	bpf_program__set_autoload(skel_->progs.owner_send, have_sock_tps_);
 	bpf_program__set_autoload(skel_->progs.owner_recv, have_sock_tps_);

@@ -57,6 +57,20 @@ PcapSource::PcapSource(const std::string &file) : impl_(std::make_unique<Impl>()
 
 PcapSource::~PcapSource() = default;
 
+uint64_t PcapSource::timestamp_ns(int64_t sec, int64_t frac_ns) {
+	// A pcap record's seconds are an unsigned 32-bit field (as Wireshark
+	// reads it), which libpcap hands over sign-extended: 0xffffff14 arrives
+	// as -236 and is 2106-02-07, not 1969.
+	if (sec < 0 && sec >= INT32_MIN) sec += int64_t{1} << 32;
+	if (sec < 0) return kMaxTimestampNs; // pcapng seconds past 2^63
+	// The fraction is a record field too (a corrupt one may exceed a second,
+	// or be negative): the sum is clamped to [0, kMaxTimestampNs].
+	const __int128 ns = static_cast<__int128>(sec) * 1000000000 + frac_ns;
+	if (ns < 0) return 0;
+	if (ns > static_cast<__int128>(kMaxTimestampNs)) return kMaxTimestampNs;
+	return static_cast<uint64_t>(ns);
+}
+
 int PcapSource::next(const uint8_t *&data, uint32_t &caplen, uint32_t &wire_len, uint64_t &ts_ns) {
 	pcap_pkthdr *h;
 	const u_char *d;
@@ -66,7 +80,7 @@ int PcapSource::next(const uint8_t *&data, uint32_t &caplen, uint32_t &wire_len,
 		caplen = h->caplen;
 		wire_len = h->len;
 		// ns: the file was opened with nanosecond precision
-		ts_ns = static_cast<uint64_t>(h->ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(h->ts.tv_usec);
+		ts_ns = timestamp_ns(h->ts.tv_sec, h->ts.tv_usec);
 		return 1;
 	}
 	if (rc == PCAP_ERROR_BREAK) return 0;

@@ -41,6 +41,14 @@ public:
 	const std::string &error() const noexcept { return error_; }
 
 	uint64_t offset() const; // bytes of the file consumed so far (approximate: buffered)
+
+	// The latest timestamp a record can have: INT64_MAX ns (2262-04-11), the
+	// end of NumPy's datetime64[ns], which first/last seen become; far below
+	// UINT64_MAX, Replayer::advance's "all frames".
+	static constexpr uint64_t kMaxTimestampNs = INT64_MAX;
+	// A record's time as libpcap gives it (seconds, nanoseconds) -> Unix ns,
+	// 32-bit pcap seconds read unsigned, clamped to [0, kMaxTimestampNs].
+	static uint64_t timestamp_ns(int64_t sec, int64_t frac_ns);
 	uint64_t size() const noexcept { return size_; }
 
 	// libpcap's short name and description of a DLT value ("" when unknown).

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "error.hpp"
+#include "test_knobs.hpp"
 
 namespace pktstat {
 namespace {
@@ -131,7 +132,7 @@ const BackendSpec &spec_of(ProcessBackend b) {
 // Why `b` cannot work here, or "" if it may.
 std::string unusable(ProcessBackend b, const KernelBtf &btf, const ProcessOptions &o) {
 	if (listed(o.force_missing, backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)";
-	if (!btf) return "the kernel has no BTF (/sys/kernel/btf/vmlinux)";
+	if (!btf || forced_missing("btf")) return "the kernel has no BTF (/sys/kernel/btf/vmlinux)";
 	for (const char *tp : {"tcp_retransmit_skb", "inet_sock_set_state"}) // every backend's
 		if (!btf.has_tracepoint(tp)) return std::string("the kernel has no tracepoint ") + tp;
 	switch (b) {

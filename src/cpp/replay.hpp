@@ -25,13 +25,11 @@
 #include <vector>
 
 #include "flow.h"
-#include "pcap_source.hpp" // CaptureError
+#include "pcap_source.hpp"  // CaptureError
+#include "replay_frame.hpp" // LinkKind, plan_frame
 #include "tc_collector.hpp" // Skeleton<tc_bpf> and its SkelOps
 
 namespace pktstat {
-
-// How the frames of one link type become Ethernet frames.
-enum class LinkKind { Ethernet, Sll, Sll2, RawIp, Ipv4, Ipv6, BsdLoopback };
 
 // Engine-side counters: what happened to frames before the kernel saw them.
 struct ReplayCounters {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "error.hpp"
+#include "test_knobs.hpp"
 
 namespace pktstat {
 
@@ -22,7 +23,11 @@ public:
 	Skeleton(Skeleton &&) noexcept = default;
 	Skeleton &operator=(Skeleton &&) noexcept = default;
 
-	void load() { check_libbpf(SkelOps<Skel>::load(skel_.get()), std::string("load BPF object ") + SkelOps<Skel>::name); }
+	void load() {
+		const std::string op = std::string("load BPF object ") + SkelOps<Skel>::name;
+		if (forced_missing("bpf")) throw SysError(op, ENOSYS); // as a kernel without CONFIG_BPF_SYSCALL
+		check_libbpf(SkelOps<Skel>::load(skel_.get()), op);
+	}
 
 	Skel *operator->() const noexcept { return skel_.get(); }
 	Skel *get() const noexcept { return skel_.get(); }

@@ -2,14 +2,21 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "error.hpp"
+#include "test_knobs.hpp"
 
 namespace pktstat {
 namespace {
@@ -72,6 +79,56 @@ bool clsact_has_filters(int ifindex) {
 	return count_filters(ifindex, kParentIngress) + count_filters(ifindex, kParentEgress) > 0;
 }
 
+namespace {
+constexpr const char *kThreadNetns = "/proc/thread-self/ns/net";
+
+bool same_file(int fd, uint64_t dev, uint64_t ino) {
+	struct stat st {};
+	return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+} // namespace
+
+Netns::Netns() : fd_(::open(kThreadNetns, O_RDONLY | O_CLOEXEC)) {
+	struct stat st {};
+	if (!fd_ || ::fstat(fd_.get(), &st) < 0) throw SysError(std::string("open ") + kThreadNetns, errno);
+	dev_ = st.st_dev;
+	ino_ = st.st_ino;
+}
+
+bool Netns::run_in(const std::function<void()> &f) const noexcept {
+	UniqueFd here(::open(kThreadNetns, O_RDONLY | O_CLOEXEC));
+	if (!here) return false;
+	if (same_file(here.get(), dev_, ino_)) {
+		try {
+			f();
+		} catch (...) {
+		}
+		return true;
+	}
+	if (::setns(fd_.get(), CLONE_NEWNET) < 0) return false;
+	try {
+		f();
+	} catch (...) {
+	}
+	::setns(here.get(), CLONE_NEWNET); // back where the thread was
+	return true;
+}
+
+std::shared_ptr<ClsactQdisc> ClsactQdisc::acquire(int ifindex) {
+	static std::mutex mu;
+	static std::map<std::tuple<uint64_t, uint64_t, int>, std::weak_ptr<ClsactQdisc>> owners;
+	struct stat st {};
+	if (::stat(kThreadNetns, &st) < 0) throw SysError(std::string("stat ") + kThreadNetns, errno);
+	const auto key = std::make_tuple(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), ifindex);
+	std::lock_guard<std::mutex> lock(mu);
+	for (auto it = owners.begin(); it != owners.end();) // forget the owners that are gone
+		it = it->second.expired() ? owners.erase(it) : std::next(it);
+	if (auto q = owners[key].lock()) return q;
+	auto q = std::make_shared<ClsactQdisc>(ifindex);
+	owners[key] = q;
+	return q;
+}
+
 ClsactQdisc::ClsactQdisc(int ifindex) : ifindex_(ifindex) {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
 	int rc = bpf_tc_hook_create(&hook);
@@ -82,11 +139,8 @@ ClsactQdisc::ClsactQdisc(int ifindex) : ifindex_(ifindex) {
 
 ClsactQdisc::~ClsactQdisc() {
 	if (!created_) return;
-	try {
-		remove_clsact_if_empty(ifindex_);
-	} catch (...) {
-		// The interface may be gone (and its qdisc with it): nothing to undo.
-	}
+	// Throwing means the interface is gone (and its qdisc with it): nothing to undo.
+	netns_.run_in([this] { remove_clsact_if_empty(ifindex_); });
 }
 
 bool remove_clsact_if_empty(int ifindex) {
@@ -108,9 +162,11 @@ LegacyTcFilter::LegacyTcFilter(std::shared_ptr<ClsactQdisc> qdisc, TcDir dir, in
 }
 
 LegacyTcFilter::~LegacyTcFilter() {
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = qdisc_->ifindex(), .attach_point = to_point(dir_));
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-	bpf_tc_detach(&hook, &opts); // fails only if the interface is gone
+	qdisc_->netns().run_in([this] {
+		LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = qdisc_->ifindex(), .attach_point = to_point(dir_));
+		LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
+		bpf_tc_detach(&hook, &opts); // fails only if the interface is gone
+	});
 }
 
 bool remove_stale_filter(int ifindex, TcDir dir, uint32_t handle, uint32_t priority, uint32_t prog_id) {
@@ -133,14 +189,16 @@ TcAttachment attach_tc(int prog_fd, int ifindex, TcDir dir, TcAttachMode mode,
 		// packets from us; fall back to appending where ordering is refused.
 		int type = dir == TcDir::Ingress ? kBpfTcxIngress : kBpfTcxEgress;
 		LIBBPF_OPTS(bpf_link_create_opts, first, .flags = kBpfFBefore);
-		int fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
-		if (fd == -EINVAL) fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
+		const bool no_tcx = forced_missing("tcx"); // tests: a kernel before 6.6 answers EINVAL
+		int fd = no_tcx ? -EINVAL : bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
+		if (fd == -EINVAL && !no_tcx)
+			fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
 		if (fd >= 0) return TcAttachment{TcxLink{UniqueFd(fd)}};
 		// EINVAL: this kernel has no TCX attach types. Anything else is real.
 		if (mode == TcAttachMode::Tcx || fd != -EINVAL)
 			throw SysError(std::string("attach tcx (") + dir_name(dir) + ")", -fd);
 	}
-	if (!qdisc) qdisc = std::make_shared<ClsactQdisc>(ifindex);
+	if (!qdisc) qdisc = ClsactQdisc::acquire(ifindex);
 	return TcAttachment{std::make_unique<LegacyTcFilter>(qdisc, dir, prog_fd)};
 }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -27,19 +28,44 @@ inline constexpr int kBpfTcxIngress = 46;
 inline constexpr int kBpfTcxEgress = 47;
 inline constexpr uint32_t kBpfFBefore = 1U << 3;
 
+// The network namespace an attachment was made in (the calling thread's at
+// construction). An ifindex means nothing outside it, so the netlink calls
+// that undo a legacy attachment run there, also when the thread that stops
+// the collector has since moved to another namespace: otherwise they would
+// remove whatever sits under the same ifindex where that thread is.
+class Netns {
+public:
+	Netns();
+	// Run f with the calling thread in this namespace, switching there and
+	// back only if it is elsewhere (which needs CAP_SYS_ADMIN). False, and f
+	// not run, if the switch failed.
+	bool run_in(const std::function<void()> &f) const noexcept;
+
+private:
+	UniqueFd fd_;
+	uint64_t dev_ = 0, ino_ = 0;
+};
+
 // The clsact qdisc as we found it: `created` means we made it and must remove
 // it when the last filter of ours goes, if no one else's filter is on it.
+// Collectors of one process on one interface share one owner (acquire()),
+// so the qdisc goes with the last of them, whichever made it.
 class ClsactQdisc {
 public:
 	explicit ClsactQdisc(int ifindex); // creates it if missing
 	ClsactQdisc(const ClsactQdisc &) = delete;
 	ClsactQdisc &operator=(const ClsactQdisc &) = delete;
 	~ClsactQdisc();
+	// The owner of ifindex's qdisc in the calling thread's namespace: the one
+	// another collector of this process holds, or a new one.
+	static std::shared_ptr<ClsactQdisc> acquire(int ifindex);
 	bool created() const noexcept { return created_; }
 	int ifindex() const noexcept { return ifindex_; }
+	const Netns &netns() const noexcept { return netns_; }
 
 private:
 	int ifindex_;
+	Netns netns_;
 	bool created_ = false;
 };
 

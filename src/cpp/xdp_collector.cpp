@@ -8,6 +8,8 @@
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
 
+#include "test_knobs.hpp"
+
 namespace pktstat {
 namespace {
 
@@ -36,7 +38,8 @@ std::string prog_name(uint32_t id) {
 } // namespace
 
 bool xdp_kernel_has_buff_len() {
-	static const bool has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
+	static const bool has = !forced_missing("xdp_buff_len") &&
+	                        libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
 	return has;
 }
 
@@ -96,8 +99,13 @@ void XdpCollector::attach() {
 	XdpState there = xdp_query(opts_.ifindex);
 	if (there.prog_id) throw XdpBusy("the interface already has an XDP program", there);
 
+	if (opts_.fail_attach_at == 0) throw SysError("attach (injected test fault)", EIO);
 	const int prog_fd = bpf_program__fd(skel_->progs.xdp_count);
 	auto link = [&](uint32_t flags) {
+		// tests: a driver without native XDP, a kernel without generic XDP
+		if ((flags == XDP_FLAGS_DRV_MODE && forced_missing("xdp_native")) ||
+		    (flags == XDP_FLAGS_SKB_MODE && forced_missing("xdp_generic")))
+			return -EOPNOTSUPP;
 		LIBBPF_OPTS(bpf_link_create_opts, o, .flags = flags);
 		return bpf_link_create(prog_fd, opts_.ifindex, BPF_XDP, &o);
 	};
@@ -123,10 +131,8 @@ void XdpCollector::attach() {
 	case XdpMode::Auto: {
 		int fd = link(XDP_FLAGS_DRV_MODE);
 		if (fd >= 0) {
-			link_ = UniqueFd(fd);
-			link_flags_ = XDP_FLAGS_DRV_MODE;
 			native_refusal_.clear();
-			return;
+			return linked(fd, XDP_FLAGS_DRV_MODE);
 		}
 		if (fd == -EBUSY || fd == -EEXIST || fd == -EPERM || fd == -EACCES) fail(fd, XDP_FLAGS_DRV_MODE);
 		native_refusal_ = std::strerror(-fd); // the driver cannot: generic XDP works everywhere
@@ -136,8 +142,16 @@ void XdpCollector::attach() {
 	}
 	int fd = link(flags);
 	if (fd < 0) fail(fd, flags);
+	linked(fd, flags);
+}
+
+void XdpCollector::linked(int fd, uint32_t flags) {
 	link_ = UniqueFd(fd);
 	link_flags_ = flags;
+	if (opts_.fail_attach_at == 1) { // tests: a failure after the link was made rolls it back
+		detach();
+		throw SysError("attach (injected test fault)", EIO);
+	}
 }
 
 void XdpCollector::detach() noexcept {

@@ -52,6 +52,9 @@ struct XdpOptions {
 	// Count the whole multi-buffer frame with bpf_xdp_get_buff_len. Empty:
 	// probe the kernel (the default); false forces the linear length (tests).
 	std::optional<bool> buff_len;
+	// Tests only: throw as if attaching failed before the link was made (0)
+	// or just after (1), to prove the interface is left as it was.
+	int fail_attach_at = -1;
 };
 
 class XdpCollector {
@@ -79,6 +82,8 @@ public:
 	const XdpOptions &options() const noexcept { return opts_; }
 
 private:
+	void linked(int fd, uint32_t flags); // keep the link made with `flags`
+
 	XdpOptions opts_;
 	Skeleton<xdp_bpf> skel_;
 	bool buff_len_ = false;

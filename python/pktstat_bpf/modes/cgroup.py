@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._test_knobs import forced_missing
 from ..errors import FeatureMissingError, UsageError
 from . import register
 
@@ -36,9 +37,19 @@ def _unescape_mountinfo(s: str) -> str:
     return "".join(out)
 
 
+def display_path(path: str) -> str:
+    """A path as text for output: bytes that are not UTF-8 (Python holds
+    them as surrogates) become ``\\xNN`` escapes, as the engine writes the
+    cgroup paths it reads, so JSON stays valid and the text output escapes
+    them once."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
     """``(mount point, root in the hierarchy)`` of every cgroup v2 mount."""
-    out = []
+    out: list[tuple[str, str]] = []
+    if forced_missing("cgroup2"):  # tests: a host without cgroup v2
+        return out
     try:
         lines = open(mountinfo, encoding="utf-8", errors="surrogateescape").read().splitlines()
     except OSError:
@@ -116,7 +127,7 @@ class CgroupMode:
 
     @property
     def where(self) -> str:
-        return self.path
+        return display_path(self.path)
 
     ifnames: dict[int, str] = {}
 
@@ -130,8 +141,9 @@ class CgroupMode:
         from .. import _core
 
         self.engine = _core.CgroupCollector(
-            self.mount_root, self.rel, self.max_entries, self.owner_entries, 16384, self.scan_sockets,
-            self._fail_attach_at, self.hier_root,
+            # (paths as bytes: a directory name need not be UTF-8)
+            os.fsencode(self.mount_root), os.fsencode(self.rel), self.max_entries, self.owner_entries, 16384,
+            self.scan_sockets, self._fail_attach_at, os.fsencode(self.hier_root),
         )  # fmt: skip
 
     def attach(self) -> None:
@@ -150,7 +162,7 @@ class CgroupMode:
         return self.engine.attach_path if self.engine is not None else ""
 
     def status(self) -> dict[str, Any]:
-        st: dict[str, Any] = {"cgroup": self.rel, "cgroup_dir": self.path}
+        st: dict[str, Any] = {"cgroup": display_path(self.rel), "cgroup_dir": display_path(self.path)}
         if self.engine is not None:
             st["cgroup_id"] = self.engine.cgroup_id
             st["owner_sources"] = list(self.engine.owner_sources)
@@ -159,7 +171,7 @@ class CgroupMode:
         return st
 
     def report_extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"cgroup": self.rel, "cgroupDir": self.path}
+        extra: dict[str, Any] = {"cgroup": display_path(self.rel), "cgroupDir": display_path(self.path)}
         if self.engine is not None:
             scan = self.engine.scan_stats
             extra["ownerSources"] = list(self.engine.owner_sources)

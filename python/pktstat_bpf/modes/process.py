@@ -19,19 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeatureMissingError, PrivilegeError, PRIVILEGE_HINT, UsageError
+from .._test_knobs import FORCE_MISSING_ENV
+from ..errors import PRIVILEGE_HINT, FeatureMissingError, PrivilegeError, UsageError
 from . import register
 from .cgroup import cgroup2_mounts
 
 BACKENDS = ("auto", "tracepoint", "fentry", "kprobe")
-FORCE_MISSING_ENV = "PKTSTAT_BPF_TEST_FORCE_MISSING"
 PATH_CACHE = 16384
 
 
 def forced_missing() -> list[str]:
-    """Features a test asks us to treat as missing (comma-separated in
-    ``PKTSTAT_BPF_TEST_FORCE_MISSING``); process backends are named
-    ``process-tracepoint``, ``process-fentry``, ``process-kprobe``."""
+    """Features a test asks us to treat as missing (``PKTSTAT_BPF_TEST_FORCE_MISSING``,
+    read at each load); process backends are ``process-tracepoint``,
+    ``process-fentry`` and ``process-kprobe``."""
     return [f.strip() for f in os.environ.get(FORCE_MISSING_ENV, "").split(",") if f.strip()]
 
 

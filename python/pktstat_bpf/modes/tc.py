@@ -3,10 +3,11 @@ through TCX links or a legacy clsact filter."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from .. import iface as _iface
-from ..errors import UsageError
+from ..errors import FeatureMissingError, UsageError
 from . import register
 
 TC_ATTACH = ("auto", "tcx", "legacy")
@@ -53,7 +54,14 @@ class TcMode:
         )
 
     def attach(self) -> None:
-        self.engine.attach()
+        try:
+            self.engine.attach()
+        except OSError as e:
+            if self.tc_attach == "tcx" and e.errno == errno.EINVAL:  # what kernels before 6.6 answer
+                raise FeatureMissingError(
+                    "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"
+                ) from None
+            raise
         if self.engine.attach_path == "tc-legacy":
             from .._janitor import Janitor
 

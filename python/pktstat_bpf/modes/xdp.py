@@ -9,6 +9,7 @@ the JSON header and the text header say so.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 from .. import iface as _iface
@@ -38,6 +39,7 @@ class XdpMode:
         max_entries: int,
         xdp_mode: str = "auto",
         _buff_len: bool | None = None,
+        _fail_attach_at: int = -1,
     ) -> None:
         if xdp_mode not in XDP_MODES:
             raise UsageError(f"--xdp_mode must be one of {', '.join(XDP_MODES)}, not {xdp_mode!r}")
@@ -46,6 +48,7 @@ class XdpMode:
         self.max_entries = max_entries
         self.xdp_mode = xdp_mode
         self._buff_len = _buff_len
+        self._fail_attach_at = _fail_attach_at
         self.engine: Any = None
 
     @property
@@ -61,8 +64,9 @@ class XdpMode:
 
         try:
             self.engine = _core.XdpCollector(
-                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self._buff_len
-            )
+                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self._buff_len,
+                self._fail_attach_at,
+            )  # fmt: skip
         except OSError as e:
             if self.xdp_mode == "offload" and e.errno not in (errno.EPERM, errno.EACCES):
                 raise FeatureMissingError(
@@ -95,6 +99,13 @@ class XdpMode:
                 raise FeatureMissingError(
                     f"the driver of {self.iface} cannot run {what} ({e.strerror or e}); "
                     "use --xdp_mode generic, or auto to fall back to it"
+                ) from None
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, 524):  # 524 = ENOTSUPP
+                native = self.engine.native_refusal
+                generic = os.strerror(e.errno)
+                why = f"native: {native}; generic: {generic}" if native else generic
+                raise FeatureMissingError(
+                    f"XDP cannot be attached to {self.iface} ({why}); count it with TC instead (omit -x)"
                 ) from None
             raise
 

@@ -1,0 +1,19 @@
+"""Test-only knobs (documented in DEVELOPERS.md, "Reliability tests and test-only knobs").
+
+``PKTSTAT_BPF_TEST_FORCE_MISSING=feature,...`` makes the probe of each named
+kernel feature report it missing, so the fallback or the one-line error a
+user of an older kernel gets can be tested on a kernel that has everything.
+The engine honours most names (``src/cpp/test_knobs.hpp``); the Python side
+honours ``cgroup2`` (no cgroup v2 hierarchy mounted).
+"""
+
+from __future__ import annotations
+
+import os
+
+FORCE_MISSING_ENV = "PKTSTAT_BPF_TEST_FORCE_MISSING"
+
+
+def forced_missing(feature: str) -> bool:
+    """True if `feature` is listed in PKTSTAT_BPF_TEST_FORCE_MISSING."""
+    return feature in os.environ.get(FORCE_MISSING_ENV, "").split(",")

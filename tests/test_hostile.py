@@ -1,0 +1,246 @@
+"""No way in through the output: values a process or a packet controls reach
+every output escaped or quoted, never as terminal control characters or
+broken records.
+
+In cgroup mode a process names itself (prctl PR_SET_NAME: ANSI escapes, a
+newline, quotes, a backslash) and lives in a cgroup directory whose name
+has spaces, an escape sequence, quotes, a backslash, a tab and a Unicode
+direction override (newlines the kernel refuses in cgroup names), or bytes
+that are not UTF-8. The text report, --plain, the TUI (read back from tmux)
+and the Prometheus labels show them escaped; JSON and JSON Lines quote them
+so that they decode to the very same text. Capture files with hostile
+timestamps replay without a crash. The expected escaped forms are written
+out here by hand, independently of render.escape_text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+import urllib.request
+
+import pytest
+
+import pktstat_bpf
+from cgroups import TestCgroup, cgroup2_mount
+from netns import NetnsPair
+from test_replay import udp4, write_pcap
+from traffic import IP4, UDP
+
+COMM = 'e\x1b[2J\n"\'\\z'  # 10 bytes: erase-screen, newline, quotes, backslash
+COMM_ESCAPED = r'e\x1b[2J\n"' + "'" + r"\\z"
+CGDIR = "a b\x1b[31m\"q'\\z\t\u202e"  # the kernel refuses a newline in a cgroup name
+CGDIR_ESCAPED = r"a b\x1b[31m" + "\"q'" + r"\\z\t\u202e"
+
+
+def no_control_characters(text: str) -> bool:
+    """Nothing a terminal would act on, other than the line ends."""
+    return not any(unicodedata.category(ch)[0] == "C" for ch in text.replace("\n", ""))
+
+
+class Hostile:
+    """A test cgroup with a child named CGDIR, a sink in namespace B, and a
+    process named COMM in the child that sends 3 datagrams to it."""
+
+    def __init__(self) -> None:
+        self.ns = NetnsPair(ipv6=False)
+        self.cg = TestCgroup()
+        self.dir = self.cg.child(CGDIR)
+        self.peer = self.ns.peer("udp", "7400")
+
+    def send(self) -> tuple[int, int]:
+        """(pid, source port) of the sender; it has exited on return."""
+        sport = int(self.cg.run(self.dir, COMM, "udp-send", self.ns.B4, "7400", "3", "20", netns=self.ns.ns_a)[0])
+        return self.cg.pid_of(COMM), sport
+
+    @property
+    def rel(self) -> str:
+        return self.cg.rel(self.cg.root)
+
+    def destroy(self) -> None:
+        self.peer.kill()
+        self.cg.destroy()
+        self.ns.destroy()
+
+
+@pytest.fixture
+def hostile(bpf):
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
+    h = Hostile()
+    yield h
+    h.destroy()
+
+
+def run_cli(h: Hostile, *flags: str, settle: float = 0.3) -> tuple[str, str, int, int]:
+    """pktstat-bpf -c <test cgroup> FLAGS while the hostile process sends;
+    Ctrl-C; (stdout, stderr, pid, source port)."""
+    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", h.cg.root, "-t", "0", *flags],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = p.stderr.readline()
+    assert "via cgroup_skb" in first, first + p.stderr.read()
+    pid, sport = h.send()
+    time.sleep(settle)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert (p.returncode, err) == (0, ""), err
+    return out, first + err, pid, sport
+
+
+def test_text_report_and_plain_stream_escape_comm_and_cgroup(hostile):
+    size = 3 * (IP4 + UDP + 20)
+    for flags in ((), ("--plain", "-r", "100ms")):
+        out, _, pid, sport = run_cli(hostile, *flags)
+        assert no_control_characters(out)
+        lines = out.splitlines()
+        # a newline in comm did not start a line of its own
+        assert all(ln.startswith("# cgroup on ") or ln.startswith("bitrate: ") or re.match(r"^\d{4}-", ln)
+                   for ln in lines), out  # fmt: skip
+        mine = [ln for ln in lines if f"src: {hostile.ns.A4}:{sport}," in ln]
+        tail = f", pid: {pid}, comm: {COMM_ESCAPED}, cgroup: {hostile.rel}/{CGDIR_ESCAPED}"
+        assert mine and all(ln.endswith(tail) for ln in mine), mine
+        if not flags:  # (the stream has the interval it sent in, and one more with 0)
+            assert len(mine) == 1 and f"packets: 3, bytes: {size}, proto: UDP" in mine[0]
+
+
+def test_json_and_json_lines_quote_comm_and_cgroup_exactly(hostile):
+    out, _, pid, sport = run_cli(hostile, "-j")
+    assert out.isascii() and no_control_characters(out)
+    (flow,) = [f for f in json.loads(out)["flows"] if f["srcPort"] == sport]
+    assert (flow["pid"], flow["comm"], flow["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}")
+    assert (flow["packets"], flow["bytes"]) == (3, 3 * (IP4 + UDP + 20))
+
+    out, _, pid, sport = run_cli(hostile, "--jsonl", "-r", "100ms")
+    assert out.isascii() and no_control_characters(out)
+    rows = [json.loads(line) for line in out.splitlines()]  # each line is one whole object
+    mine = [r for r in rows if r["srcPort"] == sport]
+    assert mine and all((r["pid"], r["comm"], r["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}") for r in mine)
+    assert sum(r["packets"] for r in mine) == 3
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed (make setup installs it)")
+def test_tui_shows_comm_and_cgroup_escaped(hostile):
+    from test_tui import Tmux
+
+    t = Tmux(f"{sys.executable} -m pktstat_bpf -g -c {hostile.cg.root} -r 200ms; echo EXIT=$?; sleep 60",
+             cols=220, rows=20)  # fmt: skip
+    try:
+        t.wait(lambda s: s and s[0].startswith("pktstat-bpf  cgroup on "), timeout=20)
+        pid, sport = hostile.send()
+        screen = t.wait(lambda s: any(f":{sport} " in line for line in s))
+        (row,) = [line for line in screen if f":{sport} " in line]
+        cells = row.split()
+        assert cells[cells.index(str(pid)) + 1 :] == [COMM_ESCAPED, *f"{hostile.rel}/{CGDIR_ESCAPED}".split()]
+        # the erase-screen in comm erased nothing: the header and titles are still there
+        assert screen[0].startswith("pktstat-bpf  cgroup on ") and "COMM" in screen[2] and "CGROUP" in screen[2]
+        t.keys("q")
+        assert "EXIT=0" in t.wait(lambda s: any(line.startswith("EXIT=") for line in s))
+    finally:
+        t.kill()
+
+
+def test_prometheus_labels_carry_comm_and_cgroup_escaped(hostile):
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", hostile.cg.root, "--prometheus",
+                          "127.0.0.1:0", "-r", "100ms"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)  # fmt: skip
+    try:
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$", p.stderr.readline().strip())[1])
+        pid, sport = hostile.send()
+        time.sleep(0.5)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    assert (p.returncode, err) == (0, ""), err
+    assert body.isascii() and "\x1b" not in body
+    want = {"pid": str(pid), "comm": COMM_ESCAPED, "cgroup": f"{hostile.rel}/{CGDIR_ESCAPED}"}
+    samples = {(f.name, s.name): s for f in text_string_to_metric_families(body) for s in f.samples
+               if s.labels.get("pid") == str(pid)}  # fmt: skip
+    flow = samples[("pktstat_bpf_flow_packets", "pktstat_bpf_flow_packets_total")]
+    assert {k: flow.labels[k] for k in want} == want and flow.labels["src_port"] == str(sport)
+    assert flow.value == 3
+    proc = samples[("pktstat_bpf_process_packets", "pktstat_bpf_process_packets_total")]
+    assert {k: proc.labels[k] for k in want} == want
+
+
+def test_names_that_are_not_utf8_are_shown_as_byte_escapes(hostile):
+    """A comm and a cgroup directory of bytes that are not UTF-8: the capture
+    goes on, text shows \\xNN escapes (backslash escaped once more), JSON the
+    same escapes as text, and -c on such a directory works too."""
+    bad_dir = os.fsdecode(os.path.join(os.fsencode(hostile.cg.root), b"x\xff\xfey"))
+    os.mkdir(bad_dir)
+    bad_comm = os.fsdecode(b"c\xfe\xffd")
+    sink = hostile.cg.worker(hostile.cg.child("sink"), "pbt-sink", "udp-sink", "4", "0", netns=hostile.ns.ns_a)
+    port = sink.stdout.readline().split()[1]
+    for target, json_flag in ((hostile.cg.root, True), (bad_dir, False)):
+        p = subprocess.Popen([os.fsencode(a) for a in (sys.executable, "-m", "pktstat_bpf", "-c", target, "-t", "0",
+                              *(["-j"] if json_flag else []))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        assert b"via cgroup_skb" in p.stderr.readline()
+        sport = int(hostile.cg.run(bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5",
+                                   netns=hostile.ns.ns_a)[0])  # fmt: skip
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        raw, err = p.communicate(timeout=30)
+        assert (p.returncode, err) == (0, b""), err
+        out = raw.decode("ascii")  # all of it ASCII: the bytes were escaped
+        cgroup = f"{hostile.rel}/x\\xff\\xfey"
+        if json_flag:
+            (f,) = [f for f in json.loads(out)["flows"] if f["srcPort"] == sport and f["direction"] == "egress"]
+            assert (f["comm"], f["cgroup"]) == ("c\\xfe\\xffd", cgroup)
+        else:
+            assert out.startswith(f"# cgroup on {hostile.rel}/x\\\\xff\\\\xfey (cgroup_skb), ")
+            (line,) = [ln for ln in out.splitlines() if f":{sport}, dst:" in ln]
+            assert line.endswith(f", comm: c\\\\xfe\\\\xffd, cgroup: {hostile.rel}/x\\\\xff\\\\xfey")
+
+
+# ---- capture files -------------------------------------------------------------------------------------
+def _pcapng(path, ts_units: int) -> None:
+    """A pcapng file with one Ethernet interface (microseconds) and one
+    enhanced packet block stamped `ts_units`."""
+    import struct
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", kind, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    frame = udp4("10.0.0.1", "10.0.0.2", 1, 2, 4)
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack("<HHI", 1, 0, 65535))
+    epb = block(6, struct.pack("<IIIII", 0, ts_units >> 32, ts_units & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+    path.write_bytes(shb + idb + epb)
+
+
+@pytest.mark.parametrize("output", [[], ["-j"], ["--jsonl", "-r", "10ms"]], ids=["text", "json", "jsonl"])
+def test_capture_times_past_2038_and_past_2262_replay_cleanly(bpf, tmp_path, output):
+    """Seconds 0xffffff14 in a pcap record are 2106-02-07 (the field is
+    unsigned, as Wireshark reads it; libpcap hands it over negative), and a
+    pcapng time past what datetime64[ns] holds (2262) is clamped to its end:
+    every output ends normally with the frames counted."""
+    old = write_pcap(tmp_path / "2106.pcap", [((0xFFFFFF14 * 10**9) + 262153000, udp4("10.0.0.1", "10.0.0.2", 1, 2, 4))])
+    late = tmp_path / "late.pcapng"
+    _pcapng(late, (1 << 64) - 2)  # microseconds: ~584 000 years
+    for path, start in ((old, "2106-02-07T06:24:20.262153000Z"), (late, "2262-04-11T23:47:16.854775807Z")):
+        r = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", str(path), *output],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert (r.returncode, r.stderr) == (0, ""), r.stderr
+        if output == ["-j"]:
+            doc = json.loads(r.stdout)
+            assert (doc["start"], doc["end"], doc["totals"]["flowPackets"]) == (start, start, 1)
+            assert doc["flows"][0]["firstSeen"] == start
+        elif output:
+            (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+            assert (row["packets"], row["firstSeen"]) == (1, start)
+        else:
+            assert "packets: 1, bytes: 46, proto: UDP" in r.stdout
+    snap = pktstat_bpf.replay(late)
+    assert (snap.totals.all.packets, len(snap)) == (1, 1)
