@@ -160,6 +160,17 @@ FLAGS = [
     ("cgroup-and-xdp", ["-x", "-c", "{cg}"], 2, "-x/--xdp and -c/--cgroup are different modes: choose one"),
     ("cgroup-and-iface", ["-c", "{cg}", "-i", "va"], 2,
      "-c/--cgroup counts sockets, not an interface: drop -i/--iface"),
+    # -k/--kprobes, --process-backend
+    ("kprobes-value", ["-k", "yes"], 2, "unrecognized arguments: yes"),
+    ("kprobes-and-iface", ["-k", "-i", "va"], 2,
+     "-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface"),
+    ("kprobes-and-xdp", ["-k", "-x"], 2, "-x/--xdp and -k/--kprobes are different modes: choose one"),
+    ("kprobes-and-cgroup", ["-k", "-c", "{d}/adir"], 2, "-c/--cgroup and -k/--kprobes are different modes: choose one"),
+    ("process-backend-missing", ["-k", "--process-backend"], 2, "argument --process-backend: expected one argument"),
+    ("process-backend-garbage", ["-k", "--process-backend", "bogus"], 2, ("argument --process-backend: invalid "
+         "choice: 'bogus' (choose from 'auto', 'tracepoint', 'fentry', 'kprobe')")),
+    ("process-backend-alone", ["--process-backend", "fentry"], 2,
+     "--process-backend chooses the hooks of process mode: use it with -k/--kprobes"),
     # --pcap
     ("pcap-missing", ["--pcap"], 2, "argument --pcap: expected one argument"),
     ("pcap-nonexistent", ["--pcap", "{d}/nope.pcap"], 2, "{d}/nope.pcap: No such file or directory"),
@@ -177,7 +188,9 @@ FLAGS = [
     ("pcap-and-iface", ["--pcap", "{d}/one.pcap", "-i", "va"], 2, "--pcap replays a file: it takes no interface (-i)"),
     ("pcap-and-tui", ["--pcap", "{d}/one.pcap", "-g"], 2, "--pcap replays a file: -g/--tui shows live traffic only"),
     ("pcap-and-xdp", ["--pcap", "{d}/one.pcap", "-x"], 2,
-     "--pcap replays a file through the TC program: drop -x/--xdp and -c/--cgroup"),
+     "--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes"),
+    ("pcap-and-kprobes", ["--pcap", "{d}/one.pcap", "-k"], 2,
+     "--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes"),
     ("pcap-and-prometheus", ["--pcap", "{d}/one.pcap", "--prometheus", "9977"], 2,
      "--pcap replays a file: --prometheus exports live counters only"),
     ("pcap-max-entries-zero", ["--pcap", "{d}/one.pcap", "--max-entries", "0"], 2,
@@ -246,6 +259,15 @@ MISSING = [
          "(/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide")),
     ("cgroup-no-cgroup2", "cgroup2", ["-c", "{cg}", "-t", "1s"], 69,
      "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)"),
+    ("process-no-bpf", "bpf", ["-k", "-t", "1s"], 69, NO_BPF),
+    ("process-no-btf", "btf", ["-k", "-t", "1s"], 69, ("process mode needs the kernel's BTF "
+         "(/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide")),
+    ("process-no-backend", "process-tracepoint,process-fentry,process-kprobe", ["-k", "-t", "1s"], 69,
+     ("no process-mode backend works on this kernel (tracepoint: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING); "
+      "fentry: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING); kprobe: disabled for a test "
+      "(PKTSTAT_BPF_TEST_FORCE_MISSING)); see README 'Process mode'")),
+    ("process-forced-missing", "process-tracepoint", ["-k", "--process-backend", "tracepoint", "-t", "1s"], 69,
+     "--process-backend tracepoint cannot run on this kernel: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)"),
     ("no-tcx", "tcx", ["--tc-attach", "tcx", "-t", "1s"], 69,
      "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"),
     ("no-native-xdp", "xdp_native", ["-x", "--xdp_mode", "native", "-t", "1s"], 69, ("the driver of va cannot run "
@@ -263,6 +285,7 @@ UNPRIVILEGED = [
     ("tc-legacy", ["--tc-attach", "legacy", "-t", "1s"]),
     ("xdp", ["-x", "-t", "1s"]),
     ("cgroup", ["-c", "{cg}", "-t", "1s"]),
+    ("process", ["-k", "-t", "1s"]),
     ("replay", ["--pcap", "{d}/one.pcap"]),
     ("stream", ["--jsonl", "-t", "1s"]),
     ("prometheus", ["--prometheus", "127.0.0.1:0", "-t", "1s"]),

@@ -44,7 +44,8 @@ from pktstat_bpf import Collector, PktstatError
 from traffic import ETH, ICMP, IP4, UDP, ping, send_udp
 
 OUR_PROGRAMS = {"tc_ingress", "tc_egress", "xdp_count", "owner_skb_egress", "owner_skb_ingress",
-                "owner_sock_create", "owner_sock_release", "owner_sockops"}  # fmt: skip
+                "owner_sock_create", "owner_sock_release", "owner_sockops", "proc_tp_recvmsg4",
+                "proc_tp_recvmsg6"}  # fmt: skip
 
 
 # ---- the modes -----------------------------------------------------------------------
@@ -88,6 +89,19 @@ def _cgroup_target(cg: TestCgroup) -> Target:
     )  # fmt: skip
 
 
+def _process_target(_unused: Any) -> Target:
+    """Process mode attaches to tracepoints (held as links) and, with the
+    tracepoint backend, to the cgroup v2 root (cgroup/recvmsg4, recvmsg6)."""
+    from pktstat_bpf.modes.process import cgroup_mount
+
+    root = cgroup_mount()[0]
+    return Target(
+        cli=["-k"], options={"mode": "process"}, place=contextlib.nullcontext,
+        state=lambda: cgroup_programs(root) if root else [],
+        ours=lambda progs: any(n in OUR_PROGRAMS for _, n in progs) or not root,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Mode:
     """One way of attaching. `fail_at`: the _fail_attach_at step that fails
@@ -116,12 +130,14 @@ MODES = {
     "legacy": Mode("legacy", "tc-legacy", 1, _tc("legacy")),
     "xdp": Mode("xdp", "xdp-native", 1, lambda ns, pre: _net_target(ns, ["-x"], {"mode": "xdp"})),
     "cgroup": Mode("cgroup", "cgroup_skb", 8, lambda cg, pre: _cgroup_target(cg), needs="cgroup"),
+    "process": Mode("process", "tracepoint", 5, lambda _, pre: _process_target(_), needs="nothing"),
 }
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
 #: What is attached before the run: "clean" (nothing), or "foreign": an
 #: administrator's clsact qdisc with u32 filters on both directions (and,
 #: for TC, another XDP program), or another cgroup_skb program.
-PRE = {"tcx": ["clean", "foreign"], "legacy": ["clean", "foreign"], "xdp": ["foreign"], "cgroup": ["foreign"]}
+PRE = {"tcx": ["clean", "foreign"], "legacy": ["clean", "foreign"], "xdp": ["foreign"], "cgroup": ["foreign"],
+       "process": ["clean"]}  # process mode: nothing of anyone else's at its hooks to disturb
 CASES = [(m, p) for m in MODES for p in PRE[m]]
 
 
@@ -136,6 +152,9 @@ def env(request, bpf):
         where = TestCgroup()
         if pre == "foreign":
             attach_other_cgroup_skb(where.root)
+    elif mode.needs == "nothing":
+        where = contextlib.nullcontext()
+        where.destroy = lambda: None  # type: ignore[attr-defined]
     else:
         where = NetnsPair(ipv6=False)
         if pre == "foreign":

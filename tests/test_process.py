@@ -331,7 +331,8 @@ def test_forced_missing_backend_falls_back_and_reports_why(bpf, monkeypatch):
     if len(working) == 1:
         with pytest.raises(FeatureMissingError) as e:
             c.start()
-        assert str(e.value).startswith("no process-mode backend works on this kernel; ")
+        assert str(e.value).startswith("no process-mode backend works on this kernel (")
+        assert str(e.value).endswith("); see README 'Process mode'")
         assert f"{working[0]}: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)" in str(e.value)
         return
     with c:
@@ -351,6 +352,30 @@ def test_failed_attach_leaves_nothing(bpf, step):
     assert not c.running
     c.close()
     assert wait_for(lambda: our_programs() <= before)
+
+
+def test_full_table_conserves_every_event(cg: TestCgroup, netns: NetnsPair):
+    """16 entries, 40 flows of one datagram each (to ports nobody listens
+    on): at most 16 of ours fit (other processes of the host may take some),
+    every packet is in a flow or overflow, per direction, exactly."""
+    backend = next((b for b in BACKENDS if usable(b) is None), None)
+    assert backend, "no process-mode backend works on this kernel"
+    with Collector(mode="process", backend=backend, max_entries=16) as c:
+        sport = int(cg.run(cg.child("many"), "pbt-many", "udp-flows", netns.B4, "7000", "10", *["1"] * 40,
+                           netns=netns.ns_a)[0])  # fmt: skip
+        time.sleep(0.1)
+        snap = c.snapshot()
+    assert len(snap) == 16
+    mine = [f for f in snap.flows() if f["srcPort"] == sport and f["comm"] == "pbt-many"]
+    assert 0 < len(mine) <= 16 and all((f["packets"], f["bytes"]) == (1, 10) for f in mine)
+    t = snap.totals
+    assert t.egress.overflow_packets >= 40 - len(mine)
+    for name, d in (("ingress", 0), ("egress", 1)):
+        cnt, rows = getattr(t, name), snap.records[snap.records["dir"] == d]
+        assert cnt.packets == int(rows["packets"].sum()) + cnt.unparsed_packets + cnt.overflow_packets
+        assert cnt.bytes == int(rows["bytes"].sum()) + cnt.unparsed_bytes + cnt.overflow_bytes
+    assert t.conserved
+    assert "overflow" in snap.header_line() and json.loads(snap.to_json())["totals"]["flows"] == 16
 
 
 def test_unknown_backend_is_a_usage_error():

@@ -132,7 +132,6 @@ const BackendSpec &spec_of(ProcessBackend b) {
 // Why `b` cannot work here, or "" if it may.
 std::string unusable(ProcessBackend b, const KernelBtf &btf, const ProcessOptions &o) {
 	if (listed(o.force_missing, backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)";
-	if (!btf || forced_missing("btf")) return "the kernel has no BTF (/sys/kernel/btf/vmlinux)";
 	for (const char *tp : {"tcp_retransmit_skb", "inet_sock_set_state"}) // every backend's
 		if (!btf.has_tracepoint(tp)) return std::string("the kernel has no tracepoint ") + tp;
 	switch (b) {
@@ -174,6 +173,9 @@ const char *backend_name(ProcessBackend b) {
 ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), paths_(opts.path_cache) {
 	if (opts.max_entries == 0) throw SysError("map sizes must be positive", EINVAL);
 	KernelBtf btf;
+	if (!btf || forced_missing("btf"))
+		throw FeatureMissing("process mode needs the kernel's BTF (/sys/kernel/btf/vmlinux, "
+		                     "CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide");
 	const bool has_mkdir_tp = btf.has_tracepoint("cgroup_mkdir");
 	const int retrans_args = btf.tracepoint_args("tcp_retransmit_skb");
 
@@ -214,6 +216,7 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 		try {
 			skel->load();
 		} catch (const SysError &e) {
+			if (e.err() == ENOSYS) throw; // no bpf() at all
 			if (e.err() == EPERM && !priv) denied = true;
 			refused_.emplace_back(backend_name(b), std::string("the kernel refused its programs (") +
 			                                           std::strerror(e.err()) + ")");
@@ -224,9 +227,14 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 		break;
 	}
 	if (!skel_) {
-		std::string msg = "no process-mode backend works on this kernel";
-		for (const auto &[name, why] : refused_) msg += "; " + name + ": " + why;
-		throw SysError(msg, denied ? EPERM : EOPNOTSUPP);
+		if (denied) throw SysError("load the process-mode programs", EPERM);
+		if (opts.backend != ProcessBackend::Auto)
+			throw FeatureMissing(std::string("--process-backend ") + backend_name(opts.backend) +
+			                     " cannot run on this kernel: " + refused_.front().second);
+		std::string msg = "no process-mode backend works on this kernel (";
+		for (size_t i = 0; i < refused_.size(); ++i)
+			msg += (i ? "; " : "") + refused_[i].first + ": " + refused_[i].second;
+		throw FeatureMissing(msg + "); see README 'Process mode'");
 	}
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 	events_ = ring_buffer__new(bpf_map__fd(skel_->get()->maps.cgroup_events), &ProcessCollector::on_cgroup_event,

@@ -7,20 +7,19 @@ probing, best first: BTF tracepoints (Linux 6.3+), fentry/fexit, kprobes.
 ``backend="auto"`` takes the first that the kernel has and accepts;
 ``backend="tracepoint"|"fentry"|"kprobe"`` forces one and fails with a
 one-line :class:`~pktstat_bpf.errors.FeatureMissingError` (exit code 69)
-where it cannot load. The status and the JSON header name the live backend
+where it cannot load (the engine's probe says why). The status and the JSON header name the live backend
 and why the others were passed over.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import Any
 
 import numpy as np
 
 from .._test_knobs import FORCE_MISSING_ENV
-from ..errors import PRIVILEGE_HINT, FeatureMissingError, PrivilegeError, UsageError
+from ..errors import UsageError
 from . import register
 from .cgroup import cgroup2_mounts
 
@@ -86,27 +85,9 @@ class ProcessMode:
         from .. import _core
 
         missing = ",".join(f[len("process-"):] for f in forced_missing() if f.startswith("process-"))
-        try:
-            self.engine = _core.ProcessCollector(
-                self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE, self._fail_attach_at,
-                missing,
-            )  # fmt: skip
-        except OSError as e:
-            raise self._load_error(e) from None
-
-    def _load_error(self, e: OSError) -> Exception:
-        text = str(e.strerror or e)
-        for suffix in (": Operation not supported", ": Operation not permitted"):
-            text = text.removesuffix(suffix)
-        if e.errno == errno.EPERM:
-            return PrivilegeError(f"cannot load the process-mode programs: permission denied; {PRIVILEGE_HINT}")
-        if e.errno == errno.EOPNOTSUPP:
-            if self.backend != "auto":
-                text = text.replace("no process-mode backend works on this kernel; ", "")
-                text = text.replace(f"{self.backend}: ", "", 1)
-                return FeatureMissingError(f"--process-backend {self.backend} cannot run on this kernel: {text}")
-            return FeatureMissingError(f"{text}; see README 'Process mode'")
-        return e
+        self.engine = _core.ProcessCollector(
+            self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE, self._fail_attach_at, missing
+        )
 
     def attach(self) -> None:
         self.engine.attach()
