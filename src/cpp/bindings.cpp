@@ -24,6 +24,7 @@ void bind_tc(py::module_ &m);
 void bind_xdp(py::module_ &m);
 void bind_cgroup(py::module_ &m);
 void bind_replay(py::module_ &m);
+void bind_bench(py::module_ &m); // private hooks for bench/
 } // namespace pktstat
 
 namespace {
@@ -109,4 +110,5 @@ PYBIND11_MODULE(_core, m) {
 	bind_xdp(m);
 	bind_cgroup(m);
 	bind_replay(m);
+	bind_bench(m);
 }
