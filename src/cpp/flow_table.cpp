@@ -78,7 +78,11 @@ std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 		std::vector<char> keys, vals;
 		uint64_t token_in = 0, token_out = 0; // hash maps use a 4-byte bucket cursor
 		bool first = true;
-		out.reserve(std::min<uint32_t>(s.max_entries, 1u << 16));
+		// Room for a full map up front: growing by doubling would copy the
+		// records read so far and fault in fresh pages each time (a sixth of
+		// the read at 1M flows). Pages past the flows read are never touched,
+		// so they cost address space, not memory; capped at 4M flows.
+		out.reserve(std::min<uint32_t>(s.max_entries, 1u << 22));
 		for (;;) {
 			keys.resize(static_cast<size_t>(chunk) * s.key_size);
 			vals.resize(static_cast<size_t>(chunk) * vstride);
