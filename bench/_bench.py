@@ -71,7 +71,9 @@ def pinned(cpu: int | None = None) -> Iterator[int]:
         os.sched_setaffinity(0, before)
 
 
-def rotated_rounds(names: Sequence[str], measure: Callable[[str], float], rounds: int) -> dict[str, list[float]]:
+def rotated_rounds(
+    names: Sequence[str], measure: Callable[[str], float], rounds: int
+) -> dict[str, list[float]]:
     """`rounds` rounds measuring every name once; round r starts at name
     r mod len(names), so no name always runs first (or right after another)."""
     out: dict[str, list[float]] = {n: [] for n in names}

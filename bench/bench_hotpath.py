@@ -146,8 +146,10 @@ def _check_ours(progs: Programs, flows: int, packets: int, nbytes: int) -> None:
     got = (len(recs), int(recs["packets"].sum()), int(ing["packets"]), int(ing["bytes"]))
     want = (flows, packets, packets, nbytes)
     if got != want or int(ing["unparsed_packets"]) or int(ing["overflow_packets"]):
-        raise AssertionError(f"{progs.family}: our program counted (flows, packets, stats packets, bytes) {got}, "
-                             f"expected {want}; stats {stats[0]}")  # fmt: skip
+        raise AssertionError(
+            f"{progs.family}: our program counted (flows, packets, stats packets, bytes) {got}, "
+            f"expected {want}; stats {stats[0]}"
+        )
 
 
 def _family(family: str, frags: bool, repeat: int, rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def _check_layout() -> None:
     lay = _core.record_layout()
     for name in TUPLE_DTYPE.names:
         if lay[name][0] != TUPLE_DTYPE.fields[name][1]:
-            raise AssertionError(f"flow_tuple.{name} moved: {lay[name]} (bench/bench_snapshot.py needs updating)")
+            raise AssertionError(f"flow_tuple.{name} moved: {lay[name]} (update bench/bench_snapshot.py)")
 
 
 def set_v4(addrs: np.ndarray, index: np.ndarray) -> None:
@@ -63,7 +63,9 @@ def set_v4(addrs: np.ndarray, index: np.ndarray) -> None:
     addrs[:, 15] = index & 0xFF
 
 
-def prefill(fd: int, n: int, ncpu: int, ports_per_host: int = PORTS_PER_HOST, seed: int = 5) -> tuple[int, int]:
+def prefill(
+    fd: int, n: int, ncpu: int, ports_per_host: int = PORTS_PER_HOST, seed: int = 5
+) -> tuple[int, int]:
     """n distinct IPv4 TCP flows to one server, `ports_per_host` client ports
     per client address, with a value on each of the ncpu CPUs; returns their
     total (packets, bytes)."""

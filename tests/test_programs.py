@@ -75,5 +75,6 @@ def test_xdp_counts_the_whole_frame_single_or_multi_buffer(bpf, size):
     assert [(int(r["packets"]), int(r["bytes"]), int(r["sport"]), int(r["dport"])) for r in recs] == [
         (3, 3 * size, 40000, 9)
     ]
-    assert (int(stats[0]["packets"]), int(stats[0]["bytes"]), int(stats[0]["unparsed_packets"])) == (3, 3 * size, 0)
+    ing = stats[0]
+    assert (int(ing["packets"]), int(ing["bytes"]), int(ing["unparsed_packets"])) == (3, 3 * size, 0)
     o.close()
