@@ -166,7 +166,8 @@ def _datapath_rows(d: dict[str, Any]) -> list[Row]:
 
 def _snapshot_rows(s: dict[str, Any]) -> list[Row]:
     n, goal = _count(s["flows"]), s.get("target_ratio", 1.3)
-    numpy_result = (f"{s['read_flows_ms']:.0f} / {s['raw_lookup_batch_ms']:.0f} ms = {_x(s['ratio'])}; "
+    numpy_result = (f"{s['read_flows_ms']:.0f} / {s['raw_lookup_batch_ms']:.0f} ms = {_x(s['ratio'])} "
+                    f"(first read, fresh memory: {_x(s['cold_ratio'])}); "
                     f"{s['read_flows_core_share_at_1s']:.0%} of a core at 1 s")  # fmt: skip
     pandas_result = (f"{s['to_pandas_ms']:.0f} ms ({s['to_pandas_core_share_at_1s']:.0%} of a core at 1 s); "
                      f"all addresses distinct: {s['to_pandas_all_distinct_addrs_ms']:.0f} ms")  # fmt: skip
