@@ -9,7 +9,10 @@ const std::vector<Field> &record_fields() {
 	    REC_FIELD("saddr", key.tuple.saddr, "(16,)u1"), REC_FIELD("daddr", key.tuple.daddr, "(16,)u1"),
 	    REC_FIELD("sport", key.tuple.sport, "u2"),      REC_FIELD("dport", key.tuple.dport, "u2"),
 	    REC_FIELD("proto", key.tuple.proto, "u1"),      REC_FIELD("dir", key.tuple.dir, "u1"),
-	    REC_FIELD("ipver", key.tuple.ipver, "u1"),      REC_FIELD("ifindex", key.tuple.ifindex, "u4"),
+	    REC_FIELD("ipver", key.tuple.ipver, "u1"),
+	    // Named like every field: NumPy copies structured arrays field by field,
+	    // and a byte no field covers would keep whatever the destination held.
+	    REC_FIELD("_pad0", key.tuple._pad0, "u1"),      REC_FIELD("ifindex", key.tuple.ifindex, "u4"),
 	    REC_FIELD("pid", key.pid, "u4"),                REC_FIELD("cgroup_id", key.cgroup_id, "u8"),
 	    REC_FIELD("comm", key.comm, "S16"),             REC_FIELD("packets", value.packets, "u8"),
 	    REC_FIELD("bytes", value.bytes, "u8"),          REC_FIELD("first_seen", value.first_seen_ns, "M8[ns]"),
