@@ -58,7 +58,15 @@ def run(quick: bool = False) -> dict:
             return t.advance(sb)
 
         iv = interval()
-        assert int(iv.delta.records["packets"].max()) == 1  # every flow joined
+        deltas = iv.delta.records["packets"]
+        if int(deltas.min()) != 1 or int(deltas.max()) != 1:  # every flow joined its earlier reading
+            from pktstat_bpf.live import KeyIndex
+
+            raise AssertionError(
+                f"{n} flows: {int((deltas != 1).sum())} did not join their earlier reading "
+                f"(deltas {sorted(set(deltas.tolist()))[:5]}; exact-key path: {KeyIndex(a)._exact is not None}, "
+                f"{KeyIndex(b)._exact is not None})"
+            )
         nets = NetworkSet.parse(",".join(DEFAULT_INTERNAL))
         out[f"{n}_flows"] = {
             "ms_per_two_readings_and_join": round(_best_ms(interval, repeat), 1),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 FRAMES = 1_000_000
-QUICK_FRAMES = 100_000
+QUICK_FRAMES = 20_000
 
 
 def _csum(b: bytes) -> int:

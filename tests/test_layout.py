@@ -39,3 +39,27 @@ def test_stats_dtype_matches_dir_stats():
     for name, (offset, size) in layout.items():
         assert _core.stats_dtype.fields[name][1] == offset
         assert _core.stats_dtype.fields[name][0].itemsize == size
+
+
+def test_every_key_byte_survives_numpy_copies():
+    """NumPy copies structured arrays field by field: a byte no field names
+    is left as the destination memory had it, and two copies of one flow
+    would then differ in their key bytes (live.KeyIndex hashes whole key
+    words). Every byte of the record is a field, padding included."""
+    from pktstat_bpf.live import KeyIndex
+
+    dt = _core.record_dtype
+    covered = np.zeros(dt.itemsize, dtype=bool)
+    for name in dt.names:
+        fdt, off = dt.fields[name][:2]
+        covered[off : off + fdt.itemsize] = True
+    assert covered.all(), f"bytes no field names: {np.nonzero(~covered)[0].tolist()}"
+
+    rng = np.random.default_rng(2)
+    a = np.zeros(64, dt)
+    a["saddr"] = rng.integers(0, 256, (64, 16))
+    a["sport"] = np.arange(64)
+    dirty = np.empty(64, dt)
+    dirty.view(np.uint8)[:] = 0xFF  # reused memory
+    np.take(a, rng.permutation(64), out=dirty)
+    assert (KeyIndex(a).find(KeyIndex(dirty), dirty) >= 0).all()  # every flow joins its copy

@@ -9,10 +9,16 @@
  * a multi-buffer frame (jumbo, GRO/GSO on veth, generic XDP on a non-linear
  * skb) counts with its full length; elsewhere the length of the linear part
  * (data_end - data), which is the whole frame on single-buffer drivers.
+ * The helper is a call per frame, as dear as the rest of the accounting on
+ * some machines, and a frame has buffers beyond the linear part only when the
+ * kernel flags it so: where the kernel lets the program read its own context
+ * (bpf_cast_to_kern_ctx, 6.2+), the flag is read directly and the helper runs
+ * for multi-buffer frames only.
  * The parser reads headers from the linear part only, where they always are.
  */
 #include <linux/bpf.h>
 #include <stdbool.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "count.bpf.h"
@@ -20,16 +26,41 @@
 /* Settings, written by the engine between open and load. */
 const volatile bool cfg_buff_len = false; /* use bpf_xdp_get_buff_len (kernel has it) */
 
+/* The kernel's struct xdp_buff, as far as it is read here (CO-RE). */
+struct xdp_buff___pktstat {
+	__u32 flags;
+} __attribute__((preserve_access_index));
+
+enum xdp_buff_flags___pktstat {
+	XDP_FLAGS_HAS_FRAGS___pktstat = 1,
+};
+
+/* Weak: on kernels without it the program loads and it is NULL. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+static __always_inline __u64 frame_len(struct xdp_md *ctx, void *data, void *data_end)
+{
+	if (!cfg_buff_len)
+		return data_end - data;
+	if (bpf_cast_to_kern_ctx &&
+	    bpf_core_enum_value_exists(enum xdp_buff_flags___pktstat, XDP_FLAGS_HAS_FRAGS___pktstat)) {
+		struct xdp_buff___pktstat *xdp = bpf_cast_to_kern_ctx(ctx);
+
+		if (bpf_core_field_exists(xdp->flags) &&
+		    !(xdp->flags & bpf_core_enum_value(enum xdp_buff_flags___pktstat, XDP_FLAGS_HAS_FRAGS___pktstat)))
+			return data_end - data; /* single buffer: the linear part is the frame */
+	}
+	return bpf_xdp_get_buff_len(ctx);
+}
+
 SEC("xdp")
 int xdp_count(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u64 len = data_end - data;
+	__u64 len = frame_len(ctx, data, data_end);
 	__be16 l2 = 0;
 
-	if (cfg_buff_len)
-		len = bpf_xdp_get_buff_len(ctx);
 	if (cfg_l2_proto) {
 		/* L3 device (tun, wireguard under generic XDP): no link-layer
 		 * header and no skb->protocol here, so the IP version decides. */
@@ -40,7 +71,7 @@ int xdp_count(struct xdp_md *ctx)
 		else
 			l2 = bpf_htons(ETH_P_IP);
 	}
-	count_frame(data, data_end, len, bpf_ktime_get_ns(), FLOW_DIR_INGRESS, ctx->ingress_ifindex, l2);
+	count_frame(data, data_end, len, true, 0, FLOW_DIR_INGRESS, ctx->ingress_ifindex, l2);
 	return XDP_PASS;
 }
 

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "flow.h"
@@ -27,10 +28,15 @@ py::dtype record_dtype();
 py::dtype stats_dtype();
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize);
 
-// Hand a vector to NumPy without copying: the capsule owns it.
+// Hand a vector to NumPy without copying: the capsule owns it (and gives a
+// record buffer back to read_flows when NumPy is done with it).
 template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 	auto *owned = new std::vector<T>(std::move(v)); // freed by the capsule
-	py::capsule base(owned, [](void *p) { delete static_cast<std::vector<T> *>(p); });
+	py::capsule base(owned, [](void *p) {
+		auto *vec = static_cast<std::vector<T> *>(p);
+		if constexpr (std::is_same_v<T, flow_record>) release_records(std::move(*vec));
+		delete vec;
+	});
 	return py::array(dt, {static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
 	                 owned->data(), base);
 }

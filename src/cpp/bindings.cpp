@@ -26,6 +26,7 @@ void bind_xdp(py::module_ &m);
 void bind_cgroup(py::module_ &m);
 void bind_replay(py::module_ &m);
 void bind_process(py::module_ &m);
+void bind_bench(py::module_ &m); // private hooks for bench/
 } // namespace pktstat
 
 namespace {
@@ -113,6 +114,7 @@ PYBIND11_MODULE(_core, m) {
 	      "Offsets and sizes of flow_record fields, as compiled.");
 	m.def("stats_layout", [] { return layout_of(stats_fields(), sizeof(dir_stats)); });
 	m.def("_test_record", &test_record);
+	m.def("_drop_spare_records", &drop_spare_records, "Free the record buffer kept for the next read_flows (tests).");
 	m.def("libbpf_version", [] { return std::string(libbpf_version_string()); });
 	m.def("possible_cpus", &possible_cpus);
 	m.attr("FLOW_DIR_INGRESS") = static_cast<int>(FLOW_DIR_INGRESS);
@@ -124,4 +126,5 @@ PYBIND11_MODULE(_core, m) {
 	bind_cgroup(m);
 	bind_replay(m);
 	bind_process(m);
+	bind_bench(m);
 }

@@ -7,6 +7,7 @@
 // saw the flow.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -28,6 +29,17 @@ MapShape map_shape(int map_fd);
 // the program already stores epoch time, as replay does).
 // `use_batch` false forces the per-key iteration path (for tests/bench).
 std::vector<flow_record> read_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true);
+
+// The record buffer of a snapshot Python has released is kept for the next
+// read_flows: its pages are already faulted in, which a fresh buffer of 1M
+// records pays ~50-100 ms for. One spare at most (the larger), so memory no
+// snapshot uses stays bounded by the largest snapshot read; a read takes it
+// only if it fits (room <= capacity <= 2 x room), so a small snapshot never
+// pins a large buffer. take_spare_records returns an empty vector with at
+// least `room` capacity.
+std::vector<flow_record> take_spare_records(std::size_t room);
+void release_records(std::vector<flow_record> &&v) noexcept;
+void drop_spare_records() noexcept; // free the spare (tests)
 
 // Number of entries in a flow map (iterates keys only).
 uint64_t count_entries(int map_fd);

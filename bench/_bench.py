@@ -1,0 +1,143 @@
+"""What the benchmarks share: the bench-only BPF objects (bench/bpf, compiled
+here with the flags CMakeLists.txt gives the shipped programs), the shipped
+objects of the installed package, CPU pinning, rotated rounds with paired
+differences, and test frames."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_BPF = REPO / "bench" / "bpf"
+SRC_BPF = REPO / "src" / "bpf"
+OUT = REPO / "build" / "bench"
+
+
+def root_reason() -> str | None:
+    """Why the BPF benchmarks cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to load BPF programs"
+    if not shutil.which("clang"):
+        return "clang is not installed (make setup installs it)"
+    return None
+
+
+def _clang_flags() -> list[str]:
+    arch = os.uname().machine
+    flags = ["-g", "-O2", "-target", "bpf", "-mcpu=v3",
+             "-D__TARGET_ARCH_" + {"x86_64": "x86", "aarch64": "arm64"}.get(arch, arch),
+             "-Wall", "-Werror", "-Wno-unused-function", f"-I{SRC_BPF}"]  # fmt: skip
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    if multiarch:
+        flags.append(f"-I/usr/include/{multiarch}")
+    return flags
+
+
+def bench_object(name: str) -> Path:
+    """bench/bpf/<name>.bpf.c compiled (again if it or a src/bpf header changed)."""
+    src = BENCH_BPF / f"{name}.bpf.c"
+    out = OUT / f"{name}.bpf.o"
+    deps = [src, *SRC_BPF.glob("*.h")]
+    if not out.exists() or out.stat().st_mtime < max(p.stat().st_mtime for p in deps):
+        OUT.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["clang", *_clang_flags(), "-c", str(src), "-o", str(out)], check=True)
+    return out
+
+
+def package_object(name: str) -> Path:
+    """The shipped <name>.bpf.o of the installed package (the object its
+    skeleton embeds)."""
+    import pktstat_bpf
+
+    return Path(pktstat_bpf.__file__).parent / "bpf" / f"{name}.bpf.o"
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None = None) -> Iterator[int]:
+    """Run the body on one CPU (the last one by default)."""
+    before = os.sched_getaffinity(0)
+    cpu = max(before) if cpu is None else cpu
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def rotated_rounds(
+    names: Sequence[str], measure: Callable[[str], float], rounds: int
+) -> dict[str, list[float]]:
+    """`rounds` rounds measuring every name once; round r starts at name
+    r mod len(names), so no name always runs first (or right after another)."""
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for n in list(names[k:]) + list(names[:k]):
+            out[n].append(measure(n))
+    return out
+
+
+def median_diff(a: Sequence[float], floor: Sequence[float]) -> float:
+    """Median of the per-round differences a - floor (paired by round)."""
+    return float(statistics.median(x - f for x, f in zip(a, floor)))
+
+
+def ratio(num: float, den: float) -> float | None:
+    return round(num / den, 3) if den > 0 else None
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def fd_memlock(fd: int) -> int:
+    """The kernel's memory accounting of a BPF map (fdinfo `memlock`)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("memlock:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"fd {fd} has no memlock in fdinfo (not a BPF map?)")
+
+
+# ---- frames -------------------------------------------------------------------
+
+MAC_DST = bytes.fromhex("020000000002")
+MAC_SRC = bytes.fromhex("020000000001")
+V4_SRC, V4_DST = 0x0A000001, 0x0A000002  # 10.0.0.1 -> 10.0.0.2
+V4_SADDR_OFF = 14 + 12  # where the IPv4 source address is in an Ethernet frame
+
+
+def eth(etype: int, dst: bytes = MAC_DST) -> bytes:
+    return dst + MAC_SRC + struct.pack("!H", etype)
+
+
+def tcp_v4(size: int = 60, dst_mac: bytes = MAC_DST) -> bytes:
+    """An Ethernet + IPv4 + TCP frame of `size` bytes (padding as payload)."""
+    ip = struct.pack("!BBHHHBBHII", 0x45, 0, size - 14, 1, 0x4000, 64, 6, 0, V4_SRC, V4_DST)
+    tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 1, 0x50, 0x10, 65535, 0, 0)
+    return (eth(0x0800, dst_mac) + ip + tcp).ljust(size, b"\0")
+
+
+def udp_v4(size: int = 60, dst_mac: bytes = MAC_DST) -> bytes:
+    ip = struct.pack("!BBHHHBBHII", 0x45, 0, size - 14, 1, 0x4000, 64, 17, 0, V4_SRC, V4_DST)
+    udp = struct.pack("!HHHH", 40000, 9, size - 34, 0)
+    return (eth(0x0800, dst_mac) + ip + udp).ljust(size, b"\0")
+
+
+def tcp_v6(size: int = 74) -> bytes:
+    src = bytes.fromhex("fd000000000000000000000000000001")
+    dst = bytes.fromhex("fd000000000000000000000000000002")
+    ip = struct.pack("!IHBB", 0x60000000, size - 54, 6, 64) + src + dst
+    tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 1, 0x50, 0x10, 65535, 0, 0)
+    return (eth(0x86DD) + ip + tcp).ljust(size, b"\0")

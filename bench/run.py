@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Run every benchmark of bench/ (`make bench`), write their figures as one
+JSON document (bench/results.json) and print a short markdown table: each
+target of issue 8 as a ratio measured in this run, with its verdict.
+
+    bench/run.py                  everything (a few minutes, as root)
+    bench/run.py --quick          tiny sizes: proves the benchmarks run (the test suite does this)
+    bench/run.py --only hotpath,snapshot
+    bench/run.py --table          print the table of an existing results.json again
+
+Exit status: 0 when every benchmark ran (a missed target is a figure, not an
+error), 1 when one failed (its error is in the JSON and on stderr), 2 on bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# name -> module; the order they run in (the CPU-bound kernel ones first)
+BENCHMARKS = {
+    "hotpath": "bench_hotpath",
+    "datapath": "bench_datapath",
+    "snapshot": "bench_snapshot",
+    "replay": "bench_replay",
+    "live": "bench_live",
+    "exporter": "bench_exporter",
+}
+DEFAULT_JSON = HERE / "results.json"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _read("/proc/cpuinfo").splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem = next((int(ln.split()[1]) * 1024 for ln in _read("/proc/meminfo").splitlines()
+                if ln.startswith("MemTotal:")), 0)  # fmt: skip
+    info: dict[str, Any] = {
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": round(mem / 2**30, 1),
+        "clocksource": _read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    for kind in ("vm", "container"):
+        try:
+            virt = subprocess.run(["systemd-detect-virt", f"--{kind}"], capture_output=True, text=True)
+            info[kind] = virt.stdout.strip() or "unknown"
+        except OSError:
+            info[kind] = "unknown"
+    try:
+        from pktstat_bpf import __version__, _core
+
+        info["pktstat_bpf"] = __version__
+        info["libbpf"] = _core.libbpf_version()
+    except ImportError as e:
+        info["pktstat_bpf"] = f"not importable: {e}"
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True)  # fmt: skip
+    if commit.returncode == 0:
+        info["commit"] = commit.stdout.strip()
+    return info
+
+
+def run(names: list[str], quick: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": quick,
+        "machine": machine(),
+    }
+    for name in names:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        try:
+            res = importlib.import_module(BENCHMARKS[name]).run(quick=quick)
+        except Exception as e:  # noqa: BLE001 - recorded, reported, and the exit status says so
+            traceback.print_exc()
+            res = {"error": f"{type(e).__name__}: {e}"}
+        res["seconds"] = round(time.perf_counter() - t, 1)
+        doc[name] = res
+        print(f"bench: {name} done in {res['seconds']} s", file=sys.stderr, flush=True)
+    doc["machine"]["load_average_at_end"] = list(os.getloadavg())
+    return doc
+
+
+# ---- the table -----------------------------------------------------------------
+
+Row = tuple[str, str, str, str, str]  # target, measure, result, goal, verdict
+
+
+def _verdict(value: float | None, goal: float, at_most: bool) -> str:
+    if value is None:
+        return "n/a"
+    return "PASS" if (value <= goal if at_most else value >= goal) else "FAIL"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _count(n: int) -> str:
+    return f"{n >> 20}M" if n >= 1 << 20 else f"{n >> 10}k" if n >= 1 << 10 else str(n)
+
+
+def _hotpath_rows(h: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    goal = h.get("target_ratio", 1.2)
+    for fam in ("tc", "xdp"):
+        for case, r in h.get(fam, {}).items():
+            kind, what = case.split("_")
+            if kind == "hot":
+                label = f"hot {what.replace('ip', 'IP')} flow"
+            elif kind == "flows":
+                label = f"{_count(int(what))} flows in turn"
+            else:
+                label = f"Zipf({r.get('zipf_s')}) mix over {_count(int(what))} flows"
+            measure = f"{fam.upper()} {label}: ns over empty, ours / lean"
+            result = f"{r['ours_ns']:.0f} / {r['lean_ns']:.0f} ns = {_x(r['ratio'])}"
+            if kind == "hot":
+                rows.append(("1 hot path", measure, result, f"<= {goal}x", _verdict(r["ratio"], goal, True)))
+            else:
+                rows.append(("1 hot path", measure, result, "report", ""))
+    return rows
+
+
+def _datapath_rows(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for c in d.values():
+        if not isinstance(c, dict) or "none" not in c:
+            continue
+        none = c["none"]
+        parts = [f"nothing: {none['mpps']:.2f} Mpps, {none['cpu_ns_per_packet']:.0f} ns CPU/pkt"]
+        for mode in ("tc", "xdp"):
+            rate, rate_e = _x(c[f"{mode}_rate_vs_none"]), _x(c[f"{mode}_rate_vs_empty"])
+            cpu, cpu_e = c[f"{mode}_cpu_ns_over_none"], c[f"{mode}_cpu_ns_over_empty"]
+            parts.append(f"{mode.upper()}: rate {rate} ({rate_e} of empty), "
+                         f"CPU +{cpu:.0f} ns/pkt (+{cpu_e:.0f} over empty)")  # fmt: skip
+        flows = f"{_count(c['flows'])} flow{'s' if c['flows'] > 1 else ''}"
+        measure = f"{c['frame_bytes'] + 4}B frames, {flows}, veth live frames"
+        rows.append(("2 datapath", measure, "; ".join(parts), "report", ""))
+    return rows
+
+
+def _snapshot_rows(s: dict[str, Any]) -> list[Row]:
+    n, goal = _count(s["flows"]), s.get("target_ratio", 1.3)
+    numpy_result = (f"{s['read_flows_ms']:.0f} / {s['raw_lookup_batch_ms']:.0f} ms = {_x(s['ratio'])} "
+                    f"(first read, fresh memory: {_x(s['cold_ratio'])}); "
+                    f"{s['read_flows_core_share_at_1s']:.0%} of a core at 1 s")  # fmt: skip
+    pandas_result = (f"{s['to_pandas_ms']:.0f} ms ({s['to_pandas_core_share_at_1s']:.0%} of a core at 1 s); "
+                     f"all addresses distinct: {s['to_pandas_all_distinct_addrs_ms']:.0f} ms")  # fmt: skip
+    return [
+        ("3 snapshot", f"{n} flows to NumPy: read_flows / raw lookup_batch", numpy_result, f"<= {goal}x",
+         _verdict(s["ratio"], goal, True)),
+        ("3 snapshot", f"{n} flows to pandas (Snapshot.to_pandas)", pandas_result, "report", ""),
+    ]  # fmt: skip
+
+
+def _memory_rows(s: dict[str, Any]) -> list[Row]:
+    n, m = _count(s["flows"]), s["memory"]
+    rss = (f"{m['rss_holding_records_mb']:.0f} MB ({m['rss_holding_records_and_dataframe_mb']:.0f} MB); "
+           f"records {m['record_bytes_per_flow']} B/flow")  # fmt: skip
+    return [
+        ("5 memory", "kernel flow map per flow (per-CPU hash, preallocated)",
+         f"{m['kernel_bytes_per_flow']:.0f} B ({s['cpus']} CPUs)", "report", ""),
+        ("5 memory", f"Python RSS holding {n} flows (+ DataFrame)", rss, "report", ""),
+    ]  # fmt: skip
+
+
+def _replay_rows(r: dict[str, Any]) -> list[Row]:
+    goal, speedup = r.get("target_speedup_x", 5), r.get("speedup_vs_tshark_x")
+    result = f"{r['replay_frames_per_s'] / 1e6:.2f} M frames/s"
+    if speedup is not None:
+        result += f" vs tshark {r['tshark_frames_per_s'] / 1e6:.2f} M = {speedup:.1f}x"
+    measure = f"{r['frames'] / 1e6:g}M-frame pcap, frames/s vs tshark -z conv,ip"
+    return [("4 replay", measure, result, f">= {goal}x", _verdict(speedup, goal, False))]
+
+
+def _live_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for k, v in r.items():
+        if isinstance(v, dict) and "ms_per_two_readings_and_join" in v:
+            ms = " / ".join(str(v[f]) for f in ("ms_per_two_readings_and_join", "ms_external_filter",
+                                               "ms_unique_check")) + " ms"  # fmt: skip
+            rows.append(("live views", f"{k.replace('_', ' ')}: interval join / external filter / unique", ms,
+                         "report", ""))  # fmt: skip
+    return rows
+
+
+def _exporter_rows(r: dict[str, Any]) -> list[Row]:
+    return [
+        ("exporter", f"{k.replace('_', ' ')}: refresh / scrape", f"{v['refresh_ms']} / {v['scrape_ms']} ms",
+         "report", "")
+        for k, v in r.items()
+        if isinstance(v, dict) and "refresh_ms" in v
+    ]  # fmt: skip
+
+
+# (benchmark, rows of its results), in the order of the issue's targets
+ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
+    ("hotpath", _hotpath_rows),
+    ("datapath", _datapath_rows),
+    ("snapshot", _snapshot_rows),
+    ("replay", _replay_rows),
+    ("snapshot", _memory_rows),
+    ("live", _live_rows),
+    ("exporter", _exporter_rows),
+]
+
+
+def _header(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    load = m.get("load_average_at_start") or ["?"]
+    quick = " (--quick: tiny sizes, not figures)" if doc.get("quick") else ""
+    parts = [
+        f"Measured {doc.get('date', '?')}{quick}",
+        f"on {m.get('cpus', '?')} x {m.get('cpu', '?')} "
+        f"(VM: {m.get('vm', '?')}, container: {m.get('container', '?')})",
+        f"{m.get('memory_gb', '?')} GB",
+        f"Linux {m.get('kernel', '?')}",
+        f"clocksource {m.get('clocksource', '?')}",
+        f"libbpf {m.get('libbpf', '?')}",
+        f"load average {load[0] if isinstance(load[0], str) else round(load[0], 1)} at start",
+    ]
+    if m.get("commit"):
+        parts.append(f"commit {m['commit']}")
+    return parts[0] + " " + ", ".join(parts[1:]) + "."
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The markdown report of a results document (README "Performance")."""
+    lines = [_header(doc), "", "| Target | Measure | Result | Goal | Verdict |", "|---|---|---|---|---|"]
+    failed: set[str] = set()
+    for name, rows_of in ROWS:
+        res = doc.get(name)
+        if res is None or name in failed:
+            continue
+        if "error" in res or "skipped" in res:
+            failed.add(name)
+            what = f"error: {res['error']}" if "error" in res else f"skipped: {res['skipped']}"
+            lines.append(f"| {name} | | {what} | | {'ERROR' if 'error' in res else 'SKIP'} |")
+            continue
+        try:
+            rows = rows_of(res)
+        except (KeyError, TypeError, ValueError) as e:
+            rows = [(name, "", f"cannot tabulate: {e!r}", "", "ERROR")]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: prove the benchmarks run")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    p.add_argument("--json", default=str(DEFAULT_JSON), help="results file (default bench/results.json)")
+    p.add_argument("--table", action="store_true", help="print the table of a --json file; run nothing")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.table:
+        try:
+            doc = json.loads(Path(args.json).read_text())
+        except (OSError, ValueError) as e:
+            print(f"bench/run.py: cannot read {args.json}: {e}", file=sys.stderr)
+            return 1
+        sys.stdout.write(table(doc))
+        return 0
+    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"bench/run.py: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    doc = run(names, args.quick)
+    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    sys.stdout.write(table(doc))
+    print(f"bench: figures in {args.json}", file=sys.stderr)
+    return 1 if any("error" in doc[n] for n in names) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
