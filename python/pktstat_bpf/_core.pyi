@@ -29,6 +29,10 @@ FLOW_KIND_DATA: int
 FLOW_KIND_RETRANSMIT: int
 #: sock_owner flag bits by name (shared, released, unclaimed, inherited, scanned, created, claimed).
 OWNER_FLAGS: dict[str, int]
+FORCE_MISSING_ENV: str
+
+class FeatureMissing(OSError):
+    """The kernel lacks something a mode needs; the message says what (exit code 69)."""
 
 class CaptureError(ValueError):
     """A capture file cannot be read (not pcap/pcapng, empty ...)."""
@@ -106,6 +110,7 @@ class XdpCollector(_MapReaders):
         mode: str = "auto",
         l3_device: bool = False,
         buff_len: bool | None = None,
+        _fail_attach_at: _Int = -1,
     ) -> None: ...
     def attach(self) -> None: ...
     def detach(self) -> None: ...
