@@ -39,6 +39,7 @@ BENCHMARKS = {
     "replay": "bench_replay",
     "live": "bench_live",
     "exporter": "bench_exporter",
+    "process": "bench_process",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -218,6 +219,13 @@ def _exporter_rows(r: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
+def _process_rows(r: dict[str, Any]) -> list[Row]:
+    result = (f"+{r['overhead_ns_per_call']} ns per call ({r['overhead_share']:.0%} of an unwatched round trip: "
+              f"{r['cpu_ns_per_round_trip_unwatched']} -> {r['cpu_ns_per_round_trip_watched']} ns CPU)")  # fmt: skip
+    return [("process mode", f"{r['backend']} backend: UDP sendto + recvfrom on loopback, CPU per call",
+             result, "report", "")]  # fmt: skip
+
+
 # (benchmark, rows of its results), in the order of the targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
@@ -227,6 +235,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("snapshot", _memory_rows),
     ("live", _live_rows),
     ("exporter", _exporter_rows),
+    ("process", _process_rows),
 ]
 
 

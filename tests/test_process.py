@@ -305,6 +305,49 @@ def test_cli_process_mode_json(bpf):
     assert doc["totals"]["packets"] == doc["totals"]["flowPackets"] + doc["totals"]["overflowPackets"]
 
 
+@pytest.mark.parametrize("syscall_tracepoints", [True, False], ids=["tracefs", "sys_enter"])
+def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: TestCgroup, netns: NetnsPair,
+                                                                       syscall_tracepoints: bool):
+    """The tracepoint backend learns where an unconnected socket sends from
+    the send syscalls' own tracepoints where tracefs shows them, else from a
+    check at every system call's entry: the same flows either way."""
+    if usable("tracepoint"):
+        return  # refused: checked by test_every_flow_of_every_process_exactly
+    mount = syscall_tracepoints and not Path("/sys/kernel/tracing/events").is_dir()
+    if mount:  # as systemd does at boot; undone at the end
+        sh("mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing")
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "" if syscall_tracepoints else "syscall_tracepoints"}
+    srv = cg.spawn(cg.child("s"), sys.executable, str(WORKER), "pbt-dsrv", "udp-server", "4", "0", "4",
+                   netns=netns.ns_b, stderr=subprocess.PIPE)  # fmt: skip
+    port = int(srv.stdout.readline().split()[1])
+    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "--process-backend", "tracepoint", "-t", "0",
+                          "-j"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert "via tracepoint" in p.stderr.readline()
+        cli = cg.spawn(cg.child("c"), sys.executable, str(WORKER), "pbt-dcli", "udp-client", "unconnected",
+                       netns.B4, str(port), "4", "30", netns=netns.ns_a, stderr=subprocess.PIPE)  # fmt: skip
+        rep = json.loads(cli.communicate(timeout=60)[0].strip().splitlines()[-1])
+        time.sleep(0.1)
+        p.send_signal(2)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        srv.kill()
+        if mount:
+            sh("umount", "/sys/kernel/tracing", check=False)
+    assert p.returncode == 0, err
+    doc = json.loads(out)
+    entry = "tracepoint/syscalls/sys_enter_sendto" if syscall_tracepoints else "tp_btf/sys_enter"
+    assert entry in doc["hooks"], doc["hooks"]
+    mine = {(f["direction"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (f["packets"], f["bytes"])
+            for f in doc["flows"] if f["pid"] == cli.pid}  # fmt: skip
+    assert mine == {
+        ("egress", "0.0.0.0", rep["port"], netns.B4, port): (4, 120),
+        ("ingress", netns.B4, port, "0.0.0.0", rep["port"]): (4, 120),
+    }
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

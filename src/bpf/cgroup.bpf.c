@@ -161,7 +161,7 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
 		if ((void *)(v + 1) <= data_end && (*v >> 4) == 6)
 			proto = bpf_htons(ETH_P_IPV6);
 	}
-	count_owned_frame(data, data_end, skb->len, bpf_ktime_get_ns(), dir, proto, o, bpf_skb_cgroup_id(skb));
+	count_owned_frame(data, data_end, skb->len, tick_ns(), dir, proto, o, bpf_skb_cgroup_id(skb));
 	return 1; /* allow: we only count */
 }
 

@@ -10,6 +10,7 @@
 #define PKTSTAT_COUNT_OWNER_BPF_H
 
 #include "parse.bpf.h"
+#include "tick_clock.bpf.h"
 
 #ifndef EEXIST
 #define EEXIST 17

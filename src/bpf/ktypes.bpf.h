@@ -93,12 +93,17 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup v2 */
+};
+
 struct task_struct {
 	unsigned int flags;
 	int tgid;
 	struct task_struct *group_leader;
 	char comm[16];
 	struct files_struct *files;
+	struct css_set *cgroups;
 };
 
 struct sk_buff {

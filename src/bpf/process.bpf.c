@@ -51,6 +51,7 @@
 #include "ktypes.bpf.h"
 #include "cgroup_events.bpf.h"
 #include "flow.h"
+#include "tick_clock.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -121,14 +122,16 @@ struct peer {
 };
 
 enum send_kind {
-	SEND_ONE = 0,  /* sendto/sendmsg or a kernel msghdr: `p` holds it */
-	SEND_MMSG = 1, /* sendmmsg: read message `idx` of the user vector `vec` */
+	SEND_ONE = 0,  /* sendto, or a kernel msghdr: `p` holds the destination */
+	SEND_MSG = 1,  /* sendmsg: `p` holds it, `vec` is the user msghdr */
+	SEND_MMSG = 2, /* sendmmsg: read message `idx` of the user vector `vec` */
 };
 
 /* Per thread, between a send's start and its end. */
 struct send_ctx {
-	__u64 sk;
-	__u64 vec; /* sendmmsg: user pointer to the struct mmsghdr vector */
+	__u64 sk;  /* whose send: struct sock * (fentry, kprobe) or struct file * (tracepoint) */
+	__u64 vec; /* sendmmsg: user pointer to the struct mmsghdr vector; sendto: the
+		    * buffer; sendmsg: the struct user_msghdr (raw sockets: the payload's head) */
 	__u32 vlen;
 	__u32 idx;
 	__u8 kind;
@@ -136,41 +139,41 @@ struct send_ctx {
 	struct peer p;
 };
 
-/* Per thread, between a receive's start and its end (kprobe backend). */
-struct recv_ctx {
-	__u64 sk;
-	__s32 flags;
+/* Per thread (task local storage): what a call in progress needs at its end. */
+struct thread_state {
+	struct send_ctx send; /* a send whose destination or payload head is known: send.sk != 0 */
+	struct peer rx;       /* the datagram a receive is consuming: rx.has_raddr */
+	__u64 recv_sk;        /* kprobe backend: the socket of the receive in progress */
+	__s32 recv_flags;
 	__u32 _pad;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct send_ctx);
-} send_ctxs SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} threads SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct recv_ctx);
-} recv_ctxs SEC(".maps");
+/* The cgroup/recvmsg hooks cannot reach task storage on every kernel: they
+ * leave the address in a per-CPU slot, tagged with the thread, which the
+ * receive's end takes on the same CPU right after (nothing sleeps in
+ * between; should the thread be moved, the tag does not match and the
+ * datagram counts without its peer). Tracepoint backend only. */
+struct rx_slot {
+	__u64 tid; /* pid_tgid of the receiving thread, 0 = empty */
+	struct peer p;
+};
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct peer);
-} rx_peers SEC(".maps");
-
-/* Scratch for building a send context (too big for the stack with a key). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct send_ctx);
-} send_scratch SEC(".maps");
+	__type(value, struct rx_slot);
+} rx_slots SEC(".maps");
+
+/* Settings, written by the engine between open and load. */
+const volatile bool cfg_recvmsg_hooks = false; /* rx_slots is filled */
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -204,16 +207,77 @@ static __always_inline bool all_zero(const __u8 *a)
 	return w[0] == 0 && w[1] == 0;
 }
 
-/* The calling process: TGID, the name of its main thread (what
- * /proc/<pid>/comm shows), its cgroup v2 id. */
-static __always_inline void current_owner(struct flow_key *k)
+static __always_inline bool icmp_proto(__u16 proto)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+}
 
-	k->pid = bpf_get_current_pid_tgid() >> 32;
-	if (BPF_CORE_READ_STR_INTO(&k->comm, t, group_leader, comm) <= 0)
-		bpf_get_current_comm(k->comm, sizeof(k->comm));
-	k->cgroup_id = bpf_get_current_cgroup_id();
+/* The calling thread's state (created on first use when `create`). */
+static __always_inline struct thread_state *thread(bool create)
+{
+	return bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+
+/* ---- what a socket says about itself --------------------------------------------
+ * Filled once per event. Programs that get the socket as a BTF-typed
+ * argument (tracepoints, fentry/fexit) read it with plain CO-RE loads
+ * (sk_info_btf); kprobes, which get bare addresses, through
+ * bpf_probe_read_kernel (sk_info_probe). */
+struct sk_info {
+	__u8 laddr[16]; /* bound/connected local address (v4-mapped for IPv4) */
+	__u8 raddr[16]; /* connected peer, or all zero */
+	__u64 sk;
+	__u16 family, type, proto, lport, rport;
+	__u8 ipver;
+};
+
+static __always_inline bool sk_info_btf(struct sock *sk, struct sk_info *si)
+{
+	si->family = sk->__sk_common.skc_family;
+	if (si->family != AF_INET && si->family != AF_INET6)
+		return false;
+	si->sk = (__u64)sk;
+	si->type = sk->sk_type;
+	si->proto = sk->sk_protocol;
+	si->lport = sk->__sk_common.skc_num;
+	si->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (si->family == AF_INET) {
+		set_v4(si->laddr, sk->__sk_common.skc_rcv_saddr);
+		set_v4(si->raddr, sk->__sk_common.skc_daddr);
+		si->ipver = 4;
+	} else {
+		bpf_probe_read_kernel(si->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(si->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+		si->ipver = 6;
+	}
+	if (!si->lport && si->type != SOCK_RAW) /* unbound already (TCP_CLOSE, data left to read) */
+		si->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return true;
+}
+
+static __always_inline bool sk_info_probe(struct sock *sk, struct sk_info *si)
+{
+	si->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (si->family != AF_INET && si->family != AF_INET6)
+		return false;
+	si->sk = (__u64)sk;
+	si->type = BPF_CORE_READ(sk, sk_type);
+	si->proto = BPF_CORE_READ(sk, sk_protocol);
+	si->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	si->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (si->family == AF_INET) {
+		set_v4(si->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		set_v4(si->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		si->ipver = 4;
+	} else {
+		bpf_core_read(si->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(si->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+		si->ipver = 6;
+	}
+	if (!si->lport && si->type != SOCK_RAW)
+		si->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return true;
 }
 
 /* A sockaddr (user or kernel memory) -> peer. Reads 16 bytes first so that a
@@ -284,12 +348,10 @@ static __always_inline void read_msg_head(struct msghdr *msg, struct peer *p)
 
 /* The IP and L4 headers of a datagram being consumed -> peer. Reads both
  * interpretations of the first L4 bytes (ports, ICMP type/code/id): the
- * receiving socket's protocol decides which applies. */
-static __always_inline bool skb_peer(struct sk_buff *skb, struct peer *p)
+ * receiving socket's protocol decides which applies. The skb's own fields
+ * come as arguments (the caller reads them as its program type allows). */
+static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __be16 l3, struct peer *p)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__be16 l3 = BPF_CORE_READ(skb, protocol);
 	unsigned char *l4;
 	__u8 h[8];
 
@@ -317,8 +379,6 @@ static __always_inline bool skb_peer(struct sk_buff *skb, struct peer *p)
 		p->proto = ip6.nexthdr;
 		if (ip6.nexthdr != IPPROTO_UDP && ip6.nexthdr != IPPROTO_UDPLITE && ip6.nexthdr != IPPROTO_ICMPV6) {
 			/* extension headers: the stack has found the L4 header */
-			__u16 th = BPF_CORE_READ(skb, transport_header);
-
 			if (th == 0xffff || th <= nh + sizeof(ip6))
 				return false;
 			p->l4len -= th - (nh + sizeof(ip6));
@@ -340,35 +400,26 @@ static __always_inline bool skb_peer(struct sk_buff *skb, struct peer *p)
 	return true;
 }
 
-static __always_inline bool icmp_proto(__u16 proto)
+/* Is `p` (a datagram's stashed peer) the datagram this receive returned? */
+static __always_inline bool rx_matches(const struct sk_info *si, const struct peer *p, long ret)
 {
-	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
-}
-
-/* Is `p` (from a consumed datagram) the datagram this receive returned? */
-static __always_inline bool rx_matches(struct sock *sk, const struct peer *p, long ret)
-{
-	__u16 type = BPF_CORE_READ(sk, sk_type);
-	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
-	__u16 num = BPF_CORE_READ(sk, __sk_common.skc_num);
-
-	if (p->sk && p->sk != (__u64)sk)
+	if (p->sk && p->sk != si->sk)
 		return false;
-	if (p->proto && p->proto != proto)
+	if (p->proto && p->proto != si->proto)
 		return false;
-	if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
-		return p->lport == num && (p->l4len == ~0U || (__u64)ret + 8 <= p->l4len);
-	if (type == SOCK_DGRAM && icmp_proto(proto)) /* ping socket: its echo id is its "port" */
-		return p->icmp_id == num && (__u64)ret <= p->l4len;
+	if (si->proto == IPPROTO_UDP || si->proto == IPPROTO_UDPLITE)
+		return p->lport == si->lport && (p->l4len == ~0U || (__u64)ret + 8 <= p->l4len);
+	if (si->type == SOCK_DGRAM && icmp_proto(si->proto)) /* ping socket: its echo id is its "port" */
+		return p->icmp_id == si->lport && (__u64)ret <= p->l4len;
 	/* a raw IPv4 socket returns the IP header too */
-	return type == SOCK_RAW && (__u64)ret <= (__u64)p->l4len + 60;
+	return si->type == SOCK_RAW && (__u64)ret <= (__u64)p->l4len + 60;
 }
 
 /* ---- accounting ---------------------------------------------------------------- */
 
 static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 dir)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = tick_ns();
 	struct flow_value *v;
 	struct dir_stats *st = bpf_map_lookup_elem(&stats, &dir);
 
@@ -410,11 +461,25 @@ hit:
 	st->overflow_bytes += bytes;
 }
 
-/* Remember who sends on a TCP socket, for its retransmissions. */
-static __always_inline void note_owner(struct sock *sk, const struct flow_key *k)
+/* The calling process: TGID, the name of its main thread (what
+ * /proc/<pid>/comm shows), its cgroup v2 id. */
+static __always_inline void current_owner(struct flow_key *k)
 {
-	__u64 key = (__u64)sk;
-	struct proc_owner *o = bpf_map_lookup_elem(&process_owners, &key);
+	struct task_struct *t = bpf_get_current_task_btf();
+	const __u64 *comm = (const __u64 *)t->group_leader->comm;
+
+	/* plain loads from the task (what bpf_get_current_pid_tgid, _comm and
+	 * _cgroup_id read, without a helper call each) */
+	k->pid = t->tgid;
+	((__u64 *)k->comm)[0] = comm[0];
+	((__u64 *)k->comm)[1] = comm[1];
+	k->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+}
+
+/* Remember who sends on a TCP socket, for its retransmissions. */
+static __always_inline void note_owner(__u64 sk, const struct flow_key *k)
+{
+	struct proc_owner *o = bpf_map_lookup_elem(&process_owners, &sk);
 	struct proc_owner n = {};
 
 	if (o && o->pid == k->pid && o->cgroup_id == k->cgroup_id)
@@ -422,43 +487,27 @@ static __always_inline void note_owner(struct sock *sk, const struct flow_key *k
 	n.pid = k->pid;
 	n.cgroup_id = k->cgroup_id;
 	__builtin_memcpy(n.comm, k->comm, sizeof(n.comm));
-	bpf_map_update_elem(&process_owners, &key, &n, BPF_ANY);
+	bpf_map_update_elem(&process_owners, &sk, &n, BPF_ANY);
 }
 
-/* One event of `sk`. `p`: the datagram's peer (NULL: the socket's). `owner`:
- * who to attribute it to (NULL: the calling process). */
-static __always_inline void count_event(struct sock *sk, __u64 bytes, __u32 dir, const struct peer *p,
+/* One event of the socket `si`. `p`: the datagram's peer (NULL: the
+ * socket's). `owner`: who to attribute it to (NULL: the calling process). */
+static __always_inline void count_event(const struct sk_info *si, __u64 bytes, __u32 dir, const struct peer *p,
 					const struct proc_owner *owner, __u8 kind)
 {
 	struct flow_key key;
 	struct flow_tuple *t = &key.tuple;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u16 type, proto, lport, rport;
+	__u16 lport = si->lport, rport = si->rport;
 	__u8 *loc, *rem;
 
-	if (family != AF_INET && family != AF_INET6)
-		return;
 	__builtin_memset(&key, 0, sizeof(key));
-	type = BPF_CORE_READ(sk, sk_type);
-	proto = BPF_CORE_READ(sk, sk_protocol);
 	loc = dir == FLOW_DIR_EGRESS ? t->saddr : t->daddr;
 	rem = dir == FLOW_DIR_EGRESS ? t->daddr : t->saddr;
+	__builtin_memcpy(loc, si->laddr, 16);
+	__builtin_memcpy(rem, si->raddr, 16);
+	t->ipver = si->ipver;
 
-	if (family == AF_INET) {
-		set_v4(loc, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		set_v4(rem, BPF_CORE_READ(sk, __sk_common.skc_daddr));
-		t->ipver = 4;
-	} else {
-		bpf_core_read(loc, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(rem, 16, &sk->__sk_common.skc_v6_daddr);
-		t->ipver = 6;
-	}
-	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!lport && type != SOCK_RAW)
-		lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-
-	if (type != SOCK_STREAM) {
+	if (si->type != SOCK_STREAM) {
 		if (p && p->has_raddr) {
 			__builtin_memcpy(rem, p->raddr, 16);
 			rport = p->rport;
@@ -477,24 +526,24 @@ static __always_inline void count_event(struct sock *sk, __u64 bytes, __u32 dir,
 		rem[10] = rem[11] = 0xff;
 	}
 
-	if (icmp_proto(proto)) {
+	if (icmp_proto(si->proto)) {
 		__u8 itype = 0, icode = 0;
 
 		if (p && p->has_icmp) {
 			itype = p->icmp_type;
 			icode = p->icmp_code;
-		} else if (type == SOCK_DGRAM) { /* a ping socket sends echo requests only */
-			itype = dir == FLOW_DIR_EGRESS ? (proto == IPPROTO_ICMP ? 8 : 128)
-						       : (proto == IPPROTO_ICMP ? 0 : 129);
+		} else if (si->type == SOCK_DGRAM) { /* a ping socket sends echo requests only */
+			itype = dir == FLOW_DIR_EGRESS ? (si->proto == IPPROTO_ICMP ? 8 : 128)
+						       : (si->proto == IPPROTO_ICMP ? 0 : 129);
 		}
 		/* the wire's protocol: an IPv6 socket talking IPv4 would not be ICMP */
 		t->proto = t->ipver == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
 		t->sport = itype;
 		t->dport = icode;
-	} else if (type == SOCK_RAW) {
-		t->proto = proto;
+	} else if (si->type == SOCK_RAW) {
+		t->proto = si->proto;
 	} else {
-		t->proto = proto == IPPROTO_MPTCP_ ? IPPROTO_TCP : proto;
+		t->proto = si->proto == IPPROTO_MPTCP_ ? IPPROTO_TCP : si->proto;
 		t->sport = dir == FLOW_DIR_EGRESS ? lport : rport;
 		t->dport = dir == FLOW_DIR_EGRESS ? rport : lport;
 	}
@@ -507,112 +556,113 @@ static __always_inline void count_event(struct sock *sk, __u64 bytes, __u32 dir,
 		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
 	} else {
 		current_owner(&key);
-		if (type == SOCK_STREAM && dir == FLOW_DIR_EGRESS)
-			note_owner(sk, &key);
+		if (si->type == SOCK_STREAM && dir == FLOW_DIR_EGRESS)
+			note_owner(si->sk, &key);
 	}
 	add_flow(&key, bytes, dir);
 }
 
-static __always_inline void count_retransmit(struct sock *sk, struct sk_buff *skb)
+/* The end of a send call that moved `ret` bytes. */
+static __always_inline void finish_send(const struct sk_info *si, long ret)
+{
+	struct thread_state *ts = si->type != SOCK_STREAM ? thread(false) : NULL;
+	struct peer p;
+	bool have = false;
+
+	if (ts && ts->send.sk == si->sk && ts->send.kind == SEND_ONE) {
+		p = ts->send.p;
+		have = true;
+		ts->send.sk = 0;
+	}
+	if (ret > 0)
+		count_event(si, ret, FLOW_DIR_EGRESS, have ? &p : NULL, NULL, FLOW_KIND_DATA);
+}
+
+/* The end of a receive call on the socket `si`. Candidates for the
+ * datagram's peer, each checked against the socket: the address the kernel
+ * gave the caller (cgroup/recvmsg hooks), then the datagram last consumed
+ * by this thread. Both are used up. */
+static __always_inline void finish_recv(const struct sk_info *si, long ret, int flags)
+{
+	__u64 id;
+	struct thread_state *ts;
+	struct peer p;
+	bool have = false, counted = ret > 0 && !(flags & (MSG_PEEK | MSG_ERRQUEUE));
+
+	if (si->type == SOCK_STREAM) {
+		if (counted)
+			count_event(si, ret, FLOW_DIR_INGRESS, NULL, NULL, FLOW_KIND_DATA);
+		return;
+	}
+	if (cfg_recvmsg_hooks) {
+		__u32 zero = 0;
+		struct rx_slot *slot = bpf_map_lookup_elem(&rx_slots, &zero);
+
+		id = bpf_get_current_pid_tgid();
+		if (slot && slot->tid == id) {
+			p = slot->p;
+			have = counted && rx_matches(si, &p, ret);
+			slot->tid = 0;
+		}
+	}
+	ts = thread(false);
+	if (ts && ts->rx.has_raddr) {
+		if (!have) {
+			p = ts->rx;
+			have = counted && rx_matches(si, &p, ret);
+		}
+		ts->rx.has_raddr = 0;
+	}
+	if (counted)
+		count_event(si, ret, FLOW_DIR_INGRESS, have ? &p : NULL, NULL, FLOW_KIND_DATA);
+}
+
+/* A datagram is being consumed by a receive of the calling thread: its peer,
+ * for the receive's end. `sk`: its socket where known (0: checked at the end). */
+static __always_inline void stash_rx(__u64 sk, unsigned char *head, __u16 nh, __u16 th, __be16 l3)
+{
+	struct thread_state *ts;
+	struct peer p = {};
+
+	if (!skb_peer(head, nh, th, l3, &p))
+		return;
+	ts = thread(true);
+	if (!ts)
+		return;
+	p.sk = sk;
+	ts->rx = p;
+}
+
+/* Start of a send through a kernel msghdr (fentry/kprobe backends): what the
+ * end needs, for a datagram socket. */
+static __always_inline void stash_send_msg(struct sock *sk, short type, struct msghdr *msg)
+{
+	struct thread_state *ts;
+	struct send_ctx c = {};
+
+	if (!sk || type == SOCK_STREAM)
+		return;
+	c.sk = (__u64)sk;
+	c.kind = SEND_ONE;
+	read_sockaddr(BPF_CORE_READ(msg, msg_name), BPF_CORE_READ(msg, msg_namelen), false, &c.p);
+	if (type == SOCK_RAW)
+		read_msg_head(msg, &c.p);
+	if (!c.p.has_raddr && !c.p.has_icmp)
+		return; /* the socket says all: nothing to carry */
+	ts = thread(true);
+	if (ts)
+		ts->send = c;
+}
+
+static __always_inline void count_retransmit(struct sock *sk, __u64 len)
 {
 	__u64 key = (__u64)sk;
 	struct proc_owner *o = bpf_map_lookup_elem(&process_owners, &key);
 	struct proc_owner nobody = {};
+	struct sk_info si;
 
-	count_event(sk, BPF_CORE_READ(skb, len), FLOW_DIR_EGRESS, NULL, o ? o : &nobody, FLOW_KIND_RETRANSMIT);
-}
-
-static __always_inline void forget_socket(struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-
-	bpf_map_delete_elem(&process_owners, &key);
-}
-
-/* A datagram `sk` is consuming: remember its peer for the receive's end. */
-static __always_inline void stash_rx(struct sock *sk, struct sk_buff *skb, bool sk_known)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct peer p = {};
-
-	if (sk_known) {
-		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
-		if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_type) == SOCK_STREAM)
-			return;
-		p.sk = (__u64)sk;
-	}
-	if (!skb_peer(skb, &p))
-		return;
-	bpf_map_update_elem(&rx_peers, &id, &p, BPF_ANY);
-}
-
-/* The end of a receive call on `sk`. */
-static __always_inline void finish_recv(struct sock *sk, long ret, int flags)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct peer *p = NULL;
-	struct peer copy;
-
-	if (!sk)
-		return;
-	if (BPF_CORE_READ(sk, sk_type) != SOCK_STREAM) {
-		p = bpf_map_lookup_elem(&rx_peers, &id);
-		if (p) {
-			copy = *p;
-			bpf_map_delete_elem(&rx_peers, &id);
-			p = &copy;
-		}
-	}
-	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)))
-		return;
-	if (p && !rx_matches(sk, p, ret))
-		p = NULL;
-	count_event(sk, ret, FLOW_DIR_INGRESS, p, NULL, FLOW_KIND_DATA);
-}
-
-/* Start of a send through a kernel msghdr (fentry/kprobe backends). */
-static __always_inline void stash_send_msg(struct socket *sock, struct msghdr *msg, bool always)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 zero = 0;
-	struct send_ctx *c;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	short type = BPF_CORE_READ(sock, type);
-
-	if (!sk || (type == SOCK_STREAM && !always))
-		return;
-	c = bpf_map_lookup_elem(&send_scratch, &zero);
-	if (!c)
-		return;
-	__builtin_memset(c, 0, sizeof(*c));
-	c->sk = (__u64)sk;
-	c->kind = SEND_ONE;
-	if (type != SOCK_STREAM) {
-		read_sockaddr(BPF_CORE_READ(msg, msg_name), BPF_CORE_READ(msg, msg_namelen), false, &c->p);
-		if (type == SOCK_RAW)
-			read_msg_head(msg, &c->p);
-	}
-	bpf_map_update_elem(&send_ctxs, &id, c, BPF_ANY);
-}
-
-/* The end of a send call on `sk` (NULL: take it from the stashed context). */
-static __always_inline void finish_send(struct sock *sk, long ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct send_ctx *c = bpf_map_lookup_elem(&send_ctxs, &id);
-	struct peer p = {};
-	bool have = false;
-
-	if (c && (!sk || c->sk == (__u64)sk)) {
-		sk = (struct sock *)c->sk;
-		p = c->p;
-		have = true;
-		bpf_map_delete_elem(&send_ctxs, &id);
-	}
-	if (!sk || ret <= 0)
-		return;
-	count_event(sk, ret, FLOW_DIR_EGRESS, have ? &p : NULL, NULL, FLOW_KIND_DATA);
+	if (sk_info_btf(sk, &si))
+		count_event(&si, len, FLOW_DIR_EGRESS, NULL, o ? o : &nobody, FLOW_KIND_RETRANSMIT);
 }
 
 /* ---- tracepoint backend --------------------------------------------------------- */
@@ -626,17 +676,14 @@ struct pt_regs___arm64 {
 } __attribute__((preserve_access_index));
 
 #if defined(__TARGET_ARCH_x86)
-#define SYSCALL_ARG0(r) BPF_CORE_READ((struct pt_regs___x86 *)(r), di)
-#define SYSCALL_ARG1(r) BPF_CORE_READ((struct pt_regs___x86 *)(r), si)
-#define SYSCALL_ARG2(r) BPF_CORE_READ((struct pt_regs___x86 *)(r), dx)
-#define SYSCALL_ARG4(r) BPF_CORE_READ((struct pt_regs___x86 *)(r), r8)
-#define SYSCALL_ARG5(r) BPF_CORE_READ((struct pt_regs___x86 *)(r), r9)
+#define SYSCALL_ARG(r, n)                                                                               \
+	((n) == 0   ? BPF_CORE_READ((struct pt_regs___x86 *)(r), di)                                     \
+	 : (n) == 1 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), si)                                     \
+	 : (n) == 2 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), dx)                                     \
+	 : (n) == 4 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), r8)                                     \
+		    : BPF_CORE_READ((struct pt_regs___x86 *)(r), r9))
 #elif defined(__TARGET_ARCH_arm64)
-#define SYSCALL_ARG0(r) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[0])
-#define SYSCALL_ARG1(r) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[1])
-#define SYSCALL_ARG2(r) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[2])
-#define SYSCALL_ARG4(r) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[4])
-#define SYSCALL_ARG5(r) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[5])
+#define SYSCALL_ARG(r, n) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[n])
 #else
 #error "process mode's tracepoint backend knows the syscall registers of x86-64 and arm64 only"
 #endif
@@ -655,23 +702,20 @@ struct user_msghdr64 {
 };
 #define MMSGHDR64_SIZE 64
 
-/* The socket behind file descriptor `fd` of the calling task, or NULL. */
-static __always_inline struct sock *fd_sock(int fd)
+/* The file behind descriptor `fd` of the calling task, or NULL. */
+static __always_inline __u64 fd_file(int fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	struct file **fds, *f = NULL;
-	struct socket *sock;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = t->files->fdt;
+	struct file **fds;
+	__u64 f = 0;
 
-	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	if (!sock || BPF_CORE_READ(sock, file) != f) /* not a socket's file */
-		return NULL;
-	return BPF_CORE_READ(sock, sk);
+	if (fd < 0 || !fdt || (unsigned int)fd >= fdt->max_fds)
+		return 0;
+	fds = fdt->fd;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return 0;
+	return f;
 }
 
 static __always_inline void read_user_msghdr(__u64 uptr, bool raw, struct peer *p)
@@ -682,83 +726,130 @@ static __always_inline void read_user_msghdr(__u64 uptr, bool raw, struct peer *
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)uptr))
 		return;
 	read_sockaddr((void *)m.msg_name, m.msg_namelen, true, p);
-	if (raw && m.msg_iov && m.msg_iovlen &&
-	    !bpf_probe_read_user(&base, sizeof(base), (void *)m.msg_iov))
+	if (raw && m.msg_iov && m.msg_iovlen && !bpf_probe_read_user(&base, sizeof(base), (void *)m.msg_iov))
 		read_head((void *)base, p);
+}
+
+/* sendto(fd, buf, len, flags, addr, addrlen), sendmsg(fd, msg, flags),
+ * sendmmsg(fd, vec, vlen, flags) starting: the destination the caller gives,
+ * for the sock_send_length calls that follow on the socket of that file
+ * (matched by file: the socket's type is not read here, a send() without a
+ * destination costs one lookup). */
+static __always_inline void sys_send_start(long id, __u64 a0, __u64 a1, __u64 a2, __u64 a4, __u64 a5)
+{
+	struct thread_state *ts;
+	struct send_ctx c = {};
+	__u64 f = fd_file((int)a0);
+
+	if (!f)
+		return;
+	c.sk = f;
+	c.vec = a1;
+	if (id == __NR_sendmmsg) {
+		c.kind = SEND_MMSG;
+		c.vlen = (__u32)a2;
+	} else {
+		c.kind = id == __NR_sendto ? SEND_ONE : SEND_MSG;
+		if (id == __NR_sendto)
+			read_sockaddr((void *)a4, (int)a5, true, &c.p);
+		else
+			read_user_msghdr(a1, false, &c.p);
+		if (!c.p.has_raddr) { /* the socket says where (or the send fails) */
+			ts = thread(false);
+			if (ts)
+				ts->send.sk = 0;
+			return;
+		}
+	}
+	ts = thread(true);
+	if (ts)
+		ts->send = c;
+}
+
+/* Where tracefs shows the syscall tracepoints, only the three send calls
+ * run a program; otherwise every system call's entry does (one compare). */
+struct syscall_enter_args {
+	__u64 common; /* struct trace_entry */
+	long nr;
+	unsigned long args[6];
+};
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int proc_tp_sendto(struct syscall_enter_args *ctx)
+{
+	sys_send_start(__NR_sendto, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[4], ctx->args[5]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int proc_tp_sendmsg(struct syscall_enter_args *ctx)
+{
+	sys_send_start(__NR_sendmsg, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int proc_tp_sendmmsg(struct syscall_enter_args *ctx)
+{
+	sys_send_start(__NR_sendmmsg, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
 }
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(proc_tp_sys_enter, struct pt_regs *regs, long id)
 {
-	__u64 tid, arg;
-	__u32 zero = 0;
-	struct send_ctx *c;
-	struct sock *sk;
-	__u16 type, family;
-
 	if (id != __NR_sendto && id != __NR_sendmsg && id != __NR_sendmmsg)
 		return 0;
-	sk = fd_sock((int)SYSCALL_ARG0(regs));
-	if (!sk)
-		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	type = BPF_CORE_READ(sk, sk_type);
-	if ((family != AF_INET && family != AF_INET6) || type == SOCK_STREAM)
-		return 0;
-	c = bpf_map_lookup_elem(&send_scratch, &zero);
-	if (!c)
-		return 0;
-	__builtin_memset(c, 0, sizeof(*c));
-	c->sk = (__u64)sk;
-	arg = SYSCALL_ARG1(regs);
-	if (id == __NR_sendto) {
-		read_sockaddr((void *)SYSCALL_ARG4(regs), (int)SYSCALL_ARG5(regs), true, &c->p);
-		if (type == SOCK_RAW)
-			read_head((void *)arg, &c->p);
-	} else if (id == __NR_sendmsg) {
-		read_user_msghdr(arg, type == SOCK_RAW, &c->p);
-	} else {
-		c->kind = SEND_MMSG;
-		c->vec = arg;
-		c->vlen = (__u32)SYSCALL_ARG2(regs);
-	}
-	tid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&send_ctxs, &tid, c, BPF_ANY);
+	sys_send_start(id, SYSCALL_ARG(regs, 0), SYSCALL_ARG(regs, 1), SYSCALL_ARG(regs, 2), SYSCALL_ARG(regs, 4),
+		       SYSCALL_ARG(regs, 5));
 	return 0;
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(proc_tp_send, struct sock *sk, int ret, int flags)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct send_ctx *c = bpf_map_lookup_elem(&send_ctxs, &id);
+	struct thread_state *ts;
+	struct socket *so;
+	struct sk_info si;
 	struct peer p = {};
 	bool have = false;
 
-	if (c && c->sk == (__u64)sk) {
-		if (c->kind == SEND_MMSG) {
-			if (c->idx < c->vlen) {
-				read_user_msghdr(c->vec + (__u64)c->idx * MMSGHDR64_SIZE,
-						 BPF_CORE_READ(sk, sk_type) == SOCK_RAW, &p);
+	if (!sk_info_btf(sk, &si))
+		return 0;
+	if (si.type != SOCK_STREAM && (ts = thread(false)) && ts->send.sk && (so = sk->sk_socket) &&
+	    ts->send.sk == (__u64)so->file) {
+		if (ts->send.kind == SEND_MMSG) {
+			if (ts->send.idx < ts->send.vlen) {
+				read_user_msghdr(ts->send.vec + (__u64)ts->send.idx * MMSGHDR64_SIZE, si.type == SOCK_RAW,
+						 &p);
 				have = true;
 			}
-			if (++c->idx >= c->vlen)
-				bpf_map_delete_elem(&send_ctxs, &id);
+			if (++ts->send.idx >= ts->send.vlen)
+				ts->send.sk = 0;
 		} else {
-			p = c->p;
+			p = ts->send.p;
 			have = true;
-			bpf_map_delete_elem(&send_ctxs, &id);
+			ts->send.sk = 0;
+			if (si.type == SOCK_RAW) { /* the message's type and code: its first bytes */
+				if (ts->send.kind == SEND_ONE)
+					read_head((void *)ts->send.vec, &p);
+				else
+					read_user_msghdr(ts->send.vec, true, &p);
+			}
 		}
 	}
 	if (ret > 0)
-		count_event(sk, ret, FLOW_DIR_EGRESS, have ? &p : NULL, NULL, FLOW_KIND_DATA);
+		count_event(&si, ret, FLOW_DIR_EGRESS, have ? &p : NULL, NULL, FLOW_KIND_DATA);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(proc_tp_recv, struct sock *sk, int ret, int flags)
 {
-	finish_recv(sk, ret, flags);
+	struct sk_info si;
+
+	if (sk_info_btf(sk, &si))
+		finish_recv(&si, ret, flags);
 	return 0;
 }
 
@@ -769,12 +860,14 @@ SEC("tp_btf/consume_skb")
 int BPF_PROG(proc_tp_consume, struct sk_buff *skb)
 {
 	__be16 l3 = skb->protocol;
+	struct task_struct *t;
 
 	if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6))
 		return 0;
-	if (((struct task_struct *)bpf_get_current_task_btf())->flags & PF_KTHREAD)
-		return 0; /* no receive call runs in a kernel thread's softirq */
-	stash_rx(NULL, skb, false);
+	t = bpf_get_current_task_btf();
+	if ((t->flags & PF_KTHREAD) || !t->tgid) /* no receive call runs on a kernel thread */
+		return 0;
+	stash_rx(0, skb->head, skb->network_header, skb->transport_header, l3);
 	return 0;
 }
 
@@ -806,7 +899,13 @@ static __always_inline void stash_recvmsg_addr(struct bpf_sock_addr *ctx, bool v
 	p.proto = sk->protocol;
 	p.l4len = ~0U;
 	p.has_raddr = 1;
-	bpf_map_update_elem(&rx_peers, &id, &p, BPF_ANY);
+	__u32 zero = 0;
+	struct rx_slot *slot = bpf_map_lookup_elem(&rx_slots, &zero);
+
+	if (slot) {
+		slot->tid = id;
+		slot->p = p;
+	}
 }
 
 SEC("cgroup/recvmsg4")
@@ -825,179 +924,182 @@ int proc_tp_recvmsg6(struct bpf_sock_addr *ctx)
 
 /* ---- fentry backend --------------------------------------------------------------- */
 
-SEC("fentry/inet_sendmsg")
-int BPF_PROG(proc_fe_send4, struct socket *sock, struct msghdr *msg, __u64 size)
-{
-	stash_send_msg(sock, msg, false);
-	return 0;
-}
+#define FENTRY_SEND(name, fn)                                                                           \
+	SEC("fentry/" #fn)                                                                               \
+	int BPF_PROG(proc_fe_##name, struct socket *sock, struct msghdr *msg, __u64 size)               \
+	{                                                                                                \
+		stash_send_msg(sock->sk, sock->type, msg);                                               \
+		return 0;                                                                                \
+	}                                                                                                \
+	SEC("fexit/" #fn)                                                                                \
+	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int ret)      \
+	{                                                                                                \
+		struct sk_info si;                                                                       \
+		if (sk_info_btf(sock->sk, &si))                                                          \
+			finish_send(&si, ret);                                                           \
+		return 0;                                                                                \
+	}
 
-SEC("fexit/inet_sendmsg")
-int BPF_PROG(proc_fx_send4, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
-{
-	finish_send(BPF_CORE_READ(sock, sk), ret);
-	return 0;
-}
+FENTRY_SEND(send4, inet_sendmsg)
+FENTRY_SEND(send6, inet6_sendmsg)
 
-SEC("fentry/inet6_sendmsg")
-int BPF_PROG(proc_fe_send6, struct socket *sock, struct msghdr *msg, __u64 size)
-{
-	stash_send_msg(sock, msg, false);
-	return 0;
-}
+/* IPv6 raw and ping sockets (inet6_sockraw_ops) receive through sock_common_recvmsg. */
+#define FEXIT_RECV(name, fn)                                                                            \
+	SEC("fexit/" #fn)                                                                                \
+	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int flags,    \
+		     int ret)                                                                            \
+	{                                                                                                \
+		struct sk_info si;                                                                       \
+		if (sk_info_btf(sock->sk, &si))                                                          \
+			finish_recv(&si, ret, flags);                                                    \
+		return 0;                                                                                \
+	}
 
-SEC("fexit/inet6_sendmsg")
-int BPF_PROG(proc_fx_send6, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
-{
-	finish_send(BPF_CORE_READ(sock, sk), ret);
-	return 0;
-}
+FEXIT_RECV(recv4, inet_recvmsg)
+FEXIT_RECV(recv6, inet6_recvmsg)
+FEXIT_RECV(recv_common, sock_common_recvmsg)
 
-SEC("fexit/inet_recvmsg")
-int BPF_PROG(proc_fx_recv4, struct socket *sock, struct msghdr *msg, __u64 size, int flags, int ret)
+static __always_inline void fe_consume(struct sock *sk, struct sk_buff *skb)
 {
-	finish_recv(BPF_CORE_READ(sock, sk), ret, flags);
-	return 0;
-}
+	__u16 family = sk->__sk_common.skc_family;
 
-SEC("fexit/inet6_recvmsg")
-int BPF_PROG(proc_fx_recv6, struct socket *sock, struct msghdr *msg, __u64 size, int flags, int ret)
-{
-	finish_recv(BPF_CORE_READ(sock, sk), ret, flags);
-	return 0;
-}
-
-/* IPv6 raw and ping sockets (inet6_sockraw_ops) receive through it. */
-SEC("fexit/sock_common_recvmsg")
-int BPF_PROG(proc_fx_recv_common, struct socket *sock, struct msghdr *msg, __u64 size, int flags, int ret)
-{
-	finish_recv(BPF_CORE_READ(sock, sk), ret, flags);
-	return 0;
+	if ((family != AF_INET && family != AF_INET6) || sk->sk_type == SOCK_STREAM)
+		return;
+	stash_rx((__u64)sk, skb->head, skb->network_header, skb->transport_header, skb->protocol);
 }
 
 SEC("fentry/skb_consume_udp")
 int BPF_PROG(proc_fe_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
 {
-	stash_rx(sk, skb, true);
+	fe_consume(sk, skb);
 	return 0;
 }
 
 SEC("fentry/skb_free_datagram")
 int BPF_PROG(proc_fe_free_datagram, struct sock *sk, struct sk_buff *skb)
 {
-	stash_rx(sk, skb, true);
+	fe_consume(sk, skb);
 	return 0;
 }
 
 /* ---- kprobe backend ----------------------------------------------------------------- */
 
-SEC("kprobe/inet_sendmsg")
-int BPF_KPROBE(proc_kp_send4, struct socket *sock, struct msghdr *msg)
+static __always_inline void kp_send_start(struct socket *sock, struct msghdr *msg)
 {
-	stash_send_msg(sock, msg, true);
-	return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct thread_state *ts;
+
+	if (BPF_CORE_READ(sock, type) != SOCK_STREAM) {
+		stash_send_msg(sk, BPF_CORE_READ(sock, type), msg);
+		return;
+	}
+	/* a stream socket: only the end needs to know which */
+	ts = thread(true);
+	if (ts) {
+		ts->send.sk = (__u64)sk;
+		ts->send.kind = SEND_ONE;
+		ts->send.p.has_raddr = ts->send.p.has_icmp = 0;
+	}
 }
 
-SEC("kretprobe/inet_sendmsg")
-int BPF_KRETPROBE(proc_krp_send4, int ret)
+static __always_inline void kp_send_end(long ret)
 {
-	finish_send(NULL, ret);
-	return 0;
+	struct thread_state *ts = thread(false);
+	struct sk_info si;
+	struct peer p;
+
+	if (!ts || !ts->send.sk)
+		return;
+	p = ts->send.p;
+	if (!sk_info_probe((struct sock *)ts->send.sk, &si)) {
+		ts->send.sk = 0;
+		return;
+	}
+	ts->send.sk = 0;
+	if (ret > 0)
+		count_event(&si, ret, FLOW_DIR_EGRESS, p.has_raddr || p.has_icmp ? &p : NULL, NULL, FLOW_KIND_DATA);
 }
 
-SEC("kprobe/inet6_sendmsg")
-int BPF_KPROBE(proc_kp_send6, struct socket *sock, struct msghdr *msg)
-{
-	stash_send_msg(sock, msg, true);
-	return 0;
-}
+#define KPROBE_SEND(name, fn)                                                                           \
+	SEC("kprobe/" #fn)                                                                               \
+	int BPF_KPROBE(proc_kp_##name, struct socket *sock, struct msghdr *msg)                          \
+	{                                                                                                \
+		kp_send_start(sock, msg);                                                                \
+		return 0;                                                                                \
+	}                                                                                                \
+	SEC("kretprobe/" #fn)                                                                            \
+	int BPF_KRETPROBE(proc_krp_##name, int ret)                                                      \
+	{                                                                                                \
+		kp_send_end(ret);                                                                        \
+		return 0;                                                                                \
+	}
 
-SEC("kretprobe/inet6_sendmsg")
-int BPF_KRETPROBE(proc_krp_send6, int ret)
-{
-	finish_send(NULL, ret);
-	return 0;
-}
+KPROBE_SEND(send4, inet_sendmsg)
+KPROBE_SEND(send6, inet6_sendmsg)
 
 static __always_inline void kp_recv_start(struct socket *sock, int flags)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct recv_ctx c = {
-		.sk = (__u64)BPF_CORE_READ(sock, sk),
-		.flags = flags,
-	};
+	struct thread_state *ts = thread(true);
 
-	bpf_map_update_elem(&recv_ctxs, &id, &c, BPF_ANY);
+	if (ts) {
+		ts->recv_sk = (__u64)BPF_CORE_READ(sock, sk);
+		ts->recv_flags = flags;
+	}
 }
 
 static __always_inline void kp_recv_end(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct recv_ctx *c = bpf_map_lookup_elem(&recv_ctxs, &id);
-	struct sock *sk;
-	int flags;
+	struct thread_state *ts = thread(false);
+	struct sk_info si;
+	__u64 sk;
 
-	if (!c)
+	if (!ts || !ts->recv_sk)
 		return;
-	sk = (struct sock *)c->sk;
-	flags = c->flags;
-	bpf_map_delete_elem(&recv_ctxs, &id);
-	finish_recv(sk, ret, flags);
+	sk = ts->recv_sk;
+	ts->recv_sk = 0;
+	if (sk_info_probe((struct sock *)sk, &si))
+		finish_recv(&si, ret, ts->recv_flags);
 }
 
-SEC("kprobe/inet_recvmsg")
-int BPF_KPROBE(proc_kp_recv4, struct socket *sock, struct msghdr *msg, __u64 size, int flags)
-{
-	kp_recv_start(sock, flags);
-	return 0;
-}
+#define KPROBE_RECV(name, fn)                                                                           \
+	SEC("kprobe/" #fn)                                                                               \
+	int BPF_KPROBE(proc_kp_##name, struct socket *sock, struct msghdr *msg, __u64 size, int flags)   \
+	{                                                                                                \
+		kp_recv_start(sock, flags);                                                              \
+		return 0;                                                                                \
+	}                                                                                                \
+	SEC("kretprobe/" #fn)                                                                            \
+	int BPF_KRETPROBE(proc_krp_##name, int ret)                                                      \
+	{                                                                                                \
+		kp_recv_end(ret);                                                                        \
+		return 0;                                                                                \
+	}
 
-SEC("kretprobe/inet_recvmsg")
-int BPF_KRETPROBE(proc_krp_recv4, int ret)
-{
-	kp_recv_end(ret);
-	return 0;
-}
+KPROBE_RECV(recv4, inet_recvmsg)
+KPROBE_RECV(recv6, inet6_recvmsg)
+KPROBE_RECV(recv_common, sock_common_recvmsg)
 
-SEC("kprobe/inet6_recvmsg")
-int BPF_KPROBE(proc_kp_recv6, struct socket *sock, struct msghdr *msg, __u64 size, int flags)
+static __always_inline void kp_consume(struct sock *sk, struct sk_buff *skb)
 {
-	kp_recv_start(sock, flags);
-	return 0;
-}
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
-SEC("kretprobe/inet6_recvmsg")
-int BPF_KRETPROBE(proc_krp_recv6, int ret)
-{
-	kp_recv_end(ret);
-	return 0;
-}
-
-SEC("kprobe/sock_common_recvmsg")
-int BPF_KPROBE(proc_kp_recv_common, struct socket *sock, struct msghdr *msg, __u64 size, int flags)
-{
-	kp_recv_start(sock, flags);
-	return 0;
-}
-
-SEC("kretprobe/sock_common_recvmsg")
-int BPF_KRETPROBE(proc_krp_recv_common, int ret)
-{
-	kp_recv_end(ret);
-	return 0;
+	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_type) == SOCK_STREAM)
+		return;
+	stash_rx((__u64)sk, BPF_CORE_READ(skb, head), BPF_CORE_READ(skb, network_header),
+		 BPF_CORE_READ(skb, transport_header), BPF_CORE_READ(skb, protocol));
 }
 
 SEC("kprobe/skb_consume_udp")
 int BPF_KPROBE(proc_kp_consume_udp, struct sock *sk, struct sk_buff *skb)
 {
-	stash_rx(sk, skb, true);
+	kp_consume(sk, skb);
 	return 0;
 }
 
 SEC("kprobe/skb_free_datagram")
 int BPF_KPROBE(proc_kp_free_datagram, struct sock *sk, struct sk_buff *skb)
 {
-	stash_rx(sk, skb, true);
+	kp_consume(sk, skb);
 	return 0;
 }
 
@@ -1008,7 +1110,7 @@ int BPF_KPROBE(proc_kp_free_datagram, struct sock *sk, struct sk_buff *skb)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(proc_tp_retrans, struct sock *sk, struct sk_buff *skb)
 {
-	count_retransmit(sk, skb);
+	count_retransmit(sk, skb->len);
 	return 0;
 }
 
@@ -1017,15 +1119,17 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err)
 {
 	if (!err)
-		count_retransmit(sk, skb);
+		count_retransmit(sk, skb->len);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate)
 {
+	__u64 key = (__u64)sk;
+
 	if (newstate == TCP_CLOSE)
-		forget_socket(sk);
+		bpf_map_delete_elem(&process_owners, &key);
 	return 0;
 }
 

@@ -25,8 +25,7 @@ struct BackendSpec {
 };
 
 const BackendSpec kTracepoint{ProcessBackend::Tracepoint,
-                              {"proc_tp_sys_enter", "proc_tp_send", "proc_tp_recv", "proc_tp_consume",
-                               }};
+                              {"proc_tp_send", "proc_tp_recv", "proc_tp_consume" /* + the send syscalls' */}};
 const BackendSpec kFentry{ProcessBackend::Fentry,
                           {"proc_fe_send4", "proc_fx_send4", "proc_fe_send6", "proc_fx_send6", "proc_fx_recv4",
                            "proc_fx_recv6", "proc_fx_recv_common", "proc_fe_consume_udp", "proc_fe_free_datagram"}};
@@ -71,6 +70,15 @@ private:
 };
 
 bool file_exists(const char *path) { return ::access(path, F_OK) == 0; }
+
+// Can libbpf attach the syscall tracepoints (it looks in debugfs's tracing
+// directory where one exists, else in tracefs)?
+bool syscall_tracepoints_visible() {
+	const char *root = file_exists("/sys/kernel/debug/tracing") ? "/sys/kernel/debug/tracing" : "/sys/kernel/tracing";
+	for (const char *sc : {"sendto", "sendmsg", "sendmmsg"})
+		if (!file_exists((std::string(root) + "/events/syscalls/sys_enter_" + sc + "/id").c_str())) return false;
+	return !forced_missing("syscall_tracepoints");
+}
 
 bool kernel_has_kprobes() {
 	return file_exists("/sys/bus/event_source/devices/kprobe/type") ||
@@ -200,6 +208,15 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 		progs.push_back(retrans_args >= 3 ? "proc_tp_retrans_err" : "proc_tp_retrans");
 		progs.push_back("proc_tp_state");
 		if (b == ProcessBackend::Tracepoint) {
+			// the send syscalls' arguments: through their own tracepoints where
+			// tracefs shows them, else a check at every system call's entry
+			if (syscall_tracepoints_visible()) {
+				progs.push_back("proc_tp_sendto");
+				progs.push_back("proc_tp_sendmsg");
+				progs.push_back("proc_tp_sendmmsg");
+			} else {
+				progs.push_back("proc_tp_sys_enter");
+			}
 			if (!opts.cgroup_mount.empty()) { // sources of datagrams whose receiver asks for them
 				progs.push_back("proc_tp_recvmsg4");
 				progs.push_back("proc_tp_recvmsg6");
@@ -212,6 +229,7 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 			bpf_program__set_autoload(prog, true);
 		}
 		(*skel)->rodata->cfg_dfl_hierarchy = 0;
+		(*skel)->rodata->cfg_recvmsg_hooks = b == ProcessBackend::Tracepoint && !opts.cgroup_mount.empty();
 		check_libbpf(bpf_map__set_max_entries((*skel)->maps.flows, opts.max_entries), "set flow map size");
 		try {
 			skel->load();

@@ -119,6 +119,7 @@ class ProcessMode:
         ev = self.engine.proc_stats()
         extra: dict[str, Any] = {
             "backend": self.engine.backend,
+            "hooks": list(self.engine.hooks),
             "unownedPackets": ev["unowned_packets"],
             "unownedBytes": ev["unowned_bytes"],
             "noPeerPackets": ev["no_peer_packets"],
