@@ -113,4 +113,16 @@ def netns_v4only(bpf):
     pair.destroy()
 
 
+@pytest.fixture
+def cg(bpf):
+    """A cgroup v2 tree of the test's own (see tests/cgroups.py), removed after."""
+    from cgroups import TestCgroup, cgroup2_mount
+
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
+    c = TestCgroup()
+    yield c
+    c.destroy()
+
+
 pytest_plugins = ["pytester"]

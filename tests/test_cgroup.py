@@ -32,15 +32,6 @@ CGROUP_PROGS = sorted(("owner_skb_egress", "owner_skb_ingress", "owner_sock_crea
 OWNER_PROGS = set(CGROUP_PROGS) | {"owner_fork", "owner_send", "owner_recv", "owner_cgroup_mkdir"}
 
 
-@pytest.fixture
-def cg(bpf):
-    if cgroup2_mount() is None:
-        pytest.skip("no writable cgroup v2 mount")
-    c = TestCgroup()
-    yield c
-    c.destroy()
-
-
 def rows(snap) -> list[dict]:
     return snap.flows()
 

@@ -29,7 +29,7 @@ import urllib.request
 import pytest
 
 import pktstat_bpf
-from cgroups import TestCgroup, cgroup2_mount
+from cgroups import TestCgroup
 from netns import NetnsPair
 from test_replay import udp4, write_pcap
 from traffic import IP4, UDP
@@ -49,9 +49,9 @@ class Hostile:
     """A test cgroup with a child named CGDIR, a sink in namespace B, and a
     process named COMM in the child that sends 3 datagrams to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, cg: TestCgroup) -> None:
         self.ns = NetnsPair(ipv6=False)
-        self.cg = TestCgroup()
+        self.cg = cg
         self.dir = self.cg.child(CGDIR)
         self.peer = self.ns.peer("udp", "7400")
 
@@ -66,15 +66,12 @@ class Hostile:
 
     def destroy(self) -> None:
         self.peer.kill()
-        self.cg.destroy()
         self.ns.destroy()
 
 
 @pytest.fixture
-def hostile(bpf):
-    if cgroup2_mount() is None:
-        pytest.skip("no writable cgroup v2 mount")
-    h = Hostile()
+def hostile(cg):
+    h = Hostile(cg)
     yield h
     h.destroy()
 
@@ -123,6 +120,31 @@ def test_json_and_json_lines_quote_comm_and_cgroup_exactly(hostile):
     mine = [r for r in rows if r["srcPort"] == sport]
     assert mine and all((r["pid"], r["comm"], r["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}") for r in mine)
     assert sum(r["packets"] for r in mine) == 3
+
+
+def test_process_mode_escapes_comm_and_cgroup_in_text_and_quotes_them_in_json(hostile):
+    """Process mode (-k) names every process of the host: the same hostile
+    names, in its text report and JSON."""
+    for as_json in (False, True):
+        p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", *(["-j"] if as_json else [])],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert " via " in p.stderr.readline()
+        pid, sport = hostile.send()
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert (p.returncode, err) == (0, ""), err
+        assert out.isascii() and no_control_characters(out)
+        if as_json:
+            (f,) = [f for f in json.loads(out)["flows"] if f["pid"] == pid]
+            assert (f["comm"], f["cgroup"], f["srcPort"]) == (COMM, f"{hostile.rel}/{CGDIR}", sport)
+            assert (f["packets"], f["bytes"]) == (3, 3 * 20)  # process mode: payload bytes
+        else:
+            lines = out.splitlines()
+            assert all(ln.startswith("# process ") or ln.startswith("bitrate: ") for ln in lines), out
+            (line,) = [ln for ln in lines if f", pid: {pid}," in ln]
+            assert f"src: 0.0.0.0:{sport}, " in line and "packets: 3, bytes: 60, proto: UDP" in line
+            assert line.endswith(f", pid: {pid}, comm: {COMM_ESCAPED}, cgroup: {hostile.rel}/{CGDIR_ESCAPED}")
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed (make setup installs it)")

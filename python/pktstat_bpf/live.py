@@ -152,11 +152,17 @@ def _totals_delta(cur: Totals, prev: Totals | None, delta: np.ndarray) -> Totals
         name: getattr(cur, name) - getattr(prev, name) if prev is not None else getattr(cur, name)
         for name in ("ingress", "egress", "none")
     }
+    def unowned(name: str) -> int | None:  # process modes' events without a pid, in the interval
+        now, before = getattr(cur, name), getattr(prev, name) if prev is not None else None
+        return None if now is None else now - (before or 0)
+
     return Totals(
         **counters,
         flow_packets=int(delta["packets"].sum(dtype=np.uint64)) if len(delta) else 0,
         flow_bytes=int(delta["bytes"].sum(dtype=np.uint64)) if len(delta) else 0,
         flows=len(delta),
+        unowned_packets=unowned("unowned_packets"),
+        unowned_bytes=unowned("unowned_bytes"),
     )
 
 

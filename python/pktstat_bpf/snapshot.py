@@ -52,7 +52,9 @@ def _camel(s: str) -> str:
 @dataclass(frozen=True)
 class Totals:
     """Conservation counters per direction (``none`` is replay, where a
-    capture file has no direction), and the sum over flows."""
+    capture file has no direction), and the sum over flows. In modes that
+    attribute traffic to processes, ``unowned_packets``/``unowned_bytes``
+    count the events in flows without a pid (None elsewhere)."""
 
     ingress: Counters = Counters()
     egress: Counters = Counters()
@@ -60,9 +62,13 @@ class Totals:
     flow_packets: int = 0
     flow_bytes: int = 0
     flows: int = 0
+    unowned_packets: int | None = None
+    unowned_bytes: int | None = None
 
     @classmethod
-    def from_arrays(cls, stats: np.ndarray, records: np.ndarray) -> "Totals":
+    def from_arrays(
+        cls, stats: np.ndarray, records: np.ndarray, unowned: tuple[int, int] | None = None
+    ) -> "Totals":
         names = stats.dtype.names or ()
         per_dir = [Counters(*(int(stats[d][f]) for f in names)) for d in range(len(stats))]
         ingress, egress, none = (per_dir + [Counters()] * 3)[:3]  # the engines give all three
@@ -73,6 +79,8 @@ class Totals:
             flow_packets=int(records["packets"].sum(dtype=np.uint64)) if len(records) else 0,
             flow_bytes=int(records["bytes"].sum(dtype=np.uint64)) if len(records) else 0,
             flows=len(records),
+            unowned_packets=None if unowned is None else int(unowned[0]),
+            unowned_bytes=None if unowned is None else int(unowned[1]),
         )
 
     @property
@@ -94,6 +102,9 @@ class Totals:
         d["flows"] = self.flows
         d["flowPackets"] = self.flow_packets
         d["flowBytes"] = self.flow_bytes
+        if self.unowned_packets is not None:
+            d["unownedPackets"] = self.unowned_packets
+            d["unownedBytes"] = self.unowned_bytes
         for name in ("ingress", "egress"):
             c = getattr(self, name)
             if c.packets:
@@ -225,6 +236,8 @@ class Snapshot:
             f"{a.packets} packets, {a.bytes} bytes{dirs}; "
             f"unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; "
             f"overflow {a.overflow_packets} packets/{a.overflow_bytes} bytes"
+            + (f"; without owner {t.unowned_packets} packets/{t.unowned_bytes} bytes"
+               if t.unowned_packets is not None else "")
             + (f"; {self.extra['note']}" if self.extra.get("note") else "")
         )
 

@@ -104,6 +104,7 @@ def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
     return (
         f"{head}  flows: {t.flows}  packets: {a.packets}  bytes: {a.bytes}  rate: {render.format_bitrate(rate)}"
         f"  unparsed: {a.unparsed_packets}/{a.unparsed_bytes}  overflow: {a.overflow_packets}/{a.overflow_bytes}"
+        + (f"  unowned: {t.unowned_packets}/{t.unowned_bytes}" if t.unowned_packets is not None else "")
         + dirs
     )
 

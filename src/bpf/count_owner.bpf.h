@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * count_owner.bpf.h - per-packet accounting keyed by the full struct
- * flow_key (tuple + pid + cgroup id + comm), for programs that know which
- * socket a packet belongs to (cgroup_skb). Same parser (parse.bpf.h) and the
+ * count_owner.bpf.h - accounting keyed by the full struct flow_key (tuple +
+ * pid + cgroup id + comm), for programs that know whose traffic it is:
+ * cgroup_skb packets (count_owned_frame) and process mode's socket events
+ * (add_owned_flow). Same parser (parse.bpf.h) and the
  * same conservation counters as count.bpf.h: every packet is counted once
  * more, in a flow, as unparsed or as overflow.
  */
@@ -30,13 +31,47 @@ struct {
 	__type(value, struct dir_stats);
 } stats SEC(".maps");
 
+/* Count `len` bytes of one packet (or event) in the flow `key`, or as
+ * overflow in `st` when the table has no room for a new flow. */
+static __always_inline void add_owned_flow(struct flow_key *key, __u64 len, __u64 now, struct dir_stats *st)
+{
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+
+	if (v) {
+hit:
+		if (!v->packets) /* this CPU's first packet of a flow another CPU made */
+			v->first_seen_ns = now;
+		v->packets++;
+		v->bytes += len;
+		v->last_seen_ns = now;
+		return;
+	}
+
+	struct flow_value init = {
+		.packets = 1,
+		.bytes = len,
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+	};
+	long err = bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
+
+	if (!err)
+		return;
+	if (err == -EEXIST) { /* another CPU inserted it meanwhile */
+		v = bpf_map_lookup_elem(&flows, key);
+		if (v)
+			goto hit;
+	}
+	st->overflow_packets++;
+	st->overflow_bytes += len;
+}
+
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */
 static __always_inline void count_owned_frame(void *data, void *data_end, __u64 len, __u64 now, __u32 dir,
 					      __be16 l2_proto, const struct sock_owner *owner,
 					      __u64 cgroup_id)
 {
 	struct flow_key key;
-	struct flow_value *v;
 	struct dir_stats *st;
 
 	st = bpf_map_lookup_elem(&stats, &dir);
@@ -58,34 +93,7 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
 	}
 
-	v = bpf_map_lookup_elem(&flows, &key);
-	if (v) {
-hit:
-		if (!v->packets)
-			v->first_seen_ns = now;
-		v->packets++;
-		v->bytes += len;
-		v->last_seen_ns = now;
-		return;
-	}
-
-	struct flow_value init = {
-		.packets = 1,
-		.bytes = len,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-	};
-	long err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
-
-	if (!err)
-		return;
-	if (err == -EEXIST) {
-		v = bpf_map_lookup_elem(&flows, &key);
-		if (v)
-			goto hit;
-	}
-	st->overflow_packets++;
-	st->overflow_bytes += len;
+	add_owned_flow(&key, len, now, st);
 }
 
 #endif /* PKTSTAT_COUNT_OWNER_BPF_H */

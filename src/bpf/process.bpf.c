@@ -50,6 +50,7 @@
 
 #include "ktypes.bpf.h"
 #include "cgroup_events.bpf.h"
+#include "count_owner.bpf.h"
 #include "flow.h"
 #include "tick_clock.bpf.h"
 
@@ -73,20 +74,8 @@
 
 /* ---- maps ------------------------------------------------------------------ */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
-	__type(key, struct flow_key);
-	__type(value, struct flow_value);
-} flows SEC(".maps");
-
-/* Per direction: events seen, and those that did not fit (overflow). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
-	__type(key, __u32);
-	__type(value, struct dir_stats);
-} stats SEC(".maps");
+/* flows and stats (per direction: events seen, and those that did not fit)
+ * come with count_owner.bpf.h. */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -419,8 +408,6 @@ static __always_inline bool rx_matches(const struct sk_info *si, const struct pe
 
 static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 dir)
 {
-	__u64 now = tick_ns();
-	struct flow_value *v;
 	struct dir_stats *st = bpf_map_lookup_elem(&stats, &dir);
 
 	if (!st)
@@ -431,34 +418,7 @@ static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 di
 		proc_stat_add(PROC_STAT_UNOWNED_PACKETS, 1);
 		proc_stat_add(PROC_STAT_UNOWNED_BYTES, bytes);
 	}
-
-	v = bpf_map_lookup_elem(&flows, key);
-	if (v) {
-hit:
-		if (!v->packets)
-			v->first_seen_ns = now;
-		v->packets++;
-		v->bytes += bytes;
-		v->last_seen_ns = now;
-		return;
-	}
-	struct flow_value init = {
-		.packets = 1,
-		.bytes = bytes,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-	};
-	long err = bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
-
-	if (!err)
-		return;
-	if (err == -EEXIST) {
-		v = bpf_map_lookup_elem(&flows, key);
-		if (v)
-			goto hit;
-	}
-	st->overflow_packets++;
-	st->overflow_bytes += bytes;
+	add_owned_flow(key, bytes, tick_ns(), st);
 }
 
 /* The calling process: TGID, the name of its main thread (what

@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "error.hpp"
+#include "flow.h"
 #include "fd.hpp"
 
 namespace pktstat {
@@ -35,6 +38,23 @@ uint64_t id_at(int dirfd, const char *name) {
 }
 
 } // namespace
+
+bool cgroup_event_path(const void *data, size_t size, const std::string &hier_root, uint64_t &id,
+                       std::string &path) {
+	const auto *e = static_cast<const cgroup_event *>(data);
+	const size_t head = offsetof(cgroup_event, path);
+	if (size <= head || e->len == 0) return false;
+	size_t n = std::min<size_t>({e->len, size - head, sizeof(e->path)});
+	path.assign(e->path, strnlen(e->path, n));
+	if (hier_root != "/") { // hierarchy path -> path relative to the mount
+		if (path.compare(0, hier_root.size(), hier_root) != 0 ||
+		    (path.size() > hier_root.size() && path[hier_root.size()] != '/'))
+			return false; // outside the mounted part
+		path = path.size() == hier_root.size() ? "/" : path.substr(hier_root.size());
+	}
+	id = e->id;
+	return true;
+}
 
 uint64_t cgroup_id_of(const std::string &dir) {
 	uint64_t id = id_at(AT_FDCWD, dir.c_str());

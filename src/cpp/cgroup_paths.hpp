@@ -41,6 +41,12 @@ private:
 // hierarchy): every directory's id and path (relative to the mount) goes to
 // `cache`; `ids`, if given, receives every id of the subtree. Directories that
 // vanish during the walk are skipped. Returns the number of cgroups seen.
+// A cgroup_mkdir ring-buffer record (struct cgroup_event, `size` bytes) ->
+// its id and its path relative to a mount whose root in the hierarchy is
+// `hier_root`; false for a short record or a cgroup outside the mount.
+bool cgroup_event_path(const void *data, size_t size, const std::string &hier_root, uint64_t &id,
+                       std::string &path);
+
 size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, CgroupPathCache &cache,
                         std::unordered_set<uint64_t> *ids = nullptr);
 

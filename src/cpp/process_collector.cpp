@@ -325,18 +325,9 @@ std::vector<uint64_t> ProcessCollector::proc_stats() const {
 
 int ProcessCollector::on_cgroup_event(void *ctx, void *data, size_t size) {
 	auto *self = static_cast<ProcessCollector *>(ctx);
-	const auto *e = static_cast<const cgroup_event *>(data);
-	const size_t head = offsetof(cgroup_event, path);
-	if (size <= head || e->len == 0) return 0;
-	size_t n = std::min<size_t>({e->len, size - head, sizeof(e->path)});
-	std::string path(e->path, strnlen(e->path, n));
-	const std::string &root = self->opts_.hier_root;
-	if (root != "/") { // hierarchy path -> path relative to the mount
-		if (path.compare(0, root.size(), root) != 0 || (path.size() > root.size() && path[root.size()] != '/'))
-			return 0;
-		path = path.size() == root.size() ? "/" : path.substr(root.size());
-	}
-	self->paths_.put(e->id, std::move(path));
+	uint64_t id = 0;
+	std::string path;
+	if (cgroup_event_path(data, size, self->opts_.hier_root, id, path)) self->paths_.put(id, std::move(path));
 	return 0;
 }
 

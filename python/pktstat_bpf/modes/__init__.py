@@ -23,6 +23,29 @@ from typing import Any, Dict, Type
 REGISTRY: Dict[str, Type[Any]] = {}
 
 
+class EngineMode:
+    """The part of the mode protocol every engine object answers the same
+    way (attach, detach, attached, attach_path): modes inherit it and
+    override what they do differently."""
+
+    engine: Any = None
+
+    def attach(self) -> None:
+        self.engine.attach()
+
+    @property
+    def attached(self) -> bool:
+        return self.engine is not None and self.engine.attached
+
+    def detach(self) -> None:
+        if self.engine is not None:
+            self.engine.detach()
+
+    @property
+    def attach_path(self) -> str:
+        return self.engine.attach_path if self.engine is not None else ""
+
+
 def register(cls: Type[Any]) -> Type[Any]:
     REGISTRY[cls.name] = cls
     return cls

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._test_knobs import forced_missing
 from ..errors import FeatureMissingError, UsageError
-from . import register
+from . import EngineMode, register
 
 DEFAULT_OWNER_ENTRIES = 65536
 
@@ -94,7 +94,7 @@ def resolve_cgroup(path: str, mounts: list[tuple[str, str]] | None = None) -> tu
 
 
 @register
-class CgroupMode:
+class CgroupMode(EngineMode):
     name = "cgroup"
     owners = True
 
@@ -145,21 +145,6 @@ class CgroupMode:
             os.fsencode(self.mount_root), os.fsencode(self.rel), self.max_entries, self.owner_entries, 16384,
             self.scan_sockets, self._fail_attach_at, os.fsencode(self.hier_root),
         )  # fmt: skip
-
-    def attach(self) -> None:
-        self.engine.attach()
-
-    @property
-    def attached(self) -> bool:
-        return self.engine is not None and self.engine.attached
-
-    def detach(self) -> None:
-        if self.engine is not None:
-            self.engine.detach()
-
-    @property
-    def attach_path(self) -> str:
-        return self.engine.attach_path if self.engine is not None else ""
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = {"cgroup": display_path(self.rel), "cgroup_dir": display_path(self.path)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._test_knobs import FORCE_MISSING_ENV
 from ..errors import UsageError
-from . import register
+from . import EngineMode, register
 from .cgroup import cgroup2_mounts
 
 BACKENDS = ("auto", "tracepoint", "fentry", "kprobe")
@@ -48,7 +48,7 @@ def cgroup_mount() -> tuple[str, str]:
 
 
 @register
-class ProcessMode:
+class ProcessMode(EngineMode):
     name = "process"
     owners = True
     ifnames: dict[int, str] = {}
@@ -89,21 +89,6 @@ class ProcessMode:
             self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE, self._fail_attach_at, missing
         )
 
-    def attach(self) -> None:
-        self.engine.attach()
-
-    @property
-    def attached(self) -> bool:
-        return self.engine is not None and self.engine.attached
-
-    def detach(self) -> None:
-        if self.engine is not None:
-            self.engine.detach()
-
-    @property
-    def attach_path(self) -> str:
-        return self.engine.attach_path if self.engine is not None else ""
-
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = {"backend_requested": self.backend, "cgroup_mount": self.mount}
         if self.engine is not None:
@@ -113,6 +98,11 @@ class ProcessMode:
             st["events"] = self.engine.proc_stats()
         return st
 
+    def unowned(self) -> tuple[int, int]:
+        """(events, bytes) counted without a pid: Snapshot.totals carries them."""
+        ev = self.engine.proc_stats()
+        return ev["unowned_packets"], ev["unowned_bytes"]
+
     def report_extra(self) -> dict[str, Any]:
         if self.engine is None:
             return {}
@@ -120,18 +110,13 @@ class ProcessMode:
         extra: dict[str, Any] = {
             "backend": self.engine.backend,
             "hooks": list(self.engine.hooks),
-            "unownedPackets": ev["unowned_packets"],
-            "unownedBytes": ev["unowned_bytes"],
             "noPeerPackets": ev["no_peer_packets"],
             "noPeerBytes": ev["no_peer_bytes"],
         }
         refused = dict(self.engine.refused)
         if refused:
             extra["backendsRefused"] = refused
-        extra["note"] = (
-            f"without owner {ev['unowned_packets']} events/{ev['unowned_bytes']} bytes; "
-            f"datagrams without peer {ev['no_peer_packets']}"
-        )
+        extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
         return extra
 
     def read(self, use_batch: bool = True):

@@ -8,13 +8,13 @@ from typing import Any
 
 from .. import iface as _iface
 from ..errors import FeatureMissingError, UsageError
-from . import register
+from . import EngineMode, register
 
 TC_ATTACH = ("auto", "tcx", "legacy")
 
 
 @register
-class TcMode:
+class TcMode(EngineMode):
     name = "tc"
     owners = False
 
@@ -67,10 +67,6 @@ class TcMode:
 
             self._janitor = Janitor.spawn(self.ifindex, self.engine.legacy_filters, self.engine.created_qdisc)
 
-    @property
-    def attached(self) -> bool:
-        return self.engine is not None and self.engine.attached
-
     def detach(self) -> None:
         if self.engine is None:
             return
@@ -80,10 +76,6 @@ class TcMode:
             if self._janitor is not None:
                 self._janitor.release()
                 self._janitor = None
-
-    @property
-    def attach_path(self) -> str:
-        return self.engine.attach_path if self.engine is not None else ""
 
     def status(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import iface as _iface
 from ..errors import FeatureMissingError, PktstatError, UsageError
-from . import register
+from . import EngineMode, register
 
 XDP_MODES = ("auto", "native", "generic", "offload")
 EGRESS_NOTE = "XDP sees ingress only: egress is not counted"
@@ -27,7 +27,7 @@ def describe_program(state: dict[str, Any]) -> str:
 
 
 @register
-class XdpMode:
+class XdpMode(EngineMode):
     name = "xdp"
     owners = False
     cgroups: dict[int, str] = {}
@@ -108,18 +108,6 @@ class XdpMode:
                     f"XDP cannot be attached to {self.iface} ({why}); count it with TC instead (omit -x)"
                 ) from None
             raise
-
-    @property
-    def attached(self) -> bool:
-        return self.engine is not None and self.engine.attached
-
-    def detach(self) -> None:
-        if self.engine is not None:
-            self.engine.detach()
-
-    @property
-    def attach_path(self) -> str:
-        return self.engine.attach_path if self.engine is not None else ""
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = {
