@@ -946,20 +946,21 @@ int BPF_PROG(proc_fe_free_datagram, struct sock *sk, struct sk_buff *skb)
 
 static __always_inline void kp_send_start(struct socket *sock, struct msghdr *msg)
 {
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	struct thread_state *ts;
+	struct thread_state *ts = thread(true);
+	short type = BPF_CORE_READ(sock, type);
+	struct send_ctx c = {};
 
-	if (BPF_CORE_READ(sock, type) != SOCK_STREAM) {
-		stash_send_msg(sk, BPF_CORE_READ(sock, type), msg);
+	if (!ts)
 		return;
+	/* the return probe knows nothing else: always say which socket */
+	c.sk = (__u64)BPF_CORE_READ(sock, sk);
+	c.kind = SEND_ONE;
+	if (type != SOCK_STREAM) {
+		read_sockaddr(BPF_CORE_READ(msg, msg_name), BPF_CORE_READ(msg, msg_namelen), false, &c.p);
+		if (type == SOCK_RAW)
+			read_msg_head(msg, &c.p);
 	}
-	/* a stream socket: only the end needs to know which */
-	ts = thread(true);
-	if (ts) {
-		ts->send.sk = (__u64)sk;
-		ts->send.kind = SEND_ONE;
-		ts->send.p.has_raddr = ts->send.p.has_icmp = 0;
-	}
+	ts->send = c;
 }
 
 static __always_inline void kp_send_end(long ret)
