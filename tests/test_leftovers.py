@@ -256,7 +256,7 @@ def _flows(doc: dict) -> dict:
     return {tuple(f[k] for k in keys): (f["packets"], f["bytes"]) for f in doc["flows"]}
 
 
-@pytest.mark.parametrize("paths", [("tcx", "legacy"), ("legacy", "tcx"), ("tcx", "tcx")])
+@pytest.mark.parametrize("paths", [("tcx", "legacy"), ("legacy", "tcx"), ("tcx", "tcx"), ("legacy", "legacy")])
 def test_two_cli_collectors_on_one_interface_both_see_all_traffic(netns_v4only: NetnsPair, paths):
     """Two pktstat-bpf processes on one interface at once, through TCX and
     legacy tc (each first or second), count the same traffic exactly, both
@@ -318,6 +318,59 @@ def test_two_legacy_collectors_of_one_process_leave_no_qdisc(netns_v4only: Netns
         second.stop()
     assert not ns.ours_attached()
     assert "clsact" not in ns.tc_state()["qdisc"]
+
+
+def _legacy_cli(ns: NetnsPair) -> subprocess.Popen:
+    p = ns.exec_a(
+        sys.executable, "-m", "pktstat_bpf", "-i", "va", "--tc-attach", "legacy", "-t", "0", "-j",
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "via tc-legacy " in p.stderr.readline()
+    return p
+
+
+def _filters_of(ns: NetnsPair, procs: list[subprocess.Popen]) -> dict[int, set[int]]:
+    """The tc programs each process holds that are attached on va."""
+    state = " ".join(ns.tc_state().values())
+    return {p.pid: {i for i in held(p.pid)["prog"] if f"id {i} " in state} for p in procs}
+
+
+@pytest.mark.parametrize("end", ["sigint", "sigkill"])
+@pytest.mark.parametrize("qdisc_before", [False, True], ids=["no-qdisc", "admin-qdisc"])
+def test_two_legacy_processes_the_maker_of_the_qdisc_ending_first(netns_v4only: NetnsPair, end, qdisc_before):
+    """Two pktstat-bpf processes on the legacy path on one interface. The
+    first (which makes the clsact qdisc, where there is none) ends first,
+    cleanly or killed and cleaned up by its janitor: the other's filters and
+    the qdisc stay. When the other stops, the qdisc goes too, unless an
+    administrator had made it: then it and its filters stay as they were."""
+    ns = netns_v4only
+    if qdisc_before:
+        add_other_tc_filters(ns)
+    before = _net_state(ns)
+    maker = _legacy_cli(ns)
+    other = _legacy_cli(ns)
+    try:
+        ids = _filters_of(ns, [maker, other])
+        assert all(len(v) == 2 for v in ids.values()), ids  # ingress and egress each
+        if end == "sigint":
+            maker.send_signal(signal.SIGINT)
+            assert maker.wait(timeout=30) == 0
+        else:
+            maker.kill()
+            maker.wait(timeout=30)
+        gone = lambda: all(f"id {i} " not in " ".join(ns.tc_state().values()) for i in ids[maker.pid])  # noqa: E731
+        assert wait_for(gone, timeout=10)
+        assert _filters_of(ns, [other])[other.pid] == ids[other.pid]
+        assert "clsact" in ns.tc_state()["qdisc"]
+        other.send_signal(signal.SIGINT)
+        assert other.wait(timeout=30) == 0
+    finally:
+        for p in (maker, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert wait_for(lambda: _net_state(ns) == before, timeout=10), (_net_state(ns), before)
+    assert ("clsact" in before["qdisc"]) == qdisc_before
 
 
 def test_stop_from_another_namespace_undoes_the_attach_where_it_was_made(netns_v4only: NetnsPair):

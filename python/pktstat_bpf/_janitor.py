@@ -6,8 +6,9 @@ are not; so a collector on the legacy path starts this janitor in its own
 session (a terminal's Ctrl-C does not reach it), holding the read end of a
 pipe. A clean stop writes ``done`` and closes the pipe; end-of-file without
 ``done`` means the collector died, and the janitor removes the filters that
-still run the collector's programs and, if the collector created the clsact
-qdisc and nothing else sits on it, the qdisc.
+still run the collector's programs, and lets go of the clsact qdisc for it:
+removed if pktstat-bpf made it, no other pktstat-bpf process holds it and no
+filter is left on it (``release_clsact``, see src/cpp/tc_attach.cpp).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class Janitor:
 
     @classmethod
     def spawn(cls, ifindex: int, filters: list[dict[str, Any]], created_qdisc: bool) -> "Janitor":
-        plan = json.dumps({"ifindex": ifindex, "filters": filters, "created_qdisc": created_qdisc})
+        plan = json.dumps(
+            {"ifindex": ifindex, "filters": filters, "created_qdisc": created_qdisc, "pid": os.getpid()}
+        )
         rfd, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
@@ -72,11 +75,10 @@ def main() -> int:
             _core.remove_stale_filter(ifindex, f["direction"], f["handle"], f["priority"], f["prog_id"])
         except OSError:
             pass
-    if plan["created_qdisc"]:
-        try:
-            _core.remove_clsact_if_empty(ifindex)
-        except OSError:
-            pass
+    try:
+        _core.release_clsact(ifindex, plan["created_qdisc"], plan["pid"])
+    except OSError:
+        pass
     return 0
 
 

@@ -26,7 +26,7 @@ void bind_tc(py::module_ &m) {
 		                               prog_id);
 	    },
 	    py::arg("ifindex"), py::arg("direction"), py::arg("handle"), py::arg("priority"), py::arg("prog_id"));
-	m.def("remove_clsact_if_empty", &remove_clsact_if_empty, py::arg("ifindex"));
+	m.def("release_clsact", &release_clsact, py::arg("ifindex"), py::arg("created"), py::arg("pid"));
 
 	py::class_<TcCollector> cls(m, "TcCollector");
 	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,

@@ -40,16 +40,19 @@ public:
 	// back only if it is elsewhere (which needs CAP_SYS_ADMIN). False, and f
 	// not run, if the switch failed.
 	bool run_in(const std::function<void()> &f) const noexcept;
+	uint64_t dev() const noexcept;
+	uint64_t ino() const noexcept;
 
 private:
 	UniqueFd fd_;
 	uint64_t dev_ = 0, ino_ = 0;
 };
 
-// The clsact qdisc as we found it: `created` means we made it and must remove
-// it when the last filter of ours goes, if no one else's filter is on it.
-// Collectors of one process on one interface share one owner (acquire()),
-// so the qdisc goes with the last of them, whichever made it.
+// The clsact qdisc as we found it: `created` means we made it. A qdisc that
+// pktstat-bpf made is removed when the last filter of any pktstat-bpf process
+// goes, if no one else's filter is on it (the claim file, see tc_attach.cpp);
+// one made by anyone else is never removed. Collectors of one process on one
+// interface share one owner (acquire()).
 class ClsactQdisc {
 public:
 	explicit ClsactQdisc(int ifindex); // creates it if missing
@@ -67,6 +70,7 @@ private:
 	int ifindex_;
 	Netns netns_;
 	bool created_ = false;
+	bool claimed_ = false; // we are a holder in the claim file
 };
 
 // A legacy cls_bpf filter we added; removed on destruction.
@@ -108,7 +112,11 @@ bool clsact_has_filters(int ifindex);
 // Remove a legacy filter left by a process that died, if it still runs prog_id.
 // Used by the janitor; returns true if it removed something.
 bool remove_stale_filter(int ifindex, TcDir dir, uint32_t handle, uint32_t priority, uint32_t prog_id);
-// Remove the clsact qdisc if no filter is left on it; returns true if removed.
-bool remove_clsact_if_empty(int ifindex);
+// Process `pid` (or, if it is not running, a dead one) lets go of ifindex's
+// qdisc in the calling thread's namespace: removes the qdisc if pktstat-bpf
+// made it (the claim, or `created` where no claim could be kept), no other
+// pktstat-bpf process holds it, and no filter is left on it. The janitor
+// calls it for a collector that died. True if it removed the qdisc.
+bool release_clsact(int ifindex, bool created, long pid);
 
 } // namespace pktstat
