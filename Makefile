@@ -39,8 +39,14 @@ SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 .PHONY: setup system-packages run test test-kernels bench soak docs fuzz clean
 setup: system-packages $(VENV)/.installed
 
+# Debian's own python3 needs python3-venv for `-m venv` and python3-dev for
+# Python.h; an interpreter that has both (pyenv's, here) needs neither.
+PYTHON_PACKAGES := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv) \
+	$(shell $(PYTHON) -c 'import os, sysconfig; os.stat(sysconfig.get_path("include") + "/Python.h")' \
+		2>/dev/null || echo python3-dev)
+
 system-packages:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	@missing=$$(for p in $(SYSTEM_PACKAGES) $(PYTHON_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -54,8 +60,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# The build back-end and what it asks for (cmake, ninja), from pyproject.toml
+# (never retyped here), installed once into the venv so that rebuilds reuse
+# build/ (--no-build-isolation).
 $(VENV)/.build-deps: $(PY) pyproject.toml
-	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; \
+		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
+	$(PY) -m pip install -q $$($(PY) -c 'import scikit_build_core.build as b; \
+		print(" ".join(b.get_requires_for_build_wheel()))')
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.build-deps $(SOURCES)

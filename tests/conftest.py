@@ -65,9 +65,21 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"skip not allowed with PKTSTAT_BPF_REQUIRE_ALL=1: {reason}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at collection time (a module-level
+    pytest.importorskip of a test dependency that is missing)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if REQUIRE_ALL and rep.skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skip not allowed with PKTSTAT_BPF_REQUIRE_ALL=1: {reason}"
+
+
 def _bpf_unavailable() -> str | None:
     if os.geteuid() != 0:
-        return "needs root (or CAP_BPF+CAP_NET_ADMIN) to load BPF programs"
+        return "needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) to load BPF programs"
     try:
         from pktstat_bpf import _core
 
