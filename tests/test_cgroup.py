@@ -187,6 +187,13 @@ def test_socket_shared_across_fork_never_carries_a_wrong_pid(cg: TestCgroup, net
     size = IP4 + UDP + 20
     got = by_owner(snap, lambda f: f["srcPort"] == sp and f["direction"] == "egress")
     assert child not in {f["pid"] for f in rows(snap)}
+    # the header's "without owner" counters are the flows without a pid
+    none = [f for f in rows(snap) if f["pid"] == 0]
+    t = snap.totals
+    assert (t.unowned_packets, t.unowned_bytes) == (sum(f["packets"] for f in none), sum(f["bytes"] for f in none))
+    assert t.unowned_packets >= sum(v[0] for k, v in got.items() if k[0] == 0) > 0
+    doc = json.loads(snap.to_json())["totals"]
+    assert (doc["unownedPackets"], doc["unownedBytes"]) == (t.unowned_packets, t.unowned_bytes)
     if not claims:  # before Linux 6.3 nothing sees the parent use it alone again: no pid after the fork
         assert got == {(parent, "pbt-forker", cg.rel(d), "egress"): (4, 4 * size),
                        (0, "", cg.rel(d), "egress"): (8, 8 * size)}  # fmt: skip

@@ -166,6 +166,12 @@ class CgroupMode(EngineMode):
             }  # fmt: skip
         return extra
 
+    def unowned(self, records: np.ndarray) -> tuple[int, int]:
+        """(packets, bytes) of the flows whose socket's owner is unknown or
+        shared (pid 0): Snapshot.totals carries them."""
+        none = records[records["pid"] == 0] if len(records) else records
+        return int(none["packets"].sum(dtype=np.uint64)), int(none["bytes"].sum(dtype=np.uint64))
+
     def read(self, use_batch: bool = True):
         records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
         ids = np.unique(records["cgroup_id"]) if len(records) else []

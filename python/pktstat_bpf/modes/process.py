@@ -98,7 +98,7 @@ class ProcessMode(EngineMode):
             st["events"] = self.engine.proc_stats()
         return st
 
-    def unowned(self) -> tuple[int, int]:
+    def unowned(self, records: Any = None) -> tuple[int, int]:
         """(events, bytes) counted without a pid: Snapshot.totals carries them."""
         ev = self.engine.proc_stats()
         return ev["unowned_packets"], ev["unowned_bytes"]
