@@ -225,3 +225,52 @@ def test_image_runs_the_same_cli_and_carries_every_linked_library():
     # those (libpcap0.8 links libdbus-1-3 ...) is in the image too
     assert owners - base <= _depends_closure(pkgs), (owners, pkgs)
     assert {"libbpf1", "libelf1", "zlib1g"} <= owners
+
+
+# -- the capabilities it grants are the ones the CLI needs ------------------------------------
+
+
+def _run_with_caps(ns, caps: list[str], send: bool) -> tuple[subprocess.CompletedProcess, int | None]:
+    """The CLI as uid 0 holding only `caps` (a bounding set, as a container
+    runtime grants them), counting on va in namespace A for 2 s, while this
+    process sends 5 UDP datagrams from A if `send`."""
+    import sys
+
+    from traffic import send_udp
+
+    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in caps)])
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
+         sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "2s", "-j"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = p.stderr.readline()
+    sport = None
+    if send and first.startswith("pktstat-bpf: counting on va"):
+        with ns.in_a():
+            sport = send_udp(ns.B4, 5399, 5, 50)
+    out, err = p.communicate(timeout=30)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, first + err), sport
+
+
+def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v4only):
+    """With exactly the DaemonSet's capabilities the CLI counts traffic;
+    without any one of them it says so in one line and exits 77."""
+    import json
+
+    from traffic import ETH, IP4, UDP
+
+    ns = netns_v4only
+    caps = container(objects)["securityContext"]["capabilities"]["add"]
+    p, sport = _run_with_caps(ns, caps, send=True)
+    assert p.returncode == 0, p.stderr
+    flows = {(f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["direction"]): (f["packets"], f["bytes"])
+             for f in json.loads(p.stdout)["flows"]}  # fmt: skip
+    assert flows[(ns.A4, ns.B4, sport, 5399, "egress")] == (5, 5 * (ETH + IP4 + UDP + 50))
+    for missing in caps:
+        p, _ = _run_with_caps(ns, [c for c in caps if c != missing], send=False)
+        assert (p.returncode, p.stdout) == (77, ""), (missing, p.stderr)
+        assert p.stderr == (
+            "pktstat-bpf: error: cannot load the BPF programs: permission denied; "
+            "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON\n"
+        ), missing
