@@ -35,6 +35,7 @@ import json
 import socket
 import struct
 import sys
+import threading
 
 _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_NAME = 15
@@ -68,10 +69,11 @@ class Counts:
         print(json.dumps({"port": self.port, "sent": self.sent, "recv": self.recv}), flush=True)
 
 
-def tcp_server(c: Counts, port: int, reply: int) -> None:
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def tcp_server(c: Counts, port: int, reply: int, family: str = "4") -> None:
+    v6 = family == "6"
+    ls = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port))
+    ls.bind(("::" if v6 else "0.0.0.0", port))
     ls.listen(1)
     c.port = ls.getsockname()[1]
     print("ready", c.port, flush=True)
@@ -185,6 +187,11 @@ def mmsg(s: socket.socket, c: Counts, dst: str, port: int, count: int, size: int
 
 
 def udp_client(c: Counts, mode: str, dst: str, port: int, count: int, size: int) -> None:
+    if mode == "thread":  # a thread other than the main one sends and receives on a connected socket
+        t = threading.Thread(target=udp_client, args=(c, "connected", dst, port, count, size))
+        t.start()
+        t.join()
+        return
     s = socket.socket(fam(dst), socket.SOCK_DGRAM)
     s.settimeout(10)
     data = b"u" * size
@@ -238,15 +245,23 @@ def _checksum(b: bytes) -> int:
     return ~s & 0xFFFF
 
 
+ICMP6_FILTER = 1
+
+
 def icmp_error(c: Counts, dst: str, port: int, size: int) -> None:
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    v6 = fam(dst) == socket.AF_INET6
+    raw = socket.socket(fam(dst), socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    if v6:  # pass only destination unreachable (type 1): neighbour discovery is not this process's traffic
+        blocked = [0xFFFFFFFF] * 8
+        blocked[0] &= ~(1 << 1)
+        raw.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("8I", *blocked))
     raw.settimeout(10)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u = socket.socket(fam(dst), socket.SOCK_DGRAM)
     c.send(u.sendto(b"e" * size, (dst, port)))
     while True:
         d = raw.recv(65536)
         c.got(len(d))
-        if d[20] == 3:  # destination unreachable
+        if (d[0] if v6 else d[20]) == (1 if v6 else 3):  # destination unreachable
             break
     c.port = u.getsockname()[1]
 
@@ -268,7 +283,7 @@ def main() -> None:
     set_name(name)
     c = Counts()
     if cmd == "tcp-server":
-        tcp_server(c, int(a[0]), int(a[1]))
+        tcp_server(c, int(a[0]), int(a[1]), *a[2:3])
     elif cmd == "tcp-client":
         tcp_client(c, a[0], int(a[1]), int(a[2]))
     elif cmd == "udp-server":

@@ -77,7 +77,8 @@ class Scenario:
 
     def start_servers(self) -> None:
         for name, args in (("pbt-tsrv", ("tcp-server", "0", "1500")),
-                           ("pbt-usrv4", ("udp-server", "4", "0", "12")),
+                           ("pbt-tsrv6", ("tcp-server", "0", "700", "6")),
+                           ("pbt-usrv4", ("udp-server", "4", "0", "14")),
                            ("pbt-usrv6", ("udp-server", "6", "0", "3"))):  # fmt: skip
             p = self._start(name, self.servers_dir, self.ns.ns_b, *args)
             line = p.stdout.readline().split()
@@ -87,8 +88,11 @@ class Scenario:
     def run_clients(self) -> None:
         B4, B6 = self.ns.B4, self.ns.B6
         t, u4, u6 = str(self.ports["pbt-tsrv"]), str(self.ports["pbt-usrv4"]), str(self.ports["pbt-usrv6"])
+        t6 = str(self.ports["pbt-tsrv6"])
         for name, args in (
             ("pbt-tcli", ("tcp-client", B4, t, "3000")),
+            ("pbt-tcli6", ("tcp-client", B6, t6, "2000")),
+            ("pbt-uthr", ("udp-client", "thread", B4, u4, "2", "80")),
             ("pbt-uconn", ("udp-client", "connected", B4, u4, "5", "100")),
             ("pbt-uunc", ("udp-client", "unconnected", B4, u4, "4", "200")),
             ("pbt-umsg6", ("udp-client", "msg", B6, u6, "3", "300")),
@@ -97,10 +101,11 @@ class Scenario:
             ("pbt-ping6", ("ping", B6, "2", "24")),
             ("pbt-raw4", ("rawping", B4, "2", "32")),
             ("pbt-icmperr", ("icmp-error", B4, "9", "10")),  # port 9 (discard): nobody listens in B
+            ("pbt-icmperr6", ("icmp-error", B6, "9", "20")),
         ):
             p = self._start(name, self.clients_dir, self.ns.ns_a, *args)
             self._finish(name, p)
-        for name in ("pbt-tsrv", "pbt-usrv4", "pbt-usrv6"):
+        for name in ("pbt-tsrv", "pbt-tsrv6", "pbt-usrv4", "pbt-usrv6"):
             self._finish(name, self.procs[name][0])
 
     def _finish(self, name: str, p: subprocess.Popen) -> None:
@@ -131,6 +136,11 @@ class Scenario:
         port = {n: r[n]["port"] for n in r}
         add("pbt-tcli", "TCP", A4, port["pbt-tcli"], B4, tport)
         add("pbt-tsrv", "TCP", B4, tport, A4, port["pbt-tcli"])
+        t6 = self.ports["pbt-tsrv6"]
+        add("pbt-tcli6", "TCP", A6, port["pbt-tcli6"], B6, t6)
+        add("pbt-tsrv6", "TCP", B6, t6, A6, port["pbt-tcli6"])
+        # sent and received by a thread that is not the main one: the process's pid (TGID)
+        add("pbt-uthr", "UDP", A4, port["pbt-uthr"], B4, u4)
         add("pbt-uconn", "UDP", A4, port["pbt-uconn"], B4, u4)
         add("pbt-uunc", "UDP", "0.0.0.0", port["pbt-uunc"], B4, u4)
         add("pbt-umsg6", "UDP", "::", port["pbt-umsg6"], B6, u6)
@@ -142,8 +152,11 @@ class Scenario:
         rep, key = r["pbt-icmperr"], (self.pid("pbt-icmperr"), "pbt-icmperr", cgr(self.clients_dir))
         out[key + ("egress", "UDP", "0.0.0.0", port["pbt-icmperr"], B4, 9, "")] = tuple(rep["sent"])
         out[key + ("ingress", "ICMPv4", B4, 3, "0.0.0.0", 3, "")] = tuple(rep["recv"])
+        rep, key = r["pbt-icmperr6"], (self.pid("pbt-icmperr6"), "pbt-icmperr6", cgr(self.clients_dir))
+        out[key + ("egress", "UDP", "::", port["pbt-icmperr6"], B6, 9, "")] = tuple(rep["sent"])
+        out[key + ("ingress", "IPv6-ICMP", B6, 1, "::", 4, "")] = tuple(rep["recv"])
         # the UDP servers (bound to the wildcard) answer each client
-        for n in ("pbt-uconn", "pbt-uunc", "pbt-ummsg"):
+        for n in ("pbt-uconn", "pbt-uunc", "pbt-ummsg", "pbt-uthr"):
             out_k = (self.pid("pbt-usrv4"), "pbt-usrv4", cgr(self.servers_dir))
             sent = r[n]["sent"]
             out[out_k + ("ingress", "UDP", A4, port[n], "0.0.0.0", u4, "")] = tuple(sent)
