@@ -175,7 +175,9 @@ def _snapshot_rows(s: dict[str, Any]) -> list[Row]:
     return [
         ("3 snapshot", f"{n} flows to NumPy: read_flows / raw lookup_batch", numpy_result, f"<= {goal}x",
          _verdict(s["ratio"], goal, True)),
-        ("3 snapshot", f"{n} flows to pandas (Snapshot.to_pandas)", pandas_result, "report", ""),
+        # issue 7: 1M flows "well under a second", held to the worst case (every address distinct)
+        ("3 snapshot", f"{n} flows to pandas (Snapshot.to_pandas)", pandas_result, "< 1000 ms",
+         _verdict(max(s["to_pandas_ms"], s["to_pandas_all_distinct_addrs_ms"]), 1000, True)),
     ]  # fmt: skip
 
 
