@@ -322,7 +322,7 @@ OUTPUTS = {
     "prometheus": ["--prometheus", "127.0.0.1:0"],
 }  # fmt: skip
 LIVE_CASES = [("tc", o) for o in OUTPUTS] + [("xdp", "report"), ("xdp", "jsonl"), ("cgroup", "report"),
-                                             ("cgroup", "jsonl")]  # fmt: skip
+                                             ("cgroup", "jsonl"), ("process", "report"), ("process", "jsonl")]  # fmt: skip
 
 
 def _stderr_lines(err: str) -> list[str]:
@@ -345,12 +345,14 @@ def test_nearly_full_table_warns_exactly_once_in_every_output(bpf, mode, output)
         flags = ["--max-entries", "10", "-r", "100ms", "-t", "0", *OUTPUTS[output]]
         if mode == "cgroup":
             argv = [sys.executable, "-m", "pktstat_bpf", "-c", cg.root, *flags]
+        elif mode == "process":
+            argv = [sys.executable, "-m", "pktstat_bpf", "-k", *flags]
         else:
             argv = ["ip", "netns", "exec", ns.ns_a, sys.executable, "-m", "pktstat_bpf", "-i", "va", *flags]
             argv += ["-x"] if mode == "xdp" else []
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = p.stderr.readline()
-        if mode == "tc":
+        if mode in ("tc", "process"):  # process mode: 12 destinations of one socket are 12 flows
             with ns.in_a():
                 send_flows(ns.B4, 7000, [1] * 12, 8)
         elif mode == "xdp":
