@@ -148,20 +148,22 @@ def test_process_mode_escapes_comm_and_cgroup_in_text_and_quotes_them_in_json(ho
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed (make setup installs it)")
-def test_tui_shows_comm_and_cgroup_escaped(hostile):
+@pytest.mark.parametrize("mode", ["cgroup", "process"])
+def test_tui_shows_comm_and_cgroup_escaped(hostile, mode):
     from test_tui import Tmux
 
-    t = Tmux(f"{sys.executable} -m pktstat_bpf -g -c {hostile.cg.root} -r 200ms; echo EXIT=$?; sleep 60",
-             cols=220, rows=20)  # fmt: skip
+    flag = f"-c {hostile.cg.root}" if mode == "cgroup" else "-k"
+    t = Tmux(f"{sys.executable} -m pktstat_bpf -g {flag} -r 200ms; echo EXIT=$?; sleep 60", cols=220, rows=20)
     try:
-        t.wait(lambda s: s and s[0].startswith("pktstat-bpf  cgroup on "), timeout=20)
+        t.wait(lambda s: s and s[0].startswith(f"pktstat-bpf  {mode} "), timeout=20)
         pid, sport = hostile.send()
         screen = t.wait(lambda s: any(f":{sport} " in line for line in s))
         (row,) = [line for line in screen if f":{sport} " in line]
         cells = row.split()
         assert cells[cells.index(str(pid)) + 1 :] == [COMM_ESCAPED, *f"{hostile.rel}/{CGDIR_ESCAPED}".split()]
         # the erase-screen in comm erased nothing: the header and titles are still there
-        assert screen[0].startswith("pktstat-bpf  cgroup on ") and "COMM" in screen[2] and "CGROUP" in screen[2]
+        assert screen[0].startswith(f"pktstat-bpf  {mode} ") and "COMM" in screen[2] and "CGROUP" in screen[2]
+        assert " unowned: " in " ".join(screen[:2])  # the events without a pid, in both modes
         t.keys("q")
         assert "EXIT=0" in t.wait(lambda s: any(line.startswith("EXIT=") for line in s))
     finally:
