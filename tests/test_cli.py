@@ -104,3 +104,32 @@ def test_unprivileged_user_gets_exit_77_and_nothing_attached(bpf):
         "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON\n"
     )
     assert "Traceback" not in r.stderr
+
+
+def test_default_interface_is_the_default_routes(netns):
+    """Without -i: the interface of the IPv4 default route of lowest metric,
+    else IPv6's, else the first interface that is up; the CLI counts there."""
+    from netns import sh
+
+    ns = netns
+    sh("ip", "link", "add", "pbtdummy0", "type", "veth", "peer", "name", "pbtdummy1", netns=ns.ns_a)
+    for dev in ("pbtdummy0", "pbtdummy1"):
+        sh("ip", "link", "set", dev, "up", netns=ns.ns_a)
+
+    def detected() -> str:
+        code = "from pktstat_bpf.iface import default_interface as d; print(d())"
+        return sh(sys.executable, "-c", code, netns=ns.ns_a).stdout.strip()
+
+    assert detected() == "va"  # no route: the first interface that is up (va was made first)
+    sh("ip", "-6", "route", "add", "default", "dev", "pbtdummy0", netns=ns.ns_a)
+    assert detected() == "pbtdummy0"  # IPv6 only
+    sh("ip", "route", "add", "default", "dev", "pbtdummy0", "metric", "200", netns=ns.ns_a)
+    sh("ip", "route", "add", "default", "via", ns.B4, "dev", "va", "metric", "100", netns=ns.ns_a)
+    assert detected() == "va"  # IPv4 first, lowest metric
+    r = subprocess.run(["ip", "netns", "exec", ns.ns_a, sys.executable, "-m", "pktstat_bpf", "-t", "200ms", "-j"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("pktstat-bpf: counting on va via ")
+    import json
+
+    assert json.loads(r.stdout)["iface"] == "va"
