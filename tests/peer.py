@@ -1,6 +1,8 @@
 """Traffic peer run inside a test namespace: `udp PORT...` binds UDP sockets
-(v4 and v6) that swallow datagrams; `tcp PORT` accepts connections and reads
-them to EOF. Prints "ready" once listening, then serves until killed."""
+(v4 and v6) that swallow datagrams; `udp-echo PORT...` binds the same but
+sends each datagram back to its sender, same payload; `tcp PORT` accepts
+connections and reads them to EOF. Prints "ready" once listening, then
+serves until killed."""
 
 import select
 import socket
@@ -12,7 +14,7 @@ def main() -> None:
     socks = []
     for port in ports:
         for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            if kind == "udp":
+            if kind in ("udp", "udp-echo"):
                 s = socket.socket(fam, socket.SOCK_DGRAM)
             else:
                 s = socket.socket(fam, socket.SOCK_STREAM)
@@ -41,6 +43,9 @@ def main() -> None:
             elif s.type == socket.SOCK_STREAM:
                 c, _ = s.accept()
                 conns.append(c)
+            elif kind == "udp-echo":
+                data, addr = s.recvfrom(65536)
+                s.sendto(data, addr)
             else:
                 s.recv(65536)
 

@@ -74,6 +74,68 @@ def test_cache_relists_when_the_watch_expires(api):
         assert wait_for(lambda: pods.lookup("10.99.0.2") is None)
 
 
+def running_pod(name: str, *ips: str) -> dict:
+    ns, pod = name.split("/")
+    status = {"phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]}
+    return {"metadata": {"namespace": ns, "name": pod}, "spec": {}, "status": status}
+
+
+def test_relist_swaps_the_cache_whole(api):
+    web, api_pod = DATA["list"]["items"][0], API_POD
+    kept = {"10.244.0.5": "shop/web-0", "fd00:244::5": "shop/web-0",
+            "10.99.0.2": "shop/api-7d9f8b6c5-q2wlx", "fd99::2": "shop/api-7d9f8b6c5-q2wlx"}  # fmt: skip
+    pods = PodCache(str(api.config))  # not started: the test drives the lists itself
+    pods._replace([running_pod("shop/old-0", "10.244.0.9"), web, api_pod])
+    before = pods.snapshot()
+    assert before == {**kept, "10.244.0.9": "shop/old-0"}
+    seen = []
+
+    def relist():
+        # the new list, read pod by pod as _list would; between any two pods
+        # a lookup must see the whole old cache (the pods in both lists last,
+        # so a cache cleared or filled in place would miss them)
+        for p in (running_pod("shop/new-0", "10.244.0.10"), api_pod, web):
+            addrs = np.array(list(kept), dtype=object)
+            seen.append(list(pods.label(addrs)))
+            assert [pods.lookup(a) for a in kept] == list(kept.values())
+            assert pods.snapshot() == before and len(pods) == 3
+            yield p
+
+    pods._replace(relist())
+    assert seen == [list(kept.values())] * 3
+    assert pods.snapshot() == {**kept, "10.244.0.10": "shop/new-0"}
+    assert pods.lookup("10.244.0.9") is None and len(pods) == 3 and pods.events == 6
+
+
+def test_lookups_during_relists_never_miss_a_pod_that_stays(api):
+    stay = [running_pod(f"shop/stay-{i}", f"10.245.{i // 200}.{i % 200 + 1}") for i in range(400)]
+    lists = ([running_pod(f"shop/a-{i}", f"10.246.0.{i + 1}") for i in range(100)] + stay,
+             [running_pod(f"shop/b-{i}", f"10.247.0.{i + 1}") for i in range(100)] + stay)  # fmt: skip
+    addrs = np.array([p["status"]["podIP"] for p in stay[::7]], dtype=object)
+    pods = PodCache(str(api.config))
+    pods._replace(lists[0])
+    done = threading.Event()
+    misses, reads = [], [0]
+
+    def reader():
+        while not done.is_set():
+            got = pods.label(addrs)
+            if any(n is None for n in got) or pods.lookup(addrs[-1]) is None:
+                misses.append(got)
+            reads[0] += 1
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(100):
+            pods._replace(lists[i % 2])
+    finally:
+        done.set()
+        t.join()
+    assert reads[0] > 0 and not misses
+    assert len(pods) == 500
+
+
 def test_unreachable_api_server_is_a_one_line_error(tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

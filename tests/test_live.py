@@ -327,6 +327,9 @@ def test_tui_model_sorts_filters_scrolls_and_pauses():
     assert srcs() == ["10.0.0.8:108", "10.0.0.7:107", "10.0.0.6:106"]
     m.key(ord("3"))
     assert srcs() == ["10.0.0.1:101", "10.0.0.2:102", "10.0.0.3:103"]
+    m.key(ord("j"))
+    m.key(ord("0"))  # back to bitrate, and to the top
+    assert srcs() == ["10.0.0.8:108", "10.0.0.7:107", "10.0.0.6:106"] and "sort: bitrate" in m.status_line()
     for ch in "/0.0.7":
         m.key(ord(ch))
     assert m.editing == "0.0.7" and srcs() == ["10.0.0.7:107"] and "(1 of 8 flows)" in m.status_line()

@@ -124,7 +124,12 @@ def test_jsonl_one_object_per_flow_per_interval_until_timeout(netns: NetnsPair):
     # a flow shows while it sends, then once with bitrate 0, then no more
     assert [d["packets"] for d in v6] == [2, 0] and v6[1]["bitrate"] == 0.0
     assert v4[-1]["packets"] == 0 and v4[-1]["bitrate"] == 0.0
-    assert [d["packets"] > 0 for d in v4].count(False) == len([d for d in v4 if d["packets"] == 0])
+    # ... and so for IPv4, once after each of its two bursts (5, then 3 packets)
+    shape = "".join("P" if d["packets"] else "Z" for d in v4)
+    assert re.fullmatch(r"P+ZP+Z", shape), v4
+    first = shape.index("Z")
+    assert sum(d["packets"] for d in v4[:first]) == 5 and sum(d["packets"] for d in v4[first:]) == 3
+    assert all((d["bitrate"] == 0.0) == (d["packets"] == 0) for d in v4)
     for d in v4 + v6:
         assert RFC3339_UTC.match(d["timestamp"]), d["timestamp"]
         assert d["bitrate"] == pytest.approx(8 * d["bytes"] / d["interval"])

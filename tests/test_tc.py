@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,18 +69,33 @@ def assert_conserved(snap):
     assert t.conserved
 
 
+def udp_echo(dst: str, port: int, count: int, payload: int, timeout: float = 3.0) -> int:
+    """Send `count` datagrams of `payload` bytes to an echoing peer, one at a
+    time, each echo received (same payload) before the next goes; returns the
+    source port."""
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect((dst, port))
+        for i in range(count):
+            data = bytes([i]) * payload
+            s.send(data)
+            assert s.recv(65536) == data
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("attach", ["tcx", "legacy"])
 def test_udp_and_icmp_counts_are_exact_both_directions(netns: NetnsPair, attach):
     if refused_without_tcx(netns, attach):
         return
     A4, B4, A6, B6 = netns.A4, netns.B4, netns.A6, netns.B6
-    peer = netns.peer("udp", "5001")
+    peer = netns.peer("udp-echo", "5001")  # each datagram comes back: ingress UDP too
     try:
         with netns.in_a():
             with Collector(iface="va", tc_attach=attach) as c:
                 assert c.status["attach"] == ATTACH[attach]
-                sp4 = send_udp(B4, 5001, 7, 100)
-                sp6 = send_udp(B6, 5001, 5, 200)
+                sp4 = udp_echo(B4, 5001, 7, 100)
+                sp6 = udp_echo(B6, 5001, 5, 200)
                 assert ping(B4, 3, 56) == 3
                 assert ping(B6, 4, 56) == 4
                 time.sleep(0.2)
@@ -89,6 +105,8 @@ def test_udp_and_icmp_counts_are_exact_both_directions(netns: NetnsPair, attach)
     flows = table(snap)
     assert flows[(A4, B4, "UDP", sp4, 5001, "egress")] == (7, 7 * (ETH + IP4 + UDP + 100))
     assert flows[(A6, B6, "UDP", sp6, 5001, "egress")] == (5, 5 * (ETH + IP6 + UDP + 200))
+    assert flows[(B4, A4, "UDP", 5001, sp4, "ingress")] == (7, 7 * (ETH + IP4 + UDP + 100))
+    assert flows[(B6, A6, "UDP", 5001, sp6, "ingress")] == (5, 5 * (ETH + IP6 + UDP + 200))
     assert flows[(A4, B4, "ICMPv4", 8, 0, "egress")] == (3, 3 * (ETH + IP4 + ICMP + 56))
     assert flows[(B4, A4, "ICMPv4", 0, 0, "ingress")] == (3, 3 * (ETH + IP4 + ICMP + 56))
     assert flows[(A6, B6, "IPv6-ICMP", 128, 0, "egress")] == (4, 4 * (ETH + IP6 + ICMP + 56))
@@ -97,7 +115,7 @@ def test_udp_and_icmp_counts_are_exact_both_directions(netns: NetnsPair, attach)
     assert_conserved(snap)
     # the per-direction totals cover at least what we sent
     assert snap.totals.egress.packets >= 7 + 5 + 3 + 4
-    assert snap.totals.ingress.packets >= 3 + 4
+    assert snap.totals.ingress.packets >= 7 + 5 + 3 + 4
 
 
 @pytest.mark.parametrize("family", ["v4", "v6"])

@@ -70,6 +70,12 @@ def rows_of(screen: list[str]) -> list[list[str]]:
     return out
 
 
+def bitrates(rows) -> list[float]:
+    """The rows' bitrate cells in bit/s."""
+    scale = {"bps": 1, "Kbps": 1e3, "Mbps": 1e6, "Gbps": 1e9}
+    return [float(r[0].split()[0]) * scale[r[0].split()[1]] for r in rows]
+
+
 def status(screen: list[str]) -> str:
     return screen[1]
 
@@ -102,8 +108,16 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     with netns.in_a():
         many = send_udp(B4, 5201, 200, 10)  # the most packets: 200 x 52 bytes
         big = send_udp(B6, 5202, 10, 1400)  # the most bytes: 10 x 1462 bytes
-        for _ in range(60):  # 60 one-packet flows: more rows than two pages
-            send_udp(B4, 5203, 1, 8)
+        # 60 one-packet flows: more rows than two pages (the sockets all open
+        # at once, so 60 distinct source ports: one closed before the next
+        # opens may give its port again, two flows becoming one)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(60)]
+        try:
+            for s in socks:
+                s.sendto(b"u" * 8, (B4, 5203))
+        finally:
+            for s in socks:
+                s.close()
     want_many = ["200", str(200 * (s4 + 10)), "UDP", f"{A4}:{many}", f"{B4}:5201"]
     want_big = ["10", str(10 * (s6 + 1400)), "UDP", f"[{A6}]:{big}", f"[{B6}]:5202"]
 
@@ -189,6 +203,38 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     tui.keys("p")
     screen = tui.wait(lambda s: "PAUSED" not in status(s) and rows_of(s) and rows_of(s)[0][4] == f"{A4}:{late}")
     assert rows_of(screen)[0][1:3] == ["300", str(300 * (s4 + 4))]
+
+    # 0: back to bitrate from packets -- a new steady sender (fewer packets
+    # than the 300 and 200 above it) goes from below the top to the top
+    stop.clear()
+    sport = []
+
+    def steady2():
+        with netns.in_a(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(100):  # bounded: at most 100 packets, ~5 s
+                s.sendto(b"z" * 16, (B4, 5204))
+                sport[:] = [s.getsockname()[1]]
+                if stop.wait(0.05):
+                    break
+
+    def sender_row(s):
+        return next((i for i, r in enumerate(rows_of(s)) if sport and r[4] == f"{A4}:{sport[0]}"), None)
+
+    th = threading.Thread(target=steady2)
+    th.start()
+    try:
+        screen = tui.wait(lambda s: "sort: packets" in status(s) and (sender_row(s) or 0) > 0
+                          and rows_of(s)[sender_row(s)][0] != "0.00 bps")  # fmt: skip
+        assert rows_of(screen)[0][4] == f"{A4}:{late}"  # most packets, idle now
+        assert bitrates(rows_of(screen)) != sorted(bitrates(rows_of(screen)), reverse=True)
+        tui.keys("0")
+        screen = tui.wait(lambda s: "sort: bitrate" in status(s) and f"rows 1-{PAGE} of" in status(s)
+                          and sender_row(s) == 0 and rows_of(s)[0][0] != "0.00 bps")  # fmt: skip
+        rates = bitrates(rows_of(screen))
+        assert len(rates) == PAGE and rates == sorted(rates, reverse=True)
+    finally:
+        stop.set()
+        th.join()
 
     # resize: everything is laid out again for the new size
     tui("resize-window", "-x", "72", "-y", "12")

@@ -111,29 +111,41 @@ class PodCache:
         self.relists = 0
 
     # -- cache ----------------------------------------------------------------
+    @staticmethod
+    def _put(by_ip: dict[str, str], by_pod: dict[str, list[str]], name: str, ips: list[str]) -> None:
+        """Give pod `name` the addresses `ips` (none: forget it) in the maps."""
+        for ip in by_pod.pop(name, []):
+            if by_ip.get(ip) == name:
+                del by_ip[ip]
+        if ips:
+            by_pod[name] = ips
+            for ip in ips:
+                by_ip[ip] = name
+
     def _apply(self, kind: str, pod: Mapping[str, Any]) -> None:
         name = pod_name(pod)
         ips = [] if kind == "DELETED" else pod_ips(pod)
         with self._lock:
-            for ip in self._by_pod.pop(name, []):
-                if self._by_ip.get(ip) == name:
-                    del self._by_ip[ip]
-            if ips:
-                self._by_pod[name] = ips
-                for ip in ips:
-                    self._by_ip[ip] = name
+            self._put(self._by_ip, self._by_pod, name, ips)
             self.events += 1
 
     def _replace(self, pods: Iterable[Mapping[str, Any]]) -> None:
-        with self._lock:
-            self._by_ip.clear()
-            self._by_pod.clear()
+        """Make the cache exactly `pods` (a fresh list). The new maps are
+        built aside and swapped in at once, so a lookup during a relist sees
+        either the old cache or the new one, never an empty or partial one."""
+        by_ip: dict[str, str] = {}
+        by_pod: dict[str, list[str]] = {}
+        n = 0
         for p in pods:
-            self._apply("ADDED", p)
+            self._put(by_ip, by_pod, pod_name(p), pod_ips(p))
+            n += 1
+        with self._lock:
+            self._by_ip, self._by_pod = by_ip, by_pod
+            self.events += n
 
     def lookup(self, ip: str) -> str | None:
         """``namespace/pod`` of the pod that has address `ip`, or None."""
-        return self._by_ip.get(ip)
+        return self._by_ip.get(ip)  # one read of the current map: relists swap it whole
 
     def label(self, ips: np.ndarray) -> np.ndarray:
         """:meth:`lookup` over an array of address strings (each distinct
