@@ -446,3 +446,214 @@ def test_standard_input_is_dash(bpf, mixed):
     assert p.returncode == 1
     assert p.stderr == (b"pktstat-bpf: error: standard input: not a pcap or pcapng capture (truncated dump file; "
                         b"tried to read 4 file header bytes, only got 0)\n")  # fmt: skip
+
+
+# ---- signals, the progress bar on a terminal, a corrupt record header ----------
+def write_big_pcap(path: Path, frames: int, per_second: int = 10_000) -> Path:
+    """`frames` UDP frames of one flow, `per_second` to each second of capture
+    time: a file that takes seconds to replay, written in a fraction of one."""
+    frame = udp4(A4, B4, 1, 2, 0)
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for sec, start in enumerate(range(0, frames, per_second)):
+            n = min(per_second, frames - start)
+            f.write((struct.pack("<IIII", T0 + sec, 0, len(frame), len(frame)) + frame) * n)
+    return path
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory) -> Path:
+    """2M frames over 200 s of capture time: several seconds of replay."""
+    return write_big_pcap(tmp_path_factory.mktemp("huge") / "huge.pcap", 2_000_000)
+
+
+def _wait_until_open(proc: subprocess.Popen, path: Path, timeout: float = 30) -> None:
+    """Until `proc` has opened `path` (the program is loaded, replay begins)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    fds = Path(f"/proc/{proc.pid}/fd")
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fds.iterdir()):
+                return
+        except OSError:  # an fd closed while listing
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never opened")
+
+
+@pytest.mark.parametrize("out", [[], ["--jsonl"]], ids=["report", "jsonl"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_replay_with_one_line_and_exit_130(bpf, huge, sig, out):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "--pcap", str(huge), *out],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _wait_until_open(proc, huge)
+        time.sleep(0.5)  # well inside the replay
+        assert proc.poll() is None, "the replay ended before the signal: make the file bigger"
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        stdout, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stderr == "pktstat-bpf: interrupted\n"  # one line, no traceback
+    assert took < 2.0  # stopped, not run to the end (a whole replay takes several seconds)
+    if not out:
+        assert stdout == ""  # interrupted before a report could be made
+    else:
+        lines = stdout.splitlines()  # the intervals written until then, each whole
+        assert len(lines) < 200 and all(json.loads(x)["packets"] == 10_000 for x in lines)
+
+
+def _reading_standard_input(pid: int, read_nr: int) -> bool:
+    """True while `pid`'s main thread is blocked in read(2) of its standard input (or a dup of it)."""
+    try:
+        nr, fd = Path(f"/proc/{pid}/syscall").read_text().split()[:2]
+        fd_path = f"/proc/{pid}/fd/{int(fd, 16)}"
+        return int(nr) == read_nr and os.readlink(fd_path) == os.readlink(f"/proc/{pid}/fd/0")
+    except (OSError, ValueError):  # running (no arguments shown), or an fd just closed
+        return False
+
+
+@pytest.mark.parametrize("written", [b"", struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)],
+                         ids=["nothing", "file-header"])  # fmt: skip
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_waiting_for_standard_input_is_no_file_error(bpf, sig, written):
+    """The signal breaks the read of the pipe: that is an interruption, not a bad or damaged file."""
+    import platform
+    import signal
+    import time
+
+    read_nr = {"x86_64": 0, "aarch64": 63}.get(platform.machine())
+    if read_nr is None:
+        pytest.skip("read(2)'s number on this architecture is not listed")
+    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "--pcap", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)  # fmt: skip
+    try:
+        proc.stdin.write(written)
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _reading_standard_input(proc.pid, read_nr):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(getattr(signal, sig))
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (proc.returncode, stdout, stderr) == (130, b"", b"pktstat-bpf: interrupted\n")
+
+
+def _on_a_terminal(*args: str, stdout_too: bool = False) -> tuple[int, str, str]:
+    """Run the CLI with stderr (and with `stdout_too`, stdout) on a pty and
+    a progress delay of 0.2 s; returns the exit code, what the terminal got,
+    and stdout when it is a pipe."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, PKTSTAT_BPF_TEST_PROGRESS_DELAY="0.2")
+    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", *args],
+                            stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
+                            env=env)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out = b"" if stdout_too else proc.stdout.read()
+    proc.wait(timeout=60)
+    return proc.returncode, b"".join(chunks).decode(), out.decode()
+
+
+@pytest.fixture(scope="module")
+def longish(tmp_path_factory) -> Path:
+    """500,000 frames over 50 s: longer than 0.2 s to replay."""
+    return write_big_pcap(tmp_path_factory.mktemp("longish") / "longish.pcap", 500_000)
+
+
+BAR = re.compile(r"\rreplay \[#*-*\] +\d+% [\d,]+ frames [\d,]+k/s")
+
+
+@pytest.mark.parametrize("out", [[], ["--jsonl"], ["--plain"]], ids=["report", "jsonl", "plain"])
+def test_progress_bar_on_a_terminal_for_report_and_stream(bpf, longish, out):
+    code, tty, stdout = _on_a_terminal("--pcap", str(longish), *out)
+    assert code == 0, tty
+    assert BAR.search(tty), tty
+    assert tty.endswith("\r\x1b[K")  # erased at the end, nothing else on stderr
+    assert BAR.sub("", tty).replace("\r\x1b[K", "") == ""
+    if not out:
+        assert stdout.startswith(f"# replay of {longish}, 49.00s: 1 flows, 500000 packets, 21000000 bytes;")
+    else:
+        assert len(stdout.splitlines()) == 50  # one line per second of capture time
+
+
+def test_progress_bar_and_stream_lines_on_one_terminal(bpf, longish):
+    """Each line starts on a clean line: the bar is erased before it is written."""
+    code, tty, _ = _on_a_terminal("--pcap", str(longish), "--jsonl", stdout_too=True)
+    assert code == 0, tty
+    assert BAR.search(tty), tty
+    lines = [x for x in tty.split("\r\n") if '{"' in x]
+    assert len(lines) == 50
+    for x in lines:
+        before, _, rest = x.partition("{")
+        assert before == "" or before.endswith("\r\x1b[K"), repr(x[:120])  # a bar, then erased
+        assert json.loads("{" + rest)["packets"] == 10_000
+
+
+def test_no_progress_bar_within_the_delay_on_a_terminal(bpf, mixed):
+    code, tty, stdout = _on_a_terminal("--pcap", str(mixed[0]))
+    assert (code, tty) == (0, "")
+    assert stdout.startswith(f"# replay of {mixed[0]}, 2.50s:")
+
+
+def test_corrupt_record_header_reports_the_frames_before_it(bpf, tmp_path, caplog):
+    recs = [(T0 * 10**9 + i * 10**9, udp4(A4, B4, 1, 2, 100)) for i in range(5)]
+    data = bytearray(write_pcap(tmp_path / "good.pcap", recs).read_bytes())
+    struct.pack_into("<I", data, 24 + 2 * (16 + 142) + 8, 0xFFFFFFF0)  # the 3rd record's caplen
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(bytes(data))
+    reason = "invalid packet capture length 4294967280, bigger than snaplen of 65535"
+    warning = (f"pktstat-bpf: warning: {path}: damaged after 2 frames ({reason}); "
+               "the report covers those 2 frames\n")  # fmt: skip
+
+    snap = pktstat_bpf.replay(path)
+    assert table(snap) == {(A4, B4, "UDP", 1, 2): (2, 2 * 142)}
+    assert snap.extra["damage"] == reason and snap.extra["frames"] == 2
+    assert f"damaged after 2 frames ({reason})" in caplog.text
+    with pytest.raises(DamagedCaptureError) as e:
+        pktstat_bpf.replay(path, strict=True)
+    assert e.value.frames == 2 and table(e.value.snapshot) == {(A4, B4, "UDP", 1, 2): (2, 284)}
+
+    p = cli("--pcap", str(path), "-j")
+    assert (p.returncode, p.stderr) == (1, warning)
+    doc = json.loads(p.stdout)
+    assert (doc["frames"], doc["damage"], doc["duration"]) == (2, reason, 1.0)
+    assert doc["totals"]["packets"] == 2 and doc["totals"]["bytes"] == 284 and doc["totals"]["flows"] == 1
+    assert [(f["packets"], f["bytes"]) for f in doc["flows"]] == [(2, 284)]
+
+    p = cli("--pcap", str(path))
+    assert (p.returncode, p.stderr) == (1, warning)
+    assert p.stdout == (
+        f"# replay of {path}, 1.00s: 1 flows, 2 packets, 284 bytes; unparsed 0 packets/0 bytes; "
+        "overflow 0 packets/0 bytes\n"
+        "bitrate: 2.27 Kbps, packets: 2, bytes: 284, proto: UDP, src: 10.0.0.1:1, dst: 10.0.0.2:2\n"
+    )
+
+    p = cli("--pcap", str(path), "--jsonl")
+    assert (p.returncode, p.stderr) == (1, warning)
+    rows = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [(r["packets"], r["totalPackets"], r["totalBytes"]) for r in rows] == [(1, 1, 142), (1, 2, 284)]

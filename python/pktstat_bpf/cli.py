@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__, exporter, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
@@ -23,13 +23,17 @@ from .modes.tc import TC_ATTACH
 from .modes.xdp import XDP_MODES
 from .snapshot import Snapshot
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .offline import Progress, Replayer
+    from .progress import ProgressBar
+
 PROG = "pktstat-bpf"
 DEFAULT_TIMEOUT = 600.0
 log = logging.getLogger("pktstat_bpf")
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime error, 2 usage error, 69 kernel feature missing,
-77 insufficient privilege (needs root or CAP_BPF+CAP_NET_ADMIN), 130 interrupted.
+77 insufficient privilege (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), 130 interrupted.
 """
 
 
@@ -247,37 +251,95 @@ def run_replay(args: argparse.Namespace) -> int:
     """--pcap FILE: count the file's frames and report, or with --jsonl,
     --plain or -u stream them per -r interval of capture time. A file damaged
     part-way still gets its report (of the frames before the damage) on
-    stdout, a warning on stderr, and exit code 1."""
-    from .offline import DamagedCaptureError, Replayer
+    stdout, a warning on stderr, and exit code 1. SIGINT or SIGTERM while
+    loading or replaying stops with no report: one line, exit code 130 (the
+    KeyboardInterrupt :func:`main` turns into it); a progress bar on a
+    terminal is erased first."""
+    from .offline import Replayer
     from .progress import ProgressBar
 
-    code = EXIT_OK
     with views.view_from_args(args) as view:
-        replayer = Replayer(args.max_entries)
-        if args.jsonl or args.plain or args.unique:
-            from .filters import UniqueFilter
-            from .stream import StreamWriter
-
-            writer = StreamWriter(sys.stdout, "jsonl" if args.jsonl else "text",
-                                  UniqueFilter() if args.unique else None)  # fmt: skip
+        with _StopSignals() as stop:
+            replayer = Replayer(args.max_entries)  # (loading: the signal is seen once it returns)
+            _stop_if_signalled(stop)
+            bar = ProgressBar(sys.stderr)
             try:
-                for iv in replayer.intervals(args.pcap, args.refresh, strict=True):
-                    writer.write(view.apply_interval(iv))
-            except DamagedCaptureError as e:
-                log.warning("warning: %s", e)
-                return EXIT_RUNTIME
-            return EXIT_OK
-        bar = ProgressBar(sys.stderr)
-        try:
-            snap = replayer.replay(args.pcap, progress=bar, strict=True)
-        except DamagedCaptureError as e:
-            snap, code = e.snapshot, EXIT_RUNTIME
-            bar.close()
-            log.warning("warning: %s", e)
-        finally:
-            bar.close()
+                if args.jsonl or args.plain or args.unique:
+                    return _replay_stream(args, replayer, view, stop, bar)
+                snap, code = _replay_report(args, replayer, stop, bar)
+            except (PktstatError, OSError):
+                _stop_if_signalled(stop)  # a signal breaks a read of a pipe (--pcap -): no file error then
+                raise
+            finally:
+                bar.close()
         write_report(view.apply(snap), args.json)
     return code
+
+
+def _stop_if_signalled(stop: _StopSignals) -> None:
+    if stop.signal is not None:
+        raise KeyboardInterrupt
+
+
+def _replay_progress(stop: _StopSignals, bar: Progress) -> Progress:
+    """The replay's progress hook: the engine calls it (with the signal
+    handlers run just before) every 65536 frames and at the end; raising
+    there unwinds the replay loop."""
+
+    def progress(frames: int, done: int, total: int) -> None:
+        _stop_if_signalled(stop)
+        bar(frames, done, total)
+
+    return progress
+
+
+def _replay_report(
+    args: argparse.Namespace, replayer: Replayer, stop: _StopSignals, bar: ProgressBar
+) -> tuple[Snapshot, int]:
+    from .offline import DamagedCaptureError
+
+    try:
+        snap = replayer.replay(args.pcap, progress=_replay_progress(stop, bar), strict=True)
+    except DamagedCaptureError as e:
+        _stop_if_signalled(stop)  # a signal breaks a read of a pipe (--pcap -): no damage then
+        bar.close()
+        log.warning("warning: %s", e)
+        return e.snapshot, EXIT_RUNTIME
+    _stop_if_signalled(stop)
+    return snap, EXIT_OK
+
+
+def _fill_warning_due(view: views.View, snap: Snapshot) -> bool:
+    """True if applying the view to `snap` logs the fill warning."""
+    return view.fill is not None and not view.fill.warned and views.nearly_full(snap)
+
+
+def _replay_stream(
+    args: argparse.Namespace, replayer: Replayer, view: views.View, stop: _StopSignals, bar: ProgressBar
+) -> int:
+    from .filters import UniqueFilter
+    from .offline import DamagedCaptureError
+    from .stream import StreamWriter
+
+    writer = StreamWriter(sys.stdout, "jsonl" if args.jsonl else "text",
+                          UniqueFilter() if args.unique else None)  # fmt: skip
+    try:
+        shared_tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        shared_tty = False
+    try:
+        progress = _replay_progress(stop, bar)
+        for iv in replayer.intervals(args.pcap, args.refresh, progress=progress, strict=True):
+            _stop_if_signalled(stop)
+            if bar.drawn and (shared_tty or _fill_warning_due(view, iv.cumulative)):
+                bar.close()  # a line on the terminal, or the fill warning, starts on a clean line
+            writer.write(view.apply_interval(iv))
+    except DamagedCaptureError as e:
+        _stop_if_signalled(stop)
+        bar.close()
+        log.warning("warning: %s", e)
+        return EXIT_RUNTIME
+    return EXIT_OK
 
 
 def dispatch(args: argparse.Namespace) -> int:
