@@ -164,14 +164,15 @@ def _diag_sockets() -> list[DiagSocket]: ...
 class CgroupCollector(_MapReaders):
     def __init__(
         self,
-        mount_root: str,
-        rel_path: str,
+        # std::string parameters: pybind11 takes str or bytes (paths need not be UTF-8)
+        mount_root: str | bytes,
+        rel_path: str | bytes,
         max_entries: _Int = 65536,
         owner_entries: _Int = 65536,
         path_cache: _Int = 16384,
         scan_sockets: bool = True,
         _fail_attach_at: _Int = -1,
-        hier_root: str = "/",
+        hier_root: str | bytes = "/",
     ) -> None: ...
     def attach(self) -> None: ...
     def detach(self) -> None: ...

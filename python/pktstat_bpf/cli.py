@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 from . import __version__, exporter, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
@@ -179,7 +179,8 @@ def _setup_logging(level: int) -> None:
     root = logging.getLogger("pktstat_bpf")
     root.handlers[:] = [handler]
     root.propagate = False
-    root.setLevel({-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(max(-1, min(level, 1))))
+    # (every clamped level is a key: .get never returns None)
+    root.setLevel(cast(int, {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(max(-1, min(level, 1)))))
     # libbpf's own log (verifier output, probes) only with -vv.
     logging.getLogger("pktstat_bpf.libbpf").setLevel(logging.DEBUG if level >= 2 else logging.CRITICAL + 1)
 

@@ -51,7 +51,8 @@ import math
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
@@ -87,7 +88,7 @@ DIRECTIONS = ("ingress", "egress", "none")
 FAMILIES = {4: "ipv4", 6: "ipv6"}
 
 
-def _prometheus_client():
+def _prometheus_client() -> ModuleType:
     try:
         import prometheus_client
     except ImportError:
@@ -285,7 +286,7 @@ class TopTracker:
         if callable(keys):
             key_at = keys
         else:
-            key_at = keys.__getitem__  # type: ignore[assignment]
+            key_at = keys.__getitem__
             if hashes is None:
                 hashes = hash_words(_words(keys))
         assert hashes is not None
@@ -313,7 +314,7 @@ class TopTracker:
             self.score = np.concatenate([self.score, sent[new].astype(np.float64)])
             self.values = np.concatenate([self.values, values[new].astype(np.uint64)])
             self.idle = np.concatenate([self.idle, np.zeros(len(new))])
-            self.rows = np.concatenate([self.rows, rows[new]])  # type: ignore[list-item]
+            self.rows = np.concatenate([self.rows, rows[new]])
             self.columns = {k: np.concatenate([v, columns[k][new]]) for k, v in self.columns.items()}
         if len(self.score) > self.capacity:
             self._take(np.sort(top_order(self.score, self.values[:, 1], self.capacity)))
@@ -461,7 +462,7 @@ class FlowMetrics:
         )
         if self.owners:
             pk = np.empty(len(r), _PROCESS_KEY)
-            for f in _PROCESS_KEY.names:
+            for f in cast("tuple[str, ...]", _PROCESS_KEY.names):  # a structured dtype: names set
                 pk[f] = r[f]
             uniq, (packets, bytes_), first = _group(
                 pk.view(f"V{_PROCESS_KEY.itemsize}"), r["packets"], r["bytes"]
@@ -519,8 +520,8 @@ class FlowMetrics:
             for unit, i in (("packets", 0), ("bytes", 1)):
                 doc = what.split("|")[i] + ", by direction"
                 fam = CounterMetricFamily(f"{PREFIX}_{name}{unit}_total", doc, labels=["direction"])
-                for dirn, c in self.conservation.items():
-                    fam.add_metric([dirn], getattr(c, f"{field}{unit}"))
+                for dir_name, c in self.conservation.items():
+                    fam.add_metric([dir_name], getattr(c, f"{field}{unit}"))
                 yield fam
 
         entries = GaugeMetricFamily(f"{PREFIX}_flow_table_entries", "Flows in the kernel flow table")
@@ -672,7 +673,7 @@ class MetricsServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         metrics_app = prometheus_client.make_wsgi_app(registry)
 
-        def app(environ, start_response):
+        def app(environ: dict[str, Any], start_response: Callable[..., object]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path == "/metrics":
                 return metrics_app(environ, start_response)
@@ -712,7 +713,7 @@ class MetricsServer:
             self._thread = None
         if self.httpd is not None:
             self.httpd.server_close()
-            self.httpd = None  # type: ignore[assignment]
+            self.httpd = None
 
     def __enter__(self) -> "MetricsServer":
         return self.start()

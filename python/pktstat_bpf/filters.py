@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def connection_hashes(records: np.ndarray) -> np.ndarray:
     cgroup). Never 0 (0 marks an empty slot)."""
     n = len(records)
     fields = ["saddr", "daddr", "sport", "dport", "proto", "ipver", "pid", "comm"]
-    base = [(f, records.dtype.fields[f][0]) for f in fields]
+    dtype_fields = cast("Mapping[str, tuple[Any, ...]]", records.dtype.fields)  # structured: not None
+    base = [(f, dtype_fields[f][0]) for f in fields]
     pad = -np.dtype(base).itemsize % 8
     conn = np.zeros(n, dtype=base + [("_pad", "u1", (pad,))] if pad else base)
     for f in fields:

@@ -43,7 +43,7 @@ def is_l3_device(name: str) -> bool:
 
 
 def _default_v4() -> list[tuple[int, str]]:
-    out = []
+    out: list[tuple[int, str]] = []
     try:
         lines = Path("/proc/net/route").read_text().splitlines()[1:]
     except OSError:
@@ -56,7 +56,7 @@ def _default_v4() -> list[tuple[int, str]]:
 
 
 def _default_v6() -> list[tuple[int, str]]:
-    out = []
+    out: list[tuple[int, str]] = []
     try:
         lines = Path("/proc/net/ipv6_route").read_text().splitlines()
     except OSError:

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ WATCH_SECONDS = 300
 RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 
 
-def _client():
+def _client() -> tuple[ModuleType, ModuleType, ModuleType]:
     try:
         import kubernetes  # noqa: F401
         from kubernetes import client, config, watch

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from . import render
 from .filters import UniqueFilter
 from .live import Interval
 from .views import View
+
+if TYPE_CHECKING:
+    import threading
+
+    import numpy as np
+
+    from .collector import Collector
 
 log = logging.getLogger("pktstat_bpf")
 
@@ -33,7 +40,7 @@ class StreamWriter:
         self.unique = unique
         self.lines = 0
 
-    def rows(self, iv: Interval):
+    def rows(self, iv: Interval) -> np.ndarray:
         if self.unique is None:
             return iv.recent
         mask = iv.active.copy()
@@ -53,7 +60,9 @@ class StreamWriter:
         return len(flows)
 
 
-def run_stream(args: argparse.Namespace, collector, view: View, stop) -> None:
+def run_stream(
+    args: argparse.Namespace, collector: Collector, view: View, stop: threading.Event | None
+) -> None:
     """Stream until -t, a signal (`stop`) or a closed stdout."""
     import sys
 

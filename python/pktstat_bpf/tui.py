@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -34,6 +34,12 @@ from .durations import format_duration
 from .errors import EXIT_OK, UsageError
 from .live import Interval, IntervalTracker, key_hashes
 from .views import nearly_full
+
+if TYPE_CHECKING:
+    import threading
+
+    from .collector import Collector
+    from .views import View
 
 SORTS = ("bitrate", "packets", "bytes", "src", "dst")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
@@ -263,7 +269,7 @@ class TableModel:
         return [line([c.title for c in cols])] + [line(r) for r in rows]
 
 
-def _draw(scr, m: TableModel) -> None:
+def _draw(scr: curses.window, m: TableModel) -> None:
     height, width = scr.getmaxyx()
     scr.erase()
     if height < 5 or width < 20:
@@ -287,14 +293,21 @@ def _draw(scr, m: TableModel) -> None:
     scr.refresh()
 
 
-def _put(scr, y: int, x: int, text: str, width: int, attr: int = 0) -> None:
+def _put(scr: curses.window, y: int, x: int, text: str, width: int, attr: int = 0) -> None:
     try:  # writing the bottom-right cell "fails" after drawing it: harmless
         scr.addnstr(y, x, text, max(width - x, 0), attr)
     except curses.error:
         pass
 
 
-def tui_loop(scr, collector, view, args: argparse.Namespace, stop_event, clock: Callable[[], float] = time.monotonic):
+def tui_loop(
+    scr: curses.window,
+    collector: Collector,
+    view: View,
+    args: argparse.Namespace,
+    stop_event: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     """Read, draw and handle keys until q/x, -t or a signal."""
     st = collector.status
     m = TableModel(mode=collector.mode, where=collector.where, attach=st["attach"], refresh=args.refresh)
@@ -351,7 +364,7 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _logs_held(hold: bool):
+def _logs_held(hold: bool) -> Iterator[None]:
     """While curses owns the terminal, diagnostics written to it (the
     fill warning, a Kubernetes watch retry ...) would tear the screen:
     keep them, and write them once the terminal is restored. Without a

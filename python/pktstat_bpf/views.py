@@ -103,7 +103,7 @@ class View:
         self.close()
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse._ActionsContainer) -> None:
     """The view flags, shared by every output."""
     p.add_argument(
         "--external", action="store_true",

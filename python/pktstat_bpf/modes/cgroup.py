@@ -172,8 +172,8 @@ class CgroupMode(EngineMode):
         none = records[records["pid"] == 0] if len(records) else records
         return int(none["packets"].sum(dtype=np.uint64)), int(none["bytes"].sum(dtype=np.uint64))
 
-    def read(self, use_batch: bool = True):
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
         records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
-        ids = np.unique(records["cgroup_id"]) if len(records) else []
+        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
         self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
         return records, stats

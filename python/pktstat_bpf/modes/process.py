@@ -119,8 +119,8 @@ class ProcessMode(EngineMode):
         extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
         return extra
 
-    def read(self, use_batch: bool = True):
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
         records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
-        ids = np.unique(records["cgroup_id"]) if len(records) else []
+        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
         self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
         return records, stats

@@ -4,11 +4,14 @@ through TCX links or a legacy clsact filter."""
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import iface as _iface
 from ..errors import FeatureMissingError, UsageError
 from . import EngineMode, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TC_ATTACH = ("auto", "tcx", "legacy")
 
@@ -84,5 +87,5 @@ class TcMode(EngineMode):
             "created_qdisc": bool(self.engine is not None and self.engine.created_qdisc),
         }
 
-    def read(self, use_batch: bool = True):
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
         return self.engine.read_flows(use_batch), self.engine.read_stats()

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import iface as _iface
 from ..errors import FeatureMissingError, PktstatError, UsageError
 from . import EngineMode, register
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .. import _core
+
 XDP_MODES = ("auto", "native", "generic", "offload")
 EGRESS_NOTE = "XDP sees ingress only: egress is not counted"
 
 
-def describe_program(state: dict[str, Any]) -> str:
+def describe_program(state: _core.XdpState) -> str:
     name = f' "{state["name"]}"' if state.get("name") else ""
     mode = f", {state['mode']} mode" if state.get("mode") else ""
     return f"id {state['prog_id']}{name}{mode}"
@@ -75,7 +80,7 @@ class XdpMode(EngineMode):
                 ) from None
             raise
 
-    def _busy(self, state: dict[str, Any]) -> PktstatError:
+    def _busy(self, state: _core.XdpState) -> PktstatError:
         return PktstatError(
             f"{self.iface} already has an XDP program ({describe_program(state)}); "
             "pktstat-bpf does not replace it: detach it first, or count with TC (omit -x)"
@@ -129,5 +134,5 @@ class XdpMode(EngineMode):
         """Fields for the snapshot's JSON header (and its text header note)."""
         return {"directions": ["ingress"], "note": EGRESS_NOTE}
 
-    def read(self, use_batch: bool = True):
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
         return self.engine.read_flows(use_batch), self.engine.read_stats()
