@@ -435,3 +435,39 @@ def test_full_table_conserves_every_event(cg: TestCgroup, netns: NetnsPair):
 def test_unknown_backend_is_a_usage_error():
     with pytest.raises(UsageError, match="--process-backend must be one of auto, tracepoint, fentry, kprobe, not 'x'"):
         Collector(mode="process", backend="x")
+
+
+_UDPLITE = """
+import json, socket
+out = []
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    r = socket.socket(fam, socket.SOCK_DGRAM, 136)  # IPPROTO_UDPLITE
+    s = socket.socket(fam, socket.SOCK_DGRAM, 136)
+    r.bind((host, 0))
+    for _ in range(3):
+        s.sendto(b"l" * 33, (host, r.getsockname()[1]))
+        r.recvfrom(1000)
+    out.append((s.getsockname()[1], r.getsockname()[1]))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_udplite_is_counted_as_udp_is(backend: str):
+    """UDP-Lite datagrams, IPv4 and IPv6, unconnected: one packet per call,
+    the payload as bytes, the peer from each datagram, in every backend."""
+    if usable(backend):
+        return  # refused: checked by test_every_flow_of_every_process_exactly
+    with Collector(mode="process", backend=backend) as c:
+        p = subprocess.run([sys.executable, "-c", _UDPLITE], capture_output=True, text=True, timeout=60, check=True)
+        time.sleep(0.1)
+        snap = c.snapshot()
+    (s4, r4), (s6, r6) = json.loads(p.stdout)
+    mine = {(f["direction"], f["proto"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (f["packets"], f["bytes"])
+            for f in snap.flows() if f["proto"] == "UDPLite" and {f["srcPort"], f["dstPort"]} in ({s4, r4}, {s6, r6})}  # fmt: skip
+    assert mine == {
+        ("egress", "UDPLite", "0.0.0.0", s4, "127.0.0.1", r4): (3, 99),
+        ("ingress", "UDPLite", "127.0.0.1", s4, "127.0.0.1", r4): (3, 99),
+        ("egress", "UDPLite", "::", s6, "::1", r6): (3, 99),
+        ("ingress", "UDPLite", "::1", s6, "::1", r6): (3, 99),
+    }
