@@ -205,6 +205,8 @@ FLAGS = [
      "argument -r/--refresh: invalid duration '99999999999h': longer than 876000h (100 years)"),
     ("json-and-jsonl", ["-j", "--jsonl"], 2, "choose one output: -j/--json or --jsonl"),
     ("jsonl-and-plain", ["--jsonl", "--plain"], 2, "choose one output: --jsonl or --plain"),
+    ("json-and-json-array", ["-j", "--json-array"], 2, "choose one output: -j/--json or --json-array"),
+    ("json-array-value", ["--json-array=yes"], 2, "argument --json-array: ignored explicit argument 'yes'"),
     ("tui-and-prometheus", ["-g", "--prometheus", "9977"], 2, "choose one output: -g/--tui or --prometheus"),
     ("unique-and-json", ["-u", "-j"], 2, "-u/--unique streams lines: use it with --jsonl or --plain (the default)"),
     ("jsonl-value", ["--jsonl", "yes"], 2, "unrecognized arguments: yes"),

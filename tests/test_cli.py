@@ -133,3 +133,17 @@ def test_default_interface_is_the_default_routes(netns):
     import json
 
     assert json.loads(r.stdout)["iface"] == "va"
+
+
+def test_json_array_is_the_bare_array_pktstat_bpf_prints(bpf):
+    """--json-array: the flows of -j's report, as pktstat-bpf's top-level
+    array (jq '.[]' works unchanged); nothing else on stdout."""
+    import json
+
+    pcap = str(Path(__file__).parent / "data" / "office.pcap")
+    wrapped, bare = run("--pcap", pcap, "-j"), run("--pcap", pcap, "--json-array")
+    assert (wrapped.returncode, bare.returncode, bare.stderr) == (0, 0, "")
+    flows = json.loads(bare.stdout)
+    assert isinstance(flows, list) and flows == json.loads(wrapped.stdout)["flows"] and len(flows) > 1
+    assert all({"srcIp", "dstIp", "proto", "srcPort", "dstPort", "bytes", "packets", "bitrate"} <= f.keys()
+               for f in flows)  # fmt: skip

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Sequence, cast
 
-from . import __version__, exporter, views
+from . import __version__, exporter, render, views
 from .collector import DEFAULT_MAX_ENTRIES, Collector, check_max_entries
 from .durations import format_duration, parse_duration
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PktstatError, UsageError
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="capture time, Go-style (10s, 1m30s; default 10m, with --prometheus until stopped; 0 = until Ctrl-C)",
     )  # fmt: skip
     p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--json-array", action="store_true",
+        help="print the report as pktstat-bpf's bare JSON array of flows (no header: "
+             "the conservation counters are left out)",
+    )  # fmt: skip
     p.add_argument(
         "--max-entries", metavar="N", type=_int, default=DEFAULT_MAX_ENTRIES,
         help=f"flow table size (default {DEFAULT_MAX_ENTRIES}); flows beyond it are counted as overflow",
@@ -163,11 +168,12 @@ def check_live_arguments(args: argparse.Namespace) -> None:
     """One output at a time; a positive refresh; valid CIDRs."""
     if args.refresh < 0.01:
         raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(args.refresh)}")
-    chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--jsonl", args.jsonl),
-                              ("--plain", args.plain), ("--prometheus", args.prometheus is not None)) if on]  # fmt: skip
+    chosen = [f for f, on in (("-g/--tui", args.tui), ("-j/--json", args.json), ("--json-array", args.json_array),
+                              ("--jsonl", args.jsonl), ("--plain", args.plain),
+                              ("--prometheus", args.prometheus is not None)) if on]  # fmt: skip
     if len(chosen) > 1:
         raise UsageError(f"choose one output: {' or '.join(chosen)}")
-    if args.unique and (args.tui or args.json or args.prometheus is not None):
+    if args.unique and (args.tui or args.json or args.json_array or args.prometheus is not None):
         raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
     views.check_arguments(args)
     exporter.check_arguments(args)
@@ -210,8 +216,13 @@ class _StopSignals:
         self.event.wait(timeout if timeout > 0 else None)
 
 
-def write_report(snap: Snapshot, as_json: bool) -> None:
-    out = snap.to_json() + "\n" if as_json else snap.to_text()
+def write_report(snap: Snapshot, args: argparse.Namespace) -> None:
+    """The final report in the format the flags chose: text, JSON (header and
+    flows) or pktstat-bpf's bare array of flows."""
+    if args.json_array:
+        out = render.dumps(snap.flows()) + "\n"
+    else:
+        out = snap.to_json() + "\n" if args.json else snap.to_text()
     sys.stdout.write(out)
     sys.stdout.flush()
 
@@ -244,7 +255,7 @@ def run_capture(args: argparse.Namespace) -> int:
         stop.wait(args.timeout)
         collector.stop()
         snap = collector.snapshot()
-    write_report(view.apply(snap), args.json)  # (the view warns once if the table is nearly full)
+    write_report(view.apply(snap), args)  # (the view warns once if the table is nearly full)
     return EXIT_OK
 
 
@@ -273,7 +284,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 raise
             finally:
                 bar.close()
-        write_report(view.apply(snap), args.json)
+        write_report(view.apply(snap), args)
     return code
 
 
