@@ -60,14 +60,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# The build back-end and what it asks for (cmake, ninja), from pyproject.toml
-# (never retyped here), installed once into the venv so that rebuilds reuse
-# build/ (--no-build-isolation).
+# The build back-end (build-system.requires) and the CMake its settings ask
+# for (tool.scikit-build cmake.version), with ninja, all read from
+# pyproject.toml, never retyped here; installed once into the venv so that
+# rebuilds reuse build/ (--no-build-isolation) and make fuzz has cmake/ninja.
 $(VENV)/.build-deps: $(PY) pyproject.toml
-	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; \
-		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
-	$(PY) -m pip install -q $$($(PY) -c 'import scikit_build_core.build as b; \
-		print(" ".join(b.get_requires_for_build_wheel()))')
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); \
+		print(" ".join(t["build-system"]["requires"] + ["cmake" + t["tool"]["scikit-build"]["cmake"]["version"], "ninja"]))')
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.build-deps $(SOURCES)
