@@ -221,8 +221,10 @@ def write_report(snap: Snapshot, args: argparse.Namespace) -> None:
     flows) or pktstat-bpf's bare array of flows."""
     if args.json_array:
         out = render.dumps(snap.flows()) + "\n"
+    elif args.json:
+        out = snap.to_json() + "\n"
     else:
-        out = snap.to_json() + "\n" if args.json else snap.to_text()
+        out = snap.to_text()
     sys.stdout.write(out)
     sys.stdout.flush()
 
@@ -267,24 +269,36 @@ def run_replay(args: argparse.Namespace) -> int:
     loading or replaying stops with no report: one line, exit code 130 (the
     KeyboardInterrupt :func:`main` turns into it); a progress bar on a
     terminal is erased first."""
-    from .offline import Replayer
+    from .offline import DamagedCaptureError, Replayer
     from .progress import ProgressBar
 
+    streaming = bool(args.jsonl or args.plain or args.unique)
+    snap: Snapshot | None = None
+    code = EXIT_OK
     with views.view_from_args(args) as view:
         with _StopSignals() as stop:
             replayer = Replayer(args.max_entries)  # (loading: the signal is seen once it returns)
             _stop_if_signalled(stop)
             bar = ProgressBar(sys.stderr)
             try:
-                if args.jsonl or args.plain or args.unique:
-                    return _replay_stream(args, replayer, view, stop, bar)
-                snap, code = _replay_report(args, replayer, stop, bar)
+                if streaming:
+                    _replay_stream(args, replayer, view, stop, bar)
+                else:
+                    snap = replayer.replay(args.pcap, progress=_replay_progress(stop, bar), strict=True)
+                    _stop_if_signalled(stop)
+            # a signal breaks a read of a pipe (--pcap -): an interruption then, not damage or a file error
+            except DamagedCaptureError as e:
+                _stop_if_signalled(stop)
+                bar.close()  # the warning starts on a clean line
+                log.warning("warning: %s", e)
+                snap, code = (None if streaming else e.snapshot), EXIT_RUNTIME
             except (PktstatError, OSError):
-                _stop_if_signalled(stop)  # a signal breaks a read of a pipe (--pcap -): no file error then
+                _stop_if_signalled(stop)
                 raise
             finally:
                 bar.close()
-        write_report(view.apply(snap), args)
+        if snap is not None:  # the report: of the frames before the damage, if any
+            write_report(view.apply(snap), args)
     return code
 
 
@@ -305,22 +319,6 @@ def _replay_progress(stop: _StopSignals, bar: Progress) -> Progress:
     return progress
 
 
-def _replay_report(
-    args: argparse.Namespace, replayer: Replayer, stop: _StopSignals, bar: ProgressBar
-) -> tuple[Snapshot, int]:
-    from .offline import DamagedCaptureError
-
-    try:
-        snap = replayer.replay(args.pcap, progress=_replay_progress(stop, bar), strict=True)
-    except DamagedCaptureError as e:
-        _stop_if_signalled(stop)  # a signal breaks a read of a pipe (--pcap -): no damage then
-        bar.close()
-        log.warning("warning: %s", e)
-        return e.snapshot, EXIT_RUNTIME
-    _stop_if_signalled(stop)
-    return snap, EXIT_OK
-
-
 def _fill_warning_due(view: views.View, snap: Snapshot) -> bool:
     """True if applying the view to `snap` logs the fill warning."""
     return view.fill is not None and not view.fill.warned and views.nearly_full(snap)
@@ -328,9 +326,10 @@ def _fill_warning_due(view: views.View, snap: Snapshot) -> bool:
 
 def _replay_stream(
     args: argparse.Namespace, replayer: Replayer, view: views.View, stop: _StopSignals, bar: ProgressBar
-) -> int:
+) -> None:
+    """--pcap with --jsonl, --plain or -u: a line per flow per -r interval of
+    capture time (DamagedCaptureError comes after the last interval)."""
     from .filters import UniqueFilter
-    from .offline import DamagedCaptureError
     from .stream import StreamWriter
 
     writer = StreamWriter(sys.stdout, "jsonl" if args.jsonl else "text",
@@ -339,19 +338,12 @@ def _replay_stream(
         shared_tty = sys.stdout.isatty()
     except (AttributeError, ValueError):
         shared_tty = False
-    try:
-        progress = _replay_progress(stop, bar)
-        for iv in replayer.intervals(args.pcap, args.refresh, progress=progress, strict=True):
-            _stop_if_signalled(stop)
-            if bar.drawn and (shared_tty or _fill_warning_due(view, iv.cumulative)):
-                bar.close()  # a line on the terminal, or the fill warning, starts on a clean line
-            writer.write(view.apply_interval(iv))
-    except DamagedCaptureError as e:
+    progress = _replay_progress(stop, bar)
+    for iv in replayer.intervals(args.pcap, args.refresh, progress=progress, strict=True):
         _stop_if_signalled(stop)
-        bar.close()
-        log.warning("warning: %s", e)
-        return EXIT_RUNTIME
-    return EXIT_OK
+        if bar.drawn and (shared_tty or _fill_warning_due(view, iv.cumulative)):
+            bar.close()  # a line on the terminal, or the fill warning, starts on a clean line
+        writer.write(view.apply_interval(iv))
 
 
 def dispatch(args: argparse.Namespace) -> int:
