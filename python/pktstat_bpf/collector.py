@@ -201,9 +201,7 @@ class Collector:
         started = self._started_wall if self._started_wall is not None else time.time()
         return Snapshot(
             records=records,
-            totals=Totals.from_arrays(
-                stats, records, self._mode.unowned(records) if hasattr(self._mode, "unowned") else None
-            ),
+            totals=Totals.from_arrays(stats, records, self._mode.unowned(records)),
             duration=duration,
             started_at=started,
             taken_at=started + duration,

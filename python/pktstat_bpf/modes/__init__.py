@@ -12,13 +12,19 @@ A mode class provides:
   ``status()`` (dict, extra fields for the status line and JSON header);
 - ``read(use_batch)``: ``(records, stats)`` arrays from the engine;
 - ``ifnames`` and ``cgroups`` mappings used to render records;
+- ``unowned(records)``: ``(packets, bytes)`` without an owner for
+  ``Snapshot.totals`` in the modes that attribute flows to processes, None
+  in the others (EngineMode's default);
 - optionally ``report_extra()`` (dict): fields for the snapshot's JSON
   header; a ``note`` in it is also appended to the text header line.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Type
+from typing import TYPE_CHECKING, Any, Dict, Type
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REGISTRY: Dict[str, Type[Any]] = {}
 
@@ -44,6 +50,10 @@ class EngineMode:
     @property
     def attach_path(self) -> str:
         return self.engine.attach_path if self.engine is not None else ""
+
+    def unowned(self, records: np.ndarray) -> tuple[int, int] | None:
+        """(packets, bytes) without an owner: None where nothing is owned."""
+        return None
 
 
 def register(cls: Type[Any]) -> Type[Any]:

@@ -98,8 +98,9 @@ class ProcessMode(EngineMode):
             st["events"] = self.engine.proc_stats()
         return st
 
-    def unowned(self, records: Any = None) -> tuple[int, int]:
-        """(events, bytes) counted without a pid: Snapshot.totals carries them."""
+    def unowned(self, records: np.ndarray) -> tuple[int, int]:
+        """(events, bytes) the engine counted without a pid (its own counters,
+        not derived from `records`): Snapshot.totals carries them."""
         ev = self.engine.proc_stats()
         return ev["unowned_packets"], ev["unowned_bytes"]
 
