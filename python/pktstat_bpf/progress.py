@@ -1,42 +1,31 @@
 """A progress bar on stderr for long jobs (replay of a big capture file).
 
 Nothing is drawn when the stream is not a terminal, nor for jobs that end
-within ``delay`` seconds; the bar is erased when the job ends.
-
-Test-only knob (as in ``_test_knobs.py``): ``PKTSTAT_BPF_TEST_PROGRESS_DELAY=SECONDS``
-replaces the default delay of 2 s, so a test on a terminal need not replay
-for long.
+within ``delay`` seconds (2 s; tests shorten it, see ``_test_knobs.py``);
+the bar is erased when the job ends.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
 from typing import TextIO
 
+from ._test_knobs import progress_delay
+
 DEFAULT_DELAY = 2.0
-DELAY_ENV = "PKTSTAT_BPF_TEST_PROGRESS_DELAY"
-
-
-def default_delay() -> float:
-    """2 s, or PKTSTAT_BPF_TEST_PROGRESS_DELAY (test-only) if set."""
-    try:
-        return float(os.environ[DELAY_ENV])
-    except (KeyError, ValueError):
-        return DEFAULT_DELAY
 
 
 class ProgressBar:
     """Callable as a replay progress hook: ``bar(frames, done_bytes, total_bytes)``.
-    `delay` defaults to :func:`default_delay`."""
+    `delay` defaults to DEFAULT_DELAY (or the test knob's)."""
 
     def __init__(
         self, stream: TextIO | None = None, delay: float | None = None, label: str = "replay"
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.delay = default_delay() if delay is None else delay
+        self.delay = progress_delay(DEFAULT_DELAY) if delay is None else delay
         self.label = label
         self.start = time.monotonic()
         self.drawn = False
