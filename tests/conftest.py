@@ -55,10 +55,8 @@ def tcx_missing() -> str | None:
     return None if b"BPF_TCX_INGRESS\0" in btf else "the kernel has no TCX (Linux 6.6+)"
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
+def _forbid_skip(rep) -> None:
+    """With PKTSTAT_BPF_REQUIRE_ALL, a skip is reported as a failure."""
     if REQUIRE_ALL and rep.skipped and not hasattr(rep, "wasxfail"):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
@@ -66,15 +64,15 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _forbid_skip((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
-    """The same for a whole module skipped at collection time (a module-level
+    """A whole module skipped at collection time too (a module-level
     pytest.importorskip of a test dependency that is missing)."""
-    outcome = yield
-    rep = outcome.get_result()
-    if REQUIRE_ALL and rep.skipped:
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        rep.outcome = "failed"
-        rep.longrepr = f"skip not allowed with PKTSTAT_BPF_REQUIRE_ALL=1: {reason}"
+    _forbid_skip((yield).get_result())
 
 
 def _bpf_unavailable() -> str | None:

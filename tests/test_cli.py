@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from netns import sh
 
 import pktstat_bpf
 from pktstat_bpf.cli import main, parse_args
@@ -109,8 +111,6 @@ def test_unprivileged_user_gets_exit_77_and_nothing_attached(bpf):
 def test_default_interface_is_the_default_routes(netns):
     """Without -i: the interface of the IPv4 default route of lowest metric,
     else IPv6's, else the first interface that is up; the CLI counts there."""
-    from netns import sh
-
     ns = netns
     sh("ip", "link", "add", "pbtdummy0", "type", "veth", "peer", "name", "pbtdummy1", netns=ns.ns_a)
     for dev in ("pbtdummy0", "pbtdummy1"):
@@ -130,8 +130,6 @@ def test_default_interface_is_the_default_routes(netns):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("pktstat-bpf: counting on va via ")
-    import json
-
     assert json.loads(r.stdout)["iface"] == "va"
 
 

@@ -6,12 +6,15 @@ the README describes."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from traffic import ETH, IP4, UDP, send_udp
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install '.[test]')")
 
@@ -234,10 +237,6 @@ def _run_with_caps(ns, caps: list[str], send: bool) -> tuple[subprocess.Complete
     """The CLI as uid 0 holding only `caps` (a bounding set, as a container
     runtime grants them), counting on va in namespace A for 2 s, while this
     process sends 5 UDP datagrams from A if `send`."""
-    import sys
-
-    from traffic import send_udp
-
     bounding = ",".join(["-all", *(f"+{c.lower()}" for c in caps)])
     p = subprocess.Popen(
         ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
@@ -256,10 +255,6 @@ def _run_with_caps(ns, caps: list[str], send: bool) -> tuple[subprocess.Complete
 def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v4only):
     """With exactly the DaemonSet's capabilities the CLI counts traffic;
     without any one of them it says so in one line and exits 77."""
-    import json
-
-    from traffic import ETH, IP4, UDP
-
     ns = netns_v4only
     caps = container(objects)["securityContext"]["capabilities"]["add"]
     p, sport = _run_with_caps(ns, caps, send=True)
