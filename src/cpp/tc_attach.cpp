@@ -236,9 +236,6 @@ void destroy_clsact(int ifindex) {
 }
 } // namespace
 
-uint64_t Netns::dev() const noexcept { return dev_; }
-uint64_t Netns::ino() const noexcept { return ino_; }
-
 std::shared_ptr<ClsactQdisc> ClsactQdisc::acquire(int ifindex) {
 	static std::mutex mu;
 	static std::map<std::tuple<uint64_t, uint64_t, int>, std::weak_ptr<ClsactQdisc>> owners;

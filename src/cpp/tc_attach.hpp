@@ -40,8 +40,8 @@ public:
 	// back only if it is elsewhere (which needs CAP_SYS_ADMIN). False, and f
 	// not run, if the switch failed.
 	bool run_in(const std::function<void()> &f) const noexcept;
-	uint64_t dev() const noexcept;
-	uint64_t ino() const noexcept;
+	uint64_t dev() const noexcept { return dev_; } // the namespace's nsfs inode: names it
+	uint64_t ino() const noexcept { return ino_; }
 
 private:
 	UniqueFd fd_;
