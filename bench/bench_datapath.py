@@ -39,7 +39,6 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
-
 from _bench import bench_object, median_diff, pinned, ratio, root_reason, rotated_rounds, udp_v4
 
 CONFIGS = ("none", "tc_empty", "tc_ours", "xdp_empty", "xdp_ours")

@@ -28,9 +28,9 @@ def _records(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def run(quick: bool = False) -> dict:
     from pktstat_bpf import _core
+    from pktstat_bpf.core.intervals import IntervalTracker
+    from pktstat_bpf.core.snapshot import Snapshot, Totals
     from pktstat_bpf.exporter import FlowMetrics
-    from pktstat_bpf.live import IntervalTracker
-    from pktstat_bpf.snapshot import Snapshot, Totals
     from prometheus_client import CollectorRegistry, generate_latest
 
     rng = np.random.default_rng(11)

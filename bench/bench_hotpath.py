@@ -27,7 +27,6 @@ import struct
 from typing import Any
 
 import numpy as np
-
 from _bench import (
     V4_SADDR_OFF,
     V4_SRC,

@@ -32,9 +32,9 @@ def _best_ms(fn, repeat: int) -> float:
 
 def run(quick: bool = False) -> dict:
     from pktstat_bpf import _core
-    from pktstat_bpf.filters import DEFAULT_INTERNAL, NetworkSet, UniqueFilter
-    from pktstat_bpf.live import IntervalTracker
-    from pktstat_bpf.snapshot import Snapshot, Totals
+    from pktstat_bpf.core.intervals import IntervalTracker
+    from pktstat_bpf.core.snapshot import Snapshot, Totals
+    from pktstat_bpf.views.filters import DEFAULT_INTERNAL, NetworkSet, UniqueFilter
 
     rng = np.random.default_rng(7)
     stats = np.zeros(3, _core.stats_dtype)
@@ -60,7 +60,7 @@ def run(quick: bool = False) -> dict:
         iv = interval()
         deltas = iv.delta.records["packets"]
         if int(deltas.min()) != 1 or int(deltas.max()) != 1:  # every flow joined its earlier reading
-            from pktstat_bpf.live import KeyIndex
+            from pktstat_bpf.core.keys import KeyIndex
 
             raise AssertionError(
                 f"{n} flows: {int((deltas != 1).sum())} did not join their earlier reading "

@@ -18,7 +18,6 @@ import subprocess
 import time
 import uuid
 
-
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 from _bench import fd_memlock, ratio, root_reason, rotated_rounds, rss_bytes
 
 FLOWS = 1 << 20
@@ -98,9 +97,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     if reason:
         return {"skipped": reason}
     import pandas  # noqa: F401  (imported before the RSS baseline)
-
     from pktstat_bpf import _core
-    from pktstat_bpf.snapshot import Snapshot, Totals
+    from pktstat_bpf.core.snapshot import Snapshot, Totals
 
     _check_layout()
     n = QUICK_FLOWS if quick else FLOWS

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pktstat_bpf.modes.cgroup import cgroup2_mounts
+from pktstat_bpf.core.modes.cgroup import cgroup2_mounts
 
 WORKER = Path(__file__).with_name("cg_worker.py")
 _counter = itertools.count()

@@ -83,7 +83,7 @@ def nothing_alive(ids: dict[str, set[int]]) -> bool:
 
 
 def janitors_of(prog_ids: set[int]) -> list[int]:
-    """Pids of legacy-tc janitors (pktstat_bpf._janitor) whose plan names
+    """Pids of legacy-tc janitors (pktstat_bpf.core._janitor) whose plan names
     one of `prog_ids`: ours, not another test's."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -92,7 +92,7 @@ def janitors_of(prog_ids: set[int]) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"pktstat_bpf._janitor" in argv and len(argv) > 3:
+        if b"pktstat_bpf.core._janitor" in argv and len(argv) > 3:
             plan = json.loads(argv[3])
             if any(f["prog_id"] in prog_ids for f in plan["filters"]):
                 out.append(int(pid))

@@ -21,13 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import pktstat_bpf
+import pytest
 from cgroups import TestCgroup, cgroup2_mount
 from kstate import cgroup_programs, xdp_prog
 from netns import NetnsPair
-from pktstat_bpf.modes.cgroup import cgroup2_mounts
+from pktstat_bpf.core.modes.cgroup import cgroup2_mounts
 from test_cli import _unprivileged_python, _world_usable
 from traffic import ETH, IP4, UDP, send_udp
 
@@ -449,7 +448,7 @@ def test_a_table_too_large_for_memory_is_one_line_and_exit_1(world, argv):
 def test_every_flag_is_in_the_matrix():
     """A flag added to the CLI without a bad-input case here fails this test
     (flags that take nothing, such as --help, are tried with a value)."""
-    from pktstat_bpf.cli import build_parser
+    from pktstat_bpf.cli.options import build_parser
 
     tried = {a.split("=")[0] for case in FLAGS + MISSING for a in case[-3] if a.startswith("-")}
     untried = [

@@ -4,11 +4,11 @@ plugin: test_pytest_plugin.py)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import pktstat_bpf
-from pktstat_bpf import _core, budget
-from pktstat_bpf.snapshot import Snapshot, Totals
+import pytest
+from pktstat_bpf import _core
+from pktstat_bpf.core.snapshot import Snapshot, Totals
+from pktstat_bpf.views import budget
 from traffic import ETH, IP4, IP6, UDP, send_udp
 
 

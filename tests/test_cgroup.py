@@ -16,7 +16,6 @@ import time
 from collections import defaultdict
 
 import pytest
-
 from cgroups import TestCgroup, cgroup2_mount
 from conftest import kernel_lacks, sock_tracepoints_missing
 from netns import NetnsPair, sh, wait_for
@@ -53,7 +52,7 @@ def attached_programs(cgdir: str) -> list[str]:
 
 
 def test_udp_and_icmp_flows_carry_pid_comm_cgroup_and_exact_counts(cg: TestCgroup, netns: NetnsPair):
-    A4, B4, A6, B6 = netns.A4, netns.B4, netns.A6, netns.B6
+    A4, B4, A6 = netns.A4, netns.B4, netns.A6
     senders, sinks = cg.child("senders"), cg.child("sinks")
     sink4 = cg.worker(sinks, "pbt-sink4", "udp-sink", "4", "0", netns=netns.ns_a)
     sink6 = cg.worker(sinks, "pbt-sink6", "udp-sink", "6", "0", netns=netns.ns_a)
@@ -279,7 +278,7 @@ def _one_line_error(argv, capsys) -> tuple[int, str]:
 
 def test_bad_paths_get_one_line_errors(tmp_path, capsys):
     mnt = cgroup2_mount()
-    where = ", ".join(m for m, _ in __import__("pktstat_bpf.modes.cgroup", fromlist=["x"]).cgroup2_mounts())
+    where = ", ".join(m for m, _ in __import__("pktstat_bpf.core.modes.cgroup", fromlist=["x"]).cgroup2_mounts())
     hint = f" (cgroup v2 is mounted at {where})" if where else ""
     missing = str(tmp_path / "nope")
     assert _one_line_error(["-c", missing, "-t", "1s"], capsys) == (
@@ -314,8 +313,8 @@ def test_bad_paths_get_one_line_errors(tmp_path, capsys):
 
 
 def test_no_cgroup_v2_mounted_is_a_missing_feature(tmp_path):
-    from pktstat_bpf.errors import FeatureMissingError
-    from pktstat_bpf.modes.cgroup import resolve_cgroup
+    from pktstat_bpf.core.errors import FeatureMissingError
+    from pktstat_bpf.core.modes.cgroup import resolve_cgroup
 
     with pytest.raises(FeatureMissingError, match=r"^no cgroup v2 hierarchy is mounted") as e:
         resolve_cgroup(str(tmp_path), mounts=[])
@@ -414,7 +413,7 @@ def test_cli_json_and_text_show_owners(cg: TestCgroup, netns: NetnsPair):
 
 # ---- path resolution (no privilege needed) -------------------------------------------
 def test_mountinfo_parsing_and_hybrid_hosts(tmp_path):
-    from pktstat_bpf.modes.cgroup import cgroup2_mounts, resolve_cgroup
+    from pktstat_bpf.core.modes.cgroup import cgroup2_mounts, resolve_cgroup
 
     mnt = tmp_path / "cg v2"
     (mnt / "a b" / "c").mkdir(parents=True)

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pktstat_bpf
 import pytest
 from netns import sh
-
-import pktstat_bpf
-from pktstat_bpf.cli import main, parse_args
+from pktstat_bpf.cli import main
+from pktstat_bpf.cli.options import parse_args
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -117,7 +117,7 @@ def test_default_interface_is_the_default_routes(netns):
         sh("ip", "link", "set", dev, "up", netns=ns.ns_a)
 
     def detected() -> str:
-        code = "from pktstat_bpf.iface import default_interface as d; print(d())"
+        code = "from pktstat_bpf.core.iface import default_interface as d; print(d())"
         return sh(sys.executable, "-c", code, netns=ns.ns_a).stdout.strip()
 
     assert detected() == "va"  # no route: the first interface that is up (va was made first)

@@ -21,14 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import pktstat_bpf
+import pytest
 from cgroups import TestCgroup, cgroup2_mount
 from kstate import held, minus
 from netns import NetnsPair, sh
 from pktstat_bpf import Collector
-from pktstat_bpf.snapshot import Totals
+from pktstat_bpf.core.snapshot import Totals
 from test_replay import udp4, write_pcap
 from traffic import ETH, IP4, UDP, send_flows, send_spread
 

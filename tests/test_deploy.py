@@ -160,7 +160,7 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 def test_container_args_parse_with_the_cli_parser(objects):
-    from pktstat_bpf.cli import parse_args
+    from pktstat_bpf.cli.options import parse_args
 
     c = container(objects)
     fields = {"status.podIP": "10.20.30.40"}  # what the kubelet would fill in
@@ -174,7 +174,7 @@ def test_container_args_parse_with_the_cli_parser(objects):
     assert re.search(r'^pktstat-bpf = "pktstat_bpf\.cli:main"$', (ROOT / "pyproject.toml").read_text(), re.M)
     args = parse_args(argv)
     (port,) = c["ports"]
-    assert args.prometheus_listen == ("10.20.30.40", port["containerPort"])
+    assert args.prometheus == ("10.20.30.40", port["containerPort"])
     assert args.timeout == 0.0  # runs until the kubelet's SIGTERM
     assert (args.prometheus_top, args.refresh, args.max_entries) == (100, 5.0, 65536)
     assert not (args.json or args.jsonl or args.plain or args.tui)

@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import pktstat_bpf
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "pktstat_bpf"
@@ -41,7 +40,7 @@ MODULES = [name for name in _module_names() if _runnable(name)]
 
 
 def test_the_examples_are_found():
-    want = {"frame", "snapshot", "series", "budget", "live"}
+    want = {"core.addresses", "core.snapshot", "output.series", "views.budget", "core.intervals"}
     assert {f"pktstat_bpf.{m}" for m in want} <= set(MODULES)
 
 

@@ -1,7 +1,6 @@
 import pytest
-
-from pktstat_bpf.durations import format_duration, parse_duration
-from pktstat_bpf.errors import UsageError
+from pktstat_bpf.core.durations import format_duration, parse_duration
+from pktstat_bpf.core.errors import UsageError
 
 
 @pytest.mark.parametrize(

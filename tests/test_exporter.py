@@ -19,11 +19,14 @@ import pytest
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install '.[test]')")
 
-from pktstat_bpf import _core, exporter, modes
-from pktstat_bpf.errors import PktstatError, UsageError
+from pktstat_bpf import _core
+from pktstat_bpf.core import modes
+from pktstat_bpf.core.errors import PktstatError, UsageError
+from pktstat_bpf.core.intervals import IntervalTracker
+from pktstat_bpf.core.snapshot import Snapshot, Totals
+import pktstat_bpf.exporter as exporter
+import pktstat_bpf.exporter.server
 from pktstat_bpf.exporter import FlowMetrics, MetricsServer, TopTracker, make_registry, parse_listen
-from pktstat_bpf.live import IntervalTracker
-from pktstat_bpf.snapshot import Snapshot, Totals
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,7 +74,8 @@ class Capture:
             )
             st[d]["bytes"] = int(mine["bytes"].sum()) + st[d]["unparsed_bytes"] + st[d]["overflow_bytes"]
         snap = Snapshot(r, Totals.from_arrays(st, r), self.t, 1000.0, 1000.0 + self.t, self.mode, iface="eth9",
-                        attach="tcx", max_entries=4096, ifnames={7: "eth9"}, cgroups=self.cgroups)  # fmt: skip
+                        attach="tcx", max_entries=4096, ifnames={7: "eth9"}, cgroups=self.cgroups,
+                        owners=self.mode in ("cgroup", "process") or self.mode.startswith("fake-owners"))  # fmt: skip
         return self.tracker.advance(snap)
 
 
@@ -150,12 +154,12 @@ def test_bad_exporter_flags_are_one_line_and_exit_2(args, message):
 
 
 def test_exporter_runs_until_stopped_unless_t_is_given():
-    from pktstat_bpf.cli import parse_args
+    from pktstat_bpf.cli.options import parse_args
 
     assert parse_args(["--prometheus", "9100"]).timeout == 0.0
     assert parse_args(["--prometheus", "9100", "-t", "30s"]).timeout == 30.0
     assert parse_args(["--prometheus", "9100"]).prometheus_top == 100
-    assert parse_args([]).timeout == 600.0 and parse_args([]).prometheus_listen is None
+    assert parse_args([]).timeout == 600.0 and parse_args([]).prometheus is None
 
 
 # -- the exposition ---------------------------------------------------------------------
@@ -284,13 +288,7 @@ def test_top_order_is_linear_selection_with_tie_breaks():
 
 @pytest.fixture
 def owners_mode(monkeypatch):
-    class FakeOwners:
-        name = "fake-owners"
-        owners = True
-
-    modes._load_all()
-    monkeypatch.setitem(modes.REGISTRY, "fake-owners", FakeOwners)
-    return "fake-owners"
+    return "fake-owners"  # (a mode name Capture marks as owning flows)
 
 
 def test_process_series_in_owner_modes_escape_what_processes_control(owners_mode):
@@ -327,7 +325,7 @@ def _registry(m):
 
 
 def test_pod_names_become_flow_labels():
-    from pktstat_bpf.views import View
+    from pktstat_bpf.views.view import View
 
     class Pods:
         def label(self, ips):
@@ -468,14 +466,9 @@ def test_readme_documents_every_metric():
     from pathlib import Path
 
     cap = Capture(mode="fake-owners-doc")
-    modes._load_all()
-    modes.REGISTRY["fake-owners-doc"] = type("Owners", (), {"name": "fake-owners-doc", "owners": True})
-    try:
-        m = FlowMetrics(top=5)
-        m.update(cap.reading([record(pid=1, comm=b"x")]))
-        names = {f.name for f in make_registry(m).collect() if f.name.startswith("pktstat_bpf_")}
-    finally:
-        del modes.REGISTRY["fake-owners-doc"]
+    m = FlowMetrics(top=5)
+    m.update(cap.reading([record(pid=1, comm=b"x")]))
+    names = {f.name for f in make_registry(m).collect() if f.name.startswith("pktstat_bpf_")}
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     documented = set(re.findall(r"`(pktstat_bpf_\w+?)(?:_total)?`", readme))
     assert len(names) == 17
@@ -483,7 +476,7 @@ def test_readme_documents_every_metric():
 
 
 def test_a_silent_connection_is_dropped(monkeypatch):
-    monkeypatch.setattr(exporter._Handler, "timeout", 0.5)
+    monkeypatch.setattr(exporter.server._Handler, "timeout", 0.5)
     with MetricsServer("127.0.0.1", 0, make_registry(FlowMetrics())) as srv:
         idle = socket.create_connection(("127.0.0.1", srv.port))
         idle.sendall(b"GET /metrics HTTP/1.1\r\n")

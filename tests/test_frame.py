@@ -10,8 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from pktstat_bpf import _core, frame, render
-from pktstat_bpf.snapshot import Snapshot, Totals
+from pktstat_bpf import _core
+from pktstat_bpf.core import addresses, frame, render
+from pktstat_bpf.core.snapshot import Snapshot, Totals
 
 pd = pytest.importorskip("pandas")
 
@@ -154,7 +155,7 @@ def test_address_formatting_matches_inet_ntop_on_every_zero_run_shape():
     words = np.concatenate([words, small, rng.integers(0, 256, (n // 4, 8)).astype(">u2")])
     raw = words.view(np.uint8).reshape(len(words), 16)
     for ver in (np.full(len(raw), 6), np.full(len(raw), 4), rng.choice([4, 6], len(raw))):
-        assert list(frame.address_strings(raw, ver)) == _glibc(raw, ver)
+        assert list(addresses.address_strings(raw, ver)) == _glibc(raw, ver)
 
 
 def test_strings_without_pyarrow_are_the_same(monkeypatch):
@@ -162,12 +163,12 @@ def test_strings_without_pyarrow_are_the_same(monkeypatch):
     raw = rng.integers(0, 256, (500, 16), dtype=np.uint8)
     raw[::3, :10] = 0
     ver = rng.choice([4, 6], 500)
-    text = frame.address_text(raw, ver)
+    text = addresses.address_text(raw, ver)
     with_arrow = list(text.to_numpy())
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert list(text.to_numpy()) == with_arrow == _glibc(raw, ver)
     # and non-ASCII text through the NumPy path
-    t = frame.Text.from_codes(np.array([1, 0, 1, 2]), ["", "café", "€/x"])
+    t = addresses.Text.from_codes(np.array([1, 0, 1, 2]), ["", "café", "€/x"])
     assert list(t.to_numpy()) == ["café", "", "café", "€/x"]
 
 

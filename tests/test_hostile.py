@@ -26,9 +26,8 @@ import time
 import unicodedata
 import urllib.request
 
-import pytest
-
 import pktstat_bpf
+import pytest
 from cgroups import TestCgroup
 from netns import NetnsPair
 from test_replay import udp4, write_pcap

@@ -19,8 +19,8 @@ from traffic import ETH, IP4, UDP
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed (pip install '.[kube]')")
 
-from pktstat_bpf.errors import PktstatError, UsageError
-from pktstat_bpf.kube import PodCache, pod_ips
+from pktstat_bpf.core.errors import PktstatError, UsageError
+from pktstat_bpf.views.kube import PodCache, pod_ips
 
 API_POD = DATA["api_pod"]
 

@@ -1,7 +1,6 @@
 """The NumPy record dtype matches flow.h as the C++ compiler laid it out."""
 
 import numpy as np
-
 from pktstat_bpf import _core
 
 
@@ -46,7 +45,7 @@ def test_every_key_byte_survives_numpy_copies():
     is left as the destination memory had it, and two copies of one flow
     would then differ in their key bytes (live.KeyIndex hashes whole key
     words). Every byte of the record is a field, padding included."""
-    from pktstat_bpf.live import KeyIndex
+    from pktstat_bpf.core.keys import KeyIndex
 
     dt = _core.record_dtype
     covered = np.zeros(dt.itemsize, dtype=bool)

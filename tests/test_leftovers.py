@@ -92,7 +92,7 @@ def _cgroup_target(cg: TestCgroup) -> Target:
 def _process_target(_unused: Any) -> Target:
     """Process mode attaches to tracepoints (held as links) and, with the
     tracepoint backend, to the cgroup v2 root (cgroup/recvmsg4, recvmsg6)."""
-    from pktstat_bpf.modes.process import cgroup_mount
+    from pktstat_bpf.core.modes.process import cgroup_mount
 
     root = cgroup_mount()[0]
     return Target(

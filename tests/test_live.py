@@ -9,12 +9,14 @@ import sys
 
 import numpy as np
 import pytest
-from pktstat_bpf import _core, modes
-from pktstat_bpf.filters import DEFAULT_INTERNAL, NetworkSet, UniqueFilter, connection_hashes
-from pktstat_bpf.live import IntervalTracker, flow_keys, match
-from pktstat_bpf.snapshot import Snapshot, Totals
-from pktstat_bpf.stream import StreamWriter
-from pktstat_bpf.views import View
+from pktstat_bpf import _core
+from pktstat_bpf.core import modes
+from pktstat_bpf.core.intervals import IntervalTracker
+from pktstat_bpf.core.keys import flow_keys, match
+from pktstat_bpf.core.snapshot import Snapshot, Totals
+from pktstat_bpf.output.stream import StreamWriter
+from pktstat_bpf.views.filters import DEFAULT_INTERNAL, NetworkSet, UniqueFilter, connection_hashes
+from pktstat_bpf.views.view import View
 
 
 def addr(ip: str) -> tuple[list[int], int]:
@@ -43,10 +45,14 @@ def recs(*rows: dict) -> np.ndarray:
     return r
 
 
+#: modes whose flows carry pid/comm/cgroup (Snapshot.owners)
+OWNER_MODES = ("cgroup", "process", "fake-owners")
+
+
 def snap(r: np.ndarray, duration: float, stats=None, mode: str = "tc", cgroups=None) -> Snapshot:
     st = np.zeros(3, _core.stats_dtype) if stats is None else stats
     return Snapshot(r, Totals.from_arrays(st, r), duration, 1000.0, 1000.0 + duration, mode,
-                    iface="eth9", attach="tcx", cgroups=cgroups or {})  # fmt: skip
+                    iface="eth9", attach="tcx", cgroups=cgroups or {}, owners=mode in OWNER_MODES)  # fmt: skip
 
 
 def stats(packets: int, bytes_: int, unparsed=(0, 0)) -> np.ndarray:
@@ -70,7 +76,7 @@ def test_flow_keys_and_match_join_on_the_whole_key():
 
 @pytest.mark.parametrize("fake_hash", ["unique-but-colliding", "duplicates"])
 def test_key_index_never_joins_different_flows_on_a_hash_collision(monkeypatch, fake_hash):
-    from pktstat_bpf import live
+    from pktstat_bpf.core import keys as live
 
     if fake_hash == "duplicates":  # two keys of one reading share a hash: exact fallback
         monkeypatch.setattr(live, "hash_words", lambda w: w[:, 4] & np.uint64(1))
@@ -183,7 +189,7 @@ def test_default_internal_networks():
      ("300.1.1.1", "300.1.1.1")],
 )  # fmt: skip
 def test_network_set_rejects_bad_cidrs_naming_them(text, bad):
-    from pktstat_bpf.errors import UsageError
+    from pktstat_bpf.core.errors import UsageError
 
     with pytest.raises(UsageError) as e:
         NetworkSet.parse(text)
@@ -273,17 +279,11 @@ def test_view_external_filters_rows_consistently():
 
 @pytest.fixture
 def owners_mode(monkeypatch):
-    class FakeOwners:
-        name = "fake-owners"
-        owners = True
-
-    modes._load_all()
-    monkeypatch.setitem(modes.REGISTRY, "fake-owners", FakeOwners)
-    return "fake-owners"
+    return "fake-owners"  # (a mode name snap() marks as owning flows)
 
 
 def test_tui_cells_escape_what_processes_control(owners_mode):
-    from pktstat_bpf.tui import TableModel
+    from pktstat_bpf.output.table import TableModel
 
     r = recs({"pid": 42, "comm": b"ev\x1b[31mil\n", "cgroup_id": 9})
     iv = IntervalTracker().advance(snap(r, 1.0, mode=owners_mode, cgroups={9: "/sys/fs/cgroup/x\x07\u202e"}))
@@ -299,7 +299,7 @@ def test_tui_cells_escape_what_processes_control(owners_mode):
 def test_tui_model_sorts_filters_scrolls_and_pauses():
     import curses
 
-    from pktstat_bpf.tui import QUIT, TableModel
+    from pktstat_bpf.output.table import QUIT, TableModel
 
     rows = [{"src": f"10.0.0.{i}", "sport": 100 + i, "dport": 60 - i, "packets": 10 - i, "bytes": 100 * i + 5}
             for i in range(1, 9)]  # fmt: skip

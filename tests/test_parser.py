@@ -15,8 +15,9 @@ import struct
 import pytest
 
 pytest.importorskip("scapy")
-from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
-from scapy.layers.inet6 import (  # noqa: E402
+import parser_model
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoRequest,
     IPv6,
@@ -24,10 +25,8 @@ from scapy.layers.inet6 import (  # noqa: E402
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
-from scapy.layers.l2 import Dot1AD, Dot1Q, Ether  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
-
-import parser_model  # noqa: E402
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.packet import Raw
 
 A4, B4 = "10.1.2.3", "192.0.2.9"
 A6, B6 = "fd00::1", "2001:db8::2"
@@ -89,7 +88,7 @@ class Runner:
 
 
 def key_of(r):
-    from pktstat_bpf.render import format_addr
+    from pktstat_bpf.core.render import format_addr
 
     v = int(r["ipver"])
     return (format_addr(bytes(r["saddr"]), v), format_addr(bytes(r["daddr"]), v), int(r["proto"]),
@@ -97,7 +96,7 @@ def key_of(r):
 
 
 def model_key(k):
-    from pktstat_bpf.render import format_addr
+    from pktstat_bpf.core.render import format_addr
 
     s, d, sp, dp, proto, v = k
     return (format_addr(s, v), format_addr(d, v), proto, sp, dp, v)

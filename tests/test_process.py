@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from cgroups import TestCgroup
 from conftest import kernel_lacks
 from netns import NetnsPair, sh, wait_for
@@ -266,7 +265,7 @@ def test_all_backends_give_the_same_table(cg: TestCgroup, netns: NetnsPair):
 
 
 def retrans_segs(ns: str) -> int:
-    lines = [l.split() for l in sh("cat", "/proc/net/snmp", netns=ns).stdout.splitlines() if l.startswith("Tcp:")]
+    lines = [ln.split() for ln in sh("cat", "/proc/net/snmp", netns=ns).stdout.splitlines() if ln.startswith("Tcp:")]
     return int(lines[1][lines[0].index("RetransSegs")])
 
 

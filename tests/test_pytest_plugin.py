@@ -15,7 +15,7 @@ INNER = textwrap.dedent(
     """
     import socket
     import pytest
-    from pktstat_bpf.budget import BudgetExceeded
+    from pktstat_bpf.views.budget import BudgetExceeded
 
     FRAME = 14 + 20 + 8 + 20  # Ethernet, IPv4, UDP, 20 bytes
 

@@ -1,9 +1,11 @@
 import json
 
 import numpy as np
-import pytest
 
-from pktstat_bpf import _core, render
+from pktstat_bpf.core.addresses import address_strings
+import pytest
+from pktstat_bpf import _core
+from pktstat_bpf.core import render
 
 
 @pytest.mark.parametrize(
@@ -60,14 +62,14 @@ def test_escape_text_keeps_backslashes_unambiguous():
     assert render.escape_text("plain") == "plain"
 
 
-def test_addr_strings_v4_mapped_and_v6():
+def test_address_strings_v4_mapped_and_v6():
     a = np.zeros((3, 16), np.uint8)
     a[0, 10:12] = 0xFF
     a[0, 12:] = [192, 0, 2, 1]
     a[1, :2] = [0xFD, 0x00]
     a[1, 15] = 1
     a[2] = a[0]
-    out = render.addr_strings(a, np.array([4, 6, 6], np.uint8))
+    out = address_strings(a, np.array([4, 6, 6], np.uint8))
     assert list(out) == ["192.0.2.1", "fd00::1", "::ffff:192.0.2.1"]
 
 

@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import pktstat_bpf
+import pytest
 from pktstat_bpf import CaptureFileError, DamagedCaptureError, UsageError
 
 PCAPS = Path(os.environ.get("PKTSTAT_BPF_PCAPS", Path(__file__).resolve().parents[2] / "shared" / "pcaps"))
@@ -136,9 +135,8 @@ def test_microsecond_and_nanosecond_files_agree(bpf, tmp_path):
 
 def test_pcapng_and_linux_cooked(bpf, tmp_path):
     scapy_utils = pytest.importorskip("scapy.utils")
-    from scapy.layers.l2 import CookedLinux
-
     from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import CookedLinux
 
     pkts = []
     for i in range(4):
@@ -199,7 +197,7 @@ def test_progress_callback_can_stop_the_replay(bpf, tmp_path):
 def test_progress_bar_draws_only_on_a_terminal_after_the_delay():
     import io
 
-    from pktstat_bpf.progress import ProgressBar
+    from pktstat_bpf.output.progress import ProgressBar
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -23,14 +23,13 @@ from collections import Counter
 import pytest
 
 pytest.importorskip("scapy")
-from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop  # noqa: E402
-from scapy.layers.l2 import ARP, Ether  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
-from scapy.utils import wrpcap  # noqa: E402
-
-import pktstat_bpf  # noqa: E402
-from pktstat_bpf import Collector  # noqa: E402
+import pktstat_bpf
+from pktstat_bpf import Collector
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
+from scapy.utils import wrpcap
 
 NOBODY = "02:00:00:00:99:99"
 

@@ -12,10 +12,10 @@ import numpy as np
 import pktstat_bpf
 import pytest
 from pktstat_bpf import _core
-from pktstat_bpf.errors import UsageError
-from pktstat_bpf.live import IntervalTracker
-from pktstat_bpf.series import COLUMNS
-from pktstat_bpf.snapshot import Snapshot, Totals
+from pktstat_bpf.core.errors import UsageError
+from pktstat_bpf.core.intervals import IntervalTracker
+from pktstat_bpf.core.snapshot import Snapshot, Totals
+from pktstat_bpf.output.series import COLUMNS
 
 pd = pytest.importorskip("pandas")
 

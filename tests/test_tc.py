@@ -4,7 +4,6 @@ exact per-flow counts, both attach paths, and nothing left behind."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -13,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import kernel_lacks, tcx_missing
 from netns import NetnsPair, sh, wait_for
 from pktstat_bpf import Collector, FeatureMissingError, PktstatError

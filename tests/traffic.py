@@ -88,7 +88,6 @@ def ping(dst: str, count: int, payload: int = 56, ident: int = 0x4242, timeout: 
 def tcp_exchange(dst: str, port: int, payload: int) -> tuple[int, int]:
     """Connect, send `payload` bytes, close, wait for the peer's FIN.
     Returns the local (port, remote port)."""
-    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
     with socket.create_connection((dst, port), timeout=5) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(b"t" * payload)

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
-
-    __version__ = version("pktstat-bpf")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
-
-from .capture import Capture, capture
-from .collector import Collector
-from .errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
-from .offline import CaptureFileError, DamagedCaptureError, Replayer, replay
-from .series import timeseries
-from .snapshot import Counters, Snapshot, Totals
+from .core.about import __version__, record_dtype
+from .core.capture import Capture, capture
+from .core.collector import Collector
+from .core.errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
+from .core.intervals import Interval, IntervalTracker
+from .core.replay import CaptureFileError, DamagedCaptureError, Replayer, replay
+from .core.snapshot import Counters, Snapshot, Totals
+from .output.series import timeseries
+from .views import budget
 
 __all__ = [
     "CaptureFileError",
@@ -32,6 +28,8 @@ __all__ = [
     "Counters",
     "DamagedCaptureError",
     "FeatureMissingError",
+    "Interval",
+    "IntervalTracker",
     "PktstatError",
     "PrivilegeError",
     "Replayer",
@@ -39,6 +37,7 @@ __all__ = [
     "Totals",
     "UsageError",
     "__version__",
+    "budget",
     "replay",
     "timeseries",
 ]
@@ -46,7 +45,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RECORD_DTYPE":
-        from . import _core
-
-        return _core.record_dtype
+        return record_dtype()
     raise AttributeError(name)

@@ -13,7 +13,7 @@
         run_client()
         traffic.only_to(["127.0.0.0/8"])       # stops the capture, then checks
 
-A failed budget raises :class:`~pktstat_bpf.budget.BudgetExceeded` (an
+A failed budget raises :class:`~pktstat_bpf.views.budget.BudgetExceeded` (an
 ``AssertionError``), so pytest reports the test as failed and shows the
 offending flows. Where BPF programs cannot be loaded (not root, no BPF),
 tests using the fixture are skipped with the reason; with
@@ -31,15 +31,15 @@ from typing import Any, Iterable, Iterator
 
 import pytest
 
-from . import budget
-from .capture import Capture, capture
-from .errors import FeatureMissingError, PrivilegeError
-from .snapshot import Snapshot
+from .core.capture import Capture, capture
+from .core.errors import FeatureMissingError, PrivilegeError
+from .core.snapshot import Snapshot
+from .views import budget
 
 
 class Traffic:
     """What the ``traffic`` fixture yields: one capture at a time and the
-    budget checks of :mod:`pktstat_bpf.budget` on its snapshot.
+    budget checks of :mod:`pktstat_bpf.views.budget` on its snapshot.
 
     Outside a ``with traffic.capture(...)`` block the checks use the
     capture's final snapshot (ending a ``@pytest.mark.traffic`` capture
@@ -51,7 +51,7 @@ class Traffic:
         self._ctx: Any = None
         self._in_block = False
 
-    def capture(self, iface: str | None = None, mode: str = "tc", **options: Any) -> "_Block":
+    def capture(self, iface: str | None = None, mode: str = "tc", **options: Any) -> _Block:
         """Start capturing (see :func:`pktstat_bpf.capture`); use the result
         as a context manager to capture a block. A capture still running is
         ended first (its snapshot is replaced by the new one's)."""
@@ -86,19 +86,19 @@ class Traffic:
         return self._cap.snapshot()
 
     def select(self, **filters: Any) -> list[dict[str, Any]]:
-        """The flows matching `filters` (see :func:`pktstat_bpf.budget.select`)."""
+        """The flows matching `filters` (see :func:`pktstat_bpf.views.budget.select`)."""
         return budget.select(self.snapshot(), **filters)
 
     def only_to(self, allowed: Iterable[str], *, direction: str = "egress") -> None:
-        """See :func:`pktstat_bpf.budget.only_to`."""
+        """See :func:`pktstat_bpf.views.budget.only_to`."""
         budget.only_to(self.snapshot(), allowed, direction=direction)
 
     def at_most(self, **limits_and_filters: Any) -> None:
-        """See :func:`pktstat_bpf.budget.at_most`."""
+        """See :func:`pktstat_bpf.views.budget.at_most`."""
         budget.at_most(self.snapshot(), **limits_and_filters)
 
     def nothing(self, **filters: Any) -> None:
-        """See :func:`pktstat_bpf.budget.nothing`."""
+        """See :func:`pktstat_bpf.views.budget.nothing`."""
         budget.nothing(self.snapshot(), **filters)
 
 

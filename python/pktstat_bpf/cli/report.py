@@ -1,0 +1,45 @@
+"""The default job: capture for -t (or until a signal) and print one report;
+or, with --jsonl/--plain/-u, stream every -r interval."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..core import render
+from ..core.errors import EXIT_OK
+from ..core.snapshot import Snapshot
+from .options import Options
+from .session import live_session, until
+
+log = logging.getLogger("pktstat_bpf")
+
+
+def write_report(snap: Snapshot, opts: Options) -> None:
+    """The final report in the format the flags chose: text, JSON (header and
+    flows) or pktstat-bpf's bare array of flows."""
+    if opts.json_array:
+        out = render.dumps(snap.flows()) + "\n"
+    elif opts.json:
+        out = snap.to_json() + "\n"
+    else:
+        out = snap.to_text()
+    sys.stdout.write(out)
+    sys.stdout.flush()
+
+
+def run_capture(opts: Options) -> int:
+    with live_session(opts) as (collector, view, stop):
+        st = collector.status
+        note = f"; {st['note']}" if st.get("note") else ""
+        log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until(opts), note)
+        if opts.streaming:
+            from .stream import run_stream
+
+            run_stream(opts, collector, view, stop)
+            return EXIT_OK
+        stop.wait(opts.timeout)
+        collector.stop()
+        snap = collector.snapshot()
+    write_report(view.apply(snap), opts)  # (the view warns once if the table is nearly full)
+    return EXIT_OK

@@ -1,0 +1,24 @@
+"""The stream jobs (``--jsonl``, ``--plain``, ``-u``): a line per flow per
+``-r`` interval, until -t, a signal or a closed stdout."""
+
+from __future__ import annotations
+
+import sys
+
+from ..core.collector import Collector
+from ..output.stream import StreamWriter
+from ..views.filters import UniqueFilter
+from ..views.view import View
+from .options import Options
+from .session import StopSignals
+
+
+def stream_writer(opts: Options) -> StreamWriter:
+    return StreamWriter(sys.stdout, "jsonl" if opts.jsonl else "text", UniqueFilter() if opts.unique else None)
+
+
+def run_stream(opts: Options, collector: Collector, view: View, stop: StopSignals) -> None:
+    """Stream until -t, a signal (`stop`) or a closed stdout."""
+    writer = stream_writer(opts)
+    for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
+        writer.write(view.apply_interval(iv))

@@ -1,0 +1,126 @@
+"""Process mode (``-k/--kprobes``): what every process of the host sends and
+receives on its IPv4/IPv6 sockets, per flow, with pid, comm and cgroup, in
+all network namespaces and containers.
+
+Counted at the socket layer by one of three backends, chosen at run time by
+probing, best first: BTF tracepoints (Linux 6.3+), fentry/fexit, kprobes.
+``backend="auto"`` takes the first that the kernel has and accepts;
+``backend="tracepoint"|"fentry"|"kprobe"`` forces one and fails with a
+one-line :class:`~pktstat_bpf.errors.FeatureMissingError` (exit code 69)
+where it cannot load (the engine's probe says why). The status and the JSON header name the live backend
+and why the others were passed over.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..._test_knobs import FORCE_MISSING_ENV
+from ..errors import UsageError
+from .base import EngineMode
+from .cgroup import cgroup2_mounts
+
+BACKENDS = ("auto", "tracepoint", "fentry", "kprobe")
+PATH_CACHE = 16384
+
+
+def forced_missing() -> list[str]:
+    """Features a test asks us to treat as missing (``PKTSTAT_BPF_TEST_FORCE_MISSING``,
+    read at each load); process backends are ``process-tracepoint``,
+    ``process-fentry`` and ``process-kprobe``."""
+    return [f.strip() for f in os.environ.get(FORCE_MISSING_ENV, "").split(",") if f.strip()]
+
+
+def cgroup_mount() -> tuple[str, str]:
+    """The cgroup v2 mount to resolve cgroup ids against (the one that shows
+    the whole hierarchy if there is one) and its root in the hierarchy;
+    ``("", "/")`` where no cgroup v2 is mounted."""
+    mounts = cgroup2_mounts()
+    if not mounts:
+        return "", "/"
+    for mnt, root in mounts:
+        if root == "/":
+            return mnt, root
+    return mounts[0]
+
+
+class ProcessMode(EngineMode):
+    name = "process"
+    owners = True
+    ifnames: dict[int, str] = {}
+
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        backend: str = "auto",
+        iface: str | None = None,
+        _fail_attach_at: int = -1,
+    ) -> None:
+        if iface is not None:
+            raise UsageError("process mode counts the sockets of every process, not an interface: drop the interface")
+        if backend not in BACKENDS:
+            raise UsageError(f"--process-backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.backend = backend
+        self.max_entries = max_entries
+        self._fail_attach_at = _fail_attach_at
+        self.mount, self.hier_root = cgroup_mount()
+        self.engine: Any = None
+        self._paths: dict[int, str] = {}
+
+    @property
+    def where(self) -> str:
+        return "all processes"
+
+    @property
+    def cgroups(self) -> dict[int, str]:
+        """cgroup id -> path (relative to the cgroup v2 mount) of the ids in the last read."""
+        return dict(self._paths)
+
+    def load(self) -> None:
+        from ..engine import _core
+
+        missing = ",".join(f[len("process-"):] for f in forced_missing() if f.startswith("process-"))
+        self.engine = _core.ProcessCollector(
+            self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE, self._fail_attach_at, missing
+        )
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"backend_requested": self.backend, "cgroup_mount": self.mount}
+        if self.engine is not None:
+            st["backend"] = self.engine.backend
+            st["backends_refused"] = dict(self.engine.refused)
+            st["hooks"] = list(self.engine.hooks)
+            st["events"] = self.engine.proc_stats()
+        return st
+
+    def unowned(self, records: np.ndarray) -> tuple[int, int]:
+        """(events, bytes) the engine counted without a pid (its own counters,
+        not derived from `records`): Snapshot.totals carries them."""
+        ev = self.engine.proc_stats()
+        return ev["unowned_packets"], ev["unowned_bytes"]
+
+    def report_extra(self) -> dict[str, Any]:
+        if self.engine is None:
+            return {}
+        ev = self.engine.proc_stats()
+        extra: dict[str, Any] = {
+            "backend": self.engine.backend,
+            "hooks": list(self.engine.hooks),
+            "noPeerPackets": ev["no_peer_packets"],
+            "noPeerBytes": ev["no_peer_bytes"],
+        }
+        refused = dict(self.engine.refused)
+        if refused:
+            extra["backendsRefused"] = refused
+        extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
+        return extra
+
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
+        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
+        self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
+        return records, stats

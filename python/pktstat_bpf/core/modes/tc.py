@@ -1,0 +1,90 @@
+"""TC mode: the tc.bpf.c classifier on one interface's ingress and egress,
+through TCX links or a legacy clsact filter."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+from .. import iface as _iface
+from ..errors import FeatureMissingError, UsageError
+from .base import EngineMode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+TC_ATTACH = ("auto", "tcx", "legacy")
+
+
+class TcMode(EngineMode):
+    name = "tc"
+    owners = False
+
+    def __init__(
+        self,
+        *,
+        iface: str | None = None,
+        max_entries: int,
+        tc_attach: str = "auto",
+        _fail_attach_at: int = -1,
+    ) -> None:
+        if tc_attach not in TC_ATTACH:
+            raise UsageError(f"tc attach mode must be one of {', '.join(TC_ATTACH)}, not {tc_attach!r}")
+        self.iface = iface if iface is not None else _iface.default_interface()
+        self.ifindex = _iface.ifindex(self.iface)
+        self.max_entries = max_entries
+        self.tc_attach = tc_attach
+        self._fail_attach_at = _fail_attach_at
+        self.engine: Any = None
+        self._janitor: Any = None
+
+    @property
+    def where(self) -> str:
+        return self.iface
+
+    @property
+    def ifnames(self) -> dict[int, str]:
+        return {self.ifindex: self.iface}
+
+    cgroups: dict[int, str] = {}
+
+    def load(self) -> None:
+        from ..engine import _core
+
+        self.engine = _core.TcCollector(
+            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface), self._fail_attach_at
+        )
+
+    def attach(self) -> None:
+        try:
+            self.engine.attach()
+        except OSError as e:
+            if self.tc_attach == "tcx" and e.errno == errno.EINVAL:  # what kernels before 6.6 answer
+                raise FeatureMissingError(
+                    "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"
+                ) from None
+            raise
+        if self.engine.attach_path == "tc-legacy":
+            from .._janitor import Janitor
+
+            self._janitor = Janitor.spawn(self.ifindex, self.engine.legacy_filters, self.engine.created_qdisc)
+
+    def detach(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            self.engine.detach()
+        finally:
+            if self._janitor is not None:
+                self._janitor.release()
+                self._janitor = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "iface": self.iface,
+            "ifindex": self.ifindex,
+            "created_qdisc": bool(self.engine is not None and self.engine.created_qdisc),
+        }
+
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine.read_flows(use_batch), self.engine.read_stats()

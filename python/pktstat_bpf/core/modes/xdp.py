@@ -1,0 +1,137 @@
+"""XDP mode: the xdp.bpf.c program on one interface's receive path, attached
+through a BPF link (native driver XDP, generic skb XDP, or NIC offload).
+
+XDP runs before the stack sees a frame, so it counts what arrives even when
+later hooks drop it; it never sees what the host sends (egress). The status,
+the JSON header and the text header say so.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Any
+
+from .. import iface as _iface
+from ..errors import FeatureMissingError, PktstatError, UsageError
+from .base import EngineMode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..engine import _core
+
+XDP_MODES = ("auto", "native", "generic", "offload")
+EGRESS_NOTE = "XDP sees ingress only: egress is not counted"
+
+
+def describe_program(state: _core.XdpState) -> str:
+    name = f' "{state["name"]}"' if state.get("name") else ""
+    mode = f", {state['mode']} mode" if state.get("mode") else ""
+    return f"id {state['prog_id']}{name}{mode}"
+
+
+class XdpMode(EngineMode):
+    name = "xdp"
+    owners = False
+    cgroups: dict[int, str] = {}
+
+    def __init__(
+        self,
+        *,
+        iface: str | None = None,
+        max_entries: int,
+        xdp_mode: str = "auto",
+        _buff_len: bool | None = None,
+        _fail_attach_at: int = -1,
+    ) -> None:
+        if xdp_mode not in XDP_MODES:
+            raise UsageError(f"--xdp_mode must be one of {', '.join(XDP_MODES)}, not {xdp_mode!r}")
+        self.iface = iface if iface is not None else _iface.default_interface()
+        self.ifindex = _iface.ifindex(self.iface)
+        self.max_entries = max_entries
+        self.xdp_mode = xdp_mode
+        self._buff_len = _buff_len
+        self._fail_attach_at = _fail_attach_at
+        self.engine: Any = None
+
+    @property
+    def where(self) -> str:
+        return self.iface
+
+    @property
+    def ifnames(self) -> dict[int, str]:
+        return {self.ifindex: self.iface}
+
+    def load(self) -> None:
+        from ..engine import _core
+
+        try:
+            self.engine = _core.XdpCollector(
+                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self._buff_len,
+                self._fail_attach_at,
+            )  # fmt: skip
+        except OSError as e:
+            if self.xdp_mode == "offload" and e.errno not in (errno.EPERM, errno.EACCES):
+                raise FeatureMissingError(
+                    f"XDP offload: the driver of {self.iface} cannot run this program on the NIC "
+                    f"({e.strerror or e}); use --xdp_mode native or generic"
+                ) from None
+            raise
+
+    def _busy(self, state: _core.XdpState) -> PktstatError:
+        return PktstatError(
+            f"{self.iface} already has an XDP program ({describe_program(state)}); "
+            "pktstat-bpf does not replace it: detach it first, or count with TC (omit -x)"
+        )
+
+    def attach(self) -> None:
+        from ..engine import _core
+
+        state = _core.xdp_query(self.ifindex)
+        if state["prog_id"]:
+            raise self._busy(state)
+        try:
+            self.engine.attach()
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise self._busy(_core.xdp_query(self.ifindex)) from None
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise
+            if self.xdp_mode in ("native", "offload"):
+                what = "native XDP" if self.xdp_mode == "native" else "XDP offload"
+                raise FeatureMissingError(
+                    f"the driver of {self.iface} cannot run {what} ({e.strerror or e}); "
+                    "use --xdp_mode generic, or auto to fall back to it"
+                ) from None
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, 524):  # 524 = ENOTSUPP
+                native = self.engine.native_refusal
+                generic = os.strerror(e.errno)
+                why = f"native: {native}; generic: {generic}" if native else generic
+                raise FeatureMissingError(
+                    f"XDP cannot be attached to {self.iface} ({why}); count it with TC instead (omit -x)"
+                ) from None
+            raise
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "iface": self.iface,
+            "ifindex": self.ifindex,
+            "xdp_mode": self.xdp_mode,
+            "directions": ["ingress"],
+            "egress": "not seen (XDP is a receive hook)",
+            "note": EGRESS_NOTE,
+        }
+        if self.engine is not None:
+            full = self.engine.buff_len
+            st["bytes"] = "full frame (bpf_xdp_get_buff_len)" if full else "linear part of the frame"
+            if self.engine.native_refusal:
+                st["native_refused"] = self.engine.native_refusal
+        return st
+
+    def report_extra(self) -> dict[str, Any]:
+        """Fields for the snapshot's JSON header (and its text header note)."""
+        return {"directions": ["ingress"], "note": EGRESS_NOTE}
+
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine.read_flows(use_batch), self.engine.read_stats()

@@ -1,0 +1,191 @@
+"""Text and JSON renderings of flows, shared by every output path (final
+report, JSON Lines stream, TUI rows), so each format has one implementation.
+
+Everything a process or a packet controls (comm, cgroup path) is escaped in
+text: no terminal control character ever reaches the screen. JSON escapes
+through the encoder (``ensure_ascii``), so it is always valid and inert.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import protocols
+from .addresses import address_strings, format_addr  # noqa: F401 - format_addr: the scalar form
+
+KINDS = ("data", "retransmit")  # enum flow_kind: what a flow's counts are
+
+
+def format_bitrate(bps: float) -> str:
+    """Decimal units, two decimals: ``1234.5`` -> ``"1.23 Kbps"``."""
+    for unit, scale in (("Tbps", 1e12), ("Gbps", 1e9), ("Mbps", 1e6), ("Kbps", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.2f} {unit}"
+    return f"{bps:.2f} bps"
+
+
+def escape_text(s: str) -> str:
+    """Make `s` safe for a terminal: control/format characters and backslashes
+    become Python-style escapes (``\\x1b``, ``\\n``, ``\\u202e``)."""
+    if s.isprintable() and "\\" not in s:
+        return s
+    out = []
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable() and unicodedata.category(ch)[0] != "C":
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1] if ch not in "'\"" else ch)
+    return "".join(out)
+
+
+def rfc3339(ns: int | np.datetime64) -> str:
+    """Unix-epoch nanoseconds -> ``2026-11-25T16:40:23.123456789Z``."""
+    ns = int(ns.astype("datetime64[ns]").astype(np.int64)) if isinstance(ns, np.datetime64) else int(ns)
+    sec, frac = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{frac:09d}Z"
+
+
+def decode_comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+def flow_dicts(
+    records: np.ndarray,
+    duration: float,
+    *,
+    ifnames: Mapping[int, str] | None = None,
+    cgroups: Mapping[int, str] | None = None,
+    owners: bool = False,
+    columns: Mapping[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
+    in the order of `records`. `owners` adds pid/comm/cgroup; `columns`
+    (snake_case name -> array aligned with records) adds one camelCase field
+    each, left out of a row where its value is None."""
+    n = len(records)
+    if n == 0:
+        return []
+    src = address_strings(records["saddr"], records["ipver"])
+    dst = address_strings(records["daddr"], records["ipver"])
+    scale = 8.0 / duration if duration > 0 else 0.0
+    out = []
+    ifnames = ifnames or {}
+    extra = [(camel(k), v) for k, v in (columns or {}).items()]
+    for i, r in enumerate(records):
+        proto = int(r["proto"])
+        d: dict[str, Any] = {
+            "srcIp": src[i],
+            "dstIp": dst[i],
+            "proto": protocols.name(proto),
+            "srcPort": int(r["sport"]),
+            "dstPort": int(r["dport"]),
+            "bytes": int(r["bytes"]),
+            "packets": int(r["packets"]),
+            "bitrate": int(r["bytes"]) * scale,
+        }
+        ifindex = int(r["ifindex"])
+        if ifindex:
+            d["iface"] = ifnames.get(ifindex, str(ifindex))
+        direction = protocols.FLOW_DIRECTIONS[int(r["dir"])] if int(r["dir"]) < 3 else ""
+        if direction:
+            d["direction"] = direction
+        kind = int(r["kind"])
+        if kind:  # process mode: TCP retransmissions are flows of their own
+            d["kind"] = KINDS[kind] if kind < len(KINDS) else str(kind)
+        if owners:
+            d["pid"] = int(r["pid"])
+            d["comm"] = decode_comm(bytes(r["comm"]))
+            cg = int(r["cgroup_id"])
+            d["cgroup"] = (cgroups or {}).get(cg, "") if cg else ""
+        d["firstSeen"] = rfc3339(r["first_seen"])
+        d["lastSeen"] = rfc3339(r["last_seen"])
+        for name, values in extra:
+            v = values[i]
+            if v is not None:
+                d[name] = v.item() if isinstance(v, np.generic) else v
+        out.append(d)
+    return out
+
+
+def camel(name: str) -> str:
+    """``total_bytes`` -> ``totalBytes``."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def endpoints(d: Mapping[str, Any]) -> tuple[str, str]:
+    """Source and destination as text: ``ip:port`` for protocols with ports
+    (IPv6 bracketed), the bare IP otherwise, each followed by the pod name
+    (``srcPod``/``dstPod``, escaped) where one is known."""
+    proto_num = protocols.NUMBERS.get(str(d["proto"]).lower(), -1)
+    out = []
+    for side in ("src", "dst"):
+        ip = d[f"{side}Ip"]
+        text = _endpoint(ip, d[f"{side}Port"]) if proto_num in protocols.PORTED else ip
+        pod = d.get(f"{side}Pod")
+        if pod:
+            text += f" ({escape_text(pod)})"
+        out.append(text)
+    return out[0], out[1]
+
+
+def text_line(d: Mapping[str, Any]) -> str:
+    """One flow as pktstat-bpf prints it (IPv6 endpoints bracketed)."""
+    proto_num = protocols.NUMBERS.get(str(d["proto"]).lower(), -1)
+    head = (
+        f"bitrate: {format_bitrate(d['bitrate'])}, packets: {d['packets']}, "
+        f"bytes: {d['bytes']}, proto: {d['proto']}"
+    )
+    src, dst = endpoints(d)
+    body = f", src: {src}, dst: {dst}"
+    if proto_num in protocols.ICMP:
+        body += f", type: {d['srcPort']}, code: {d['dstPort']}"
+    if d.get("kind"):
+        body += f", kind: {d['kind']}"
+    tail = ""
+    if d.get("pid"):
+        tail += f", pid: {d['pid']}"
+    if d.get("comm"):
+        tail += f", comm: {escape_text(d['comm'])}"
+    if d.get("cgroup"):
+        tail += f", cgroup: {escape_text(d['cgroup'])}"
+    return head + body + tail
+
+
+def text_lines(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [text_line(d) for d in dicts]
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """JSON with every non-ASCII and control character escaped."""
+    return json.dumps(obj, indent=indent, ensure_ascii=True, allow_nan=False)
+
+
+# -- streams ------------------------------------------------------------------
+# One line renderer per format, shared by every stream (--jsonl, --plain,
+# -u/--unique with either): a flow dict of an interval plus its timestamp.
+
+
+def jsonl_line(d: Mapping[str, Any], timestamp: str, **fields: Any) -> str:
+    """``{"timestamp": ..., <fields>, <flow>}`` on one line."""
+    return dumps({"timestamp": timestamp, **fields, **d})
+
+
+def stamped_text_line(d: Mapping[str, Any], timestamp: str, **fields: Any) -> str:
+    """``<timestamp> <text_line>``: a log line (pktstat-kube's ``--plain``)."""
+    return f"{timestamp} {text_line(d)}"
+
+
+STREAM_FORMATS = {"jsonl": jsonl_line, "text": stamped_text_line}

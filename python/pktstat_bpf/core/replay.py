@@ -1,0 +1,217 @@
+"""Offline analysis: a capture file through the same TC program that counts
+live traffic, by BPF_PROG_TEST_RUN (nothing is attached to any interface).
+
+>>> snap = pktstat_bpf.replay("trace.pcapng")        # doctest: +SKIP
+>>> print(snap.to_text())                            # doctest: +SKIP
+
+Frames are keyed by their outermost IP header; bytes are each record's
+original wire length (also where the capture was cut by a snaplen); the
+frame timestamps drive first/last seen, and the snapshot's duration is the
+last minus the first frame's timestamp.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
+
+from . import render
+from .collector import DEFAULT_MAX_ENTRIES, check_max_entries
+from .errors import PktstatError, UsageError, translate_os_error
+from .snapshot import Snapshot, Totals
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import _core
+    from .intervals import Interval
+
+log = logging.getLogger("pktstat_bpf")
+
+#: progress(frames done, bytes of the file read, file size in bytes)
+Progress = Callable[[int, int, int], None]
+
+ALL_FRAMES = (1 << 64) - 1  # advance() bound that runs every frame
+
+class CaptureFileError(PktstatError):
+    """The capture file cannot be replayed: not a pcap/pcapng file, empty,
+    or of a link type replay does not decode (exit code 1)."""
+
+
+class DamagedCaptureError(PktstatError):
+    """Reading stopped early at damage in the file. ``snapshot`` holds what
+    was counted up to there; ``frames`` how many frames were read."""
+
+    def __init__(self, message: str, snapshot: Snapshot, frames: int) -> None:
+        super().__init__(message)
+        self.snapshot = snapshot
+        self.frames = frames
+
+
+class Replayer:
+    """The replay engine, reusable across files: loading the program costs
+    a fraction of a second, so a tool replaying many files keeps one.
+
+    >>> r = pktstat_bpf.Replayer(max_entries=1 << 16)   # doctest: +SKIP
+    >>> snaps = [r.replay(p) for p in paths]            # doctest: +SKIP
+
+    Each :meth:`replay` starts from an empty flow table.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.max_entries = check_max_entries(max_entries)
+        from .engine import _core
+
+        try:
+            self._engine = _core.Replayer(self.max_entries)
+        except OSError as e:
+            raise translate_os_error(e, "cannot load the BPF programs") from None
+
+    def replay(
+        self, path: str | os.PathLike, *, progress: Optional[Progress] = None, strict: bool = False
+    ) -> Snapshot:
+        """See :func:`replay`."""
+        path = os.fspath(path)
+        engine = self._engine
+        self._open(path)
+        engine.advance(ALL_FRAMES, progress)
+        info = engine.file
+        snap = _snapshot(engine, path, info)
+        self._check_damage(path, info, snap, strict)
+        return snap
+
+    def intervals(
+        self,
+        path: str | os.PathLike,
+        interval: float,
+        *,
+        progress: Optional[Progress] = None,
+        strict: bool = False,
+    ) -> Iterator[Interval]:
+        """Replay in steps of `interval` seconds of *capture* time, yielding
+        an :class:`~pktstat_bpf.live.Interval` per step, as
+        :meth:`Collector.stream` does live: per-flow packets, bytes and
+        bitrate within the step, plus lifetime totals. Steps start at the
+        first frame's timestamp; the last one ends at the latest frame's. An
+        idle stretch of more than one step (a gap in the capture) is one
+        interval, after one empty step that lets stopped flows show once.
+        The deltas of all intervals add up to what :meth:`replay` reports.
+        Damage ends the steps as it ends :meth:`replay` (with `strict`, the
+        :class:`DamagedCaptureError` comes after the last interval).
+        """
+        from .intervals import IntervalTracker
+
+        if not interval > 0:
+            raise UsageError(f"interval must be positive, not {interval!r}")
+        path = os.fspath(path)
+        engine = self._engine
+        self._open(path)
+        step = max(1, round(interval * 1e9))
+        tracker = IntervalTracker()
+        snap = None
+        more = engine.advance(0)  # reads the first frame, runs nothing
+        start = engine.next_ts if more else 0
+        end = start
+        idle = 0
+        while more:
+            nxt = engine.next_ts
+            if idle >= 1 and nxt >= end + step:
+                # the rest of an idle stretch, up to the step the next frame is in, as one interval
+                end = start + (nxt - start) // step * step
+                snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=end)
+                yield tracker.advance(snap)
+            end += step
+            more = engine.advance(min(end, ALL_FRAMES), progress)  # (frame times end in 2262)
+            stop = end if more else max(engine.counters["latest_ts_ns"], start)
+            snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=stop)
+            iv = tracker.advance(snap)
+            idle = 0 if iv.active.any() else idle + 1
+            yield iv
+        info = engine.file
+        if snap is None:
+            snap = _snapshot(engine, path, info)
+        self._check_damage(path, info, snap, strict)
+
+    def _open(self, path: str) -> None:
+        from .engine import _core
+
+        self._engine.clear()
+        try:
+            self._engine.open_file(path)
+        except _core.CaptureError as e:
+            raise CaptureFileError(str(e)) from None
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
+                raise UsageError(f"{path}: {os.strerror(e.errno)}") from None
+            if e.errno in (errno.EACCES, errno.EPERM) and str(e).startswith(f"[Errno {e.errno}] open "):
+                raise CaptureFileError(f"{path}: {os.strerror(e.errno)}") from None
+            raise translate_os_error(e, f"cannot replay {path}") from None
+
+    @staticmethod
+    def _check_damage(path: str, info: Mapping[str, Any], snap: Snapshot, strict: bool) -> None:
+        if not info["damage"]:
+            return
+        msg = (
+            f"{path}: damaged after {info['frames']} frames ({info['damage']}); "
+            f"the report covers those {info['frames']} frames"
+        )
+        if strict:
+            raise DamagedCaptureError(msg, snap, info["frames"])
+        log.warning("%s", msg)
+
+
+def replay(
+    path: str | os.PathLike,
+    *,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    progress: Optional[Progress] = None,
+    strict: bool = False,
+) -> Snapshot:
+    """Count every frame of a pcap or pcapng file per flow; returns a Snapshot
+    of mode ``"replay"`` whose flows have direction ``""`` and no interface.
+
+    `progress`, if given, is called every 65536 frames (and once at the end)
+    as ``progress(frames, bytes_of_file_read, file_size)``; it runs on the
+    calling thread, so it may raise (e.g. KeyboardInterrupt) to stop.
+
+    A file damaged part-way (e.g. cut short while being written) still
+    yields what was counted before the damage: the Snapshot's ``extra``
+    holds ``damage`` (libpcap's reason) and a warning is logged; with
+    ``strict=True`` a :class:`DamagedCaptureError` carrying the snapshot is
+    raised instead. A missing file or a directory raises :class:`UsageError`,
+    anything else that cannot be read :class:`CaptureFileError`.
+    """
+    return Replayer(max_entries).replay(path, progress=progress, strict=strict)
+
+
+def _snapshot(
+    engine: _core.Replayer, path: str, info: Mapping[str, Any], start_ns: int | None = None, end_ns: int | None = None
+) -> Snapshot:
+    records = engine.read_flows()
+    stats = engine.read_stats()
+    c = engine.counters
+    first = c["earliest_ts_ns"] if start_ns is None else start_ns
+    last = c["latest_ts_ns"] if end_ns is None else end_ns
+    extra = {
+        # exact to the nanosecond (started_at/taken_at are floats); these
+        # replace the header's start/end in place
+        "start": render.rfc3339(first),
+        "end": render.rfc3339(last),
+        "file": path,
+        "linkType": info["linktype_name"] or str(info["linktype"]),
+        "frames": info["frames"],
+    }
+    if c["clipped_frames"]:
+        extra["clippedFrames"] = c["clipped_frames"]
+    if info["damage"]:
+        extra["damage"] = info["damage"]
+    return Snapshot(
+        records=records,
+        totals=Totals.from_arrays(stats, records),
+        duration=max(0, last - first) / 1e9,
+        started_at=first / 1e9,
+        taken_at=last / 1e9,
+        mode="replay",
+        max_entries=engine.max_entries,
+        extra=extra,
+    )

@@ -1,0 +1,56 @@
+"""Streams: JSON Lines (``--jsonl``) and text log lines (``--plain``), every
+``-r`` interval, optionally only first appearances (``-u``). The same writer
+serves every combination; each format has one line renderer
+(:data:`pktstat_bpf.render.STREAM_FORMATS`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import IO, TYPE_CHECKING
+
+from ..core import render
+from ..core.intervals import Interval
+from ..views.filters import UniqueFilter
+
+if TYPE_CHECKING:
+
+    import numpy as np
+
+
+log = logging.getLogger("pktstat_bpf")
+
+
+class StreamWriter:
+    """Writes each :class:`Interval` as lines, flushing after every line.
+
+    Without `unique`, every flow that sent in the interval (or in the one
+    before, so a stopped flow shows once with bitrate 0) is written, with
+    the interval's packets, bytes and bitrate and the lifetime
+    ``totalPackets``/``totalBytes``. With `unique`, a connection is written
+    only the first interval it sends in.
+    """
+
+    def __init__(self, out: IO[str], fmt: str = "jsonl", unique: UniqueFilter | None = None) -> None:
+        self.out = out
+        self.line = render.STREAM_FORMATS[fmt]
+        self.unique = unique
+        self.lines = 0
+
+    def rows(self, iv: Interval) -> np.ndarray:
+        if self.unique is None:
+            return iv.recent
+        mask = iv.active.copy()
+        mask[mask] = self.unique.first_seen(iv.delta.records[mask])
+        return mask
+
+    def write(self, iv: Interval) -> int:
+        flows = iv.delta.take(self.rows(iv)).flows()
+        if not flows:
+            return 0
+        ts = render.rfc3339(round(iv.end * 1e6) * 1000)  # the wall clock is good to ~1 us
+        interval = round(iv.duration, 9)  # ns: bitrate = 8 * bytes / interval holds to 1e-9
+        for d in flows:
+            self.out.write(self.line(d, ts, interval=interval) + "\n")
+            self.out.flush()
+        self.lines += len(flows)
+        return len(flows)

@@ -1,0 +1,249 @@
+"""The screen model of the interactive table (``-g/--tui``): everything the
+keys change (sort, scroll, filter, pause) and the rows and header it selects,
+as plain strings; :mod:`pktstat_bpf.cli.tui` only draws them with curses.
+
+Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
+2 bytes, 3 source, 4 destination sort; / filter (case-insensitive substring
+of the row; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
+r redraw and jump to the top; q or x quit.
+"""
+
+from __future__ import annotations
+
+import curses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import render
+from ..core.durations import format_duration
+from ..core.intervals import Interval
+from ..core.keys import key_hashes
+from ..views.view import nearly_full
+
+SORTS = ("bitrate", "packets", "bytes", "src", "dst")
+SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
+QUIT = "quit"
+HELP = "q quit  j/k up/down  PgUp/PgDn  0-4 sort  / filter  p pause  r top"
+
+
+def order_rows(iv: Interval, by: str) -> np.ndarray:
+    """Row order for sort `by`: bitrate, packets, bytes descending (the
+    interval's bitrate; lifetime packets and bytes, as shown); src, dst
+    ascending by address family, address, then port."""
+    r = iv.delta.records
+    if len(r) == 0:
+        return np.arange(0)
+    keys: list[np.ndarray] = [key_hashes(r)]  # last tie-break: stable from refresh to refresh
+    if by in ("src", "dst"):
+        a = "saddr" if by == "src" else "daddr"
+        keys += [r["sport" if by == "src" else "dport"]]
+        keys += [r[a][:, i] for i in range(15, -1, -1)]
+        keys += [r["ipver"]]
+    else:
+        val = {"bitrate": r["bytes"], "packets": iv.cumulative.records["packets"],
+               "bytes": iv.cumulative.records["bytes"]}[by]  # fmt: skip
+        keys += [~val]
+    return np.lexsort(keys)
+
+
+@dataclass
+class Column:
+    title: str
+    width: int
+    right: bool = False
+
+
+BASE_COLUMNS = [Column("BITRATE", 12, True), Column("PACKETS", 10, True), Column("BYTES", 12, True),
+                Column("PROTO", 9)]  # fmt: skip
+OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)]
+
+
+def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
+    """The text of each cell of `rows` (positions in `iv`), escaped."""
+    sub = iv.delta.take(rows)
+    dicts = render.flow_dicts(
+        sub.records, sub.duration, ifnames=sub.ifnames, cgroups=sub.cgroups, owners=sub.owners, columns=sub.columns
+    )
+    out = []
+    for d in dicts:
+        src, dst = render.endpoints(d)
+        proto = d["proto"] + ("/rtx" if d.get("kind") == "retransmit" else "")  # process mode's retransmissions
+        row = [render.format_bitrate(d["bitrate"]), str(d["totalPackets"]), str(d["totalBytes"]), proto,
+               src, dst]  # fmt: skip
+        if sub.owners:
+            row += [str(d.get("pid", 0) or ""), render.escape_text(d.get("comm", "")),
+                    render.escape_text(d.get("cgroup", ""))]  # fmt: skip
+        out.append(row)
+    return out
+
+
+def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
+    head = f"pktstat-bpf  {mode} on {render.escape_text(where)} ({attach})"
+    if iv is None:
+        return head + "  waiting for the first interval..."
+    t, a = iv.cumulative.totals, iv.cumulative.totals.all
+    rate = 8.0 * iv.delta.totals.all.bytes / iv.duration if iv.duration > 0 else 0.0
+    dirs = ""
+    if t.ingress.packets or t.egress.packets:  # as the text header: what each direction saw
+        dirs = f"  ingress: {t.ingress.packets}/{t.ingress.bytes}  egress: {t.egress.packets}/{t.egress.bytes}"
+    return (
+        f"{head}  flows: {t.flows}  packets: {a.packets}  bytes: {a.bytes}  rate: {render.format_bitrate(rate)}"
+        f"  unparsed: {a.unparsed_packets}/{a.unparsed_bytes}  overflow: {a.overflow_packets}/{a.overflow_bytes}"
+        + (f"  unowned: {t.unowned_packets}/{t.unowned_bytes}" if t.unowned_packets is not None else "")
+        + dirs
+    )
+
+
+@dataclass
+class TableModel:
+    """The state the keys change, and the rows it selects."""
+
+    mode: str = ""
+    where: str = ""
+    attach: str = ""
+    refresh: float = 1.0
+    sort: str = "bitrate"
+    offset: int = 0
+    filter: str = ""
+    editing: str | None = None  # the filter being typed, or None
+    paused: bool = False
+    interval: Interval | None = None
+    latest: Interval | None = None
+    page: int = 10
+    _order: np.ndarray = field(default_factory=lambda: np.arange(0))
+    _texts: list[list[str]] | None = None  # all rows' cells, when filtering
+
+    # -- data -----------------------------------------------------------------
+    def update(self, iv: Interval) -> None:
+        self.latest = iv
+        if not self.paused:
+            self._show(iv)
+
+    def _show(self, iv: Interval | None) -> None:
+        self.interval = iv
+        self._reorder()
+
+    def _reorder(self) -> None:
+        iv = self.interval
+        self._texts = None
+        if iv is None:
+            self._order = np.arange(0)
+            return
+        order = order_rows(iv, self.sort)
+        needle = (self.editing if self.editing is not None else self.filter).lower()
+        if needle:
+            texts = cells(iv, order)
+            keep = [i for i, row in enumerate(texts) if needle in " ".join(row).lower()]
+            order = order[keep]
+            self._texts = [texts[i] for i in keep]
+        self._order = order
+        self.offset = max(0, min(self.offset, len(order) - self.page))
+
+    @property
+    def count(self) -> int:
+        return len(self._order)
+
+    def visible(self) -> list[list[str]]:
+        lo, hi = self.offset, self.offset + self.page
+        if self._texts is not None:
+            return self._texts[lo:hi]
+        if self.interval is None:
+            return []
+        return cells(self.interval, self._order[lo:hi])
+
+    def columns(self) -> list[Column]:
+        owners = self.interval is not None and self.interval.delta.owners
+        return BASE_COLUMNS + [Column("SRC", 0), Column("DST", 0)] + (OWNER_COLUMNS if owners else [])
+
+    # -- keys -----------------------------------------------------------------
+    def scroll(self, n: int) -> None:
+        self.offset = max(0, min(self.offset + n, self.count - self.page))
+
+    def key(self, ch: int) -> str | None:
+        if self.editing is not None:
+            return self._edit(ch)
+        if ch in (ord("q"), ord("x"), ord("Q"), ord("X")):
+            return QUIT
+        if ch in (curses.KEY_UP, ord("k")):
+            self.scroll(-1)
+        elif ch in (curses.KEY_DOWN, ord("j")):
+            self.scroll(1)
+        elif ch == curses.KEY_PPAGE:
+            self.scroll(-self.page)
+        elif ch in (curses.KEY_NPAGE, ord(" ")):
+            self.scroll(self.page)
+        elif ch in (curses.KEY_HOME, ord("g")):
+            self.offset = 0
+        elif ch in (curses.KEY_END, ord("G")):
+            self.scroll(self.count)
+        elif ch in SORT_KEYS:
+            self.sort = SORT_KEYS[ch]
+            self.offset = 0
+            self._reorder()
+        elif ch == ord("r"):
+            self.offset = 0
+            return "redraw"
+        elif ch == ord("p"):
+            self.paused = not self.paused
+            if not self.paused and self.latest is not None:
+                self._show(self.latest)
+        elif ch == ord("/"):
+            self.editing = self.filter
+            self._reorder()
+        return None
+
+    def _edit(self, ch: int) -> str | None:
+        assert self.editing is not None
+        if ch in (10, 13, curses.KEY_ENTER):
+            self.filter, self.editing = self.editing, None
+        elif ch == 27:  # Esc: back to the filter we had
+            self.editing = None
+        elif ch in (curses.KEY_BACKSPACE, 127, 8):
+            self.editing = self.editing[:-1]
+        elif 32 <= ch < 127:  # printable ASCII: addresses, ports, names
+            self.editing += chr(ch)
+        else:
+            return None
+        self.offset = 0
+        self._reorder()
+        return None
+
+    # -- lines ------------------------------------------------------------------
+    def status_line(self) -> str:
+        parts = [f"sort: {self.sort}", f"refresh: {format_duration(self.refresh)}"]
+        total = len(self.interval.delta) if self.interval is not None else 0
+        if self.filter or self.editing is not None:
+            parts.append(f"filter: {render.escape_text(self.filter if self.editing is None else self.editing)!s}"
+                         f" ({self.count} of {total} flows)")  # fmt: skip
+        if self.count:
+            parts.append(f"rows {self.offset + 1}-{min(self.offset + self.page, self.count)} of {self.count}")
+        if self.paused:
+            parts.append("PAUSED")
+        if self.latest is not None and nearly_full(self.latest.cumulative):
+            snap = self.latest.cumulative
+            parts.append(f"FLOW TABLE {100 * len(snap) // snap.max_entries}% FULL: raise --max-entries")
+        return "  ".join(parts)
+
+    def footer_line(self) -> str:
+        if self.editing is not None:
+            return f"/{self.editing}"
+        return HELP
+
+    def table_lines(self, width: int) -> list[str]:
+        """Title line then one line per visible row, laid out for `width`."""
+        cols = self.columns()
+        rows = self.visible()
+        widths = []
+        for i, c in enumerate(cols):
+            w = max([len(c.title)] + [len(r[i]) for r in rows]) if c.width == 0 else c.width
+            widths.append(w)
+
+        def line(values: list[str]) -> str:
+            parts = []
+            for c, w, v in zip(cols, widths, values):
+                v = v if len(v) <= w else v[: max(w - 1, 0)] + "~"
+                parts.append(v.rjust(w) if c.right else v.ljust(w))
+            return "  ".join(parts).rstrip()[:width]
+
+        return [line([c.title for c in cols])] + [line(r) for r in rows]
