@@ -285,6 +285,35 @@ def test_exporter_ends_at_timeout_and_on_sigint_detaching_everything(netns: Netn
     assert "Traceback" not in err and not netns.ours_attached("va")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_exporter_exits_at_once_while_a_scraper_holds_connections_open(netns: NetnsPair, sig: int):
+    """A scraper that keeps connections open (one idle after a complete
+    scrape, one in the middle of its request) does not delay the exit: a
+    request thread waits up to the 30 s request timeout, and the server's
+    close must not join it."""
+    exp = Exporter(netns, "-r", "100ms")
+    with netns.in_a():
+        scraped = socket.create_connection(("127.0.0.1", exp.port), timeout=5)
+        scraped.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert scraped.recv(12) == b"HTTP/1.0 200"  # answered; the connection stays open
+        half = socket.create_connection(("127.0.0.1", exp.port), timeout=5)
+        half.sendall(b"GET /metrics HTTP/1.1\r\n")  # and a request that never ends
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    exp.p.send_signal(sig)
+    try:
+        out, err = exp.p.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        exp.p.kill()
+        raise AssertionError("the exporter did not exit within 2 s of the signal") from None
+    finally:
+        scraped.close()
+        half.close()
+    assert time.monotonic() - t0 < 2
+    assert (exp.p.returncode, out) == (0, ""), err
+    assert "Traceback" not in err and not netns.ours_attached("va")
+
+
 def test_busy_port_fails_before_anything_is_attached(netns: NetnsPair):
     with netns.in_a(), socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -71,6 +71,10 @@ def _server_class(family: int) -> type:
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True  # a stuck scrape never holds up the exit
+        # ... nor does server_close(): ThreadingMixIn joins every request thread
+        # there unless this is False (daemon_threads alone does not stop that), and a
+        # scraper that keeps its connection open holds its thread for REQUEST_TIMEOUT
+        block_on_close = False
         address_family = family
         allow_reuse_address = True
 
