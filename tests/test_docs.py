@@ -118,3 +118,21 @@ def test_every_json_field_of_a_replay_is_documented(bpf):
     assert {"srcIp", "linkType", "unparsedPackets", "totalBytes", "interval"} <= fields
     documented = set(re.findall(r"`(\w+)`", CLI_DOC.read_text()))
     assert sorted(fields - documented) == []
+
+
+def test_the_dataframe_table_is_the_dataframe():
+    """The column table of docs/python-api.md names exactly the columns of
+    Snapshot.to_pandas(), in order."""
+    pytest.importorskip("pandas", reason="pandas is not installed (pip install '.[test]')")
+    import numpy as np
+    import pktstat_bpf
+
+    empty = np.zeros(0, pktstat_bpf.RECORD_DTYPE)
+    snap = pktstat_bpf.Snapshot(
+        empty, pktstat_bpf.Totals(), duration=1.0, started_at=0.0, taken_at=1.0, mode="tc"
+    )
+    text = (ROOT / "docs" / "python-api.md").read_text()
+    section = text.split("\n## DataFrames\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = [c for row in rows for c in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert documented == list(snap.to_pandas().columns)
