@@ -261,7 +261,7 @@ def _header(doc: dict[str, Any]) -> str:
 
 
 def table(doc: dict[str, Any]) -> str:
-    """The markdown report of a results document (README "Performance")."""
+    """The markdown report of a results document (docs/performance.md)."""
     lines = [_header(doc), "", "| Target | Measure | Result | Goal | Verdict |", "|---|---|---|---|---|"]
     failed: set[str] = set()
     for name, rows_of in ROWS:

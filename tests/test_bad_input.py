@@ -3,8 +3,8 @@ missing value, a garbage value, a name of something that does not exist, a
 file where a directory is expected and a directory where a file is, empty
 and garbage capture files, --max-entries 0, negative and too large, an
 unprivileged user, and kernel features missing (simulated with
-PKTSTAT_BPF_TEST_FORCE_MISSING, see DEVELOPERS.md). Each case must end with
-exactly one line on stderr, the documented exit code (README, "Exit codes"),
+PKTSTAT_BPF_TEST_FORCE_MISSING, see docs/testing.md). Each case must end with
+exactly one line on stderr, the documented exit code (README and docs/cli.md, "Exit codes"),
 nothing on stdout, and nothing attached afterwards: the live cases run in a
 test namespace (-i va) or on a test cgroup, which are checked after each.
 """
@@ -460,9 +460,12 @@ def test_every_flag_is_in_the_matrix():
 
 def test_exit_codes_are_documented():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
+    manual = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
     for code, meaning in ((0, "ok"), (1, "runtime error"), (2, "usage error"), (69, "kernel feature missing"),
                           (77, "insufficient privilege"), (130, "interrupted")):  # fmt: skip
-            assert f"{code} {meaning}" in readme
+        assert f"{code} {meaning}" in readme
+        assert f"{code} {meaning}" in manual
+        assert f"| {code} | {meaning} |" in manual  # its row in the table of examples
 
 
 def test_missing_cgroup_mkdir_tracepoint_falls_back_to_rescans(bpf):

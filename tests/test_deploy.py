@@ -2,7 +2,7 @@
 cluster: every field is one the Kubernetes API knows (the official Python
 client's models), names, selectors and ports agree across objects, and the
 container's arguments parse with the CLI's own parser into the exporter
-the README describes."""
+docs/exporter.md describes."""
 
 from __future__ import annotations
 

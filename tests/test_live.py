@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 from pktstat_bpf import _core
-from pktstat_bpf.core import modes
 from pktstat_bpf.core.intervals import IntervalTracker
 from pktstat_bpf.core.keys import flow_keys, match
 from pktstat_bpf.core.snapshot import Snapshot, Totals

@@ -1,11 +1,10 @@
 import json
 
 import numpy as np
-
-from pktstat_bpf.core.addresses import address_strings
 import pytest
 from pktstat_bpf import _core
 from pktstat_bpf.core import render
+from pktstat_bpf.core.addresses import address_strings
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Test-only knobs (documented in DEVELOPERS.md, "Reliability tests and test-only knobs").
+"""Test-only knobs (documented in docs/testing.md, "Failure injection").
 
 ``PKTSTAT_BPF_TEST_FORCE_MISSING=feature,...`` makes the probe of each named
 kernel feature report it missing, so the fallback or the one-line error a

@@ -3,7 +3,7 @@
 // PKTSTAT_BPF_TEST_FORCE_MISSING=tcx,xdp_native,... makes the engine's probe
 // for each named feature report it missing, so the fallback or the error a
 // user on an older kernel gets can be tested on this one. The probes that
-// honour it (see DEVELOPERS.md, "Reliability tests and test-only knobs"):
+// honour it (see docs/testing.md, "Failure injection"):
 //   bpf               the bpf() system call (loading fails with ENOSYS)
 //   btf               the kernel's BTF (/sys/kernel/btf/vmlinux; cgroup mode)
 //   tcx               TCX links (Linux 6.6+): auto falls back to legacy tc

@@ -12,7 +12,7 @@ Two parts, so that a scrape never delays reading the maps:
 - :class:`MetricsServer` serves a registry over HTTP, one thread per
   request: a slow or stuck scraper blocks only its own thread.
 
-What is exported (``pktstat_bpf_`` prefix; see the README for the table):
+What is exported (``pktstat_bpf_`` prefix; see docs/exporter.md for the table):
 
 - Exact counters over *all* flows by interface, direction, address family
   and protocol (``packets_total``, ``bytes_total``), and the conservation
