@@ -25,6 +25,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from ..core.durations import Pacer
 from ..core.errors import EXIT_OK, UsageError
 from ..core.intervals import IntervalTracker
 from ..output.table import QUIT, TableModel, header_line
@@ -86,20 +87,18 @@ def tui_loop(
     scr.keypad(True)
     start = clock()
     deadline = start + opts.timeout if opts.timeout > 0 else None
-    next_at = start + opts.refresh
+    pacer = Pacer(opts.refresh, start, clock)
     _draw(scr, m)
     while True:
         now = clock()
         if stop_event.is_set() or (deadline is not None and now >= deadline):
             return
-        if now >= next_at:
+        if now >= pacer.next_at:
             m.update(view.apply_interval(tracker.advance(collector.snapshot())))
-            next_at += opts.refresh
-            if next_at <= clock():
-                next_at = clock() + opts.refresh
+            pacer.advance()
             _draw(scr, m)
             continue
-        wake = next_at if deadline is None else min(next_at, deadline)
+        wake = pacer.next_at if deadline is None else min(pacer.next_at, deadline)
         scr.timeout(max(1, min(int((wake - now) * 1000) + 1, 250)))
         ch = scr.getch()
         if ch == -1:

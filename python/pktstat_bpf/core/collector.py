@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import modes
+from .durations import Pacer
 from .errors import PktstatError, UsageError, translate_os_error
 from .snapshot import Snapshot, Totals
 
@@ -221,14 +222,14 @@ class Collector:
             self.start()
         tracker = IntervalTracker()
         wait = stop.wait if stop is not None else time.sleep
-        next_at = time.monotonic() + interval
+        pacer = Pacer(interval, time.monotonic())
         while True:
             if stop is not None and stop.is_set():
                 last = True
             else:
                 now = time.monotonic()
                 end_at = (self._started_mono or now) + duration if duration else None
-                target = next_at if end_at is None else min(next_at, end_at)
+                target = pacer.next_at if end_at is None else min(pacer.next_at, end_at)
                 if target > now:
                     wait(target - now)
                 last = (
@@ -243,6 +244,4 @@ class Collector:
             yield tracker.advance(snap)
             if last:
                 return
-            next_at += interval
-            if next_at < time.monotonic():  # fell behind (slow consumer): skip, don't burst
-                next_at = time.monotonic() + interval
+            pacer.advance()  # (a slow consumer skips readings rather than bursting)

@@ -4,6 +4,8 @@ pktstat-bpf accepts them for ``-t`` and ``-r``."""
 from __future__ import annotations
 
 import re
+import time
+from typing import Callable
 
 from .errors import UsageError
 
@@ -69,3 +71,21 @@ def format_duration(seconds: float) -> str:
         out += f"{m}m"
     out += f"{s + frac:g}s"
     return out
+
+
+class Pacer:
+    """Due times every `interval` seconds on a monotonic clock, without
+    drift: each is the last one plus the interval; a consumer that fell
+    behind skips to one interval from now instead of bursting to catch up."""
+
+    def __init__(self, interval: float, start: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.next_at = start + interval
+
+    def advance(self) -> None:
+        """The reading due at :attr:`next_at` was taken: the next one is due."""
+        self.next_at += self.interval
+        now = self.clock()
+        if self.next_at <= now:
+            self.next_at = now + self.interval

@@ -23,12 +23,11 @@ pktstat_bpf.views.budget.BudgetExceeded: dst_port=53: 3 flows, budget 2:
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 from ..core import protocols, render
 from ..core.snapshot import Snapshot
-
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+from .filters import BadNetwork, Network, parse_networks
 
 
 class BudgetExceeded(AssertionError):
@@ -36,13 +35,10 @@ class BudgetExceeded(AssertionError):
 
 
 def _networks(nets: Iterable[str]) -> list[Network]:
-    out: list[Network] = []
-    for n in nets:
-        try:
-            out.append(ipaddress.ip_network(n, strict=False))
-        except ValueError:
-            raise ValueError(f"not an IP address or network: {n!r}") from None
-    return out
+    try:
+        return parse_networks(nets)
+    except BadNetwork as e:
+        raise ValueError(f"not an IP address or network: {e.item!r}") from None
 
 
 def _in(ip: str, nets: Sequence[Network]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Union, cast
 
 import numpy as np
 
@@ -26,6 +26,30 @@ DEFAULT_INTERNAL = (
 )
 
 
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class BadNetwork(ValueError):
+    """`item` is not an IP address or network."""
+
+    def __init__(self, item: str) -> None:
+        super().__init__(item)
+        self.item = item
+
+
+def parse_networks(items: Iterable[str]) -> list[Network]:
+    """Addresses and CIDRs (host bits ignored, as Go's ``net.ParseCIDR``
+    does; a bare address is a /32 or /128); the first bad one raises
+    :class:`BadNetwork`."""
+    out: list[Network] = []
+    for item in items:
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise BadNetwork(item) from None
+    return out
+
+
 def _words(b: bytes) -> tuple[int, int]:
     return int.from_bytes(b[:8], "big"), int.from_bytes(b[8:], "big")
 
@@ -43,7 +67,7 @@ class NetworkSet:
     ('10.0.0.0/8', 'fd00::/8')
     """
 
-    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+    def __init__(self, networks: Iterable[Network]) -> None:
         self._nets = tuple(networks)
         rows = []
         for n in self._nets:
@@ -62,19 +86,15 @@ class NetworkSet:
     def parse(cls, text: str | Sequence[str], flag: str = "--internal-networks") -> NetworkSet:
         """Parse ``"CIDR,CIDR,..."`` (or a list); a bad entry raises
         :class:`UsageError` naming it."""
-        items = text.split(",") if isinstance(text, str) else list(text)
-        nets = []
-        for raw in items:
-            item = raw.strip()
-            if not item:
-                raise UsageError(f"{flag}: empty network in {text!r}")
-            try:
-                nets.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise UsageError(
-                    f"{flag}: invalid network {item!r} (expected a CIDR such as 10.0.0.0/8 or fd00::/8)"
-                ) from None
-        return cls(nets)
+        items = [raw.strip() for raw in (text.split(",") if isinstance(text, str) else text)]
+        if "" in items:
+            raise UsageError(f"{flag}: empty network in {text!r}")
+        try:
+            return cls(parse_networks(items))
+        except BadNetwork as e:
+            raise UsageError(
+                f"{flag}: invalid network {e.item!r} (expected a CIDR such as 10.0.0.0/8 or fd00::/8)"
+            ) from None
 
     @property
     def networks(self) -> tuple[str, ...]:
