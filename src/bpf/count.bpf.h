@@ -26,13 +26,6 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
-	__type(key, __u32);
-	__type(value, struct dir_stats);
-} stats SEC(".maps");
-
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
 static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts,
 					__u32 dir, __u32 ifindex, __be16 l2_proto)

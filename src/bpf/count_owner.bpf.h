@@ -21,13 +21,6 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
-	__type(key, __u32);
-	__type(value, struct dir_stats);
-} stats SEC(".maps");
-
 /* Count `len` bytes of one packet (or event) in the flow `key`, or as
  * overflow in `st` when the table has no room for a new flow. */
 static __always_inline void add_owned_flow(struct flow_key *key, __u64 len, __u64 now, struct dir_stats *st)

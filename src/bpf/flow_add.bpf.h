@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * flow_add.bpf.h - one packet (or socket event) into a per-CPU flow hash:
- * the one update every accounting header shares (count.bpf.h keyed by the
- * tuple, count_owner.bpf.h by the full flow key). Inlined, `map` and `key`
- * are the caller's own, so the per-packet path is one lookup, and an insert
- * only for a new flow.
+ * flow_add.bpf.h - what every accounting header shares (count.bpf.h, whose
+ * flows are keyed by the tuple, count_owner.bpf.h by the full flow key): the
+ * conservation counters per direction, and one packet (or socket event) into
+ * a per-CPU flow hash. Inlined, `map` and `key` are the caller's own, so the
+ * per-packet path is one lookup, and an insert only for a new flow.
  */
 #ifndef PKTSTAT_FLOW_ADD_BPF_H
 #define PKTSTAT_FLOW_ADD_BPF_H
@@ -17,6 +17,13 @@
 #ifndef EEXIST
 #define EEXIST 17
 #endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_DIR_NR);
+	__type(key, __u32);
+	__type(value, struct dir_stats);
+} stats SEC(".maps");
 
 /* Count `len` bytes at `now` in the flow `key` of `map`, or as overflow in
  * `st` when the table has no room for a new flow. */
