@@ -420,15 +420,44 @@ def _memory_cgroup() -> tuple[str, str] | None:
     return None
 
 
+def _kernel_memlock(max_entries: int) -> int:
+    """The kernel's own accounting ("memlock" in fdinfo, what bpftool map show
+    reports) of the TC/replay flow table with `max_entries` entries, loaded in
+    this process."""
+    from pktstat_bpf import _core
+
+    engine = _core.Replayer(max_entries)
+    try:
+        for fd in os.listdir("/proc/self/fdinfo"):
+            try:
+                info = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            if info.get("max_entries", "").strip() == str(max_entries) and "memlock" in info:
+                return int(info["memlock"])
+    finally:
+        del engine
+    raise AssertionError(f"no map of {max_entries} entries in this process")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
 @pytest.mark.parametrize("argv", [["-i", "va", "-t", "1s"], ["--pcap", "{d}/one.pcap"]], ids=["tc", "replay"])
-def test_a_table_too_large_for_memory_is_one_line_and_exit_1(world, argv):
+def test_a_table_too_large_for_memory_is_one_line_and_exit_2(world, argv):
     """--max-entries at the limit (64M flows: ~12 GB here) in a process
-    limited to 100 MB (a memory cgroup): the kernel refuses the map and the
-    CLI says to lower --max-entries. (Never run unlimited: it would take the
-    memory of the machine.)"""
+    limited to 100 MB (a memory cgroup): refused before any map is made, in
+    one line naming the memory the table needs (the kernel's own accounting
+    of smaller tables, extrapolated: the table grows linearly in its
+    power-of-two size) and what the limit leaves. (Never run unlimited: it
+    would take the memory of the machine.)"""
     found = _memory_cgroup()
     if found is None:
         pytest.skip("no memory cgroup controller to limit the test process with")
+    small = _kernel_memlock(1 << 15)
+    per_entry = (_kernel_memlock(1 << 16) - small) // (1 << 15)
+    need = small + per_entry * ((1 << 26) - (1 << 15))
     base, limit_file = found
     mem = Path(base) / f"pbt-mem-{os.getpid()}"
     mem.mkdir()
@@ -436,13 +465,40 @@ def test_a_table_too_large_for_memory_is_one_line_and_exit_1(world, argv):
         (mem / limit_file).write_text(str(100 << 20))
         argv, _ = _fill(world, argv, "")
         inner = [sys.executable, "-m", "pktstat_bpf", "--max-entries", str(1 << 26), *argv]
-        if "-i" in argv:
-            inner = ["ip", "netns", "exec", world.ns.ns_a, *inner]
+        if "-i" in argv:  # not ip netns exec: it remounts /sys, and so hides the memory cgroup
+            inner = ["nsenter", f"--net=/run/netns/{world.ns.ns_a}", *inner]
+        t0 = time.monotonic()
         r = subprocess.run(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(mem), *inner],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
+        took = time.monotonic() - t0
     finally:
         mem.rmdir()
-    _one_line_error(world, r, 1, "cannot load the BPF programs: out of memory (lower --max-entries?)")
+    head = f"pktstat-bpf: error: --max-entries {1 << 26}: the flow table needs {_gb(need)} of kernel memory, but only "
+    tail = f" is available (the memory cgroup limit of /{mem.name}); lower --max-entries\n"
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    assert r.stderr.startswith(head) and r.stderr.endswith(tail), r.stderr
+    have = r.stderr[len(head) : -len(tail)]
+    assert have.endswith(" MB") and 0 <= int(have[:-3]) <= 100 * 1.048576, have
+    assert took < 30  # refused before the maps are made, not after minutes of trying
+    assert world.nothing_attached()
+
+
+def test_a_large_table_says_what_it_is_doing_and_works(world):
+    """A table above 1 GB (8M flows: ~1.5 GB here) is announced in one line
+    before its maps are made, and then counts as a default-sized one."""
+    n = 1 << 23
+    small = _kernel_memlock(1 << 15)
+    need = small + (_kernel_memlock(1 << 16) - small) // (1 << 15) * (n - (1 << 15))
+    pcap = str(Path(__file__).parent / "data" / "office.pcap")
+    plain = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", pcap, "-j"], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    big = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", pcap, "-j", "--max-entries", str(n)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert (big.returncode, big.stderr) == (0, f"pktstat-bpf: creating a flow table of {_gb(need)} (--max-entries {n})...\n")
+    assert (plain.returncode, plain.stderr) == (0, "")
+    report, expected = json.loads(big.stdout), json.loads(plain.stdout)
+    assert (report.pop("maxEntries"), expected.pop("maxEntries")) == (n, 65536)
+    assert report == expected and report["flows"] != []
 
 
 def test_every_flag_is_in_the_matrix():

@@ -34,6 +34,9 @@ FORCE_MISSING_ENV: str
 class FeatureMissing(OSError):
     """The kernel lacks something a mode needs; the message says what (exit code 69)."""
 
+class TableTooLarge(OSError):
+    """The flow table (max_entries) needs more kernel memory than there is; the message says how much (exit code 2)."""
+
 class CaptureError(ValueError):
     """A capture file cannot be read (not pcap/pcapng, empty ...)."""
 

@@ -12,12 +12,9 @@
 
 #include <stdbool.h>
 
+#include "flow_add.bpf.h"
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
 
 /* Settings, written by the engine between open and load. */
 const volatile __be16 cfg_l2_proto = 0; /* non-zero: L3 device, frames start at IP */
@@ -29,19 +26,11 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
-	__type(key, __u32);
-	__type(value, struct dir_stats);
-} stats SEC(".maps");
-
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
 static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts,
 					__u32 dir, __u32 ifindex, __be16 l2_proto)
 {
 	struct flow_tuple key;
-	struct flow_value *v;
 	struct dir_stats *st;
 	__u64 now;
 
@@ -61,34 +50,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	v = bpf_map_lookup_elem(&flows, &key);
-	if (v) {
-hit:
-		if (!v->packets) /* this CPU's first packet of a flow another CPU made */
-			v->first_seen_ns = now;
-		v->packets++;
-		v->bytes += len;
-		v->last_seen_ns = now;
-		return;
-	}
-
-	struct flow_value init = {
-		.packets = 1,
-		.bytes = len,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-	};
-	long err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
-
-	if (!err)
-		return;
-	if (err == -EEXIST) { /* another CPU inserted it meanwhile */
-		v = bpf_map_lookup_elem(&flows, &key);
-		if (v)
-			goto hit;
-	}
-	st->overflow_packets++;
-	st->overflow_bytes += len;
+	add_to_flow(&flows, &key, len, now, st);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

@@ -10,12 +10,9 @@
 #ifndef PKTSTAT_COUNT_OWNER_BPF_H
 #define PKTSTAT_COUNT_OWNER_BPF_H
 
+#include "flow_add.bpf.h"
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -24,46 +21,11 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
-	__type(key, __u32);
-	__type(value, struct dir_stats);
-} stats SEC(".maps");
-
 /* Count `len` bytes of one packet (or event) in the flow `key`, or as
  * overflow in `st` when the table has no room for a new flow. */
 static __always_inline void add_owned_flow(struct flow_key *key, __u64 len, __u64 now, struct dir_stats *st)
 {
-	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
-
-	if (v) {
-hit:
-		if (!v->packets) /* this CPU's first packet of a flow another CPU made */
-			v->first_seen_ns = now;
-		v->packets++;
-		v->bytes += len;
-		v->last_seen_ns = now;
-		return;
-	}
-
-	struct flow_value init = {
-		.packets = 1,
-		.bytes = len,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-	};
-	long err = bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
-
-	if (!err)
-		return;
-	if (err == -EEXIST) { /* another CPU inserted it meanwhile */
-		v = bpf_map_lookup_elem(&flows, key);
-		if (v)
-			goto hit;
-	}
-	st->overflow_packets++;
-	st->overflow_bytes += len;
+	add_to_flow(&flows, key, len, now, st);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */

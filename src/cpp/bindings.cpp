@@ -15,6 +15,7 @@
 #include "bind_common.hpp"
 #include "error.hpp"
 #include "flow.h"
+#include "map_memory.hpp"
 #include "test_knobs.hpp"
 
 namespace py = pybind11;
@@ -49,6 +50,18 @@ int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 	return n;
 }
 
+// Engine notices (map_memory.hpp) -> Python logging ("pktstat_bpf", INFO:
+// the CLI shows it unless -q), from any thread, GIL held or not.
+void log_notice(const std::string &line) {
+	if (!Py_IsInitialized()) return;
+	py::gil_scoped_acquire gil;
+	try {
+		py::module_::import("logging").attr("getLogger")("pktstat_bpf").attr("info")(line);
+	} catch (py::error_already_set &e) {
+		e.discard_as_unraisable(__func__);
+	}
+}
+
 // A record with a distinct value in every field, filled through the C struct:
 // lets a test prove the NumPy dtype decodes what C++ wrote.
 py::bytes test_record() {
@@ -79,6 +92,7 @@ py::bytes test_record() {
 PYBIND11_MODULE(_core, m) {
 	m.doc() = "pktstat-bpf engine (private: use the pktstat_bpf package)";
 	libbpf_set_print(libbpf_log);
+	set_notice_sink(log_notice);
 
 	// SysError -> OSError subclass chosen by errno (PermissionError for EPERM,
 	// FileNotFoundError for ENOENT ...); ENODEV -> LookupError.
@@ -97,15 +111,12 @@ PYBIND11_MODULE(_core, m) {
 		}
 	});
 
-	// Registered after the SysError translator, so tried before it.
-	static auto *feature_missing = new py::exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
-	py::register_exception_translator([](std::exception_ptr p) {
-		try {
-			if (p) std::rethrow_exception(p);
-		} catch (const FeatureMissing &e) {
-			PyErr_SetString(feature_missing->ptr(), e.what());
-		}
-	});
+	// Registered after the SysError translator, so tried before it; their
+	// messages are complete. FeatureMissing: the kernel lacks something (exit
+	// 69). TableTooLarge: the flow table does not fit in the kernel memory
+	// there is (a usage error: the value of --max-entries).
+	py::register_exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
+	py::register_exception<TableTooLarge>(m, "TableTooLarge", PyExc_OSError);
 	m.attr("FORCE_MISSING_ENV") = kForceMissingEnv;
 
 	m.attr("record_dtype") = record_dtype();

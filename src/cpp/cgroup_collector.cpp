@@ -3,7 +3,6 @@
 #include "flow_table.hpp"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/vfs.h>
@@ -14,6 +13,7 @@
 #include <map>
 
 #include "error.hpp"
+#include "kernel_btf.hpp"
 #include "sock_scan.hpp"
 #include "test_knobs.hpp"
 
@@ -23,17 +23,11 @@ namespace {
 constexpr long kCgroup2Magic = 0x63677270; // CGROUP2_SUPER_MAGIC
 constexpr uint8_t kTcpListen = 10;
 
-bool kernel_has_tracepoint(const btf *vmlinux, const char *name, const char *knob) {
-	if (forced_missing(knob)) return false;
-	const std::string type = std::string("btf_trace_") + name;
-	return vmlinux && btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) > 0;
-}
-
 std::string join(const std::string &root, const std::string &rel) { return rel == "/" ? root : root + rel; }
 
 } // namespace
 
-CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), paths_(opts.path_cache) {
+CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), cgroups_(opts.mount_root, opts.rel_path, opts.hier_root, opts.path_cache) {
 	if (opts.max_entries == 0 || opts.owner_entries == 0) throw SysError("map sizes must be positive", EINVAL);
 	const std::string dir = join(opts.mount_root, opts.rel_path);
 	cgroup_fd_ = UniqueFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -46,15 +40,11 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), paths
 	// The socket tracepoints came in 6.3; without them a process is still
 	// attributed by sock_create, sock_ops and the start scan.
 	// tp_btf programs and CO-RE need the kernel's BTF: without it nothing here loads.
-	btf *vmlinux = forced_missing("btf") ? nullptr : btf__load_vmlinux_btf();
-	if (libbpf_get_error(vmlinux)) vmlinux = nullptr;
-	if (!vmlinux)
-		throw FeatureMissing("cgroup mode needs the kernel's BTF (/sys/kernel/btf/vmlinux, "
-		                     "CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide");
-	have_sock_tps_ = kernel_has_tracepoint(vmlinux, "sock_send_length", "sock_tracepoints") &&
-	                 kernel_has_tracepoint(vmlinux, "sock_recv_length", "sock_tracepoints");
-	const bool have_mkdir_tp = kernel_has_tracepoint(vmlinux, "cgroup_mkdir", "cgroup_mkdir");
-	btf__free(vmlinux);
+	const KernelBtf btf;
+	btf.require("cgroup mode");
+	have_sock_tps_ = !forced_missing("sock_tracepoints") && btf.has_tracepoint("sock_send_length") &&
+	                 btf.has_tracepoint("sock_recv_length");
+	const bool have_mkdir_tp = !forced_missing("cgroup_mkdir") && btf.has_tracepoint("cgroup_mkdir");
 	bpf_program__set_autoload(skel_->progs.owner_send, have_sock_tps_);
 	bpf_program__set_autoload(skel_->progs.owner_recv, have_sock_tps_);
 	bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
@@ -65,15 +55,10 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), paths
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 
-	events_ = ring_buffer__new(bpf_map__fd(skel_->maps.cgroup_events), &CgroupCollector::on_cgroup_event, this,
-	                           nullptr);
-	if (!events_) throw SysError("ring_buffer__new", errno ? errno : EINVAL);
+	cgroups_.listen(bpf_map__fd(skel_->maps.cgroup_events));
 }
 
-CgroupCollector::~CgroupCollector() {
-	detach();
-	ring_buffer__free(events_);
-}
+CgroupCollector::~CgroupCollector() { detach(); }
 
 void CgroupCollector::attach() {
 	if (attached()) return;
@@ -103,8 +88,7 @@ void CgroupCollector::attach() {
 		// the hooks, and the scan never overwrites what a hook recorded.
 		auto t0 = std::chrono::steady_clock::now();
 		subtree_.clear();
-		take_cgroup_events();
-		scan_.cgroups = scan_cgroup_tree(opts_.mount_root, opts_.rel_path, paths_, &subtree_);
+		scan_.cgroups = cgroups_.scan(&subtree_);
 		if (opts_.scan_sockets) scan_existing_sockets();
 		scan_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -185,40 +169,8 @@ void CgroupCollector::scan_existing_sockets() {
 	scan_.processes = processes;
 }
 
-int CgroupCollector::on_cgroup_event(void *ctx, void *data, size_t size) {
-	auto *self = static_cast<CgroupCollector *>(ctx);
-	uint64_t id = 0;
-	std::string path;
-	if (cgroup_event_path(data, size, self->opts_.hier_root, id, path) && self->under_target(path))
-		self->paths_.put(id, std::move(path));
-	return 0;
-}
-
-bool CgroupCollector::under_target(const std::string &path) const {
-	const std::string &t = opts_.rel_path;
-	if (t == "/") return true;
-	return path.compare(0, t.size(), t) == 0 && (path.size() == t.size() || path[t.size()] == '/');
-}
-
-void CgroupCollector::take_cgroup_events() {
-	if (events_) ring_buffer__consume(events_);
-}
-
 std::unordered_map<uint64_t, std::string> CgroupCollector::resolve_cgroups(const std::vector<uint64_t> &ids) {
-	take_cgroup_events();
-	std::unordered_map<uint64_t, std::string> out;
-	bool rescanned = false;
-	for (uint64_t id : ids) {
-		if (!id || out.count(id)) continue;
-		auto p = paths_.get(id);
-		if (!p && !rescanned) { // made and missed (ring full), or evicted: look again, once
-			rescanned = true;
-			scan_cgroup_tree(opts_.mount_root, opts_.rel_path, paths_);
-			p = paths_.get(id);
-		}
-		out[id] = p ? *p : std::string();
-	}
-	return out;
+	return cgroups_.resolve(ids);
 }
 
 std::vector<uint64_t> CgroupCollector::owner_stats() const {

@@ -25,6 +25,7 @@
 #include "cgroup_paths.hpp"
 #include "fd.hpp"
 #include "flow.h"
+#include "link.hpp"
 #include "skeleton.hpp"
 
 namespace pktstat {
@@ -88,15 +89,7 @@ public:
 	const CgroupOptions &options() const noexcept { return opts_; }
 
 private:
-	struct LinkDeleter {
-		void operator()(bpf_link *l) const noexcept { bpf_link__destroy(l); }
-	};
-	using Link = std::unique_ptr<bpf_link, LinkDeleter>;
-
 	void scan_existing_sockets();
-	void take_cgroup_events();
-	bool under_target(const std::string &path) const;
-	static int on_cgroup_event(void *ctx, void *data, size_t size);
 
 	CgroupOptions opts_;
 	Skeleton<cgroup_bpf> skel_;
@@ -105,9 +98,8 @@ private:
 	int64_t epoch_offset_ns_ = 0;
 	bool have_sock_tps_ = false;
 	std::vector<Link> links_;
-	CgroupPathCache paths_;
+	CgroupResolver cgroups_;
 	std::unordered_set<uint64_t> subtree_;
-	ring_buffer *events_ = nullptr;
 	ScanStats scan_;
 };
 

@@ -1,5 +1,6 @@
 #include "cgroup_paths.hpp"
 
+#include <bpf/libbpf.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -112,6 +113,56 @@ size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, C
 		::closedir(d);
 	}
 	return seen;
+}
+
+CgroupResolver::CgroupResolver(std::string mount_root, std::string rel, std::string hier_root, size_t capacity)
+    : mount_root_(std::move(mount_root)), rel_(std::move(rel)), hier_root_(std::move(hier_root)), paths_(capacity) {}
+
+CgroupResolver::~CgroupResolver() { ring_buffer__free(events_); }
+
+void CgroupResolver::listen(int ringbuf_fd) {
+	events_ = ring_buffer__new(ringbuf_fd, &CgroupResolver::on_event, this, nullptr);
+	if (!events_) throw SysError("ring_buffer__new", errno ? errno : EINVAL);
+}
+
+int CgroupResolver::on_event(void *ctx, void *data, size_t size) {
+	auto *self = static_cast<CgroupResolver *>(ctx);
+	uint64_t id = 0;
+	std::string path;
+	if (cgroup_event_path(data, size, self->hier_root_, id, path) && self->under_target(path))
+		self->paths_.put(id, std::move(path));
+	return 0;
+}
+
+bool CgroupResolver::under_target(const std::string &path) const {
+	if (rel_ == "/") return true;
+	return path.compare(0, rel_.size(), rel_) == 0 && (path.size() == rel_.size() || path[rel_.size()] == '/');
+}
+
+void CgroupResolver::take_events() {
+	if (events_) ring_buffer__consume(events_);
+}
+
+size_t CgroupResolver::scan(std::unordered_set<uint64_t> *ids) {
+	take_events();
+	return scan_cgroup_tree(mount_root_, rel_, paths_, ids);
+}
+
+std::unordered_map<uint64_t, std::string> CgroupResolver::resolve(const std::vector<uint64_t> &ids) {
+	take_events();
+	std::unordered_map<uint64_t, std::string> out;
+	bool rescanned = false;
+	for (uint64_t id : ids) {
+		if (!id || out.count(id)) continue;
+		auto p = paths_.get(id);
+		if (!p && !rescanned) { // made and missed (ring full), or evicted: look again, once
+			rescanned = true;
+			scan_cgroup_tree(mount_root_, rel_, paths_);
+			p = paths_.get(id);
+		}
+		out[id] = p ? *p : std::string();
+	}
+	return out;
 }
 
 } // namespace pktstat

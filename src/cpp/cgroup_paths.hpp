@@ -14,6 +14,8 @@
 #include <unordered_set>
 #include <vector>
 
+struct ring_buffer;
+
 namespace pktstat {
 
 // The cgroup id of a directory on a cgroup v2 mount (throws SysError).
@@ -49,5 +51,35 @@ bool cgroup_event_path(const void *data, size_t size, const std::string &hier_ro
 
 size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, CgroupPathCache &cache,
                         std::unordered_set<uint64_t> *ids = nullptr);
+
+// Cgroup ids -> paths for a collector whose BPF side reports new cgroups as
+// cgroup_mkdir records on a ring buffer: a bounded cache fed by those
+// records and by scans of the subtree `rel` of the mount `mount_root` (whose
+// root in the hierarchy is `hier_root`). Records outside the subtree are
+// dropped.
+class CgroupResolver {
+public:
+	CgroupResolver(std::string mount_root, std::string rel, std::string hier_root, size_t capacity);
+	~CgroupResolver();
+	CgroupResolver(const CgroupResolver &) = delete;
+	CgroupResolver &operator=(const CgroupResolver &) = delete;
+
+	void listen(int ringbuf_fd); // start taking records from the ring buffer (throws SysError)
+	void take_events();          // the records pending
+	// The pending records, then the subtree; `ids` (if given) receives every
+	// id of the subtree. Returns the number of cgroups seen.
+	size_t scan(std::unordered_set<uint64_t> *ids = nullptr);
+	// Paths of `ids` ("" where unknown; id 0 is left out), after taking in the
+	// pending records and, if some id is still unknown, one rescan.
+	std::unordered_map<uint64_t, std::string> resolve(const std::vector<uint64_t> &ids);
+
+private:
+	static int on_event(void *ctx, void *data, size_t size);
+	bool under_target(const std::string &path) const;
+
+	std::string mount_root_, rel_, hier_root_;
+	CgroupPathCache paths_;
+	ring_buffer *events_ = nullptr;
+};
 
 } // namespace pktstat

@@ -3,7 +3,6 @@
 #include "flow_table.hpp"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include <sstream>
 
 #include "error.hpp"
+#include "kernel_btf.hpp"
 #include "test_knobs.hpp"
 
 namespace pktstat {
@@ -39,35 +39,6 @@ const BackendSpec kKprobe{ProcessBackend::Kprobe,
 const char *const kHookedFunctions[] = {"inet_sendmsg",    "inet6_sendmsg",     "inet_recvmsg",
                                         "inet6_recvmsg",   "sock_common_recvmsg", "skb_consume_udp",
                                         "skb_free_datagram"};
-
-class KernelBtf {
-public:
-	KernelBtf() : btf_(btf__load_vmlinux_btf()) {
-		if (libbpf_get_error(btf_)) btf_ = nullptr;
-	}
-	~KernelBtf() { btf__free(btf_); }
-	KernelBtf(const KernelBtf &) = delete;
-	KernelBtf &operator=(const KernelBtf &) = delete;
-
-	explicit operator bool() const { return btf_ != nullptr; }
-	bool has_tracepoint(const char *name) const { return tracepoint_args(name) >= 0; }
-	// Arguments of a BTF tracepoint (without the leading context), -1 if absent.
-	int tracepoint_args(const char *name) const {
-		if (!btf_) return -1;
-		const std::string type = std::string("btf_trace_") + name;
-		int id = btf__find_by_name_kind(btf_, type.c_str(), BTF_KIND_TYPEDEF);
-		if (id <= 0) return -1;
-		const btf_type *t = btf__type_by_id(btf_, id); // typedef -> pointer -> func proto
-		for (int hops = 0; t && hops < 4 && !btf_is_func_proto(t); ++hops) t = btf__type_by_id(btf_, t->type);
-		return t && btf_is_func_proto(t) ? static_cast<int>(btf_vlen(t)) - 1 : -1;
-	}
-	bool has_function(const char *name) const {
-		return btf_ && btf__find_by_name_kind(btf_, name, BTF_KIND_FUNC) > 0;
-	}
-
-private:
-	btf *btf_;
-};
 
 bool file_exists(const char *path) { return ::access(path, F_OK) == 0; }
 
@@ -178,12 +149,10 @@ const char *backend_name(ProcessBackend b) {
 	}
 }
 
-ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), paths_(opts.path_cache) {
+ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), cgroups_(opts.cgroup_mount, "/", opts.hier_root, opts.path_cache) {
 	if (opts.max_entries == 0) throw SysError("map sizes must be positive", EINVAL);
-	KernelBtf btf;
-	if (!btf || forced_missing("btf"))
-		throw FeatureMissing("process mode needs the kernel's BTF (/sys/kernel/btf/vmlinux, "
-		                     "CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide");
+	const KernelBtf btf;
+	btf.require("process mode");
 	const bool has_mkdir_tp = btf.has_tracepoint("cgroup_mkdir");
 	const int retrans_args = btf.tracepoint_args("tcp_retransmit_skb");
 
@@ -255,15 +224,10 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), pa
 		throw FeatureMissing(msg + "); see README 'Process mode'");
 	}
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
-	events_ = ring_buffer__new(bpf_map__fd(skel_->get()->maps.cgroup_events), &ProcessCollector::on_cgroup_event,
-	                           this, nullptr);
-	if (!events_) throw SysError("ring_buffer__new", errno ? errno : EINVAL);
+	cgroups_.listen(bpf_map__fd(skel_->get()->maps.cgroup_events));
 }
 
-ProcessCollector::~ProcessCollector() {
-	detach();
-	ring_buffer__free(events_);
-}
+ProcessCollector::~ProcessCollector() { detach(); }
 
 void ProcessCollector::attach() {
 	if (attached()) return;
@@ -288,8 +252,7 @@ void ProcessCollector::attach() {
 		}
 		// cgroups that exist now; later ones come as cgroup_mkdir records
 		if (!opts_.cgroup_mount.empty() && !scanned_) {
-			take_cgroup_events();
-			scan_cgroup_tree(opts_.cgroup_mount, "/", paths_);
+			cgroups_.scan();
 			scanned_ = true;
 		}
 	} catch (...) {
@@ -323,36 +286,10 @@ std::vector<uint64_t> ProcessCollector::proc_stats() const {
 	return out;
 }
 
-int ProcessCollector::on_cgroup_event(void *ctx, void *data, size_t size) {
-	auto *self = static_cast<ProcessCollector *>(ctx);
-	uint64_t id = 0;
-	std::string path;
-	if (cgroup_event_path(data, size, self->opts_.hier_root, id, path)) self->paths_.put(id, std::move(path));
-	return 0;
-}
-
-void ProcessCollector::take_cgroup_events() {
-	if (events_) ring_buffer__consume(events_);
-}
-
 std::unordered_map<uint64_t, std::string> ProcessCollector::resolve_cgroups(const std::vector<uint64_t> &ids) {
+	if (!opts_.cgroup_mount.empty()) return cgroups_.resolve(ids);
 	std::unordered_map<uint64_t, std::string> out;
-	if (opts_.cgroup_mount.empty()) {
-		for (uint64_t id : ids) out[id] = "";
-		return out;
-	}
-	take_cgroup_events();
-	bool rescanned = false;
-	for (uint64_t id : ids) {
-		if (!id || out.count(id)) continue;
-		auto p = paths_.get(id);
-		if (!p && !rescanned) { // made and missed, or evicted: look again, once
-			rescanned = true;
-			scan_cgroup_tree(opts_.cgroup_mount, "/", paths_);
-			p = paths_.get(id);
-		}
-		out[id] = p ? *p : std::string();
-	}
+	for (uint64_t id : ids) out[id] = "";
 	return out;
 }
 

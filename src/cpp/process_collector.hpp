@@ -24,6 +24,7 @@
 
 #include "cgroup_paths.hpp"
 #include "fd.hpp"
+#include "link.hpp"
 #include "process.skel.h"
 #include "skeleton.hpp"
 
@@ -73,23 +74,14 @@ public:
 	const ProcessOptions &options() const noexcept { return opts_; }
 
 private:
-	struct LinkDeleter {
-		void operator()(bpf_link *l) const noexcept { bpf_link__destroy(l); }
-	};
-	using Link = std::unique_ptr<bpf_link, LinkDeleter>;
-
-	void take_cgroup_events();
-	static int on_cgroup_event(void *ctx, void *data, size_t size);
-
 	ProcessOptions opts_;
 	std::unique_ptr<Skeleton<process_bpf>> skel_;
 	ProcessBackend backend_ = ProcessBackend::Auto;
 	std::vector<std::pair<std::string, std::string>> refused_;
 	int64_t epoch_offset_ns_ = 0;
 	std::vector<Link> links_;
-	CgroupPathCache paths_;
+	CgroupResolver cgroups_;
 	bool scanned_ = false;
-	ring_buffer *events_ = nullptr;
 	UniqueFd cgroup_fd_; // the cgroup v2 root, for the recvmsg hooks
 };
 

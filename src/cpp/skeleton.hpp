@@ -1,7 +1,8 @@
 // skeleton.hpp - RAII owner of a libbpf skeleton (bpftool gen skeleton).
 //
 // Skeleton<tc_bpf> opens the object on construction; the caller edits rodata
-// and map sizes, then calls load(). Destruction destroys the skeleton, which
+// and map sizes, then calls load(), which first checks that the flow table
+// fits in the memory the kernel can give (map_memory.hpp). Destruction destroys the skeleton, which
 // closes its maps, programs and any links the skeleton itself made.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "error.hpp"
+#include "map_memory.hpp"
 #include "test_knobs.hpp"
 
 namespace pktstat {
@@ -26,6 +28,7 @@ public:
 	void load() {
 		const std::string op = std::string("load BPF object ") + SkelOps<Skel>::name;
 		if (forced_missing("bpf")) throw SysError(op, ENOSYS); // as a kernel without CONFIG_BPF_SYSCALL
+		check_flow_table(skel_->obj); // before the maps are made: refuse one that cannot fit
 		check_libbpf(SkelOps<Skel>::load(skel_.get()), op);
 	}
 

@@ -57,6 +57,8 @@ def translate_os_error(e: OSError, what: str) -> PktstatError:
 
     if isinstance(e, _core.FeatureMissing):  # the engine's probe says what is missing
         return FeatureMissingError(str(e))
+    if isinstance(e, _core.TableTooLarge):  # --max-entries beyond the kernel memory there is
+        return UsageError(str(e))
     if e.errno == errno.ENOSYS:
         return FeatureMissingError(f"{what}: this kernel has no bpf() system call (CONFIG_BPF_SYSCALL)")
     if e.errno in (errno.EPERM, errno.EACCES):
