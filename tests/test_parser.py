@@ -28,6 +28,7 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
 import parser_model  # noqa: E402
+from _bench import bench_core  # noqa: E402
 
 A4, B4 = "10.1.2.3", "192.0.2.9"
 A6, B6 = "fd00::1", "2001:db8::2"
@@ -63,7 +64,7 @@ class Runner:
         self.r.clear()
         frames = [bytes(f) for f in frames]
         ts = ts if ts is not None else [TS + i for i in range(len(frames))]
-        self.r.replay_frames(dlt, frames, ts, wire or [])
+        bench_core.replay_frames(self.r, dlt, frames, ts, wire or [])
         recs, stats = self.r.read_flows(), self.r.read_stats()
         return recs, stats
 
@@ -385,7 +386,7 @@ def test_frames_longer_than_the_test_run_limit_are_clipped(rp):
     big = bytes(eth() / IP(src=A4, dst=B4) / UDP(sport=1, dport=2) / Raw(bytes(9000)))
     assert rp.one(big) == (A4, B4, 17, 1, 2, 4)
     assert rp.r.counters["clipped_frames"] == 1
-    assert rp.r.max_data >= 1514
+    assert bench_core.replay_max_data(rp.r) >= 1514
 
 
 # ---- fuzz against the model --------------------------------------------------
@@ -448,7 +449,7 @@ def _check_batch(rp, frames, dlt, wires):
     from collections import Counter
 
     recs, stats = rp.run(frames, dlt, wires)
-    want_flows, want_unparsed = _expected(frames, dlt, rp.r.max_data, wires)
+    want_flows, want_unparsed = _expected(frames, dlt, bench_core.replay_max_data(rp.r), wires)
     got: Counter = Counter()
     for r in recs:
         k = key_of(r)
@@ -488,7 +489,7 @@ def test_fuzz_matches_the_model(rp, dlt):
         if not _check_batch(rp, frames, dlt, wires):
             for f, w in zip(frames, wires):
                 got = rp.one(f, dlt=dlt, wire=w)
-                e = parser_model.to_ethernet(f, dlt, rp.r.max_data)
+                e = parser_model.to_ethernet(f, dlt, bench_core.replay_max_data(rp.r))
                 want = parser_model.parse(e) if e is not None else None
                 want = model_key(want) if want is not None else None
                 assert got == want, f"frame {f.hex()} (dlt {dlt})"
