@@ -1,7 +1,8 @@
 // bindings.cpp - the pybind11 module pktstat_bpf._core (private; the public
 // API is the Python package). Each area registers its own classes and
 // functions in bind_<area>.cpp (register_<area>); this file holds what is
-// common: the libbpf log, errno -> exception mapping, the record layout.
+// common: the libbpf log, errno -> exception mapping, the record dtypes, the
+// test seam.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
