@@ -92,7 +92,7 @@ test: setup bench-module
 	else PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh; fi
 
 # The BPF subset on this machine's kernel, then inside 6.1 and 6.12.
-test-kernels: setup
+test-kernels: setup bench-module
 	$(PY) -m pytest -m kernel -ra $(PYTEST_ARGS)
 	PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh
 
