@@ -5,7 +5,7 @@
 #   make test   the same set-up, then the whole test suite
 #   make test-kernels  the BPF tests inside Debian's 6.1 and 6.12 kernels under
 #               qemu (make test runs it too, where qemu can run)
-#   make bench  benchmarks (never part of make test)
+#   make bench  benchmarks (never part of make test; its quick smoke run is)
 #   make soak   a few minutes of sustained traffic (never part of make test)
 #   make docs   execute notebooks/traffic_analysis.ipynb and save its bitrate
 #               plot as docs/traffic_bitrate.png (the README's figure; root)
@@ -20,6 +20,9 @@ ARGS ?= -t 5s
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD := build/fuzz
+# The benchmark module _bench_core (bench/cpp) and the shipped BPF objects
+# as compiled for it: built here, never installed (bench/_bench.py).
+BENCH_BUILD := build/bench
 # The working corpus: our own copy of the seeds in ../shared/pcaps (never
 # written to), plus what the fuzzer adds across runs.
 FUZZ_CORPUS ?= $(FUZZ_BUILD)/corpus
@@ -37,7 +40,7 @@ SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 
-.PHONY: setup system-packages run test test-kernels bench soak docs fuzz clean
+.PHONY: setup system-packages run test test-kernels bench bench-module soak docs fuzz clean
 setup: system-packages $(VENV)/.installed
 
 # Debian's own python3 needs python3-venv for `-m venv` and python3-dev for
@@ -82,7 +85,7 @@ run: setup
 # them out (e.g. while iterating on one test).
 TEST_KERNELS ?= 1
 
-test: setup
+test: setup bench-module
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 	@if [ "$(TEST_KERNELS)" = 0 ]; then echo "make test: TEST_KERNELS=0: the kernel matrix did not run"; \
 	elif ! command -v qemu-system-x86_64 >/dev/null; then \
@@ -90,15 +93,25 @@ test: setup
 	else PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh; fi
 
 # The BPF subset on this machine's kernel, then inside 6.1 and 6.12.
-test-kernels: setup
+test-kernels: setup bench-module
 	$(PY) -m pytest -m kernel -ra $(PYTEST_ARGS)
 	PYTEST_ARGS="$(PYTEST_ARGS)" tests/vm/test-kernels.sh
 
 soak: setup
 	$(PY) -m pytest -ra -s soak $(PYTEST_ARGS)
 
-bench: setup
+bench: setup bench-module
 	$(PY) bench/run.py
+
+# For make bench and for make test (tests/test_bench.py, tests/test_programs.py).
+bench-module: $(BENCH_BUILD)/.built
+
+$(BENCH_BUILD)/.built: $(VENV)/.installed $(wildcard bench/cpp/*)
+	$(VENV)/bin/cmake -S . -B $(BENCH_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+		-DPKTSTAT_BENCH=ON -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(abspath $(PY)) \
+		-Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) >/dev/null
+	nice $(VENV)/bin/cmake --build $(BENCH_BUILD) --target _bench_core
+	touch $@
 
 docs: setup
 	$(PY) notebooks/run.py notebooks/traffic_analysis.ipynb --figure readme-figure=docs/traffic_bitrate.png

@@ -1,7 +1,8 @@
-"""What the benchmarks share: the bench-only BPF objects (bench/bpf, compiled
-here with the flags CMakeLists.txt gives the shipped programs), the shipped
-objects of the installed package, CPU pinning, rotated rounds with paired
-differences, and test frames."""
+"""What the benchmarks share: the benchmark module _bench_core (bench/cpp,
+built into build/bench by `make bench` and `make test`), the bench-only BPF
+objects (bench/bpf, compiled here with the flags CMakeLists.txt gives the
+shipped programs), the shipped objects (as that build compiled them), CPU
+pinning, rotated rounds with paired differences, and test frames."""
 
 from __future__ import annotations
 
@@ -11,13 +12,36 @@ import shutil
 import statistics
 import struct
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_BPF = REPO / "bench" / "bpf"
 SRC_BPF = REPO / "src" / "bpf"
-OUT = REPO / "build" / "bench"
+OUT = REPO / "build" / "bench"  # also the CMake build of bench/cpp (make bench-module)
+
+
+def _load_bench_core() -> ModuleType:
+    """build/bench/_bench_core*.so: BPF objects loaded by path, BPF_PROG_TEST_RUN,
+    batch map fills and reads (never part of the installed package)."""
+    sys.path.insert(0, str(OUT))
+    try:
+        import _bench_core
+    except ImportError as e:
+        raise ImportError(f"{e}: build it with `make bench-module` (make bench and make test do)") from e
+    finally:
+        sys.path.remove(str(OUT))
+    return _bench_core
+
+
+def __getattr__(name: str) -> ModuleType:
+    # `from _bench import bench_core` imports the module on first use only,
+    # so what needs no BPF (run.py --table) runs without it.
+    if name == "bench_core":
+        return _load_bench_core()
+    raise AttributeError(name)
 
 
 def root_reason() -> str | None:
@@ -52,11 +76,13 @@ def bench_object(name: str) -> Path:
 
 
 def package_object(name: str) -> Path:
-    """The shipped <name>.bpf.o of the installed package (the object its
-    skeleton embeds)."""
-    import pktstat_bpf
-
-    return Path(pktstat_bpf.__file__).parent / "bpf" / f"{name}.bpf.o"
+    """The shipped program src/bpf/<name>.bpf.c as the build compiles it for the
+    skeleton the engine embeds (build/bench/bpf, made with _bench_core; the
+    package installs no object file)."""
+    path = OUT / "bpf" / f"{name}.bpf.o"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: build it with `make bench-module` (make bench and make test do)")
+    return path
 
 
 @contextlib.contextmanager

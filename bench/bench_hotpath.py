@@ -57,18 +57,18 @@ class Programs:
     maps of `max_entries`."""
 
     def __init__(self, family: str, max_entries: int, frags: bool) -> None:
-        from pktstat_bpf import _core
+        from _bench import bench_core
 
         self.family = family
         sizes = {"flows": max_entries}
         self.objs = {
-            "floor": _core._BenchObject(str(bench_object("floor")), xdp_frags=frags),
-            "lean": _core._BenchObject(str(bench_object("lean")), max_entries=sizes, xdp_frags=frags),
+            "floor": bench_core._BenchObject(str(bench_object("floor")), xdp_frags=frags),
+            "lean": bench_core._BenchObject(str(bench_object("lean")), max_entries=sizes, xdp_frags=frags),
         }
         if family == "tc":
-            self.objs["ours"] = _core._BenchObject(str(package_object("tc")), max_entries=sizes)
+            self.objs["ours"] = bench_core._BenchObject(str(package_object("tc")), max_entries=sizes)
         else:  # as XdpCollector loads it on a kernel with (or without) bpf_xdp_get_buff_len
-            self.objs["ours"] = _core._BenchObject(
+            self.objs["ours"] = bench_core._BenchObject(
                 str(package_object("xdp")), rodata={"cfg_buff_len": bytes([frags])}, max_entries=sizes,
                 xdp_frags=frags,
             )  # fmt: skip
@@ -85,19 +85,19 @@ class Rotators:
     address with base + flow index, then tail-calls its program."""
 
     def __init__(self, progs: Programs, flows: int, frags: bool, zipf: np.ndarray | None = None) -> None:
-        from pktstat_bpf import _core
+        from _bench import bench_core
 
         assert flows & (flows - 1) == 0, "flows must be a power of two"
         ro = {"cfg_off": _u32(V4_SADDR_OFF), "cfg_base": _u32(V4_SRC), "cfg_mask": _u32(flows - 1),
               "cfg_zipf": bytes([zipf is not None])}  # fmt: skip
         self.objs, self.fds = {}, {}
         for k in KINDS:
-            o = _core._BenchObject(str(bench_object("rotate")), rodata=ro, xdp_frags=frags)
-            _core._bench_update(o.map_fd(f"next_{progs.family}"), _u32(0), _u32(progs.fds[k]))
+            o = bench_core._BenchObject(str(bench_object("rotate")), rodata=ro, xdp_frags=frags)
+            bench_core._bench_update(o.map_fd(f"next_{progs.family}"), _u32(0), _u32(progs.fds[k]))
             if zipf is not None:
                 idx = np.ascontiguousarray(zipf, dtype=np.uint32)
                 keys = np.arange(len(idx), dtype=np.uint32)
-                _core._bench_update_batch(o.map_fd("zipf_idx"), keys, idx, len(idx))
+                bench_core._bench_update_batch(o.map_fd("zipf_idx"), keys, idx, len(idx))
             self.objs[k] = o
             self.fds[k] = o.prog_fd(f"{progs.family}_rotate")
 
@@ -117,10 +117,10 @@ def zipf_indices(flows: int, slots: int, s: float, seed: int = 3) -> np.ndarray:
 
 
 def _measure(fds: dict[str, int], frame: bytes, repeat: int, rounds: int) -> dict[str, Any]:
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     def one(kind: str) -> float:
-        return float(_core._bench_test_run(fds[kind], frame, repeat)["duration_ns"])
+        return float(bench_core._bench_test_run(fds[kind], frame, repeat)["duration_ns"])
 
     r = rotated_rounds(KINDS, one, rounds)
     lean, ours = median_diff(r["lean"], r["floor"]), median_diff(r["ours"], r["floor"])
@@ -136,11 +136,11 @@ def _measure(fds: dict[str, int], frame: bytes, repeat: int, rounds: int) -> dic
 def _check_ours(progs: Programs, flows: int, packets: int, nbytes: int) -> None:
     """Our program counted every run: `flows` flows holding `packets`
     packets, all of them in the ingress counters, none unparsed or lost."""
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     o = progs.objs["ours"]
-    recs = _core._bench_read_flows(o.map_fd("flows"))
-    stats = _core._bench_read_stats(o.map_fd("stats"))
+    recs = bench_core._bench_read_flows(o.map_fd("flows"))
+    stats = bench_core._bench_read_stats(o.map_fd("stats"))
     ing = stats[0]
     got = (len(recs), int(recs["packets"].sum()), int(ing["packets"]), int(ing["bytes"]))
     want = (flows, packets, packets, nbytes)
@@ -152,7 +152,7 @@ def _check_ours(progs: Programs, flows: int, packets: int, nbytes: int) -> None:
 
 
 def _family(family: str, frags: bool, repeat: int, rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     out: dict[str, Any] = {}
     progs = Programs(family, 65536, frags)
@@ -172,7 +172,7 @@ def _family(family: str, frags: bool, repeat: int, rounds: int, sizes: tuple[int
             frame = tcp_v4()
             rot = Rotators(progs, n, frags)
             for k in KINDS:  # the first pass makes every flow
-                _core._bench_test_run(rot.fds[k], frame, n)
+                bench_core._bench_test_run(rot.fds[k], frame, n)
             _check_ours(progs, n, n, n * len(frame))
             out[f"flows_{n}"] = _measure(rot.fds, frame, repeat, rounds)
             runs = n + rounds * repeat
@@ -197,11 +197,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     reason = root_reason()
     if reason:
         return {"skipped": reason}
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     repeat, rounds = (2_000, 3) if quick else (REPEAT, ROUNDS)
     sizes = (1024, 4096) if quick else (65536, 1 << 20)
-    frags = _core.xdp_kernel_has_buff_len()
+    frags = bench_core.xdp_kernel_has_buff_len()
     result: dict[str, Any] = {"repeat": repeat, "rounds": rounds, "target_ratio": TARGET, "xdp_frags": frags}
     with pinned() as cpu:
         result["cpu"] = cpu

@@ -48,9 +48,9 @@ VALUE_DTYPE = np.dtype([("packets", "<u8"), ("bytes", "<u8"), ("first_seen", "<u
 
 
 def _check_layout() -> None:
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
-    lay = _core.record_layout()
+    lay = bench_core.record_layout()
     for name in TUPLE_DTYPE.names:
         if lay[name][0] != TUPLE_DTYPE.fields[name][1]:
             raise AssertionError(f"flow_tuple.{name} moved: {lay[name]} (update bench/bench_snapshot.py)")
@@ -71,7 +71,7 @@ def prefill(
     """n distinct IPv4 TCP flows to one server, `ports_per_host` client ports
     per client address, with a value on each of the ncpu CPUs; returns their
     total (packets, bytes)."""
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     rng = np.random.default_rng(seed)
     keys = np.zeros(n, TUPLE_DTYPE)
@@ -88,7 +88,7 @@ def prefill(
     t0 = 1_000_000_000_000
     vals["first_seen"] = t0 + rng.integers(0, 10**9, (n, ncpu))
     vals["last_seen"] = vals["first_seen"] + 10**9
-    _core._bench_update_batch(fd, keys, vals, n)
+    bench_core._bench_update_batch(fd, keys, vals, n)
     return int(vals["packets"].sum()), int(vals["bytes"].sum())
 
 
@@ -97,15 +97,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     if reason:
         return {"skipped": reason}
     import pandas  # noqa: F401  (imported before the RSS baseline)
+    from _bench import bench_core
     from pktstat_bpf import _core
     from pktstat_bpf.core.snapshot import Snapshot, Totals
 
     _check_layout()
     n = QUICK_FLOWS if quick else FLOWS
     rounds = 3 if quick else ROUNDS
-    ncpu = _core.possible_cpus()
+    ncpu = bench_core.possible_cpus()
     col = _core.TcCollector(1, max_entries=n)  # loaded only: its map, never attached
-    fd = _core._bench_flows_fd(col)
+    fd = bench_core._bench_flows_fd(col)
     packets, nbytes = prefill(fd, n, ncpu)
     gc.collect()
 
@@ -113,7 +114,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     def measure(kind: str) -> float:
         if kind == "raw":
-            res = _core._bench_lookup_batch(fd)
+            res = bench_core._bench_lookup_batch(fd)
             assert res["count"] == n, res
             return res["seconds"]
         recs_holder.clear()

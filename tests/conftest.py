@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# bench/_bench.py: `from _bench import bench_core`, the benchmark module with what only
+# tests and benchmarks read from the engine (built by make test: make bench-module)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 REQUIRE_ALL = os.environ.get("PKTSTAT_BPF_REQUIRE_ALL") == "1"
 # Kernel features this kernel must have (comma-separated): tcx, sock-tracepoints,

@@ -3,7 +3,7 @@ missing value, a garbage value, a name of something that does not exist, a
 file where a directory is expected and a directory where a file is, empty
 and garbage capture files, --max-entries 0, negative and too large, an
 unprivileged user, and kernel features missing (simulated with
-PKTSTAT_BPF_TEST_FORCE_MISSING, see docs/testing.md). Each case must end with
+PKTSTAT_BPF_TEST_FAULTS=missing=..., the test seam, see docs/testing.md). Each case must end with
 exactly one line on stderr, the documented exit code (README and docs/cli.md, "Exit codes"),
 nothing on stdout, and nothing attached afterwards: the live cases run in a
 test namespace (-i va) or on a test cgroup, which are checked after each.
@@ -250,7 +250,7 @@ FLAGS = [
     ("positional", ["extra"], 2, "unrecognized arguments: extra"),
 ]  # fmt: skip
 
-# Kernel features missing (PKTSTAT_BPF_TEST_FORCE_MISSING): (id, features, argv, exit code, message)
+# Kernel features missing (PKTSTAT_BPF_TEST_FAULTS=missing=a+b): (id, features, argv, exit code, message)
 MISSING = [
     ("no-bpf-tc", "bpf", ["-t", "1s"], 69, NO_BPF),
     ("no-bpf-xdp", "bpf", ["-x", "-t", "1s"], 69, NO_BPF),
@@ -263,12 +263,12 @@ MISSING = [
     ("process-no-bpf", "bpf", ["-k", "-t", "1s"], 69, NO_BPF),
     ("process-no-btf", "btf", ["-k", "-t", "1s"], 69, ("process mode needs the kernel's BTF "
          "(/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y), which this kernel does not provide")),
-    ("process-no-backend", "process-tracepoint,process-fentry,process-kprobe", ["-k", "-t", "1s"], 69,
-     ("no process-mode backend works on this kernel (tracepoint: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING); "
-      "fentry: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING); kprobe: disabled for a test "
-      "(PKTSTAT_BPF_TEST_FORCE_MISSING)); see README 'Process mode'")),
+    ("process-no-backend", "process-tracepoint+process-fentry+process-kprobe", ["-k", "-t", "1s"], 69,
+     ("no process-mode backend works on this kernel (tracepoint: disabled for a test (PKTSTAT_BPF_TEST_FAULTS); "
+      "fentry: disabled for a test (PKTSTAT_BPF_TEST_FAULTS); kprobe: disabled for a test "
+      "(PKTSTAT_BPF_TEST_FAULTS)); see README 'Process mode'")),
     ("process-forced-missing", "process-tracepoint", ["-k", "--process-backend", "tracepoint", "-t", "1s"], 69,
-     "--process-backend tracepoint cannot run on this kernel: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)"),
+     "--process-backend tracepoint cannot run on this kernel: disabled for a test (PKTSTAT_BPF_TEST_FAULTS)"),
     ("no-tcx", "tcx", ["--tc-attach", "tcx", "-t", "1s"], 69,
      "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"),
     ("no-native-xdp", "xdp_native", ["-x", "--xdp_mode", "native", "-t", "1s"], 69, ("the driver of va cannot run "
@@ -276,7 +276,7 @@ MISSING = [
          "to it")),
     ("no-generic-xdp", "xdp_generic", ["-x", "--xdp_mode", "generic", "-t", "1s"], 69,
      "XDP cannot be attached to va (Operation not supported); count it with TC instead (omit -x)"),
-    ("no-xdp-at-all", "xdp_native,xdp_generic", ["-x", "-t", "1s"], 69, ("XDP cannot be attached to va (native: "
+    ("no-xdp-at-all", "xdp_native+xdp_generic", ["-x", "-t", "1s"], 69, ("XDP cannot be attached to va (native: "
          "Operation not supported; generic: Operation not supported); count it with TC instead (omit -x)")),
 ]  # fmt: skip
 
@@ -323,7 +323,7 @@ def test_every_flag_rejects_bad_values_in_one_line(world, case_id, argv, code, m
 def test_a_missing_kernel_feature_is_one_line_and_exit_69(world, case_id, features, argv, code, message):
     host = _needs_cgroup(world, case_id)
     argv, message = _fill(world, argv, message)
-    r = world.run(argv, host=host, env={"PKTSTAT_BPF_TEST_FORCE_MISSING": features})
+    r = world.run(argv, host=host, env={"PKTSTAT_BPF_TEST_FAULTS": f"missing={features}"})
     _one_line_error(world, r, code, message)
 
 
@@ -350,7 +350,7 @@ def test_a_missing_feature_with_a_fallback_still_counts_exactly(netns_v4only, fe
     """The fallback path is taken, said in the start-up line and the JSON,
     and counts the traffic exactly."""
     ns = netns_v4only
-    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": features}
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": f"missing={features}"}
     p = subprocess.Popen(["ip", "netns", "exec", ns.ns_a, sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "0",
                           *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     first = p.stderr.readline()
@@ -380,7 +380,7 @@ def test_missing_sock_tracepoints_drop_that_owner_source(bpf):
         pytest.skip("no writable cgroup v2 mount")
     cg = TestCgroup()
     try:
-        env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "sock_tracepoints"}
+        env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": "missing=sock_tracepoints"}
         r = subprocess.run([sys.executable, "-m", "pktstat_bpf", "-c", cg.root, "-t", "200ms", "-j"],
                            capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -395,10 +395,47 @@ def test_missing_buff_len_helper_counts_the_linear_part(netns_v4only):
         "from pktstat_bpf import Collector\n"
         "c = Collector('va', 'xdp').start(); print(c.status['bytes']); c.stop()\n"
     )
-    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "xdp_buff_len"}
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": "missing=xdp_buff_len"}
     r = subprocess.run(["ip", "netns", "exec", netns_v4only.ns_a, sys.executable, "-c", code], capture_output=True,
                        text=True, env=env, timeout=60)  # fmt: skip
     assert (r.returncode, r.stdout) == (0, "linear part of the frame\n"), r.stderr
+
+
+# ---- the test seam itself ---------------------------------------------------------------------------
+def test_the_test_seam_reads_every_fault(monkeypatch):
+    from pktstat_bpf import _core
+
+    spec = "missing=tcx+btf,fail_attach_at=3,xdp_buff_len=0,progress_delay=0.2"
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", spec)
+    want = {"missing": {"tcx", "btf"}, "fail_attach_at": 3, "xdp_buff_len": False, "progress_delay": 0.2}
+    assert _core.test_faults() == want
+    monkeypatch.delenv("PKTSTAT_BPF_TEST_FAULTS")
+    none = {"missing": set(), "fail_attach_at": -1, "xdp_buff_len": None, "progress_delay": None}
+    assert _core.test_faults() == none
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bogus=1", "bogus=1: unknown fault"),
+        ("tcx", "tcx: expected NAME=VALUE"),
+        ("fail_attach_at=1.5", "fail_attach_at=1.5: not a step number"),
+        ("xdp_buff_len=2", "xdp_buff_len=2: expected 0 or 1"),
+        ("progress_delay=soon", "progress_delay=soon: not a number"),
+    ],
+)
+def test_a_malformed_test_fault_is_refused_not_ignored(monkeypatch, spec, message):
+    """A misspelt fault cannot let a test pass without the fault: the seam
+    names it, and an engine object is not made with it."""
+    from pktstat_bpf import _core
+
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", spec)
+    with pytest.raises(ValueError) as e:
+        _core.test_faults()
+    assert str(e.value) == f"PKTSTAT_BPF_TEST_FAULTS: {message}"
+    with pytest.raises(ValueError) as e:
+        _core.Replayer(16)
+    assert str(e.value) == f"PKTSTAT_BPF_TEST_FAULTS: {message}"
 
 
 # ---- a table larger than memory allows -------------------------------------------------------------
@@ -535,7 +572,7 @@ def test_missing_cgroup_mkdir_tracepoint_falls_back_to_rescans(bpf):
     try:
         sink = cg.worker(cg.child("sink"), "pbt-sink", "udp-sink", "4", "0", netns=ns.ns_a)
         port = sink.stdout.readline().split()[1]
-        env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "cgroup_mkdir"}
+        env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": "missing=cgroup_mkdir"}
         p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", cg.root, "-t", "0", "-j"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         assert "via cgroup_skb" in p.stderr.readline()

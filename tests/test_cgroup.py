@@ -347,9 +347,10 @@ def attach_steps() -> int:
 
 
 @pytest.mark.parametrize("fail_at", range(9))
-def test_failure_mid_attach_rolls_back(cg: TestCgroup, fail_at):
+def test_failure_mid_attach_rolls_back(cg: TestCgroup, fail_at, monkeypatch):
     before = _owner_prog_ids()
-    c = Collector(mode="cgroup", cgroup=cg.root, _fail_attach_at=fail_at)
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", f"fail_attach_at={fail_at}")
+    c = Collector(mode="cgroup", cgroup=cg.root)
     if fail_at >= attach_steps():  # a step this kernel does not have: the attach completes
         c.start()
         assert len(attached_programs(cg.root)) == 5
@@ -435,13 +436,14 @@ def test_mountinfo_parsing_and_hybrid_hosts(tmp_path):
 def test_sock_diag_reports_cookie_inode_and_cgroup_of_a_worker_socket(cg: TestCgroup, netns: NetnsPair):
     """The scan's raw material: sock_diag, read in the worker's namespace,
     names the socket's inode (the one /proc/<pid>/fd links to) and cgroup."""
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
     d = cg.child("diag")
     sink = cg.worker(d, "pbt-diag", "udp-sink", "4", "0", netns=netns.ns_a)
     port = int(sink.stdout.readline().split()[1])
     links = [os.readlink(f"/proc/{sink.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{sink.pid}/fd")]
     (inode,) = [int(ln[len("socket:[") : -1]) for ln in links if ln.startswith("socket:[")]
-    (s,) = [s for s in _core._diag_sockets() if s["inode"] == inode]
-    assert (s["cgroup_id"], s["sport"], s["protocol"], s["family"]) == (_core.cgroup_id_of(d), port, 17, 2)
+    (s,) = [s for s in bench_core._diag_sockets() if s["inode"] == inode]
+    want = (bench_core.cgroup_id_of(d), port, 17, 2)
+    assert (s["cgroup_id"], s["sport"], s["protocol"], s["family"]) == want
     assert s["has_cgroup"] and s["cookie"] and s["netns_cookie"]

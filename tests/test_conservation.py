@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pktstat_bpf
 import pytest
+from _bench import bench_core
 from cgroups import TestCgroup, cgroup2_mount
 from kstate import held, minus
 from netns import NetnsPair, sh
@@ -190,7 +191,8 @@ class ReplayDriver:
 
         def on(cpu: int) -> None:
             os.sched_setaffinity(0, {cpu})  # this thread only
-            engine.replay_frames(1, [frame] * per_cpu, [10**18 + cpu * 10**9 + i for i in range(per_cpu)])
+            ts = [10**18 + cpu * 10**9 + i for i in range(per_cpu)]
+            bench_core.replay_frames(engine, 1, [frame] * per_cpu, ts)
 
         for cpu in cpus:
             t = threading.Thread(target=on, args=(cpu,))

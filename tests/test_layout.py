@@ -1,11 +1,12 @@
 """The NumPy record dtype matches flow.h as the C++ compiler laid it out."""
 
 import numpy as np
+from _bench import bench_core
 from pktstat_bpf import _core
 
 
 def test_dtype_offsets_and_sizes_come_from_the_compiled_structs():
-    layout = _core.record_layout()
+    layout = bench_core.record_layout()
     dt = _core.record_dtype
     assert dt.itemsize == layout.pop("__itemsize__")[1] == 104
     assert set(dt.names) == set(layout)
@@ -16,12 +17,12 @@ def test_dtype_offsets_and_sizes_come_from_the_compiled_structs():
 
 
 def test_dtype_decodes_a_record_written_by_cpp():
-    rec = np.frombuffer(_core._test_record(), dtype=_core.record_dtype)[0]
+    rec = np.frombuffer(bench_core._test_record(), dtype=_core.record_dtype)[0]
     assert bytes(rec["saddr"]) == bytes(range(1, 17))
     assert bytes(rec["daddr"]) == bytes(0xF0 - i for i in range(16))
     assert rec["sport"] == 0x1234 and rec["dport"] == 0xABCD
-    assert rec["proto"] == 17 and rec["dir"] == _core.FLOW_DIR_EGRESS and rec["ipver"] == 6
-    assert rec["kind"] == _core.FLOW_KIND_RETRANSMIT == 1
+    assert rec["proto"] == 17 and rec["dir"] == bench_core.FLOW_DIR_EGRESS and rec["ipver"] == 6
+    assert rec["kind"] == bench_core.FLOW_KIND_RETRANSMIT == 1
     assert rec["ifindex"] == 0x01020304
     assert rec["pid"] == 0x0BADCAFE
     assert rec["cgroup_id"] == 0x1122334455667788
@@ -33,7 +34,7 @@ def test_dtype_decodes_a_record_written_by_cpp():
 
 
 def test_stats_dtype_matches_dir_stats():
-    layout = _core.stats_layout()
+    layout = bench_core.stats_layout()
     assert _core.stats_dtype.itemsize == layout.pop("__itemsize__")[1] == 48
     for name, (offset, size) in layout.items():
         assert _core.stats_dtype.fields[name][1] == offset

@@ -104,7 +104,8 @@ def _process_target(_unused: Any) -> Target:
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of attaching. `fail_at`: the _fail_attach_at step that fails
+    """One way of attaching. `fail_at`: the fail_attach_at step (the test seam,
+    PKTSTAT_BPF_TEST_FAULTS) that fails
     with something of ours already attached (TC: egress after ingress; XDP:
     just after the link; cgroup: cgroup_skb ingress after egress)."""
 
@@ -229,11 +230,12 @@ def test_exception_inside_with_collector_leaves_nothing_behind(env):
 
 
 @pytest.mark.parametrize("env", CASES, indirect=True, ids=ids_of)
-def test_failure_halfway_through_attaching_leaves_nothing_behind(env):
+def test_failure_halfway_through_attaching_leaves_nothing_behind(env, monkeypatch):
     mode, target = env
     before, mine_before = target.state(), held()
-    with target.place():
-        c = Collector(**target.options, _fail_attach_at=mode.fail_at)
+    with target.place(), monkeypatch.context() as m:
+        m.setenv("PKTSTAT_BPF_TEST_FAULTS", f"fail_attach_at={mode.fail_at}")
+        c = Collector(**target.options)
         with pytest.raises(PktstatError, match=r"injected test fault"):
             c.start()
         assert not c.running and c.status["attach"] == ""

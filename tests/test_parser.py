@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("scapy")
 import parser_model
+from _bench import bench_core
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -62,7 +63,7 @@ class Runner:
         self.r.clear()
         frames = [bytes(f) for f in frames]
         ts = ts if ts is not None else [TS + i for i in range(len(frames))]
-        self.r.replay_frames(dlt, frames, ts, wire or [])
+        bench_core.replay_frames(self.r, dlt, frames, ts, wire or [])
         recs, stats = self.r.read_flows(), self.r.read_stats()
         return recs, stats
 
@@ -384,7 +385,7 @@ def test_frames_longer_than_the_test_run_limit_are_clipped(rp):
     big = bytes(eth() / IP(src=A4, dst=B4) / UDP(sport=1, dport=2) / Raw(bytes(9000)))
     assert rp.one(big) == (A4, B4, 17, 1, 2, 4)
     assert rp.r.counters["clipped_frames"] == 1
-    assert rp.r.max_data >= 1514
+    assert bench_core.replay_max_data(rp.r) >= 1514
 
 
 # ---- fuzz against the model --------------------------------------------------
@@ -447,7 +448,7 @@ def _check_batch(rp, frames, dlt, wires):
     from collections import Counter
 
     recs, stats = rp.run(frames, dlt, wires)
-    want_flows, want_unparsed = _expected(frames, dlt, rp.r.max_data, wires)
+    want_flows, want_unparsed = _expected(frames, dlt, bench_core.replay_max_data(rp.r), wires)
     got: Counter = Counter()
     for r in recs:
         k = key_of(r)
@@ -487,7 +488,7 @@ def test_fuzz_matches_the_model(rp, dlt):
         if not _check_batch(rp, frames, dlt, wires):
             for f, w in zip(frames, wires):
                 got = rp.one(f, dlt=dlt, wire=w)
-                e = parser_model.to_ethernet(f, dlt, rp.r.max_data)
+                e = parser_model.to_ethernet(f, dlt, bench_core.replay_max_data(rp.r))
                 want = parser_model.parse(e) if e is not None else None
                 want = model_key(want) if want is not None else None
                 assert got == want, f"frame {f.hex()} (dlt {dlt})"

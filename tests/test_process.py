@@ -326,7 +326,8 @@ def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: Test
     mount = syscall_tracepoints and not Path("/sys/kernel/tracing/events").is_dir()
     if mount:  # as systemd does at boot; undone at the end
         sh("mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing")
-    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "" if syscall_tracepoints else "syscall_tracepoints"}
+    fault = "" if syscall_tracepoints else "missing=syscall_tracepoints"
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": fault}
     srv = cg.spawn(cg.child("s"), sys.executable, str(WORKER), "pbt-dsrv", "udp-server", "4", "0", "4",
                    netns=netns.ns_b, stderr=subprocess.PIPE)  # fmt: skip
     port = int(srv.stdout.readline().split()[1])
@@ -379,27 +380,28 @@ def test_forced_missing_backend_falls_back_and_reports_why(bpf, monkeypatch):
     """auto takes the next backend when one is missing; the status says why."""
     working = [b for b in BACKENDS if usable(b) is None]
     assert working, "no process-mode backend works on this kernel"
-    monkeypatch.setenv("PKTSTAT_BPF_TEST_FORCE_MISSING", f"process-{working[0]}")
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", f"missing=process-{working[0]}")
     c = Collector(mode="process")
     if len(working) == 1:
         with pytest.raises(FeatureMissingError) as e:
             c.start()
         assert str(e.value).startswith("no process-mode backend works on this kernel (")
         assert str(e.value).endswith("); see README 'Process mode'")
-        assert f"{working[0]}: disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)" in str(e.value)
+        assert f"{working[0]}: disabled for a test (PKTSTAT_BPF_TEST_FAULTS)" in str(e.value)
         return
     with c:
         st = c.status
         assert st["backend"] == working[1]
-        assert st["backends_refused"][working[0]] == "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)"
+        assert st["backends_refused"][working[0]] == "disabled for a test (PKTSTAT_BPF_TEST_FAULTS)"
 
 
 @pytest.mark.parametrize("step", [0, 3, 6])
-def test_failed_attach_leaves_nothing(bpf, step):
+def test_failed_attach_leaves_nothing(bpf, step, monkeypatch):
     backend = next((b for b in BACKENDS if usable(b) is None), None)
     assert backend
     before = our_programs()
-    c = Collector(mode="process", backend=backend, _fail_attach_at=step)
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", f"fail_attach_at={step}")
+    c = Collector(mode="process", backend=backend)
     with pytest.raises(Exception, match="injected test fault"):
         c.start()
     assert not c.running

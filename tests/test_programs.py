@@ -1,5 +1,6 @@
-"""The shipped TC and XDP objects run directly by BPF_PROG_TEST_RUN, loaded as
-the collectors load them: the live clock (CLOCK_MONOTONIC read at most once
+"""The shipped TC and XDP objects (as the build compiles them for the engine's
+skeletons: build/bench/bpf, made with the benchmark module _bench_core by
+make test) run directly by BPF_PROG_TEST_RUN, loaded as the collectors load them: the live clock (CLOCK_MONOTONIC read at most once
 per tick per CPU, count.bpf.h) and the XDP frame length (the linear part for a
 single-buffer frame, bpf_xdp_get_buff_len for a multi-buffer one).
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import struct
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +17,9 @@ TICK_SLACK_NS = 20_000_000
 
 
 def _object(name: str) -> str:
-    import pktstat_bpf
+    from _bench import package_object
 
-    return str(Path(pktstat_bpf.__file__).parent / "bpf" / f"{name}.bpf.o")
+    return str(package_object(name))
 
 
 def _frame(size: int) -> bytes:
@@ -35,20 +35,20 @@ def _mono() -> int:
 
 
 def test_live_stamps_are_the_monotonic_clock_to_within_a_tick(bpf):
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
-    o = _core._BenchObject(_object("tc"))
+    o = bench_core._BenchObject(_object("tc"))
     fd = o.prog_fd("tc_ingress")
     frame = _frame(60)
     b1 = _mono()
-    _core._bench_test_run(fd, frame)
+    bench_core._bench_test_run(fd, frame)
     a1 = _mono()
     time.sleep(0.1)
     b2 = _mono()
-    _core._bench_test_run(fd, frame)
+    bench_core._bench_test_run(fd, frame)
     a2 = _mono()
 
-    recs = _core._bench_read_flows(o.map_fd("flows"))  # offset 0: CLOCK_MONOTONIC ns as stored
+    recs = bench_core._bench_read_flows(o.map_fd("flows"))  # offset 0: CLOCK_MONOTONIC ns as stored
     assert len(recs) == 1 and int(recs[0]["packets"]) == 2 and int(recs[0]["bytes"]) == 120
     first, last = (int(recs[0][f].astype("int64")) for f in ("first_seen", "last_seen"))
     # never after the packet, at most about a tick before it
@@ -63,15 +63,15 @@ def test_xdp_counts_the_whole_frame_single_or_multi_buffer(bpf, size):
     """6000 and 12000 bytes do not fit one test-run buffer: the kernel hands
     the program a multi-buffer frame, counted whole; smaller frames are their
     linear part."""
-    from pktstat_bpf import _core
+    from _bench import bench_core
 
-    if not _core.xdp_kernel_has_buff_len():
+    if not bench_core.xdp_kernel_has_buff_len():
         pytest.skip("the kernel has no bpf_xdp_get_buff_len (multi-buffer XDP)")
-    o = _core._BenchObject(_object("xdp"), rodata={"cfg_buff_len": b"\x01"}, xdp_frags=True)
-    res = _core._bench_test_run(o.prog_fd("xdp_count"), _frame(size), repeat=3)
+    o = bench_core._BenchObject(_object("xdp"), rodata={"cfg_buff_len": b"\x01"}, xdp_frags=True)
+    res = bench_core._bench_test_run(o.prog_fd("xdp_count"), _frame(size), repeat=3)
     assert res["retval"] == 2  # XDP_PASS
-    recs = _core._bench_read_flows(o.map_fd("flows"))
-    stats = _core._bench_read_stats(o.map_fd("stats"))
+    recs = bench_core._bench_read_flows(o.map_fd("flows"))
+    stats = bench_core._bench_read_stats(o.map_fd("stats"))
     assert [(int(r["packets"]), int(r["bytes"]), int(r["sport"]), int(r["dport"])) for r in recs] == [
         (3, 3 * size, 40000, 9)
     ]

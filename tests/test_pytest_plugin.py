@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -116,14 +117,31 @@ UNPRIVILEGED = textwrap.dedent(
 )
 
 
+# The project's skip policy (tests/conftest.py), for an inner pytest run.
+PROJECT_POLICY = textwrap.dedent(
+    f"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pktstat_tests_conftest", {str(Path(__file__).parent / "conftest.py")!r})
+    project = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(project)
+    pytest_runtest_makereport = project.pytest_runtest_makereport
+    pytest_make_collect_report = project.pytest_make_collect_report
+    """
+)
+
+
 @pytest.mark.parametrize("require_all", [False, True])
 def test_without_privilege_the_fixture_skips_or_with_require_all_fails(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, bpf, require_all: bool
 ) -> None:
     """The inner pytest runs with every capability dropped (still uid 0, so
     it can read the interpreter and the test files), so loading the BPF
-    programs really is refused."""
+    programs really is refused. The plugin skips; under the project's own
+    policy (tests/conftest.py) with PKTSTAT_BPF_REQUIRE_ALL=1, as in CI, the
+    skip is a failure."""
     pytester.makepyfile(test_unprivileged=UNPRIVILEGED)
+    pytester.makeconftest(PROJECT_POLICY)
     if require_all:
         monkeypatch.setenv("PKTSTAT_BPF_REQUIRE_ALL", "1")
     else:
@@ -136,7 +154,9 @@ def test_without_privilege_the_fixture_skips_or_with_require_all_fails(
     denied = "cannot load the BPF programs: permission denied"
     if require_all:
         result.assert_outcomes(failed=1, errors=1)
-        result.stdout.fnmatch_lines([f"*PrivilegeError: {denied}*"])
+        result.stdout.fnmatch_lines(
+            [f"*skip not allowed with PKTSTAT_BPF_REQUIRE_ALL=1: *pktstat_bpf cannot capture here: {denied}*"]
+        )
     else:
         result.assert_outcomes(skipped=2)
         skipped = f"SKIPPED [[]1[]] *: pktstat_bpf cannot capture here: {denied}; run as root*"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+from _bench import bench_core
 
 TS = 1_700_000_000_000_000_000
 
@@ -36,7 +37,7 @@ def test_a_released_buffer_is_reused_and_never_aliases_a_live_one(bpf):
 
     _core._drop_spare_records()
     r = _core.Replayer(max_entries=4096)
-    r.replay_frames(1, _frames(100, 1000), [TS] * 100)
+    bench_core.replay_frames(r, 1, _frames(100, 1000), [TS] * 100)
     a = r.read_flows()
     b = r.read_flows()  # a is alive: a fresh buffer
     assert not np.shares_memory(a, b)
@@ -49,7 +50,7 @@ def test_a_released_buffer_is_reused_and_never_aliases_a_live_one(bpf):
 
     # fewer flows in the reused buffer: only this read's rows, nothing stale
     r.clear()
-    r.replay_frames(1, _frames(7, 5000), [TS] * 7)
+    bench_core.replay_frames(r, 1, _frames(7, 5000), [TS] * 7)
     del c
     d = r.read_flows()
     assert _ptr(d) == a_ptr
@@ -63,8 +64,8 @@ def test_a_small_snapshot_does_not_pin_a_large_buffer(bpf):
     _core._drop_spare_records()
     big = _core.Replayer(max_entries=65536)
     small = _core.Replayer(max_entries=256)
-    big.replay_frames(1, _frames(3, 2000), [TS] * 3)
-    small.replay_frames(1, _frames(2, 3000), [TS] * 2)
+    bench_core.replay_frames(big, 1, _frames(3, 2000), [TS] * 3)
+    bench_core.replay_frames(small, 1, _frames(2, 3000), [TS] * 2)
     x = big.read_flows()
     big_ptr = _ptr(x)
     del x  # spare: room for 65536 records

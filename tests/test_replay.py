@@ -557,7 +557,7 @@ def _on_a_terminal(*args: str, stdout_too: bool = False) -> tuple[int, str, str]
     import pty
 
     master, slave = pty.openpty()
-    env = dict(os.environ, PKTSTAT_BPF_TEST_PROGRESS_DELAY="0.2")
+    env = dict(os.environ, PKTSTAT_BPF_TEST_FAULTS="progress_delay=0.2")
     proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", *args],
                             stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
                             env=env)  # fmt: skip

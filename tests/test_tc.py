@@ -215,11 +215,12 @@ def test_sigkill_leaves_nothing_behind(netns: NetnsPair, attach, preexisting_qdi
 
 
 @pytest.mark.parametrize("attach", ["tcx", "legacy"])
-def test_failure_on_second_attach_rolls_back_the_first(netns: NetnsPair, attach):
+def test_failure_on_second_attach_rolls_back_the_first(netns: NetnsPair, attach, monkeypatch):
     if refused_without_tcx(netns, attach):
         return
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", "fail_attach_at=1")
     with netns.in_a():
-        c = Collector(iface="va", tc_attach=attach, _fail_attach_at=1)
+        c = Collector(iface="va", tc_attach=attach)
         with pytest.raises(PktstatError, match="injected test fault"):
             c.start()
     after = netns.tc_state()

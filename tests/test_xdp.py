@@ -85,11 +85,12 @@ def test_ingress_counts_are_exact(netns: NetnsPair, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("buff_len", [True, False])
-def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, buff_len):
+def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, buff_len, monkeypatch):
     """Bulk TCP into A: generic XDP sees GRO super-frames of tens of KB;
     every byte of each must be counted, with the whole-frame length and with
     the linear fallback (where the kernel linearises for the program)."""
     ns = netns_v4only
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", f"xdp_buff_len={int(buff_len)}")
     srv = subprocess.Popen(
         ["ip", "netns", "exec", ns.ns_a, sys.executable, str(TESTS / "peer.py"), "tcp", "5102"],
         stdout=subprocess.PIPE, text=True,
@@ -99,7 +100,7 @@ def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, bu
         with ns.in_a():
             sniffer = Sniffer("va")
             sniffer.sock.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: drop nothing
-            with Collector(iface="va", mode="xdp", xdp_mode=mode, _buff_len=buff_len) as c:
+            with Collector(iface="va", mode="xdp", xdp_mode=mode) as c:
                 assert c.status["bytes"].startswith("full frame" if buff_len else "linear")
                 time.sleep(0.05)
                 sport = in_b(ns, f"from traffic import tcp_exchange; print(tcp_exchange({ns.A4!r}, 5102, 300000)[0])")
@@ -135,12 +136,13 @@ def test_jumbo_multi_buffer_frames_count_whole(netns_v4only: NetnsPair, mode):
     assert table(snap)[(ns.B4, ns.A4, "UDP", sp, 5103, "ingress")] == (5, 5 * (ETH + IP4 + UDP + 8000))
 
 
-def test_native_without_frags_support_refuses_jumbo_mtu_cleanly(netns_v4only: NetnsPair):
+def test_native_without_frags_support_refuses_jumbo_mtu_cleanly(netns_v4only: NetnsPair, monkeypatch):
     ns = netns_v4only
+    monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", "xdp_buff_len=0")
     sh("ip", "link", "set", "va", "mtu", "9000", netns=ns.ns_a)
     sh("ip", "link", "set", "vb", "mtu", "9000", netns=ns.ns_b)
     with ns.in_a():
-        c = Collector(iface="va", mode="xdp", xdp_mode="native", _buff_len=False)
+        c = Collector(iface="va", mode="xdp", xdp_mode="native")
         with pytest.raises(FeatureMissingError, match=r"^the driver of va cannot run native XDP \("):
             c.start()
     assert xdp_prog(ns) is None

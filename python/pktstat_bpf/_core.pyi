@@ -22,14 +22,6 @@ record_dtype: np.dtype[np.void]
 #: NumPy dtype of one direction's counters (``struct dir_stats``).
 stats_dtype: np.dtype[np.void]
 
-FLOW_DIR_INGRESS: int
-FLOW_DIR_EGRESS: int
-FLOW_DIR_NONE: int
-FLOW_KIND_DATA: int
-FLOW_KIND_RETRANSMIT: int
-#: sock_owner flag bits by name (shared, released, unclaimed, inherited, scanned, created, claimed).
-OWNER_FLAGS: dict[str, int]
-FORCE_MISSING_ENV: str
 
 class FeatureMissing(OSError):
     """The kernel lacks something a mode needs; the message says what (exit code 69)."""
@@ -43,13 +35,17 @@ class CaptureError(ValueError):
 class LinkTypeError(CaptureError):
     """A capture file of a link type replay does not decode."""
 
-def record_layout() -> dict[str, tuple[int, int]]:
-    """Offset and size of each flow_record field as compiled (``__itemsize__``: (0, size))."""
-
-def stats_layout() -> dict[str, tuple[int, int]]: ...
-def _test_record() -> bytes: ...
 def libbpf_version() -> str: ...
-def possible_cpus() -> int: ...
+
+@type_check_only
+class TestFaults(TypedDict):
+    missing: set[str]
+    fail_attach_at: int
+    xdp_buff_len: bool | None
+    progress_delay: float | None
+
+def test_faults() -> TestFaults:
+    """The test seam: PKTSTAT_BPF_TEST_FAULTS parsed now (src/cpp/test_knobs.hpp)."""
 
 # -- TC ------------------------------------------------------------------------
 
@@ -60,7 +56,6 @@ class LegacyFilter(TypedDict):
     priority: int
     prog_id: int
 
-def clsact_has_filters(ifindex: _Int) -> bool: ...
 def remove_stale_filter(ifindex: _Int, direction: str, handle: _Int, priority: _Int, prog_id: _Int) -> bool: ...
 def release_clsact(ifindex: _Int, created: bool, pid: _Int) -> bool: ...
 
@@ -70,7 +65,6 @@ class _MapReaders:
 
     def read_flows(self, use_batch: bool = True) -> np.ndarray[Any, np.dtype[np.void]]: ...
     def read_stats(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
-    def count_flows(self) -> int: ...
 
 class TcCollector(_MapReaders):
     def __init__(
@@ -79,7 +73,6 @@ class TcCollector(_MapReaders):
         max_entries: _Int = 65536,
         attach: str = "auto",
         l3_device: bool = False,
-        _fail_attach_at: _Int = -1,
     ) -> None: ...
     def attach(self) -> None: ...
     def detach(self) -> None: ...
@@ -103,7 +96,6 @@ class XdpState(TypedDict):
     name: str
 
 def xdp_query(ifindex: _Int) -> XdpState: ...
-def xdp_kernel_has_buff_len() -> bool: ...
 
 class XdpCollector(_MapReaders):
     def __init__(
@@ -112,8 +104,6 @@ class XdpCollector(_MapReaders):
         max_entries: _Int = 65536,
         mode: str = "auto",
         l3_device: bool = False,
-        buff_len: bool | None = None,
-        _fail_attach_at: _Int = -1,
     ) -> None: ...
     def attach(self) -> None: ...
     def detach(self) -> None: ...
@@ -131,24 +121,6 @@ class XdpCollector(_MapReaders):
 # -- cgroup ----------------------------------------------------------------------
 
 @type_check_only
-class DiagSocket(TypedDict):
-    cookie: int
-    inode: int
-    cgroup_id: int
-    has_cgroup: bool
-    netns_cookie: int
-    sport: int
-    protocol: int
-    state: int
-    family: int
-
-@type_check_only
-class Owner(TypedDict):
-    pid: int
-    flags: int
-    comm: bytes
-
-@type_check_only
 class ScanStats(TypedDict):
     netns: int
     sockets: int
@@ -161,8 +133,6 @@ class ScanStats(TypedDict):
     cgroups: int
     seconds: float
 
-def cgroup_id_of(dir: str) -> int: ...
-def _diag_sockets() -> list[DiagSocket]: ...
 
 class CgroupCollector(_MapReaders):
     def __init__(
@@ -174,7 +144,6 @@ class CgroupCollector(_MapReaders):
         owner_entries: _Int = 65536,
         path_cache: _Int = 16384,
         scan_sockets: bool = True,
-        _fail_attach_at: _Int = -1,
         hier_root: str | bytes = "/",
     ) -> None: ...
     def attach(self) -> None: ...
@@ -192,7 +161,6 @@ class CgroupCollector(_MapReaders):
     @property
     def scan_stats(self) -> ScanStats: ...
     def owner_stats(self) -> dict[str, int]: ...
-    def owners(self) -> dict[int, Owner]: ...
     def resolve_cgroups(self, arg0: Sequence[_Int], /) -> dict[int, str]: ...
 
 # -- process mode --------------------------------------------------------------------
@@ -212,8 +180,6 @@ class ProcessCollector(_MapReaders):
         cgroup_mount: str = "",
         hier_root: str = "/",
         path_cache: _Int = 16384,
-        _fail_attach_at: _Int = -1,
-        _force_missing: str = "",
     ) -> None: ...
     def attach(self) -> None: ...
     def detach(self) -> None: ...
@@ -254,24 +220,16 @@ class ReplayCounters(TypedDict):
     earliest_ts_ns: int
     latest_ts_ns: int
 
-def replay_supports_dlt(arg0: _Int, /) -> bool: ...
-
 class Replayer(_MapReaders):
     def __init__(self, max_entries: _Int = 65536) -> None: ...
-    def replay_file(self, path: str, progress: _Progress = None, every: _Int = 65536) -> FileInfo: ...
     def open_file(self, path: str) -> FileInfo: ...
     def advance(self, until_ts_ns: _Int, progress: _Progress = None, every: _Int = 65536) -> bool: ...
     @property
     def next_ts(self) -> int: ...
     @property
     def file(self) -> FileInfo: ...
-    def replay_frames(
-        self, dlt: _Int, frames: Sequence[bytes], ts_ns: Sequence[_Int] = [], wire_len: Sequence[_Int] = []
-    ) -> None: ...
     def clear(self) -> None: ...
     @property
     def max_entries(self) -> int: ...
-    @property
-    def max_data(self) -> int: ...
     @property
     def counters(self) -> ReplayCounters: ...

@@ -41,7 +41,7 @@ template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 	                 owned->data(), base);
 }
 
-// Adds read_flows(use_batch=True), read_stats() and count_flows() to a mode's
+// Adds read_flows(use_batch=True) and read_stats() to a mode's
 // class, given accessors for its flow map fd, stats map fd and the offset
 // that turns its timestamps into Unix-epoch ns.
 template <class C, class FlowsFd, class StatsFd, class TsOffset>
@@ -65,11 +65,7 @@ void bind_map_readers(py::class_<C> &cls, FlowsFd flows_fd, StatsFd stats_fd, Ts
 			         s = read_stats(stats_fd(c));
 		         }
 		         return to_numpy(std::move(s), stats_dtype());
-	         })
-	    .def("count_flows", [flows_fd](const C &c) {
-		    py::gil_scoped_release nogil;
-		    return count_entries(flows_fd(c));
-	    });
+	         });
 }
 
 } // namespace pktstat

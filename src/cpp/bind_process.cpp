@@ -21,28 +21,21 @@ const char *const kProcStatNames[PROC_STAT_NR] = {"unowned_packets", "unowned_by
 
 } // namespace
 
-void bind_process(py::module_ &m) {
-	m.attr("FLOW_KIND_DATA") = static_cast<int>(FLOW_KIND_DATA);
-	m.attr("FLOW_KIND_RETRANSMIT") = static_cast<int>(FLOW_KIND_RETRANSMIT);
-
+void register_process(py::module_ &m) {
 	py::class_<ProcessCollector> cls(m, "ProcessCollector");
 	cls.def(py::init([](uint32_t max_entries, const std::string &backend, const std::string &cgroup_mount,
-	                    const std::string &hier_root, uint32_t path_cache, int fail_attach_at,
-	                    const std::string &force_missing) {
+	                    const std::string &hier_root, uint32_t path_cache) {
 		        ProcessOptions o;
 		        o.max_entries = max_entries;
 		        o.backend = parse_backend(backend);
 		        o.cgroup_mount = cgroup_mount;
 		        o.hier_root = hier_root;
 		        o.path_cache = path_cache;
-		        o.fail_attach_at = fail_attach_at;
-		        o.force_missing = force_missing;
 		        py::gil_scoped_release nogil;
 		        return std::make_unique<ProcessCollector>(o);
 	        }),
 	        py::arg("max_entries") = 65536, py::arg("backend") = "auto", py::arg("cgroup_mount") = "",
-	        py::arg("hier_root") = "/", py::arg("path_cache") = 16384, py::arg("_fail_attach_at") = -1,
-	        py::arg("_force_missing") = "")
+	        py::arg("hier_root") = "/", py::arg("path_cache") = 16384)
 	    .def("attach", &ProcessCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &ProcessCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &ProcessCollector::attached)

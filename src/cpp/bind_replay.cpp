@@ -27,7 +27,7 @@ ProgressFn progress_fn(py::object progress) {
 
 } // namespace
 
-void bind_replay(py::module_ &m) {
+void register_replay(py::module_ &m) {
 	// Never freed, like the dtypes: a static py::object would outlive the interpreter.
 	static auto *capture_error = new py::exception<CaptureError>(m, "CaptureError", PyExc_ValueError);
 	static auto *linktype_error = new py::exception<CaptureError>(m, "LinkTypeError", capture_error->ptr());
@@ -46,18 +46,6 @@ void bind_replay(py::module_ &m) {
 	        }),
 	        py::arg("max_entries") = 65536)
 	    .def(
-	        "replay_file",
-	        [](Replayer &r, const std::string &path, py::object progress, uint64_t every) {
-		        ProgressFn fn = progress_fn(progress);
-		        {
-			        py::gil_scoped_release nogil;
-			        r.replay_file(path, fn, every);
-		        }
-		        return file_dict(r.file());
-	        },
-	        py::arg("path"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
-	        "Run every frame of a pcap/pcapng file through the program; counts accumulate.")
-	    .def(
 	        "open_file",
 	        [](Replayer &r, const std::string &path) {
 		        {
@@ -66,7 +54,7 @@ void bind_replay(py::module_ &m) {
 		        }
 		        return file_dict(r.file());
 	        },
-	        py::arg("path"), "Open a capture for advance(); checks it as replay_file does.")
+	        py::arg("path"), "Open a capture for advance(); checks it whole first.")
 	    .def(
 	        "advance",
 	        [](Replayer &r, uint64_t until_ts_ns, py::object progress, uint64_t every) {
@@ -78,22 +66,8 @@ void bind_replay(py::module_ &m) {
 	        "Run the open file's frames stamped before until_ts_ns; True while frames remain.")
 	    .def_property_readonly("next_ts", &Replayer::next_ts)
 	    .def_property_readonly("file", [](const Replayer &r) { return file_dict(r.file()); })
-	    .def(
-	        "replay_frames",
-	        [](Replayer &r, int dlt, const std::vector<py::bytes> &frames, const std::vector<uint64_t> &ts_ns,
-	           const std::vector<uint32_t> &wire_len) {
-		        std::vector<std::string> f;
-		        f.reserve(frames.size());
-		        for (const auto &b : frames) f.emplace_back(b);
-		        py::gil_scoped_release nogil;
-		        r.replay_frames(dlt, f, ts_ns, wire_len);
-	        },
-	        py::arg("dlt"), py::arg("frames"), py::arg("ts_ns") = std::vector<uint64_t>{},
-	        py::arg("wire_len") = std::vector<uint32_t>{},
-	        "Run in-memory frames as if read from a capture of link type `dlt`.")
 	    .def("clear", &Replayer::clear, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("max_entries", &Replayer::max_entries)
-	    .def_property_readonly("max_data", &Replayer::max_data)
 	    .def_property_readonly("counters", [](const Replayer &r) {
 		    const ReplayCounters &c = r.counters();
 		    return py::dict(py::arg("frames") = c.frames, py::arg("bytes") = c.bytes,
@@ -101,10 +75,6 @@ void bind_replay(py::module_ &m) {
 		                    py::arg("engine_unparsed_bytes") = c.engine_unparsed_bytes, py::arg("clipped_frames") = c.clipped_frames,
 		                    py::arg("earliest_ts_ns") = c.earliest_ts_ns, py::arg("latest_ts_ns") = c.latest_ts_ns);
 	    });
-	m.def("replay_supports_dlt", [](int dlt) {
-		LinkKind k;
-		return Replayer::link_kind(dlt, k);
-	});
 	// read_stats first: pybind11 calls the first matching overload, so this
 	// one (kernel counters plus the engine's own unparsed frames) wins over
 	// the plain one bind_map_readers adds.

@@ -17,8 +17,7 @@ TcAttachMode parse_mode(const std::string &m) {
 
 } // namespace
 
-void bind_tc(py::module_ &m) {
-	m.def("clsact_has_filters", &clsact_has_filters, py::arg("ifindex"));
+void register_tc(py::module_ &m) {
 	m.def(
 	    "remove_stale_filter",
 	    [](int ifindex, const std::string &dir, uint32_t handle, uint32_t prio, uint32_t prog_id) {
@@ -29,19 +28,17 @@ void bind_tc(py::module_ &m) {
 	m.def("release_clsact", &release_clsact, py::arg("ifindex"), py::arg("created"), py::arg("pid"));
 
 	py::class_<TcCollector> cls(m, "TcCollector");
-	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
-	                    int fail_attach_at) {
+	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device) {
 		        TcOptions o;
 		        o.ifindex = ifindex;
 		        o.max_entries = max_entries;
 		        o.mode = parse_mode(mode);
 		        o.l3_device = l3_device;
-		        o.fail_attach_at = fail_attach_at;
 		        py::gil_scoped_release nogil;
 		        return std::make_unique<TcCollector>(o);
 	        }),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("attach") = "auto",
-	        py::arg("l3_device") = false, py::arg("_fail_attach_at") = -1)
+	        py::arg("l3_device") = false)
 	    .def("attach", &TcCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &TcCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &TcCollector::attached)

@@ -22,7 +22,7 @@ py::dict state_dict(const XdpState &s) {
 
 } // namespace
 
-void bind_xdp(py::module_ &m) {
+void register_xdp(py::module_ &m) {
 	m.def(
 	    "xdp_query",
 	    [](int ifindex) {
@@ -34,23 +34,19 @@ void bind_xdp(py::module_ &m) {
 		    return state_dict(s);
 	    },
 	    py::arg("ifindex"), "The XDP program attached to ifindex: {prog_id, mode, name} (prog_id 0: none).");
-	m.def("xdp_kernel_has_buff_len", &xdp_kernel_has_buff_len);
 
 	py::class_<XdpCollector> cls(m, "XdpCollector");
-	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
-	                    std::optional<bool> buff_len, int fail_attach_at) {
+	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device) {
 		        XdpOptions o;
 		        o.ifindex = ifindex;
 		        o.max_entries = max_entries;
 		        o.mode = parse_mode(mode);
 		        o.l3_device = l3_device;
-		        o.buff_len = buff_len;
-		        o.fail_attach_at = fail_attach_at;
 		        py::gil_scoped_release nogil;
 		        return std::make_unique<XdpCollector>(o);
 	        }),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto",
-	        py::arg("l3_device") = false, py::arg("buff_len") = py::none(), py::arg("_fail_attach_at") = -1)
+	        py::arg("l3_device") = false)
 	    .def("attach", &XdpCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &XdpCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &XdpCollector::attached)

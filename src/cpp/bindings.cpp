@@ -1,7 +1,8 @@
 // bindings.cpp - the pybind11 module pktstat_bpf._core (private; the public
-// API is the Python package). Each mode binds its own classes in
-// bind_<mode>.cpp; this file holds what is common: the libbpf log, errno ->
-// exception mapping, the record layout.
+// API is the Python package). Each area registers its own classes and
+// functions in bind_<area>.cpp (register_<area>); this file holds what is
+// common: the libbpf log, errno -> exception mapping, the record dtypes, the
+// test seam.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -9,12 +10,10 @@
 
 #include <cstdarg>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "bind_common.hpp"
 #include "error.hpp"
-#include "flow.h"
 #include "map_memory.hpp"
 #include "test_knobs.hpp"
 
@@ -22,12 +21,11 @@ namespace py = pybind11;
 using namespace pktstat;
 
 namespace pktstat {
-void bind_tc(py::module_ &m);
-void bind_xdp(py::module_ &m);
-void bind_cgroup(py::module_ &m);
-void bind_replay(py::module_ &m);
-void bind_process(py::module_ &m);
-void bind_bench(py::module_ &m); // private hooks for bench/
+void register_tc(py::module_ &m);
+void register_xdp(py::module_ &m);
+void register_cgroup(py::module_ &m);
+void register_replay(py::module_ &m);
+void register_process(py::module_ &m);
 } // namespace pktstat
 
 namespace {
@@ -62,31 +60,6 @@ void log_notice(const std::string &line) {
 	}
 }
 
-// A record with a distinct value in every field, filled through the C struct:
-// lets a test prove the NumPy dtype decodes what C++ wrote.
-py::bytes test_record() {
-	flow_record r{};
-	for (int i = 0; i < 16; ++i) {
-		r.key.tuple.saddr[i] = static_cast<__u8>(i + 1);
-		r.key.tuple.daddr[i] = static_cast<__u8>(0xf0 - i);
-	}
-	r.key.tuple.sport = 0x1234;
-	r.key.tuple.dport = 0xabcd;
-	r.key.tuple.proto = 17;
-	r.key.tuple.dir = FLOW_DIR_EGRESS;
-	r.key.tuple.ipver = 6;
-	r.key.tuple.kind = FLOW_KIND_RETRANSMIT;
-	r.key.tuple.ifindex = 0x01020304;
-	r.key.pid = 0x0badcafe;
-	r.key.cgroup_id = 0x1122334455667788ULL;
-	std::memcpy(r.key.comm, "comm-0123456789", 16);
-	r.value.packets = 0x0102030405060708ULL;
-	r.value.bytes = 0x1112131415161718ULL;
-	r.value.first_seen_ns = 1700000000123456789ULL;
-	r.value.last_seen_ns = 1700000001987654321ULL;
-	return py::bytes(reinterpret_cast<const char *>(&r), sizeof(r));
-}
-
 } // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -117,25 +90,27 @@ PYBIND11_MODULE(_core, m) {
 	// there is (a usage error: the value of --max-entries).
 	py::register_exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
 	py::register_exception<TableTooLarge>(m, "TableTooLarge", PyExc_OSError);
-	m.attr("FORCE_MISSING_ENV") = kForceMissingEnv;
+
+	// The test seam (test_knobs.hpp): PKTSTAT_BPF_TEST_FAULTS read now, for
+	// the faults the Python side applies (cgroup2 missing, progress delay).
+	m.def("test_faults", [] {
+		const auto f = load_test_faults();
+		py::dict d;
+		d["missing"] = f->missing;
+		d["fail_attach_at"] = f->fail_attach_at;
+		d["xdp_buff_len"] = f->xdp_buff_len;
+		d["progress_delay"] = f->progress_delay;
+		return d;
+	});
 
 	m.attr("record_dtype") = record_dtype();
 	m.attr("stats_dtype") = stats_dtype();
-	m.def("record_layout", [] { return layout_of(record_fields(), sizeof(flow_record)); },
-	      "Offsets and sizes of flow_record fields, as compiled.");
-	m.def("stats_layout", [] { return layout_of(stats_fields(), sizeof(dir_stats)); });
-	m.def("_test_record", &test_record);
 	m.def("_drop_spare_records", &drop_spare_records, "Free the record buffer kept for the next read_flows (tests).");
 	m.def("libbpf_version", [] { return std::string(libbpf_version_string()); });
-	m.def("possible_cpus", &possible_cpus);
-	m.attr("FLOW_DIR_INGRESS") = static_cast<int>(FLOW_DIR_INGRESS);
-	m.attr("FLOW_DIR_EGRESS") = static_cast<int>(FLOW_DIR_EGRESS);
-	m.attr("FLOW_DIR_NONE") = static_cast<int>(FLOW_DIR_NONE);
 
-	bind_tc(m);
-	bind_xdp(m);
-	bind_cgroup(m);
-	bind_replay(m);
-	bind_process(m);
-	bind_bench(m);
+	register_tc(m);
+	register_xdp(m);
+	register_cgroup(m);
+	register_replay(m);
+	register_process(m);
 }

@@ -64,7 +64,7 @@ void CgroupCollector::attach() {
 	if (attached()) return;
 	int step = 0;
 	auto add = [&](bpf_link *l, const char *what) {
-		if (step++ == opts_.fail_attach_at) {
+		if (injected_attach_fault(step++)) {
 			bpf_link__destroy(l);
 			throw SysError("attach (injected test fault)", EIO);
 		}

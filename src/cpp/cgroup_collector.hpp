@@ -42,7 +42,6 @@ struct CgroupOptions {
 	uint32_t owner_entries = 65536; // sockets whose owner is remembered (LRU)
 	uint32_t path_cache = 16384;    // cgroup id -> path entries kept
 	bool scan_sockets = true;       // map the sockets that exist at start
-	int fail_attach_at = -1;        // tests: throw at the n-th attach step
 };
 
 struct ScanStats {

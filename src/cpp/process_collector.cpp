@@ -89,14 +89,6 @@ bool privileged() {
 	return ::geteuid() == 0;
 }
 
-bool listed(const std::string &csv, const char *name) {
-	std::stringstream ss(csv);
-	std::string item;
-	while (std::getline(ss, item, ','))
-		if (item == name) return true;
-	return false;
-}
-
 const BackendSpec &spec_of(ProcessBackend b) {
 	switch (b) {
 	case ProcessBackend::Fentry:
@@ -109,8 +101,8 @@ const BackendSpec &spec_of(ProcessBackend b) {
 }
 
 // Why `b` cannot work here, or "" if it may.
-std::string unusable(ProcessBackend b, const KernelBtf &btf, const ProcessOptions &o) {
-	if (listed(o.force_missing, backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FORCE_MISSING)";
+std::string unusable(ProcessBackend b, const KernelBtf &btf) {
+	if (forced_missing(std::string("process-") + backend_name(b))) return "disabled for a test (PKTSTAT_BPF_TEST_FAULTS)";
 	for (const char *tp : {"tcp_retransmit_skb", "inet_sock_set_state"}) // every backend's
 		if (!btf.has_tracepoint(tp)) return std::string("the kernel has no tracepoint ") + tp;
 	switch (b) {
@@ -165,7 +157,7 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), cg
 	bool denied = false;
 
 	for (ProcessBackend b : order) {
-		std::string why = unusable(b, btf, opts);
+		std::string why = unusable(b, btf);
 		if (!why.empty()) {
 			refused_.emplace_back(backend_name(b), why);
 			continue;
@@ -242,7 +234,7 @@ void ProcessCollector::attach() {
 				if (!cgroup_fd_) throw SysError("open cgroup " + opts_.cgroup_mount, errno);
 			}
 			bpf_link *l = on_cgroup ? bpf_program__attach_cgroup(p, cgroup_fd_.get()) : bpf_program__attach(p);
-			if (step++ == opts_.fail_attach_at) {
+			if (injected_attach_fault(step++)) {
 				bpf_link__destroy(l);
 				throw SysError("attach (injected test fault)", EIO);
 			}

@@ -42,9 +42,6 @@ struct ProcessOptions {
 	std::string cgroup_mount; // cgroup v2 mount for id -> path ("" = none)
 	std::string hier_root = "/"; // where the mount sits in the hierarchy
 	uint32_t path_cache = 16384;
-	int fail_attach_at = -1; // tests: throw at the n-th attach step
-	// tests: act as if these backends were missing ("tracepoint,fentry")
-	std::string force_missing;
 };
 
 class ProcessCollector {

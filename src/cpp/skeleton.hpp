@@ -19,7 +19,8 @@ template <class Skel> struct SkelOps; // specialised next to each skeleton
 
 template <class Skel> class Skeleton {
 public:
-	Skeleton() : skel_(SkelOps<Skel>::open()) {
+	// Every engine object opens its skeleton first: the test seam is read here.
+	Skeleton() : faults_(load_test_faults()), skel_(SkelOps<Skel>::open()) {
 		if (!skel_) throw SysError(std::string("open BPF object ") + SkelOps<Skel>::name, errno ? errno : EINVAL);
 	}
 	Skeleton(Skeleton &&) noexcept = default;
@@ -39,6 +40,7 @@ private:
 	struct Deleter {
 		void operator()(Skel *s) const noexcept { SkelOps<Skel>::destroy(s); }
 	};
+	std::shared_ptr<const TestFaults> faults_; // read at construction (test_knobs.hpp)
 	std::unique_ptr<Skel, Deleter> skel_;
 };
 

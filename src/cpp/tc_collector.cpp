@@ -22,7 +22,7 @@ void TcCollector::attach() {
 	try {
 		int i = 0;
 		for (const auto &[dir, prog] : plan) {
-			if (i++ == opts_.fail_attach_at) throw SysError("attach (injected test fault)", EIO);
+			if (injected_attach_fault(i++)) throw SysError("attach (injected test fault)", EIO);
 			// Once the first direction went legacy, keep the second on the same path.
 			TcAttachMode mode = opts_.mode;
 			if (!links_.empty() && !links_.front().second.is_tcx()) mode = TcAttachMode::Legacy;

@@ -21,9 +21,6 @@ struct TcOptions {
 	uint32_t max_entries = 65536;
 	TcAttachMode mode = TcAttachMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
-	// Tests only: throw as if the n-th attach (0 = ingress, 1 = egress) failed,
-	// to prove a half-made attachment is rolled back.
-	int fail_attach_at = -1;
 };
 
 // A legacy filter's identity, for the janitor that removes it if we die.

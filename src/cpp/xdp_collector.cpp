@@ -38,9 +38,8 @@ std::string prog_name(uint32_t id) {
 } // namespace
 
 bool xdp_kernel_has_buff_len() {
-	static const bool has = !forced_missing("xdp_buff_len") &&
-	                        libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
-	return has;
+	static const bool has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
+	return has && !forced_missing("xdp_buff_len");
 }
 
 XdpState xdp_query(int ifindex) {
@@ -76,7 +75,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 	bpf_program *prog = skel_->progs.xdp_count;
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
 	// Offloaded programs cannot call bpf_xdp_get_buff_len; keep them linear.
-	buff_len_ = opts.mode != XdpMode::Offload && opts.buff_len.value_or(xdp_kernel_has_buff_len());
+	buff_len_ = opts.mode != XdpMode::Offload && test_faults()->xdp_buff_len.value_or(xdp_kernel_has_buff_len());
 	skel_->rodata->cfg_buff_len = buff_len_;
 	if (buff_len_)
 		check_libbpf(bpf_program__set_flags(prog, bpf_program__flags(prog) | BPF_F_XDP_HAS_FRAGS),
@@ -99,7 +98,7 @@ void XdpCollector::attach() {
 	XdpState there = xdp_query(opts_.ifindex);
 	if (there.prog_id) throw XdpBusy("the interface already has an XDP program", there);
 
-	if (opts_.fail_attach_at == 0) throw SysError("attach (injected test fault)", EIO);
+	if (injected_attach_fault(0)) throw SysError("attach (injected test fault)", EIO);
 	const int prog_fd = bpf_program__fd(skel_->progs.xdp_count);
 	auto link = [&](uint32_t flags) {
 		// tests: a driver without native XDP, a kernel without generic XDP
@@ -148,7 +147,7 @@ void XdpCollector::attach() {
 void XdpCollector::linked(int fd, uint32_t flags) {
 	link_ = UniqueFd(fd);
 	link_flags_ = flags;
-	if (opts_.fail_attach_at == 1) { // tests: a failure after the link was made rolls it back
+	if (injected_attach_fault(1)) { // tests: a failure after the link was made rolls it back
 		detach();
 		throw SysError("attach (injected test fault)", EIO);
 	}

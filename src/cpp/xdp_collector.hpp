@@ -49,12 +49,6 @@ struct XdpOptions {
 	uint32_t max_entries = 65536;
 	XdpMode mode = XdpMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
-	// Count the whole multi-buffer frame with bpf_xdp_get_buff_len. Empty:
-	// probe the kernel (the default); false forces the linear length (tests).
-	std::optional<bool> buff_len;
-	// Tests only: throw as if attaching failed before the link was made (0)
-	// or just after (1), to prove the interface is left as it was.
-	int fail_attach_at = -1;
 };
 
 class XdpCollector {

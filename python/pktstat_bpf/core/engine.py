@@ -5,6 +5,14 @@ reads maps imports it from here, so the layering contract (pyproject.toml,
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import _core
 
-__all__ = ["_core"]
+__all__ = ["_core", "test_faults"]
+
+
+def test_faults() -> dict[str, Any]:
+    """The test seam: the faults ``PKTSTAT_BPF_TEST_FAULTS`` asks for (parsed
+    once, by the engine; docs/testing.md, "Failure injection"). Empty in use."""
+    return dict(_core.test_faults())

@@ -1,7 +1,8 @@
 """A progress bar on stderr for long jobs (replay of a big capture file).
 
 Nothing is drawn when the stream is not a terminal, nor for jobs that end
-within ``delay`` seconds (2 s; tests shorten it, see ``_test_knobs.py``);
+within ``delay`` seconds (2 s; tests shorten it through the test seam,
+``PKTSTAT_BPF_TEST_FAULTS=progress_delay=SECONDS``, see src/cpp/test_knobs.hpp);
 the bar is erased when the job ends.
 """
 
@@ -12,20 +13,26 @@ import sys
 import time
 from typing import TextIO
 
-from .._test_knobs import progress_delay
-
 DEFAULT_DELAY = 2.0
+
+
+def _default_delay() -> float:
+    """DEFAULT_DELAY, or the test seam's progress_delay."""
+    from ..core.engine import test_faults
+
+    delay = test_faults()["progress_delay"]
+    return DEFAULT_DELAY if delay is None else delay
 
 
 class ProgressBar:
     """Callable as a replay progress hook: ``bar(frames, done_bytes, total_bytes)``.
-    `delay` defaults to DEFAULT_DELAY (or the test knob's)."""
+    `delay` defaults to DEFAULT_DELAY (or the test seam's)."""
 
     def __init__(
         self, stream: TextIO | None = None, delay: float | None = None, label: str = "replay"
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.delay = progress_delay(DEFAULT_DELAY) if delay is None else delay
+        self.delay = _default_delay() if delay is None else delay
         self.label = label
         self.start = time.monotonic()
         self.drawn = False

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ..._test_knobs import forced_missing
 from ..errors import FeatureMissingError, UsageError
 from .base import EngineMode
 
@@ -48,7 +47,9 @@ def display_path(path: str) -> str:
 def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
     """``(mount point, root in the hierarchy)`` of every cgroup v2 mount."""
     out: list[tuple[str, str]] = []
-    if forced_missing("cgroup2"):  # tests: a host without cgroup v2
+    from ..engine import _core
+
+    if "cgroup2" in _core.test_faults()["missing"]:  # the test seam: a host without cgroup v2
         return out
     try:
         lines = open(mountinfo, encoding="utf-8", errors="surrogateescape").read().splitlines()
@@ -105,7 +106,6 @@ class CgroupMode(EngineMode):
         owner_entries: int = DEFAULT_OWNER_ENTRIES,
         scan_sockets: bool = True,
         iface: str | None = None,
-        _fail_attach_at: int = -1,
     ) -> None:
         if iface is not None:
             raise UsageError(
@@ -120,7 +120,6 @@ class CgroupMode(EngineMode):
         self.max_entries = max_entries
         self.owner_entries = owner_entries
         self.scan_sockets = scan_sockets
-        self._fail_attach_at = _fail_attach_at
         self.engine: Any = None
         self._paths: dict[int, str] = {}
 
@@ -142,7 +141,7 @@ class CgroupMode(EngineMode):
         self.engine = _core.CgroupCollector(
             # (paths as bytes: a directory name need not be UTF-8)
             os.fsencode(self.mount_root), os.fsencode(self.rel), self.max_entries, self.owner_entries, 16384,
-            self.scan_sockets, self._fail_attach_at, os.fsencode(self.hier_root),
+            self.scan_sockets, os.fsencode(self.hier_root),
         )  # fmt: skip
 
     def status(self) -> dict[str, Any]:

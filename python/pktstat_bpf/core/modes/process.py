@@ -13,25 +13,16 @@ and why the others were passed over.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from ..._test_knobs import FORCE_MISSING_ENV
 from ..errors import UsageError
 from .base import EngineMode
 from .cgroup import cgroup2_mounts
 
 BACKENDS = ("auto", "tracepoint", "fentry", "kprobe")
 PATH_CACHE = 16384
-
-
-def forced_missing() -> list[str]:
-    """Features a test asks us to treat as missing (``PKTSTAT_BPF_TEST_FORCE_MISSING``,
-    read at each load); process backends are ``process-tracepoint``,
-    ``process-fentry`` and ``process-kprobe``."""
-    return [f.strip() for f in os.environ.get(FORCE_MISSING_ENV, "").split(",") if f.strip()]
 
 
 def cgroup_mount() -> tuple[str, str]:
@@ -58,7 +49,6 @@ class ProcessMode(EngineMode):
         max_entries: int,
         backend: str = "auto",
         iface: str | None = None,
-        _fail_attach_at: int = -1,
     ) -> None:
         if iface is not None:
             raise UsageError("process mode counts the sockets of every process, not an interface: drop the interface")
@@ -66,7 +56,6 @@ class ProcessMode(EngineMode):
             raise UsageError(f"--process-backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.backend = backend
         self.max_entries = max_entries
-        self._fail_attach_at = _fail_attach_at
         self.mount, self.hier_root = cgroup_mount()
         self.engine: Any = None
         self._paths: dict[int, str] = {}
@@ -83,9 +72,8 @@ class ProcessMode(EngineMode):
     def load(self) -> None:
         from ..engine import _core
 
-        missing = ",".join(f[len("process-"):] for f in forced_missing() if f.startswith("process-"))
         self.engine = _core.ProcessCollector(
-            self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE, self._fail_attach_at, missing
+            self.max_entries, self.backend, self.mount, self.hier_root, PATH_CACHE
         )
 
     def status(self) -> dict[str, Any]:

@@ -26,7 +26,6 @@ class TcMode(EngineMode):
         iface: str | None = None,
         max_entries: int,
         tc_attach: str = "auto",
-        _fail_attach_at: int = -1,
     ) -> None:
         if tc_attach not in TC_ATTACH:
             raise UsageError(f"tc attach mode must be one of {', '.join(TC_ATTACH)}, not {tc_attach!r}")
@@ -34,7 +33,6 @@ class TcMode(EngineMode):
         self.ifindex = _iface.ifindex(self.iface)
         self.max_entries = max_entries
         self.tc_attach = tc_attach
-        self._fail_attach_at = _fail_attach_at
         self.engine: Any = None
         self._janitor: Any = None
 
@@ -52,7 +50,7 @@ class TcMode(EngineMode):
         from ..engine import _core
 
         self.engine = _core.TcCollector(
-            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface), self._fail_attach_at
+            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface)
         )
 
     def attach(self) -> None:

@@ -42,8 +42,6 @@ class XdpMode(EngineMode):
         iface: str | None = None,
         max_entries: int,
         xdp_mode: str = "auto",
-        _buff_len: bool | None = None,
-        _fail_attach_at: int = -1,
     ) -> None:
         if xdp_mode not in XDP_MODES:
             raise UsageError(f"--xdp_mode must be one of {', '.join(XDP_MODES)}, not {xdp_mode!r}")
@@ -51,8 +49,6 @@ class XdpMode(EngineMode):
         self.ifindex = _iface.ifindex(self.iface)
         self.max_entries = max_entries
         self.xdp_mode = xdp_mode
-        self._buff_len = _buff_len
-        self._fail_attach_at = _fail_attach_at
         self.engine: Any = None
 
     @property
@@ -68,9 +64,8 @@ class XdpMode(EngineMode):
 
         try:
             self.engine = _core.XdpCollector(
-                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self._buff_len,
-                self._fail_attach_at,
-            )  # fmt: skip
+                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface)
+            )
         except OSError as e:
             if self.xdp_mode == "offload" and e.errno not in (errno.EPERM, errno.EACCES):
                 raise FeatureMissingError(

@@ -1,4 +1,8 @@
-// bind_bench.cpp - private hooks for bench/ (the package never uses them):
+// bind_bench.cpp - the benchmark module _bench_core (bench/cpp/CMakeLists.txt;
+// built for make bench and make test, never installed). It also holds what
+// only tests read from the engine (the compiled record layout, a record
+// filled field by field, the flow.h constants, sock_diag's view, cgroup ids).
+// For the benchmarks:
 // load any BPF object file with settings, run a program by BPF_PROG_TEST_RUN
 // with the kernel's own timer, fill and read maps in batches, and attach a
 // program to an interface through the engine's owners. Everything here is a
@@ -21,9 +25,12 @@
 #include <vector>
 
 #include "bind_common.hpp"
+#include "cgroup_paths.hpp"
 #include "error.hpp"
 #include "fd.hpp"
 #include "flow_table.hpp"
+#include "replay.hpp"
+#include "sock_scan.hpp"
 #include "tc_attach.hpp"
 #include "tc_collector.hpp"
 #include "xdp_collector.hpp"
@@ -245,9 +252,67 @@ py::dict lookup_batch_raw(int map_fd, uint32_t chunk) {
 	return py::dict(py::arg("count") = total, py::arg("seconds") = seconds);
 }
 
+// A record with a distinct value in every field, filled through the C struct:
+// lets a test prove the NumPy dtype decodes what C++ wrote.
+py::bytes test_record() {
+	flow_record r{};
+	for (int i = 0; i < 16; ++i) {
+		r.key.tuple.saddr[i] = static_cast<__u8>(i + 1);
+		r.key.tuple.daddr[i] = static_cast<__u8>(0xf0 - i);
+	}
+	r.key.tuple.sport = 0x1234;
+	r.key.tuple.dport = 0xabcd;
+	r.key.tuple.proto = 17;
+	r.key.tuple.dir = FLOW_DIR_EGRESS;
+	r.key.tuple.ipver = 6;
+	r.key.tuple.kind = FLOW_KIND_RETRANSMIT;
+	r.key.tuple.ifindex = 0x01020304;
+	r.key.pid = 0x0badcafe;
+	r.key.cgroup_id = 0x1122334455667788ULL;
+	std::memcpy(r.key.comm, "comm-0123456789", 16);
+	r.value.packets = 0x0102030405060708ULL;
+	r.value.bytes = 0x1112131415161718ULL;
+	r.value.first_seen_ns = 1700000000123456789ULL;
+	r.value.last_seen_ns = 1700000001987654321ULL;
+	return py::bytes(reinterpret_cast<const char *>(&r), sizeof(r));
+}
+
 } // namespace
 
-void bind_bench(py::module_ &m) {
+void register_bench(py::module_ &m) {
+	// What the tests check the package's record dtype and the kernel's
+	// counting against (the same flow.h, compiled by the same build).
+	m.def("record_layout", [] { return layout_of(record_fields(), sizeof(flow_record)); },
+	      "Offsets and sizes of flow_record fields, as compiled.");
+	m.def("stats_layout", [] { return layout_of(stats_fields(), sizeof(dir_stats)); });
+	m.def("_test_record", &test_record);
+	m.attr("FLOW_DIR_INGRESS") = static_cast<int>(FLOW_DIR_INGRESS);
+	m.attr("FLOW_DIR_EGRESS") = static_cast<int>(FLOW_DIR_EGRESS);
+	m.attr("FLOW_DIR_NONE") = static_cast<int>(FLOW_DIR_NONE);
+	m.attr("FLOW_KIND_DATA") = static_cast<int>(FLOW_KIND_DATA);
+	m.attr("FLOW_KIND_RETRANSMIT") = static_cast<int>(FLOW_KIND_RETRANSMIT);
+	m.def("possible_cpus", &possible_cpus);
+	m.def("cgroup_id_of", &cgroup_id_of, py::arg("dir"), "The cgroup id of a cgroup v2 directory.");
+	m.def(
+	    "_diag_sockets",
+	    [] {
+		    std::vector<DiagSocket> v;
+		    {
+			    py::gil_scoped_release nogil;
+			    v = diag_all_sockets();
+		    }
+		    py::list l;
+		    for (const DiagSocket &s : v)
+			    l.append(py::dict(py::arg("cookie") = s.cookie, py::arg("inode") = s.inode,
+			                      py::arg("cgroup_id") = s.cgroup_id, py::arg("has_cgroup") = s.has_cgroup,
+			                      py::arg("netns_cookie") = s.netns_cookie, py::arg("sport") = s.sport,
+			                      py::arg("protocol") = s.protocol, py::arg("state") = s.state,
+			                      py::arg("family") = s.family));
+		    return l;
+	    },
+	    "Every TCP/UDP/UDP-Lite socket sock_diag lists in every network namespace (debugging, tests).");
+	m.def("xdp_kernel_has_buff_len", &xdp_kernel_has_buff_len,
+	      "The kernel has bpf_xdp_get_buff_len (XdpCollector then counts whole multi-buffer frames).");
 	py::class_<BenchObject>(m, "_BenchObject")
 	    .def(py::init([](const std::string &path, const std::map<std::string, py::bytes> &rodata,
 	                     const std::map<std::string, uint32_t> &max_entries, bool xdp_frags) {
@@ -296,6 +361,30 @@ void bind_bench(py::module_ &m) {
 	m.def(
 	    "_bench_read_stats", [](int map_fd) { return to_numpy(read_stats(map_fd), stats_dtype()); },
 	    py::arg("map_fd"));
+	m.def(
+	    "_bench_count_flows",
+	    [](int map_fd) {
+		    py::gil_scoped_release nogil;
+		    return count_entries(map_fd);
+	    },
+	    py::arg("map_fd"), "Entries of a flow map, counted by iterating its keys.");
+	// The engine's Replayer (a _core object) fed frames from memory: the
+	// parser tests' input, and the largest frame it takes.
+	m.def(
+	    "replay_frames",
+	    [](Replayer &r, int dlt, const std::vector<py::bytes> &frames, const std::vector<uint64_t> &ts_ns,
+	       const std::vector<uint32_t> &wire_len) {
+		    std::vector<std::string> f;
+		    f.reserve(frames.size());
+		    for (const auto &b : frames) f.emplace_back(b);
+		    py::gil_scoped_release nogil;
+		    r.replay_frames(dlt, f, ts_ns, wire_len);
+	    },
+	    py::arg("replayer"), py::arg("dlt"), py::arg("frames"), py::arg("ts_ns") = std::vector<uint64_t>{},
+	    py::arg("wire_len") = std::vector<uint32_t>{},
+	    "Run in-memory frames through `replayer` as if read from a capture of link type `dlt`.");
+	m.def("replay_max_data", [](const Replayer &r) { return r.max_data(); }, py::arg("replayer"),
+	      "The largest test-run data `replayer` accepts.");
 	m.def("_bench_flows_fd", [](const TcCollector &c) { return c.flows_fd(); });
 	m.def("_bench_flows_fd", [](const XdpCollector &c) { return c.flows_fd(); });
 	m.def(
@@ -320,3 +409,10 @@ void bind_bench(py::module_ &m) {
 }
 
 } // namespace pktstat
+
+PYBIND11_MODULE(_bench_core, m) {
+	m.doc() = "pktstat-bpf benchmark hooks (bench/, tests; not part of the package)";
+	// _bench_flows_fd takes the engine's collectors: their types are _core's.
+	pybind11::module_::import("pktstat_bpf._core");
+	pktstat::register_bench(m);
+}
