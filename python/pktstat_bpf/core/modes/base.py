@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+
+from .. import iface as _iface
+from ..errors import UsageError
 
 
 class EngineMode:
@@ -33,3 +35,51 @@ class EngineMode:
     def unowned(self, records: np.ndarray) -> tuple[int, int] | None:
         """(packets, bytes) without an owner: None where nothing is owned."""
         return None
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """`value` if it is one of `choices`, else a UsageError naming `what`."""
+    if value not in choices:
+        raise UsageError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+class InterfaceMode(EngineMode):
+    """A mode that counts the packets of one interface (TC, XDP): the
+    interface (the default route's when none is named) and its index."""
+
+    owners = False
+    cgroups: Mapping[int, str] = {}
+
+    def __init__(self, iface: str | None, max_entries: int) -> None:
+        self.iface = iface if iface is not None else _iface.default_interface()
+        self.ifindex = _iface.ifindex(self.iface)
+        self.max_entries = max_entries
+        self.engine: Any = None
+
+    @property
+    def where(self) -> str:
+        return self.iface
+
+    @property
+    def ifnames(self) -> dict[int, str]:
+        return {self.ifindex: self.iface}
+
+
+class OwnerMode(EngineMode):
+    """A mode whose flows carry their process (cgroup, process): the cgroup
+    paths of the ids in the last read come from the engine with the flows."""
+
+    owners = True
+    _paths: Mapping[int, str] = {}
+
+    @property
+    def cgroups(self) -> dict[int, str]:
+        """cgroup id -> path (relative to the cgroup v2 mount) of the ids in the last read."""
+        return dict(self._paths)
+
+    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
+        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
+        self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
+        return records, stats

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FeatureMissingError, UsageError
-from .base import EngineMode
+from .base import OwnerMode
 
 DEFAULT_OWNER_ENTRIES = 65536
 
@@ -94,9 +94,8 @@ def resolve_cgroup(path: str, mounts: list[tuple[str, str]] | None = None) -> tu
     return mreal, rel, root or "/"
 
 
-class CgroupMode(EngineMode):
+class CgroupMode(OwnerMode):
     name = "cgroup"
-    owners = True
 
     def __init__(
         self,
@@ -121,19 +120,13 @@ class CgroupMode(EngineMode):
         self.owner_entries = owner_entries
         self.scan_sockets = scan_sockets
         self.engine: Any = None
-        self._paths: dict[int, str] = {}
+        self._paths = {}
 
     @property
     def where(self) -> str:
         return display_path(self.path)
 
     ifnames: dict[int, str] = {}
-
-    @property
-    def cgroups(self) -> dict[int, str]:
-        """cgroup id -> path (relative to the cgroup v2 mount) of the ids in
-        the last read."""
-        return dict(self._paths)
 
     def load(self) -> None:
         from ..engine import _core
@@ -170,8 +163,3 @@ class CgroupMode(EngineMode):
         none = records[records["pid"] == 0] if len(records) else records
         return int(none["packets"].sum(dtype=np.uint64)), int(none["bytes"].sum(dtype=np.uint64))
 
-    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
-        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
-        self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
-        return records, stats

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .base import EngineMode
+from .base import OwnerMode
 from .cgroup import cgroup2_mounts
 
 BACKENDS = ("auto", "tracepoint", "fentry", "kprobe")
@@ -38,9 +38,8 @@ def cgroup_mount() -> tuple[str, str]:
     return mounts[0]
 
 
-class ProcessMode(EngineMode):
+class ProcessMode(OwnerMode):
     name = "process"
-    owners = True
     ifnames: dict[int, str] = {}
 
     def __init__(
@@ -58,16 +57,11 @@ class ProcessMode(EngineMode):
         self.max_entries = max_entries
         self.mount, self.hier_root = cgroup_mount()
         self.engine: Any = None
-        self._paths: dict[int, str] = {}
+        self._paths = {}
 
     @property
     def where(self) -> str:
         return "all processes"
-
-    @property
-    def cgroups(self) -> dict[int, str]:
-        """cgroup id -> path (relative to the cgroup v2 mount) of the ids in the last read."""
-        return dict(self._paths)
 
     def load(self) -> None:
         from ..engine import _core
@@ -107,8 +101,3 @@ class ProcessMode(EngineMode):
         extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
         return extra
 
-    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
-        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
-        self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
-        return records, stats

@@ -7,8 +7,8 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from .. import iface as _iface
-from ..errors import FeatureMissingError, UsageError
-from .base import EngineMode
+from ..errors import FeatureMissingError
+from .base import InterfaceMode, check_choice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,35 +16,13 @@ if TYPE_CHECKING:
 TC_ATTACH = ("auto", "tcx", "legacy")
 
 
-class TcMode(EngineMode):
+class TcMode(InterfaceMode):
     name = "tc"
-    owners = False
 
-    def __init__(
-        self,
-        *,
-        iface: str | None = None,
-        max_entries: int,
-        tc_attach: str = "auto",
-    ) -> None:
-        if tc_attach not in TC_ATTACH:
-            raise UsageError(f"tc attach mode must be one of {', '.join(TC_ATTACH)}, not {tc_attach!r}")
-        self.iface = iface if iface is not None else _iface.default_interface()
-        self.ifindex = _iface.ifindex(self.iface)
-        self.max_entries = max_entries
-        self.tc_attach = tc_attach
-        self.engine: Any = None
+    def __init__(self, *, iface: str | None = None, max_entries: int, tc_attach: str = "auto") -> None:
+        self.tc_attach = check_choice(tc_attach, TC_ATTACH, "tc attach mode")
+        super().__init__(iface, max_entries)
         self._janitor: Any = None
-
-    @property
-    def where(self) -> str:
-        return self.iface
-
-    @property
-    def ifnames(self) -> dict[int, str]:
-        return {self.ifindex: self.iface}
-
-    cgroups: dict[int, str] = {}
 
     def load(self) -> None:
         from ..engine import _core

@@ -13,8 +13,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .. import iface as _iface
-from ..errors import FeatureMissingError, PktstatError, UsageError
-from .base import EngineMode
+from ..errors import FeatureMissingError, PktstatError
+from .base import InterfaceMode, check_choice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,33 +31,12 @@ def describe_program(state: _core.XdpState) -> str:
     return f"id {state['prog_id']}{name}{mode}"
 
 
-class XdpMode(EngineMode):
+class XdpMode(InterfaceMode):
     name = "xdp"
-    owners = False
-    cgroups: dict[int, str] = {}
 
-    def __init__(
-        self,
-        *,
-        iface: str | None = None,
-        max_entries: int,
-        xdp_mode: str = "auto",
-    ) -> None:
-        if xdp_mode not in XDP_MODES:
-            raise UsageError(f"--xdp_mode must be one of {', '.join(XDP_MODES)}, not {xdp_mode!r}")
-        self.iface = iface if iface is not None else _iface.default_interface()
-        self.ifindex = _iface.ifindex(self.iface)
-        self.max_entries = max_entries
-        self.xdp_mode = xdp_mode
-        self.engine: Any = None
-
-    @property
-    def where(self) -> str:
-        return self.iface
-
-    @property
-    def ifnames(self) -> dict[int, str]:
-        return {self.ifindex: self.iface}
+    def __init__(self, *, iface: str | None = None, max_entries: int, xdp_mode: str = "auto") -> None:
+        self.xdp_mode = check_choice(xdp_mode, XDP_MODES, "--xdp_mode")
+        super().__init__(iface, max_entries)
 
     def load(self) -> None:
         from ..engine import _core
