@@ -7,13 +7,18 @@ the README describes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cgroups import TestCgroup, cgroup2_mount
+from kstate import held, nothing_alive, still_alive
+from netns import wait_for
 from traffic import ETH, IP4, UDP, send_udp
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install '.[test]')")
@@ -141,10 +146,14 @@ def test_node_access_is_exactly_what_the_exporter_needs(objects):
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON"]}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert mounts.keys() == volumes.keys() == {"btf", "cgroup"}
+    assert mounts.keys() == volumes.keys() == {"btf", "cgroup", "run"}
     for name, path in (("btf", "/sys/kernel/btf"), ("cgroup", "/sys/fs/cgroup")):
         assert mounts[name]["mountPath"] == volumes[name]["hostPath"]["path"] == path
         assert mounts[name]["readOnly"] is True
+    # the legacy-tc claim files, kept across pods (the next pod cleans what a killed one left)
+    assert mounts["run"] == {"name": "run", "mountPath": "/run/pktstat-bpf"}
+    assert volumes["run"]["hostPath"] == {"path": "/run/pktstat-bpf", "type": "DirectoryOrCreate"}
+    assert 'kClaimDir = "/run/pktstat-bpf"' in (ROOT / "src" / "cpp" / "tc_claims.cpp").read_text()
     res = c["resources"]
     assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}
 
@@ -269,3 +278,55 @@ def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v
             "pktstat-bpf: error: cannot load the BPF programs: permission denied; "
             "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON\n"
         ), missing
+
+
+# -- pod deletion: what a killed pod left, the next pod removes ----------------------------------
+
+
+def _tc_prog_ids(ns) -> set[int]:
+    s = ns.tc_state()
+    return {int(w.split()[0]) for k in ("ingress", "egress") for w in s[k].split(" id ")[1:]}
+
+
+def test_the_next_pod_removes_what_a_killed_pod_left(objects, netns_v4only):
+    """A pod killed whole (deleted with no grace, OOM-killed) on a node
+    before Linux 6.6, where TC mode attaches legacy tc filters (modelled with
+    the test knob that hides TCX): the container's command, as uid 0 with only
+    its capabilities, in a cgroup of its own that is killed (collector and
+    janitor together). Its filters stay; the next pod's start removes them,
+    and that pod's SIGTERM leaves nothing."""
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
+    ns = netns_v4only
+    c = container(objects)
+    argv = [expand(a, {"POD_IP": ns.A4}) for a in c["args"]]
+    bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in c["securityContext"]["capabilities"]["add"])])
+    cmd = ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
+           sys.executable, "-m", "pktstat_bpf", *argv]  # fmt: skip
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "tcx"}
+    before = ns.tc_state()
+    cg = TestCgroup()
+    try:
+        pod = cg.child("pod1")
+        p = cg.spawn(pod, *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert " via tc-legacy " in p.stderr.readline()
+        ids = held(p.pid)
+        first = _tc_prog_ids(ns)
+        assert len(first) == 2 and first <= ids["prog"]
+        Path(pod, "cgroup.kill").write_text("1")
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert wait_for(lambda: Path(pod, "cgroup.procs").read_text() == "", timeout=10)
+        assert _tc_prog_ids(ns) == first  # left behind
+        nxt = cg.spawn(cg.child("pod2"), *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert nxt.stderr.readline() == (
+            "pktstat-bpf: removed what 1 legacy tc attachment(s) of pktstat-bpf runs that died left behind\n"
+        )
+        assert " via tc-legacy " in nxt.stderr.readline()
+        assert wait_for(lambda: nothing_alive(ids), timeout=10), still_alive(ids)
+        second = _tc_prog_ids(ns)
+        assert len(second) == 2 and not second & first
+        nxt.send_signal(signal.SIGTERM)  # the kubelet's graceful stop
+        assert (nxt.wait(timeout=30), nxt.stderr.read()) == (0, "")
+        assert wait_for(lambda: ns.tc_state() == before, timeout=10), ns.tc_state()
+    finally:
+        cg.destroy()
