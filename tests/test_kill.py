@@ -167,3 +167,27 @@ def test_a_live_legacy_collector_is_left_alone(world):
     finally:
         p.kill()
         p.wait()
+
+
+def test_sigkill_of_the_collector_alone_is_undone_by_its_janitor(world):
+    """SIGKILL of the legacy collector alone: its janitor (alive) removes the
+    filters, the qdisc, the claim and the record; a later run finds nothing
+    to remove and says nothing about it."""
+    ns, cg = world
+    before = _state(ns)
+    p = subprocess.Popen(_argv(ns, cg, "legacy", "-t", "20s"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)  # fmt: skip
+    try:
+        assert " via tc-legacy " in p.stderr.readline()
+        ids = held(p.pid)
+        attached = _tc_prog_ids(ns)
+        assert len(attached) == 2 and janitors_of(attached)
+    finally:
+        p.kill()
+        p.wait()
+    assert wait_for(lambda: not janitors_of(attached), timeout=10)
+    assert wait_for(lambda: nothing_alive(ids), timeout=10), still_alive(ids)
+    assert {k: v for k, v in _state(ns).items() if k != "files"} == {k: v for k, v in before.items() if k != "files"}
+    r = _later_run(ns, cg, "tcx")
+    assert r.returncode == 0 and r.stderr.startswith("pktstat-bpf: counting on va via tcx "), r.stderr
+    assert _state(ns) == before

@@ -227,24 +227,25 @@ int sweep_stale_tc() {
 		const int ifindex = std::atoi(name.c_str() + prefix.size());
 		std::ifstream f(path);
 		std::string ifname, word;
-		Holder h;
+		Holder h; // not needed to undo: for the curious reader of the file
 		std::getline(f, ifname);
 		f >> h.pid >> h.start;
+		bool removed = false;
 		if (f && ifindex > 0 && ifname == ifname_of(ifindex)) { // else the interface went, and all on it
 			for (LegacyFilterId id{}; f >> word >> id.handle >> id.priority >> id.prog_id;) {
 				id.dir = word == "ingress" ? TcDir::Ingress : TcDir::Egress;
 				try {
-					remove_stale_filter(ifindex, id.dir, id.handle, id.priority, id.prog_id);
+					removed |= remove_stale_filter(ifindex, id.dir, id.handle, id.priority, id.prog_id);
 				} catch (...) {
 				}
 			}
-			try {
-				release_locked(lock, here, ifindex, false, h.pid);
+			try { // its holder is dead: dropped with every other dead one (not by pid, which may be reused)
+				removed |= release_locked(lock, here, ifindex, false, -1);
 			} catch (...) { // the interface went meanwhile
 			}
 		}
 		::unlink(path.c_str());
-		++undone;
+		undone += removed;
 	}
 	return undone;
 }

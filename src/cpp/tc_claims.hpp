@@ -70,7 +70,8 @@ private:
 // running the program they attached), then their claim on the clsact qdisc
 // (removed if pktstat-bpf made it and no filter is left on it). Records of
 // live processes, other namespaces, anyone else's filters and qdiscs are
-// left alone. Returns the number of records undone.
+// left alone. Returns the number of records whose undoing removed anything
+// (a record whose filters the janitor already removed is only deleted).
 int sweep_stale_tc();
 
 } // namespace pktstat
