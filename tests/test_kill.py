@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from cgroups import TestCgroup, cgroup2_mount
-from kstate import add_other_tc_filters, alive, held, janitors_of, nothing_alive, still_alive, xdp_prog
+from kstate import add_other_bpf_tc_filter, add_other_tc_filters, alive, held, janitors_of, nothing_alive, still_alive, xdp_prog
 from netns import NetnsPair, wait_for
 
 CLAIM_DIR = Path("/run/pktstat-bpf")
@@ -133,12 +133,14 @@ def test_a_later_run_in_any_mode_removes_what_a_killed_legacy_run_left(world, la
     by removing its filters and the qdisc it made, and then counts and exits
     0. An administrator's clsact qdisc and u32 filters stay as they were."""
     ns, cg = world
-    if pre == "admin":
+    if pre == "admin":  # and a BPF filter of someone else's, named like ours
         add_other_tc_filters(ns)
+        add_other_bpf_tc_filter(ns, "ingress")
+        assert "tc_ingress" in ns.tc_state()["ingress"]
     before = _state(ns)
     ids = _killed_run(ns, cg, "legacy")
     left = _state(ns)
-    assert "tc_ingress" in left["ingress"] and "tc_egress" in left["egress"]
+    assert len(_tc_prog_ids(ns) & ids["prog"]) == 2 and "tc_egress" in left["egress"]
     assert left["files"] == ("legacy" if pre == "admin" else "clsact legacy")  # no claim on the admin's qdisc
     r = _later_run(ns, cg, later)
     assert r.returncode == 0, r.stderr
