@@ -23,7 +23,7 @@ _libc.syscall.restype = ctypes.c_long
 # bpf() commands and constants used here (include/uapi/linux/bpf.h)
 BPF_PROG_LOAD, BPF_OBJ_PIN, BPF_PROG_ATTACH, BPF_PROG_DETACH = 5, 6, 8, 9
 _GET_FD_BY_ID = {"prog": 13, "map": 14, "link": 30}
-PROG_XDP, PROG_CGROUP_SKB = 6, 8
+PROG_SCHED_CLS, PROG_XDP, PROG_CGROUP_SKB = 3, 6, 8
 CGROUP_INET_EGRESS = 1
 F_ALLOW_MULTI = 2
 
@@ -134,26 +134,31 @@ def load_prog(prog_type: int, name: bytes, ret: int, expected_attach_type: int =
     return bpf(BPF_PROG_LOAD, attr)
 
 
+def _attach_pinned(fd: int, attach) -> None:
+    """Call attach(pinned path of program `fd`), then close `fd`. iproute2
+    takes a pinned path, and remounts /sys in the namespace it switches to:
+    pin in a private bpffs instance of our own instead."""
+    mnt = tempfile.mkdtemp(prefix="pbt-bpffs-")
+    try:
+        subprocess.run(["mount", "-t", "bpf", "bpf", mnt], check=True)
+        pin = os.path.join(mnt, "prog")
+        path = ctypes.create_string_buffer(pin.encode())
+        pattr = bytearray(16)
+        struct.pack_into("=QI", pattr, 0, ctypes.addressof(path), fd)
+        bpf(BPF_OBJ_PIN, pattr)
+        attach(pin)
+    finally:
+        os.close(fd)
+        subprocess.run(["umount", mnt], check=False)
+        os.rmdir(mnt)
+
+
 def attach_other_xdp(netns: NetnsPair, how: str, dev: str = "va") -> int:
     """Load `r0 = XDP_PASS; exit` named "other_xdp" with a raw BPF_PROG_LOAD,
     attach it to `dev` with iproute2 (netlink, not a link: it stays after we
     close our fd), return its id."""
     fd = load_prog(PROG_XDP, b"other_xdp", 2)
-    # iproute2 takes a pinned path, and remounts /sys in the namespace it
-    # switches to: pin in a private bpffs instance of our own instead.
-    mnt = tempfile.mkdtemp(prefix="pbt-bpffs-")
-    try:
-        subprocess.run(["mount", "-t", "bpf", "bpf", mnt], check=True)
-        pin = os.path.join(mnt, "other_xdp")
-        path = ctypes.create_string_buffer(pin.encode())
-        pattr = bytearray(16)
-        struct.pack_into("=QI", pattr, 0, ctypes.addressof(path), fd)
-        bpf(BPF_OBJ_PIN, pattr)
-        sh("ip", "-n", netns.ns_a, "link", "set", "dev", dev, how, "pinned", pin)
-    finally:
-        os.close(fd)
-        subprocess.run(["umount", mnt], check=False)
-        os.rmdir(mnt)
+    _attach_pinned(fd, lambda pin: sh("ip", "-n", netns.ns_a, "link", "set", "dev", dev, how, "pinned", pin))
     got = xdp_prog(netns, dev)
     assert got and got[1] == "other_xdp", got
     return got[0]
@@ -185,3 +190,13 @@ def add_other_tc_filters(netns: NetnsPair, dev: str = "va") -> None:
     for d, cls in (("ingress", "1:1"), ("egress", "1:2")):
         sh("tc", "filter", "add", "dev", dev, d, "prio", "7", "protocol", "all", "u32", "match", "u32", "0", "0",
            "classid", cls, netns=netns.ns_a)  # fmt: skip
+
+
+def add_other_bpf_tc_filter(netns: NetnsPair, direction: str, name: bytes = b"tc_ingress", dev: str = "va") -> None:
+    """A direct-action cls_bpf filter (prio 9) running `r0 = TC_ACT_UNSPEC;
+    exit`, loaded with a raw BPF_PROG_LOAD under a name of ours, on the
+    clsact `direction` of `dev` (which must have a clsact qdisc): someone
+    else's filter that looks like pktstat-bpf's by name."""
+    fd = load_prog(PROG_SCHED_CLS, name, -1)
+    _attach_pinned(fd, lambda pin: sh("tc", "filter", "add", "dev", dev, direction, "prio", "9", "bpf", "da",
+                                      "pinned", pin, netns=netns.ns_a))  # fmt: skip

@@ -7,14 +7,19 @@ docs/exporter.md describes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from traffic import ETH, IP4, UDP, send_udp
+from cgroups import TestCgroup, cgroup2_mount
+from kstate import held, nothing_alive, still_alive
+from netns import wait_for
+from traffic import ETH, ICMP, IP4, UDP, ping, send_udp
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install '.[test]')")
 
@@ -141,10 +146,14 @@ def test_node_access_is_exactly_what_the_exporter_needs(objects):
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON"]}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert mounts.keys() == volumes.keys() == {"btf", "cgroup"}
+    assert mounts.keys() == volumes.keys() == {"btf", "cgroup", "run"}
     for name, path in (("btf", "/sys/kernel/btf"), ("cgroup", "/sys/fs/cgroup")):
         assert mounts[name]["mountPath"] == volumes[name]["hostPath"]["path"] == path
         assert mounts[name]["readOnly"] is True
+    # the legacy-tc claim files, kept across pods (the next pod cleans what a killed one left)
+    assert mounts["run"] == {"name": "run", "mountPath": "/run/pktstat-bpf"}
+    assert volumes["run"]["hostPath"] == {"path": "/run/pktstat-bpf", "type": "DirectoryOrCreate"}
+    assert 'kClaimDir = "/run/pktstat-bpf"' in (ROOT / "src" / "cpp" / "tc_claims.cpp").read_text()
     res = c["resources"]
     assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}
 
@@ -232,40 +241,141 @@ def test_image_runs_the_same_cli_and_carries_every_linked_library():
 
 # -- the capabilities it grants are the ones the CLI needs ------------------------------------
 
+#: every mode and both tc attach paths: (id, flags, how the CLI enters namespace A: `ip netns
+#: exec` where it needs va's /sys, nsenter, which keeps this /sys so cgroup paths resolve)
+CAP_MODES = [
+    ("tc", ["-i", "va"], "ip"),
+    ("tc-legacy", ["-i", "va", "--tc-attach", "legacy"], "ip"),
+    ("xdp", ["-i", "va", "-x"], "ip"),
+    ("cgroup", ["-c", "{cg}"], "nsenter"),
+    ("process", ["-k"], "nsenter"),
+]
+#: root: uid 0 holding only the capabilities (a bounding set, as a container runtime grants
+#: them); nobody: user nobody with them inheritable and ambient (as systemd's AmbientCapabilities=)
+USERS = ["root", "nobody"]
 
-def _run_with_caps(ns, caps: list[str], send: bool) -> tuple[subprocess.CompletedProcess, int | None]:
-    """The CLI as uid 0 holding only `caps` (a bounding set, as a container
-    runtime grants them), counting on va in namespace A for 2 s, while this
-    process sends 5 UDP datagrams from A if `send`."""
-    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in caps)])
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
-         sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "2s", "-j"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+
+def _run_with_caps(ns, cg, mode: str, user: str, caps: list[str], send: bool):
+    """The CLI in `mode` as `user` holding only `caps`, counting for 2 s,
+    while this process makes 5 packets of its kind of traffic if `send`.
+    Returns the run and the key of the flow those packets make, with their
+    (packets, bytes)."""
+    from test_cli import _unprivileged_python, _world_usable
+
+    _, flags, enter = next(m for m in CAP_MODES if m[0] == mode)
+    flags = [f.format(cg=cg.child("target")) for f in flags]
+    prefix = ["ip", "netns", "exec", ns.ns_a] if enter == "ip" else ["nsenter", f"--net=/var/run/netns/{ns.ns_a}"]
+    listed = ",".join(f"+{c.lower()}" for c in caps)
+    if user == "root":
+        python, env = sys.executable, None
+        who = ["setpriv", f"--bounding-set={','.join(['-all', *listed.split(',')]) if caps else '-all'}",
+               "--inh-caps=-all"]  # fmt: skip
+    else:
+        site = str(Path(__import__("pktstat_bpf").__file__).parent.parent)
+        if not _world_usable(site):
+            pytest.skip(f"{site} is not readable by user nobody")
+        python, env = _unprivileged_python(), {"PYTHONPATH": site, "PATH": "/usr/bin:/bin", "HOME": "/"}
+        amb = f"-all,{listed}" if caps else "-all"
+        who = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", f"--inh-caps={amb}",
+               f"--ambient-caps={amb}"]  # fmt: skip
+    p = subprocess.Popen([*prefix, *who, python, "-m", "pktstat_bpf", *flags, "-t", "2s", "-j"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     first = p.stderr.readline()
-    sport = None
-    if send and first.startswith("pktstat-bpf: counting on va"):
-        with ns.in_a():
-            sport = send_udp(ns.B4, 5399, 5, 50)
+    want = None
+    if send and first.startswith("pktstat-bpf: counting on"):
+        if mode == "xdp":  # XDP sees what arrives: the echo replies
+            with ns.in_a():
+                assert ping(ns.B4, 5, 32) == 5
+            want = (ns.B4, ns.A4, 0, 0, "ingress"), (5, 5 * (ETH + IP4 + ICMP + 32))
+        elif mode == "cgroup":  # a process of the cgroup sends
+            (sport,) = cg.run(cg.child("target"), "pbt-capsend", "udp-send", ns.B4, "5399", "5", "50",
+                              netns=ns.ns_a)  # fmt: skip
+            want = (ns.A4, ns.B4, int(sport), 5399, "egress"), (5, 5 * (IP4 + UDP + 50))
+        else:
+            with ns.in_a():
+                sport = send_udp(ns.B4, 5399, 5, 50)
+            if mode == "process":  # the socket's view: payload bytes, an unbound source address
+                want = ("0.0.0.0", ns.B4, sport, 5399, "egress"), (5, 5 * 50)
+            else:
+                want = (ns.A4, ns.B4, sport, 5399, "egress"), (5, 5 * (ETH + IP4 + UDP + 50))
     out, err = p.communicate(timeout=30)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, first + err), sport
+    return subprocess.CompletedProcess(p.args, p.returncode, out, first + err), want
 
 
-def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v4only):
-    """With exactly the DaemonSet's capabilities the CLI counts traffic;
+@pytest.mark.parametrize("user", USERS)
+@pytest.mark.parametrize("mode", [m[0] for m in CAP_MODES])
+def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v4only, mode, user):
+    """With exactly the DaemonSet's capabilities the CLI counts traffic, in
+    every mode and both tc attach paths, as uid 0 and as user nobody;
     without any one of them it says so in one line and exits 77."""
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
+    ns, cg = netns_v4only, TestCgroup()
+    try:
+        caps = container(objects)["securityContext"]["capabilities"]["add"]
+        p, (key, counts) = _run_with_caps(ns, cg, mode, user, caps, send=True)
+        assert p.returncode == 0, p.stderr
+        flows = {(f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["direction"]): (f["packets"], f["bytes"])
+                 for f in json.loads(p.stdout)["flows"]}  # fmt: skip
+        assert flows[key] == counts
+        for missing in caps:
+            p, _ = _run_with_caps(ns, cg, mode, user, [c for c in caps if c != missing], send=False)
+            assert (p.returncode, p.stdout) == (77, ""), (missing, p.stderr)
+            assert p.stderr == (
+                "pktstat-bpf: error: cannot load the BPF programs: permission denied; "
+                "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON\n"
+            ), missing
+    finally:
+        cg.destroy()
+
+
+# -- pod deletion: what a killed pod left, the next pod removes ----------------------------------
+
+
+def _tc_prog_ids(ns) -> set[int]:
+    s = ns.tc_state()
+    return {int(w.split()[0]) for k in ("ingress", "egress") for w in s[k].split(" id ")[1:]}
+
+
+def test_the_next_pod_removes_what_a_killed_pod_left(objects, netns_v4only):
+    """A pod killed whole (deleted with no grace, OOM-killed) on a node
+    before Linux 6.6, where TC mode attaches legacy tc filters (modelled with
+    the test knob that hides TCX): the container's command, as uid 0 with only
+    its capabilities, in a cgroup of its own that is killed (collector and
+    janitor together). Its filters stay; the next pod's start removes them,
+    and that pod's SIGTERM leaves nothing."""
+    if cgroup2_mount() is None:
+        pytest.skip("no writable cgroup v2 mount")
     ns = netns_v4only
-    caps = container(objects)["securityContext"]["capabilities"]["add"]
-    p, sport = _run_with_caps(ns, caps, send=True)
-    assert p.returncode == 0, p.stderr
-    flows = {(f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["direction"]): (f["packets"], f["bytes"])
-             for f in json.loads(p.stdout)["flows"]}  # fmt: skip
-    assert flows[(ns.A4, ns.B4, sport, 5399, "egress")] == (5, 5 * (ETH + IP4 + UDP + 50))
-    for missing in caps:
-        p, _ = _run_with_caps(ns, [c for c in caps if c != missing], send=False)
-        assert (p.returncode, p.stdout) == (77, ""), (missing, p.stderr)
-        assert p.stderr == (
-            "pktstat-bpf: error: cannot load the BPF programs: permission denied; "
-            "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON\n"
-        ), missing
+    c = container(objects)
+    argv = [expand(a, {"POD_IP": ns.A4}) for a in c["args"]]
+    bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in c["securityContext"]["capabilities"]["add"])])
+    cmd = ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
+           sys.executable, "-m", "pktstat_bpf", *argv]  # fmt: skip
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "tcx"}
+    before = ns.tc_state()
+    cg = TestCgroup()
+    try:
+        pod = cg.child("pod1")
+        p = cg.spawn(pod, *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert " via tc-legacy " in p.stderr.readline()
+        ids = held(p.pid)
+        first = _tc_prog_ids(ns)
+        assert len(first) == 2 and first <= ids["prog"]
+        Path(pod, "cgroup.kill").write_text("1")
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert wait_for(lambda: Path(pod, "cgroup.procs").read_text() == "", timeout=10)
+        assert _tc_prog_ids(ns) == first  # left behind
+        nxt = cg.spawn(cg.child("pod2"), *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert nxt.stderr.readline() == (
+            "pktstat-bpf: removed what 1 legacy tc attachment(s) of pktstat-bpf runs that died left behind\n"
+        )
+        assert " via tc-legacy " in nxt.stderr.readline()
+        assert wait_for(lambda: nothing_alive(ids), timeout=10), still_alive(ids)
+        second = _tc_prog_ids(ns)
+        assert len(second) == 2 and not second & first
+        nxt.send_signal(signal.SIGTERM)  # the kubelet's graceful stop
+        assert (nxt.wait(timeout=30), nxt.stderr.read()) == (0, "")
+        assert wait_for(lambda: ns.tc_state() == before, timeout=10), ns.tc_state()
+    finally:
+        cg.destroy()

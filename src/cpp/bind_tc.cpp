@@ -26,6 +26,7 @@ void register_tc(py::module_ &m) {
 	    },
 	    py::arg("ifindex"), py::arg("direction"), py::arg("handle"), py::arg("priority"), py::arg("prog_id"));
 	m.def("release_clsact", &release_clsact, py::arg("ifindex"), py::arg("created"), py::arg("pid"));
+	m.def("sweep_stale_tc", &sweep_stale_tc, py::call_guard<py::gil_scoped_release>());
 
 	py::class_<TcCollector> cls(m, "TcCollector");
 	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device) {

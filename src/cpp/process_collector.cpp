@@ -77,14 +77,18 @@ bool kallsyms_has_all(const char *const *names, size_t n) {
 	return left == 0;
 }
 
-// Can this process load BPF programs at all (CAP_BPF or CAP_SYS_ADMIN)?
+// Does this process hold every capability process mode needs: CAP_BPF,
+// CAP_PERFMON (tracepoints) and CAP_NET_ADMIN (the cgroup recvmsg hooks), or
+// CAP_SYS_ADMIN, which stands for all three? If not, a refusal (EPERM) is a
+// matter of privilege (exit 77), not of a kernel feature (69).
 bool privileged() {
 	std::ifstream in("/proc/self/status");
 	std::string line;
 	while (std::getline(in, line)) {
 		if (line.rfind("CapEff:", 0) != 0) continue;
-		uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
-		return (caps >> 39 & 1) || (caps >> 21 & 1);
+		const uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
+		auto has = [caps](int cap) { return (caps >> cap & 1) || (caps >> 21 & 1); }; // 21: CAP_SYS_ADMIN
+		return has(39) && has(38) && has(12); // CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
 	}
 	return ::geteuid() == 0;
 }

@@ -7,23 +7,17 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <sched.h>
-#include <net/if.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <optional>
-#include <sstream>
 #include <tuple>
-#include <vector>
 
 #include "error.hpp"
+#include "tc_claims.hpp"
 #include "test_knobs.hpp"
 
 namespace pktstat {
@@ -122,119 +116,11 @@ bool Netns::run_in(const std::function<void()> &f) const noexcept {
 	return true;
 }
 
-// ---- who made the clsact qdisc, across processes -------------------------------------------
-// A qdisc has no owner field, so pktstat-bpf keeps a claim file per (netns,
-// ifindex) under kClaimDir, naming the interface and the processes (pid and
-// start time) that hold filters on a qdisc one of them created. The last
-// holder out removes the qdisc if no filter is left on it; if another's
-// filter is left, the claim is dropped and the qdisc is no longer ours. A
-// qdisc made by anyone else never gets a claim, so it is never removed.
-// Every step runs under an flock; a claim whose holders are all dead is
-// stale. Without a writable kClaimDir, only the process that made the qdisc
-// removes it (and two processes may then leave it behind, empty).
-namespace {
-constexpr const char *kClaimDir = "/run/pktstat-bpf";
-
-struct Holder {
-	long pid = 0;
-	unsigned long long start = 0; // clock ticks after boot: tells a reused pid apart
-};
-
-struct Claim {
-	std::string ifname;
-	std::vector<Holder> holders;
-};
-
-// The start time of a live process, nullopt if it is gone (or a zombie).
-std::optional<unsigned long long> start_time_of(long pid) {
-	std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-	std::string line;
-	if (!std::getline(f, line)) return std::nullopt;
-	auto paren = line.rfind(')');
-	if (paren == std::string::npos) return std::nullopt;
-	std::istringstream rest(line.substr(paren + 1));
-	std::string state, field;
-	rest >> state; // field 3
-	if (state == "Z" || state == "X" || state == "x") return std::nullopt;
-	for (int i = 4; i < 22 && rest >> field; ++i) {
-	}
-	unsigned long long start = 0;
-	if (!(rest >> start)) return std::nullopt; // field 22
-	return start;
-}
-
-Holder me() {
-	Holder h;
-	h.pid = ::getpid();
-	h.start = start_time_of(h.pid).value_or(0);
-	return h;
-}
-
-bool alive(const Holder &h) {
-	auto start = start_time_of(h.pid);
-	return start && *start == h.start;
-}
-
-std::string ifname_of(int ifindex) {
-	char name[IF_NAMESIZE] = {};
-	return ::if_indextoname(static_cast<unsigned>(ifindex), name) ? name : "";
-}
-
-class ClaimLock {
-public:
-	ClaimLock() {
-		if (::mkdir(kClaimDir, 0700) < 0 && errno != EEXIST) return;
-		fd_ = UniqueFd(::open((std::string(kClaimDir) + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-		if (fd_ && ::flock(fd_.get(), LOCK_EX) < 0) fd_ = UniqueFd();
-	}
-	bool ok() const noexcept { return static_cast<bool>(fd_); }
-
-private:
-	UniqueFd fd_; // closing it releases the lock
-};
-
-std::string claim_path(const Netns &ns, int ifindex) {
-	return std::string(kClaimDir) + "/clsact-" + std::to_string(ns.dev()) + "-" + std::to_string(ns.ino()) + "-" +
-	       std::to_string(ifindex);
-}
-
-// The claim on ifindex's qdisc, if there is one for the interface that has
-// this ifindex now (a claim naming another interface is stale: dropped).
-std::optional<Claim> read_claim(const std::string &path, int ifindex) {
-	std::ifstream f(path);
-	Claim c;
-	if (!std::getline(f, c.ifname)) return std::nullopt;
-	for (Holder h; f >> h.pid >> h.start;) c.holders.push_back(h);
-	if (c.ifname != ifname_of(ifindex)) {
-		::unlink(path.c_str());
-		return std::nullopt;
-	}
-	return c;
-}
-
-bool write_claim(const std::string &path, const Claim &c) {
-	const std::string tmp = path + ".new";
-	{
-		std::ofstream f(tmp, std::ios::trunc);
-		f << c.ifname << "\n";
-		for (const auto &h : c.holders) f << h.pid << " " << h.start << "\n";
-		if (!f.flush()) return false;
-	}
-	return ::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-// Drop the holder `pid` and every holder that is no longer running.
-void drop_holders(Claim &c, long pid) {
-	auto gone = [pid](const Holder &h) { return h.pid == pid || !alive(h); };
-	c.holders.erase(std::remove_if(c.holders.begin(), c.holders.end(), gone), c.holders.end());
-}
-
 void destroy_clsact(int ifindex) {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
 	            .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
 	bpf_tc_hook_destroy(&hook);
 }
-} // namespace
 
 std::shared_ptr<ClsactQdisc> ClsactQdisc::acquire(int ifindex) {
 	static std::mutex mu;
@@ -252,55 +138,18 @@ std::shared_ptr<ClsactQdisc> ClsactQdisc::acquire(int ifindex) {
 }
 
 ClsactQdisc::ClsactQdisc(int ifindex) : ifindex_(ifindex) {
-	ClaimLock lock;
+	ClaimLock lock; // making the qdisc and claiming it are one step for other processes
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
 	int rc = bpf_tc_hook_create(&hook);
 	if (rc != -EEXIST) check_libbpf(rc, "create clsact qdisc");
 	created_ = rc == 0;
-	if (!lock.ok()) return;
-	const std::string path = claim_path(netns_, ifindex);
-	std::optional<Claim> claim;
-	if (created_) {
-		claim = Claim{ifname_of(ifindex), {}}; // a claim left from before is stale
-	} else if ((claim = read_claim(path, ifindex))) {
-		drop_holders(*claim, -1);
-		if (claim->holders.empty()) { // nobody of ours holds it: not ours any more
-			::unlink(path.c_str());
-			return;
-		}
-	} else {
-		return; // someone else's qdisc
-	}
-	claim->holders.push_back(me());
-	claimed_ = write_claim(path, *claim);
+	claimed_ = join_qdisc_claim(lock, netns_, ifindex, created_);
 }
 
 ClsactQdisc::~ClsactQdisc() {
 	if (!created_ && !claimed_) return;
 	// Throwing means the interface is gone (and its qdisc with it): nothing to undo.
 	netns_.run_in([this] { release_clsact(ifindex_, created_, ::getpid()); });
-}
-
-bool release_clsact(int ifindex, bool created, long pid) {
-	const Netns here;
-	ClaimLock lock;
-	const std::string path = claim_path(here, ifindex);
-	std::optional<Claim> claim;
-	if (lock.ok()) claim = read_claim(path, ifindex);
-	if (!claim) { // no claim (none could be written): the creator decides alone
-		if (!created || clsact_has_filters(ifindex)) return false;
-		destroy_clsact(ifindex);
-		return true;
-	}
-	drop_holders(*claim, pid);
-	if (!claim->holders.empty()) {
-		write_claim(path, *claim);
-		return false;
-	}
-	::unlink(path.c_str());
-	if (clsact_has_filters(ifindex)) return false; // another's filter: the qdisc is theirs now
-	destroy_clsact(ifindex);
-	return true;
 }
 
 LegacyTcFilter::LegacyTcFilter(std::shared_ptr<ClsactQdisc> qdisc, TcDir dir, int prog_fd)

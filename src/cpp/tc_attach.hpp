@@ -6,8 +6,10 @@
 //    dying, detaches the program.
 //  - legacy clsact + cls_bpf (any kernel): a clsact qdisc (created only if
 //    missing, and then removed again only if we made it and no filter is left
-//    on it) and a direct-action filter. Filters outlive the process, so the
-//    Python side runs a janitor that removes them if we die (see _janitor.py).
+//    on it) and a direct-action filter. Filters outlive the process: if it
+//    dies, the Python side's janitor removes them (_janitor.py), and, should
+//    the janitor die with it, the next pktstat-bpf run does (the record of
+//    the attachment, tc_claims.hpp).
 #pragma once
 
 #include <cstdint>
@@ -50,7 +52,7 @@ private:
 
 // The clsact qdisc as we found it: `created` means we made it. A qdisc that
 // pktstat-bpf made is removed when the last filter of any pktstat-bpf process
-// goes, if no one else's filter is on it (the claim file, see tc_attach.cpp);
+// goes, if no one else's filter is on it (the claim file, see tc_claims.cpp);
 // one made by anyone else is never removed. Collectors of one process on one
 // interface share one owner (acquire()).
 class ClsactQdisc {
@@ -112,11 +114,8 @@ bool clsact_has_filters(int ifindex);
 // Remove a legacy filter left by a process that died, if it still runs prog_id.
 // Used by the janitor; returns true if it removed something.
 bool remove_stale_filter(int ifindex, TcDir dir, uint32_t handle, uint32_t priority, uint32_t prog_id);
-// Process `pid` (or, if it is not running, a dead one) lets go of ifindex's
-// qdisc in the calling thread's namespace: removes the qdisc if pktstat-bpf
-// made it (the claim, or `created` where no claim could be kept), no other
-// pktstat-bpf process holds it, and no filter is left on it. The janitor
-// calls it for a collector that died. True if it removed the qdisc.
-bool release_clsact(int ifindex, bool created, long pid);
+// Remove ifindex's clsact qdisc, whatever is on it (see release_clsact in
+// tc_claims.hpp for when pktstat-bpf may).
+void destroy_clsact(int ifindex);
 
 } // namespace pktstat

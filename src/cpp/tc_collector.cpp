@@ -28,6 +28,14 @@ void TcCollector::attach() {
 			if (!links_.empty() && !links_.front().second.is_tcx()) mode = TcAttachMode::Legacy;
 			links_.emplace_back(dir, attach_tc(bpf_program__fd(prog), opts_.ifindex, dir, mode, qdisc_));
 		}
+		if (qdisc_) { // legacy filters outlive us: record them for the run after us, should we die
+			std::vector<LegacyFilterId> ids;
+			for (const auto &[dir, att] : links_) {
+				const auto &f = std::get<std::unique_ptr<LegacyTcFilter>>(att.owner);
+				ids.push_back({dir, f->handle(), f->priority(), f->prog_id()});
+			}
+			record_ = std::make_unique<LegacyRecord>(qdisc_->netns(), opts_.ifindex, ids);
+		}
 	} catch (...) {
 		detach();
 		throw;
@@ -37,6 +45,7 @@ void TcCollector::attach() {
 void TcCollector::detach() noexcept {
 	while (!links_.empty()) links_.pop_back(); // egress first, then ingress
 	qdisc_.reset();                             // removes the qdisc if we made it and it is empty
+	record_.reset();                            // nothing of ours left to undo
 }
 
 std::string TcCollector::attach_path() const {

@@ -11,6 +11,7 @@
 #include "skeleton.hpp"
 #include "tc.skel.h"
 #include "tc_attach.hpp"
+#include "tc_claims.hpp"
 
 namespace pktstat {
 
@@ -55,6 +56,10 @@ private:
 	TcOptions opts_;
 	Skeleton<tc_bpf> skel_;
 	int64_t epoch_offset_ns_ = 0;
+	// Declared first: destroyed last, after everything it records is undone
+	// (detach() resets it last too), so a run that dies halfway through
+	// undoing still leaves the record for the next run's sweep.
+	std::unique_ptr<LegacyRecord> record_;
 	// Declared before links_: destroyed after the filters that sit on it.
 	std::shared_ptr<ClsactQdisc> qdisc_;
 	std::vector<std::pair<TcDir, TcAttachment>> links_;

@@ -77,6 +77,7 @@ def main() -> int:
             pass
     try:
         _core.release_clsact(ifindex, plan["created_qdisc"], plan["pid"])
+        _core.sweep_stale_tc()  # the collector's record of the filters (tc_claims.hpp)
     except OSError:
         pass
     return 0

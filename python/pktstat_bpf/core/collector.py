@@ -32,6 +32,20 @@ def check_max_entries(n: Any) -> int:
     return n
 
 
+def _sweep_stale() -> None:
+    """Undo what legacy tc attachments of runs that died left in this
+    network namespace (their filters, and the clsact qdisc they made), in
+    every mode: a run killed together with its janitor (``cgroup.kill``, an
+    OOM kill, a pod deletion) is cleaned up by the next run's start."""
+    from .engine import _core
+
+    try:
+        if n := _core.sweep_stale_tc():
+            log.info("removed what %d legacy tc attachment(s) of pktstat-bpf runs that died left behind", n)
+    except OSError as e:  # cleaning is best effort: it never stops this run
+        log.debug("sweeping stale legacy tc attachments: %s", e)
+
+
 class Collector:
     """Counts packets and bytes per flow.
 
@@ -88,6 +102,7 @@ class Collector:
             return self
         fresh = not self._loaded
         if fresh:
+            _sweep_stale()
             try:
                 self._mode.load()
             except PktstatError:
