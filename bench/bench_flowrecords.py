@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-FLOWS = 1_000_000
-QUICK_FLOWS = 20_000
+FLOWS = 1 << 20
+QUICK_FLOWS = 1 << 14
 ROUNDS = 3
 TARGET_IPFIX = 1_000_000
 

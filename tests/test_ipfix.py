@@ -258,19 +258,25 @@ def test_live_ipv4_and_ipv6_to_nfcapd_shows_exactly_our_flows(netns: NetnsPair):
 
 
 def test_templates_are_resent_to_a_collector_started_after_the_exporter(bpf):
-    """The exporter's first templates go nowhere (nothing listens: the
-    closed port is warned about once, the run goes on); nfcapd starts; the
-    templates re-sent with the data (--ipfix-template-refresh 1s) let it
-    decode every record. With the default refresh (60s) the same run leaves
-    nfcapd unable to decode anything: the re-sending is what made it work."""
+    """The exporter's first templates reach a socket of the test's (which
+    checks they are a template set, then closes); nfcapd starts on that
+    port; the templates re-sent with the data (--ipfix-template-refresh 1s)
+    let it decode every record. With the default refresh (60s) the same run
+    leaves nfcapd unable to decode anything: the re-sending is what made it
+    work."""
     for refresh, expect in (("1s", 23), (None, 0)):
         port = free_udp_port()
+        early = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        early.bind(("127.0.0.1", port))
+        early.settimeout(30)
         args = [sys.executable, "-m", "pktstat_bpf", "--pcap", "-", "-j", "--ipfix", f"127.0.0.1:{port}"]
         if refresh:
             args += ["--ipfix-template-refresh", refresh]
-        # the capture arrives on stdin after nfcapd is up: the templates of the start are long gone by then
+        # the capture arrives on stdin once nfcapd is up, long after the templates of the start
         p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.5)
+        first = early.recv(65536)
+        early.close()
+        assert struct.unpack("!HHIII", first[:16])[0:2] == (10, len(first)) and first[16:18] == b"\x00\x02"
         nf = Nfcapd(port)
         try:
             time.sleep(1.2)
@@ -282,6 +288,8 @@ def test_templates_are_resent_to_a_collector_started_after_the_exporter(bpf):
         assert len(got) == expect
         if expect:
             assert sorted(map(theirs, got)) == sorted(map(ours, json.loads(out)["flows"]))
+        else:
+            assert "Flows: 0," in nf.log
 
 
 def _flows_or_none(nf: Nfcapd) -> list[dict]:

@@ -128,38 +128,41 @@ def templates(*, direction: bool, owners: bool) -> tuple[Template, Template]:
             Template(base + 1, tuple(_elements(True, direction, owners))))  # fmt: skip
 
 
-def data_records(batch: FlowBatch, template: Template, ipv6: bool) -> np.ndarray:
-    """The batch's records (all of one family) as data records of `template`."""
+def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: Template) -> None:
+    """Write the batch's `rows` (all of one family; shaped as `out`, which
+    may be a strided view into messages) as data records of `template`."""
     r = batch.records
-    out = np.zeros(len(r), template.dtype)
     names = set(template.dtype.names or ())
-    if ipv6:
-        out[template.elements[0].name] = r["saddr"]
-        out[template.elements[1].name] = r["daddr"]
-    else:
-        out[template.elements[0].name] = r["saddr"][:, 12:]
-        out[template.elements[1].name] = r["daddr"][:, 12:]
-    icmp = r["proto"] == (58 if ipv6 else 1)
-    ports = ~icmp
-    out["sourceTransportPort"] = np.where(ports, r["sport"], 0)
-    out["destinationTransportPort"] = np.where(ports, r["dport"], 0)
-    icmp_name = template.elements[5].name
-    out[icmp_name] = np.where(icmp, (r["sport"].astype(np.uint16) << 8) | (r["dport"] & 0xFF), 0)
-    out["protocolIdentifier"] = r["proto"]
-    out["octetDeltaCount"] = r["bytes"]
-    out["packetDeltaCount"] = r["packets"]
-    out["flowStartMilliseconds"] = batch.start_ns // 1_000_000
-    out["flowEndMilliseconds"] = batch.end_ns // 1_000_000
-    out["flowEndReason"] = batch.reason
-    out["ingressInterface"] = r["ifindex"]
+    ipv6 = template.elements[0].ie == 27
+    shape = out.shape
+
+    def col(name: str) -> np.ndarray:
+        return r[name][rows].reshape(shape)
+
+    saddr, daddr = r["saddr"][rows], r["daddr"][rows]
+    if not ipv6:
+        saddr, daddr = saddr[:, 12:], daddr[:, 12:]
+    out[template.elements[0].name] = saddr.reshape(*shape, -1)
+    out[template.elements[1].name] = daddr.reshape(*shape, -1)
+    proto, sport, dport = col("proto"), col("sport"), col("dport")
+    icmp = proto == (58 if ipv6 else 1)
+    out["sourceTransportPort"] = np.where(icmp, 0, sport)
+    out["destinationTransportPort"] = np.where(icmp, 0, dport)
+    out[template.elements[5].name] = np.where(icmp, (sport << 8) | (dport & 0xFF), 0)
+    out["protocolIdentifier"] = proto
+    out["octetDeltaCount"] = col("bytes")
+    out["packetDeltaCount"] = col("packets")
+    out["flowStartMilliseconds"] = (batch.start_ns[rows] // 1_000_000).reshape(shape)
+    out["flowEndMilliseconds"] = (batch.end_ns[rows] // 1_000_000).reshape(shape)
+    out["flowEndReason"] = batch.reason[rows].reshape(shape)
+    out["ingressInterface"] = col("ifindex")
     if "flowDirection" in names:
-        out["flowDirection"] = np.minimum(r["dir"], 1)  # 0 ingress, 1 egress
+        out["flowDirection"] = np.minimum(col("dir"), 1)  # 0 ingress, 1 egress
     if "processId" in names:
-        out["processId"] = r["pid"]
-        out["processName"] = r["comm"]
-        out["cgroupId"] = r["cgroup_id"]
-        out["flowKind"] = r["kind"]
-    return out
+        out["processId"] = col("pid")
+        out["processName"] = col("comm")
+        out["cgroupId"] = col("cgroup_id")
+        out["flowKind"] = col("kind")
 
 
 class Encoder:
@@ -185,38 +188,40 @@ class Encoder:
                 self.domain, set_id, set_length)  # fmt: skip
         return h.tobytes()
 
-    def data_messages(self, batch: FlowBatch, now: float | None = None) -> Iterator[tuple[bytes, int]]:
+    def data_messages(self, batch: FlowBatch, now: float | None = None) -> Iterator[tuple[memoryview, int]]:
         """The batch's records as data messages: yields (buffer, message size)
         pairs, each buffer a run of messages of that size (the last one of a
         family shorter); the sequence number advances by every record."""
         export = int(time.time() if now is None else now)
         v6 = batch.records["ipver"] == 6
         for template, mask in zip(self.templates, (~v6, v6)):
-            if not mask.any():
-                continue
-            recs = data_records(batch.take(mask), template, template.id % 2 == 1)
-            yield from self._pack(recs, template.id, export)
+            rows = np.flatnonzero(mask)
+            if len(rows):
+                yield from self._pack(batch, rows, template, export)
 
-    def _pack(self, recs: np.ndarray, set_id: int, export: int) -> Iterator[tuple[bytes, int]]:
-        size = recs.dtype.itemsize
-        per = max(1, (self.max_message - 20) // size)
-        n, at = len(recs), 0
+    def _pack(
+        self, batch: FlowBatch, rows: np.ndarray, template: Template, export: int
+    ) -> Iterator[tuple[memoryview, int]]:
+        """Messages of `per` records each, the records written straight into
+        them (one structured array of messages: no intermediate copy)."""
+        per = max(1, (self.max_message - 20) // template.dtype.itemsize)
+        n, at = len(rows), 0
         while at < n:
             k = min(per, n - at)
             m = (n - at) // k
-            msg = np.dtype(_HEADER + [("records", recs.dtype, (k,))])
-            out = np.zeros(m, msg)
+            msg = np.dtype(_HEADER + [("records", template.dtype, (k,))])
+            out = np.empty(m, msg)
             out["version"] = VERSION
             out["length"] = msg.itemsize
             out["export_time"] = export
             out["sequence"] = (self.sequence + np.arange(m, dtype=np.uint64) * k) & 0xFFFFFFFF
             out["domain"] = self.domain
-            out["set_id"] = set_id
+            out["set_id"] = template.id
             out["set_length"] = msg.itemsize - 16
-            out["records"] = recs[at : at + m * k].reshape(m, k)
+            fill_records(out["records"], batch, rows[at : at + m * k], template)
             self.sequence += m * k
             at += m * k
-            yield out.tobytes(), msg.itemsize
+            yield out.view(np.uint8).data, msg.itemsize
 
 
 def parse_target(text: str, transport: str | None = None) -> tuple[str, str, int]:
