@@ -77,8 +77,13 @@ class Nfcapd:
             f for f in self.dir.iterdir() if f.name.startswith("nfcapd.") and "current" not in f.name
         )
         assert files, f"nfcapd stored nothing: {log}"
-        out = subprocess.run(["nfdump", "-R", str(self.dir), "-o", "json"], capture_output=True, text=True,
-                             env={**os.environ, "TZ": "UTC"}, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["nfdump", "-R", str(self.dir), "-o", "json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TZ": "UTC"},
+            check=True,
+        ).stdout
         return json.loads(out) if out.strip() else []
 
     def cleanup(self) -> None:
@@ -112,8 +117,16 @@ def ours(flow: dict) -> tuple:
         ports = (-1, -1, flow["srcPort"], flow["dstPort"])  # nfdump's JSON: icmp_type, icmp_code, no ports
     else:
         ports = (flow["srcPort"], flow["dstPort"], -1, -1)
-    return (flow["srcIp"], flow["dstIp"], *ports, proto, flow["packets"], flow["bytes"],
-            _ms(flow["firstSeen"]), _ms(flow["lastSeen"]))  # fmt: skip
+    return (
+        flow["srcIp"],
+        flow["dstIp"],
+        *ports,
+        proto,
+        flow["packets"],
+        flow["bytes"],
+        _ms(flow["firstSeen"]),
+        _ms(flow["lastSeen"]),
+    )
 
 
 def theirs(rec: dict) -> tuple:
@@ -121,8 +134,18 @@ def theirs(rec: dict) -> tuple:
     src = rec.get("src4_addr") or rec.get("src6_addr")
     dst = rec.get("dst4_addr") or rec.get("dst6_addr")
     icmp = (rec["icmp_type"], rec["icmp_code"]) if "icmp_type" in rec else (-1, -1)
-    return (src, dst, rec.get("src_port", -1), rec.get("dst_port", -1), *icmp, rec["proto"], rec["in_packets"], rec["in_bytes"],
-            rec["first"], rec["last"])  # fmt: skip
+    return (
+        src,
+        dst,
+        rec.get("src_port", -1),
+        rec.get("dst_port", -1),
+        *icmp,
+        rec["proto"],
+        rec["in_packets"],
+        rec["in_bytes"],
+        rec["first"],
+        rec["last"],
+    )
 
 
 def run_cli(*args: str, netns: NetnsPair | None = None, **kw) -> subprocess.CompletedProcess:
@@ -149,8 +172,20 @@ def test_messages_follow_rfc7011():
     assert set_id == 2 and set_len == len(tmpl) - 16
     tid, count = struct.unpack("!HH", tmpl[20:24])
     fields = [struct.unpack("!HH", tmpl[24 + 4 * i : 28 + 4 * i]) for i in range(count)]
-    assert tid == 256 and fields == [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (32, 2), (1, 8), (2, 8),
-                                     (152, 8), (153, 8), (136, 1), (10, 4)]  # fmt: skip
+    assert tid == 256 and fields == [
+        (8, 4),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (32, 2),
+        (1, 8),
+        (2, 8),
+        (152, 8),
+        (153, 8),
+        (136, 1),
+        (10, 4),
+    ]
     at = 24 + 4 * count
     tid6, count6 = struct.unpack("!HH", tmpl[at : at + 4])
     assert tid6 == 257 and count6 == count
@@ -232,9 +267,21 @@ def test_live_ipv4_and_ipv6_to_nfcapd_shows_exactly_our_flows(netns: NetnsPair):
     port = free_udp_port(netns)
     nf = Nfcapd(port, netns.ns_a)
     try:
-        p = netns.exec_a(sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "0", "-j",
-                         "--ipfix", f"127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+        p = netns.exec_a(
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "-t",
+            "0",
+            "-j",
+            "--ipfix",
+            f"127.0.0.1:{port}",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert "counting on va" in p.stderr.readline()
         with netns.in_a():
             sp4 = send_udp(netns.B4, 7001, 7, 100)
@@ -294,8 +341,12 @@ def test_templates_are_resent_to_a_collector_started_after_the_exporter(bpf):
 
 def _flows_or_none(nf: Nfcapd) -> list[dict]:
     nf.stop()
-    out = subprocess.run(["nfdump", "-R", str(nf.dir), "-o", "json"], capture_output=True, text=True,
-                         env={**os.environ, "TZ": "UTC"}).stdout  # fmt: skip
+    out = subprocess.run(
+        ["nfdump", "-R", str(nf.dir), "-o", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+    ).stdout
     try:
         return json.loads(out) if out.strip().startswith("[") else []
     except json.JSONDecodeError:
@@ -310,8 +361,10 @@ def test_a_closed_udp_port_is_warned_about_once_and_the_run_goes_on(bpf):
     assert p.returncode == 0
     assert len(json.loads(p.stdout)["flows"]) == 23
     warnings = [ln for ln in p.stderr.splitlines() if "warning" in ln]
-    assert warnings == [f"pktstat-bpf: warning: --ipfix: 127.0.0.1:{port} refuses UDP messages (Connection "
-                        "refused): going on; messages sent while it does are lost"]  # fmt: skip
+    assert warnings == [
+        f"pktstat-bpf: warning: --ipfix: 127.0.0.1:{port} refuses UDP messages (Connection "
+        "refused): going on; messages sent while it does are lost"
+    ]
 
 
 def test_tcp_carries_the_same_records_once_with_templates(bpf):
@@ -350,8 +403,12 @@ def test_tcp_carries_the_same_records_once_with_templates(bpf):
         for i in range(20, len(m), size):
             r = m[i : i + size]
             a = 16 if v6 else 4
-            pairs.add((socket.inet_ntop(socket.AF_INET6 if v6 else socket.AF_INET, r[:a]),
-                       struct.unpack("!Q", r[2 * a + 7 : 2 * a + 15])[0]))  # fmt: skip
+            pairs.add(
+                (
+                    socket.inet_ntop(socket.AF_INET6 if v6 else socket.AF_INET, r[:a]),
+                    struct.unpack("!Q", r[2 * a + 7 : 2 * a + 15])[0],
+                )
+            )
     report = json.loads(p.stdout)["flows"]
     assert pairs == {(f["srcIp"], f["bytes"]) for f in report}
 

@@ -38,7 +38,7 @@ def _duck(directory: Path) -> list[tuple]:
         SELECT src_ip, dst_ip, src_port, dst_port, proto, packets, bytes,
                epoch_ns(first_seen), epoch_ns(last_seen), end_reason, CAST(date AS VARCHAR), CAST(hour AS INTEGER)
         FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true)
-    """  # fmt: skip
+    """
     return sorted(duckdb.sql(q).fetchall())
 
 
@@ -47,15 +47,33 @@ def _expected(snap, reason: str = "end of capture") -> list[tuple]:
     out = []
     for row in df.itertuples(index=False):
         end = row.last_seen
-        out.append((row.src_ip, row.dst_ip, row.src_port, row.dst_port, str(row.proto), row.packets, row.bytes,
-                    row.first_seen.value, end.value, reason, str(end.date()), end.hour))  # fmt: skip
+        out.append(
+            (
+                row.src_ip,
+                row.dst_ip,
+                row.src_port,
+                row.dst_port,
+                str(row.proto),
+                row.packets,
+                row.bytes,
+                row.first_seen.value,
+                end.value,
+                reason,
+                str(end.date()),
+                end.hour,
+            )
+        )
     return sorted(out)
 
 
 def test_replay_to_parquet_reads_back_exactly_in_duckdb_and_read_flows(bpf, tmp_path):
     out = tmp_path / "flows"
-    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", str(OFFICE), "--parquet", str(out), "-j"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", str(OFFICE), "--parquet", str(out), "-j"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     snap = pktstat_bpf.replay(str(OFFICE))
     files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
@@ -93,8 +111,9 @@ def _batch(n: int, end_ns: np.ndarray, reason: int, sport0: int = 1000) -> FlowB
     r["first_seen"] = (end_ns - 10**9).astype("datetime64[ns]")
     r["last_seen"] = end_ns.astype("datetime64[ns]")
     start = np.full(n, int(end_ns.min()) - 10**9)
-    return FlowBatch(r, np.full(n, reason, np.uint8), end_ns - 10**9, end_ns, start, end_ns.astype(np.int64),
-                     mode="tc")  # fmt: skip
+    return FlowBatch(
+        r, np.full(n, reason, np.uint8), end_ns - 10**9, end_ns, start, end_ns.astype(np.int64), mode="tc"
+    )
 
 
 def test_writer_rolls_and_partitions_by_the_hour_of_flow_end(tmp_path):
@@ -112,17 +131,38 @@ def test_writer_rolls_and_partitions_by_the_hour_of_flow_end(tmp_path):
     w.close()
     rel = sorted(str(f.relative_to(tmp_path)).split("/part-")[0] for f in w.files)
     assert rel == ["date=2024-03-14/hour=09", "date=2024-03-14/hour=09", "date=2024-03-14/hour=10"]
-    rows = duckdb.sql(f"SELECT src_port, packets, end_reason, CAST(hour AS INTEGER) FROM read_parquet('{tmp_path}/**/*.parquet', "
-                      "hive_partitioning = true) ORDER BY src_port").fetchall()  # fmt: skip
-    assert rows == [(1000, 1, "idle", 9), (1001, 2, "idle", 10), (1002, 3, "idle", 9), (2000, 1, "active", 9),
-                    (2001, 2, "active", 9), (3000, 1, "idle", 9)]  # fmt: skip
+    rows = duckdb.sql(
+        f"SELECT src_port, packets, end_reason, CAST(hour AS INTEGER) FROM read_parquet('{tmp_path}/**/*.parquet', "
+        "hive_partitioning = true) ORDER BY src_port"
+    ).fetchall()
+    assert rows == [
+        (1000, 1, "idle", 9),
+        (1001, 2, "idle", 10),
+        (1002, 3, "idle", 9),
+        (2000, 1, "active", 9),
+        (2001, 2, "active", 9),
+        (3000, 1, "idle", 9),
+    ]
     assert not [f for f in tmp_path.rglob("*") if f.name.startswith(".")]
 
 
 def test_live_capture_to_parquet_equals_the_report(netns: NetnsPair, tmp_path):
     out = tmp_path / "live"
-    p = netns.exec_a(sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "0", "-j", "--parquet", str(out),
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    p = netns.exec_a(
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "-t",
+        "0",
+        "-j",
+        "--parquet",
+        str(out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert "counting on va" in p.stderr.readline()
     with netns.in_a():
         for i in range(20):  # 20 short flows of each family
@@ -133,8 +173,10 @@ def test_live_capture_to_parquet_equals_the_report(netns: NetnsPair, tmp_path):
     stdout, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     flows = json.loads(stdout)["flows"]
-    got = duckdb.sql(f"SELECT src_ip, dst_ip, src_port, dst_port, proto, packets, bytes FROM "
-                     f"read_parquet('{out}/**/*.parquet', hive_partitioning = true)").fetchall()  # fmt: skip
+    got = duckdb.sql(
+        f"SELECT src_ip, dst_ip, src_port, dst_port, proto, packets, bytes FROM "
+        f"read_parquet('{out}/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()
     want = [
         (f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["proto"], f["packets"], f["bytes"])
         for f in flows
@@ -162,8 +204,11 @@ def test_a_sigkilled_writer_leaves_no_partial_file_visible(tmp_path):
     """Killed in the middle of its third file: the two files before are
     complete (DuckDB reads every row), the third is only a hidden temporary
     name that no *.parquet glob and no dataset reader sees."""
-    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(Path(__file__).parent)],
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     for _ in range(3):
         assert p.stdout.readline() == "writing\n"
     deadline = time.monotonic() + 30
@@ -190,15 +235,24 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(bpf, tmp_path):
     visible nor a temporary file is left."""
     mnt, log = tmp_path / "mnt", tmp_path / "after"
     mnt.mkdir()
-    script = (f"mount -t tmpfs -o size=16k pbt-full {mnt} && "
-              f"(dd if=/dev/zero of={mnt}/fill bs=4k 2>/dev/null; true) && "
-              f"{sys.executable} -m pktstat_bpf --pcap {OFFICE} --parquet {mnt}/out; "
-              f"echo rc=$? > {log}; find {mnt}/out -type f >> {log}")  # fmt: skip
-    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                       text=True, timeout=60)  # fmt: skip
+    script = (
+        f"mount -t tmpfs -o size=16k pbt-full {mnt} && "
+        f"(dd if=/dev/zero of={mnt}/fill bs=4k 2>/dev/null; true) && "
+        f"{sys.executable} -m pktstat_bpf --pcap {OFFICE} --parquet {mnt}/out; "
+        f"echo rc=$? > {log}; find {mnt}/out -type f >> {log}"
+    )
+    p = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     after = log.read_text().splitlines()
     assert after == ["rc=1"], after
     assert p.stdout.startswith("# replay of ") and len(p.stdout.splitlines()) == 24
-    assert re.fullmatch(rf"pktstat-bpf: error: --parquet: cannot write {mnt}/out/date=2024-03-14/hour=09/"
-                        r"part-\d{8}T\d{6}-\d+-1\.parquet: No space left on device\n", p.stderr), p.stderr  # fmt: skip
+    assert re.fullmatch(
+        rf"pktstat-bpf: error: --parquet: cannot write {mnt}/out/date=2024-03-14/hour=09/"
+        r"part-\d{8}T\d{6}-\d+-1\.parquet: No space left on device\n",
+        p.stderr,
+    ), p.stderr
     assert not any(mnt.iterdir())  # the tmpfs was the namespace's own

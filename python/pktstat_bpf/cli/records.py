@@ -26,9 +26,18 @@ class FlowOutputs:
                 from ..output.ipfix import Exporter
 
                 transport, host, port = opts.ipfix
-                self.writers.append(Exporter(opts.ipfix_target, transport=transport, host=host, port=port,
-                                             domain=opts.ipfix_domain, template_refresh=opts.ipfix_template_refresh,
-                                             direction=direction, owners=owners))  # fmt: skip
+                self.writers.append(
+                    Exporter(
+                        opts.ipfix_target,
+                        transport=transport,
+                        host=host,
+                        port=port,
+                        domain=opts.ipfix_domain,
+                        template_refresh=opts.ipfix_template_refresh,
+                        direction=direction,
+                        owners=owners,
+                    )
+                )
         except BaseException:
             self.close()
             raise

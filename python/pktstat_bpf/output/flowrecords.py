@@ -30,8 +30,13 @@ FORCED = 4  #: forced end (the exporter was told to end the flow)
 LACK_OF_RESOURCES = 5  #: retired early: the flow table was full
 
 #: the names of the reasons, as the Parquet column and the docs give them
-REASONS = {IDLE: "idle", ACTIVE: "active", END_OF_CAPTURE: "end of capture", FORCED: "forced",
-           LACK_OF_RESOURCES: "lack of resources"}  # fmt: skip
+REASONS = {
+    IDLE: "idle",
+    ACTIVE: "active",
+    END_OF_CAPTURE: "end of capture",
+    FORCED: "forced",
+    LACK_OF_RESOURCES: "lack of resources",
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,17 @@ class FlowBatch:
     def take(self, index: np.ndarray) -> FlowBatch:
         """The rows `index` (positions or a boolean mask)."""
         return FlowBatch(
-            self.records[index], self.reason[index], self.start_ns[index], self.end_ns[index],
-            self.interval_start_ns[index], self.interval_end_ns[index], self.mode, self.owners,
-            self.ifnames, self.cgroups,
-        )  # fmt: skip
+            self.records[index],
+            self.reason[index],
+            self.start_ns[index],
+            self.end_ns[index],
+            self.interval_start_ns[index],
+            self.interval_end_ns[index],
+            self.mode,
+            self.owners,
+            self.ifnames,
+            self.cgroups,
+        )
 
 
 def from_snapshot(snap: Snapshot, reason: int = END_OF_CAPTURE) -> FlowBatch:
@@ -116,6 +128,19 @@ def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
     for b in batches:
         ifnames.update(b.ifnames)
         cgroups.update(b.cgroups)
-    cat = [np.concatenate([getattr(b, f) for b in batches])
-           for f in ("reason", "start_ns", "end_ns", "interval_start_ns", "interval_end_ns")]  # fmt: skip
-    return FlowBatch(records, *cat, mode=first.mode, owners=first.owners, ifnames=ifnames, cgroups=cgroups)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches])
+
+    return FlowBatch(
+        records,
+        cat("reason"),
+        cat("start_ns"),
+        cat("end_ns"),
+        cat("interval_start_ns"),
+        cat("interval_end_ns"),
+        mode=first.mode,
+        owners=first.owners,
+        ifnames=ifnames,
+        cgroups=cgroups,
+    )

@@ -54,8 +54,15 @@ DEFAULT_TEMPLATE_REFRESH = 60.0
 #: errors of a connected UDP socket that mean a message was lost, not that the exporter is broken
 _UDP_LOST = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOBUFS, errno.EAGAIN)
 
-_HEADER = [("version", ">u2"), ("length", ">u2"), ("export_time", ">u4"), ("sequence", ">u4"),
-           ("domain", ">u4"), ("set_id", ">u2"), ("set_length", ">u2")]  # fmt: skip
+_HEADER = [
+    ("version", ">u2"),
+    ("length", ">u2"),
+    ("export_time", ">u4"),
+    ("sequence", ">u4"),
+    ("domain", ">u4"),
+    ("set_id", ">u2"),
+    ("set_length", ">u2"),
+]
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,15 @@ class Element:
 def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
     addr = "(16,)u1" if ipv6 else "(4,)u1"
     els = [
-        Element("sourceIPv6Address" if ipv6 else "sourceIPv4Address", 27 if ipv6 else 8, 16 if ipv6 else 4, addr),
-        Element("destinationIPv6Address" if ipv6 else "destinationIPv4Address", 28 if ipv6 else 12,
-                16 if ipv6 else 4, addr),
+        Element(
+            "sourceIPv6Address" if ipv6 else "sourceIPv4Address", 27 if ipv6 else 8, 16 if ipv6 else 4, addr
+        ),
+        Element(
+            "destinationIPv6Address" if ipv6 else "destinationIPv4Address",
+            28 if ipv6 else 12,
+            16 if ipv6 else 4,
+            addr,
+        ),
         Element("sourceTransportPort", 7, 2, ">u2"),
         Element("destinationTransportPort", 11, 2, ">u2"),
         Element("protocolIdentifier", 4, 1, "u1"),
@@ -86,12 +99,16 @@ def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
         Element("flowEndMilliseconds", 153, 8, ">u8"),
         Element("flowEndReason", 136, 1, "u1"),
         Element("ingressInterface", 10, 4, ">u4"),
-    ]  # fmt: skip
+    ]
     if direction:
         els.append(Element("flowDirection", 61, 1, "u1"))
     if owners:
-        els += [Element("processId", 1, 4, ">u4", PEN), Element("processName", 2, 16, "S16", PEN),
-                Element("cgroupId", 3, 8, ">u8", PEN), Element("flowKind", 4, 1, "u1", PEN)]  # fmt: skip
+        els += [
+            Element("processId", 1, 4, ">u4", PEN),
+            Element("processName", 2, 16, "S16", PEN),
+            Element("cgroupId", 3, 8, ">u8", PEN),
+            Element("flowKind", 4, 1, "u1", PEN),
+        ]
     return els
 
 
@@ -124,8 +141,10 @@ def templates(*, direction: bool, owners: bool) -> tuple[Template, Template]:
     """The IPv4 and IPv6 templates of a mode (ids 256/257, or 258/259 with
     the owner elements)."""
     base = 258 if owners else 256
-    return (Template(base, tuple(_elements(False, direction, owners))),
-            Template(base + 1, tuple(_elements(True, direction, owners))))  # fmt: skip
+    return (
+        Template(base, tuple(_elements(False, direction, owners))),
+        Template(base + 1, tuple(_elements(True, direction, owners))),
+    )
 
 
 def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: Template) -> None:
@@ -170,8 +189,9 @@ class Encoder:
     messages of at most `max_message` octets whose sequence numbers count
     the data records sent before them (RFC 7011 section 3.1)."""
 
-    def __init__(self, *, domain: int = 0, max_message: int = UDP_MESSAGE, direction: bool = True,
-                 owners: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, *, domain: int = 0, max_message: int = UDP_MESSAGE, direction: bool = True, owners: bool = False
+    ) -> None:
         self.domain = domain
         self.max_message = max_message
         self.templates = templates(direction=direction, owners=owners)
@@ -184,8 +204,15 @@ class Encoder:
 
     def _header(self, length: int, now: float | None, set_id: int, set_length: int) -> bytes:
         h = np.zeros(1, _HEADER)
-        h[0] = (VERSION, length, int(time.time() if now is None else now), self.sequence & 0xFFFFFFFF,
-                self.domain, set_id, set_length)  # fmt: skip
+        h[0] = (
+            VERSION,
+            length,
+            int(time.time() if now is None else now),
+            self.sequence & 0xFFFFFFFF,
+            self.domain,
+            set_id,
+            set_length,
+        )
         return h.tobytes()
 
     def data_messages(self, batch: FlowBatch, now: float | None = None) -> Iterator[tuple[memoryview, int]]:
@@ -254,14 +281,27 @@ class Exporter:
     at the start (a refused or unreachable collector raises
     :class:`PktstatError`), templates once per connection."""
 
-    def __init__(self, target: str, *, transport: str = "udp", host: str, port: int, domain: int = 0,
-                 template_refresh: float = DEFAULT_TEMPLATE_REFRESH, direction: bool = True,
-                 owners: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: str,
+        *,
+        transport: str = "udp",
+        host: str,
+        port: int,
+        domain: int = 0,
+        template_refresh: float = DEFAULT_TEMPLATE_REFRESH,
+        direction: bool = True,
+        owners: bool = False,
+    ) -> None:
         self.target = target
         self.transport = transport
         self.template_refresh = template_refresh
-        self.encoder = Encoder(domain=domain, max_message=UDP_MESSAGE if transport == "udp" else TCP_MESSAGE,
-                               direction=direction, owners=owners)  # fmt: skip
+        self.encoder = Encoder(
+            domain=domain,
+            max_message=UDP_MESSAGE if transport == "udp" else TCP_MESSAGE,
+            direction=direction,
+            owners=owners,
+        )
         self.refused = 0  # UDP messages a closed port refused (ICMP errors seen)
         self.messages = 0
         self._templates_at: float | None = None
@@ -301,14 +341,21 @@ class Exporter:
                 # an ICMP error about an earlier message (it was lost), reported on this send, which did
                 # not go out: count it, warn once, and send this one again
                 if not self.refused:
-                    log.warning("warning: --ipfix: %s refuses UDP messages (%s): going on; messages sent "
-                                "while it does are lost", self.target, e.strerror)  # fmt: skip
+                    log.warning(
+                        "warning: --ipfix: %s refuses UDP messages (%s): going on; messages sent "
+                        "while it does are lost",
+                        self.target,
+                        e.strerror,
+                    )
                 self.refused += 1
 
     def write(self, batch: FlowBatch) -> None:
         """Send the batch's records (templates first where a refresh is due)."""
-        if self.transport == "udp" and self._templates_at is not None and \
-                time.monotonic() - self._templates_at >= self.template_refresh:  # fmt: skip
+        if (
+            self.transport == "udp"
+            and self._templates_at is not None
+            and time.monotonic() - self._templates_at >= self.template_refresh
+        ):
             self._send_templates()
         for buf, size in self.encoder.data_messages(batch):
             if self.transport == "tcp":
@@ -321,7 +368,7 @@ class Exporter:
 
     def close(self) -> None:
         if self.refused:
-            log.info(
+            log.debug(
                 "--ipfix: %d of %d messages to %s were refused", self.refused, self.messages, self.target
             )
         self.sock.close()
