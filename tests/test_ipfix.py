@@ -436,3 +436,144 @@ def test_reason_and_times_of_the_final_records():
         .startswith("2024-03-14T09:00:58")
     )
     np.testing.assert_allclose(b.bitrates(), snap.bitrates())
+
+
+# -- owner modes: the enterprise elements ------------------------------------------
+
+
+def _templates_and_records(data: bytes) -> list[dict]:
+    """Decode a stream of IPFIX messages by their own templates: every data
+    record as {(pen, ie): value} (integers; processName as bytes)."""
+    layouts: dict[int, list[tuple[int, int, int]]] = {}
+    out, at = [], 0
+    while at < len(data):
+        length = struct.unpack("!H", data[at + 2 : at + 4])[0]
+        msg, at = data[at : at + length], at + length
+        pos = 16
+        while pos < len(msg):
+            set_id, set_len = struct.unpack("!HH", msg[pos : pos + 4])
+            body, pos = msg[pos + 4 : pos + set_len], pos + set_len
+            if set_id == 2:
+                i = 0
+                while i < len(body):
+                    tid, count = struct.unpack("!HH", body[i : i + 4])
+                    i += 4
+                    fields = []
+                    for _ in range(count):
+                        ie, flen = struct.unpack("!HH", body[i : i + 4])
+                        i += 4
+                        pen = 0
+                        if ie & 0x8000:
+                            pen = struct.unpack("!I", body[i : i + 4])[0]
+                            ie, i = ie & 0x7FFF, i + 4
+                        fields.append((pen, ie, flen))
+                    layouts[tid] = fields
+                continue
+            size = sum(f[2] for f in layouts[set_id])
+            for r in range(0, len(body) - size + 1, size):
+                rec, off = {}, r
+                for pen, ie, flen in layouts[set_id]:
+                    raw = body[off : off + flen]
+                    rec[(pen, ie)] = (
+                        raw
+                        if (pen, ie) in ((32473, 2), (0, 8), (0, 12), (0, 27), (0, 28))
+                        else (int.from_bytes(raw, "big"))
+                    )
+                    off += flen
+                out.append(rec)
+    return out
+
+
+def test_cgroup_mode_exports_pid_comm_and_cgroup_as_enterprise_elements(netns_v4only: NetnsPair, cg):
+    """-c: templates 258/259 with the enterprise elements of PEN 32473;
+    the sender's record carries its pid, comm and cgroup id (the cgroup
+    directory's inode), and every record's counts are the report's."""
+    netns = netns_v4only
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    data = bytearray()
+
+    def accept() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            while chunk := conn.recv(65536):
+                data.extend(chunk)
+
+    t = threading.Thread(target=accept)
+    t.start()
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-c",
+            cg.root,
+            "-t",
+            "0",
+            "-j",
+            "--ipfix",
+            f"tcp://127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "via cgroup_skb" in p.stderr.readline()
+        sender = cg.child("sender")
+        sport = int(cg.run(sender, "pbt-ipfix", "udp-send", netns.B4, "7123", "4", "33", netns=netns.ns_a)[0])
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        t.join(10)
+        srv.close()
+    assert p.returncode == 0, err
+    records = _templates_and_records(bytes(data))
+    report = json.loads(out)["flows"]
+    assert sorted((r[(0, 7)], r[(0, 11)], r[(0, 2)], r[(0, 1)], r[(32473, 1)]) for r in records) == sorted(
+        (f["srcPort"], f["dstPort"], f["packets"], f["bytes"], f["pid"]) for f in report
+    )
+    mine = [r for r in records if r[(0, 7)] == sport and r[(0, 11)] == 7123]
+    assert len(mine) == 1
+    r = mine[0]
+    assert r[(32473, 1)] == cg.pid_of("pbt-ipfix")
+    assert r[(32473, 2)].rstrip(b"\0") == b"pbt-ipfix"
+    assert r[(32473, 3)] == os.stat(sender).st_ino
+    assert (r[(0, 2)], r[(0, 1)], r[(0, 61)], r[(0, 136)]) == (
+        4,
+        4 * (20 + 8 + 33),
+        1,
+        3,
+    )  # egress, end of capture
+    assert socket.inet_ntop(socket.AF_INET, r[(0, 12)]) == netns.B4
+
+
+def test_a_tcp_collector_that_goes_away_is_one_line_and_exit_1_after_the_report(bpf):
+    """The collector accepts, then closes (with the templates unread: a
+    reset); the replay's report is still written, then one line, exit 1."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def accept_and_close() -> None:
+        conn, _ = srv.accept()
+        time.sleep(0.2)  # the templates arrive, unread
+        conn.close()
+
+    t = threading.Thread(target=accept_and_close)
+    t.start()
+    p = run_cli("--pcap", str(OFFICE), "-j", "--ipfix", f"tcp://127.0.0.1:{port}")
+    t.join(10)
+    srv.close()
+    assert p.returncode == 1
+    assert len(json.loads(p.stdout)["flows"]) == 23
+    assert p.stderr in (
+        f"pktstat-bpf: error: --ipfix: cannot send to tcp://127.0.0.1:{port}: {reason}\n"
+        for reason in ("Connection reset by peer", "Broken pipe")
+    ), p.stderr
