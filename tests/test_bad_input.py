@@ -251,6 +251,8 @@ FLAGS = [
     ("ipfix-bad-port", ["--ipfix", "127.0.0.1:99999"], 2,
      "--ipfix: invalid collector '127.0.0.1:99999': invalid port '99999' (expected 1-65535)"),
     ("ipfix-unclosed-bracket", ["--ipfix", "[::1:4739"], 2, f"--ipfix: invalid collector '[::1:4739': {IPFIX}"),
+    ("ipfix-bare-ipv6", ["--ipfix", "::1:4739"], 2,
+     "--ipfix: invalid collector '::1:4739': an IPv6 address goes in brackets: [IPV6]:PORT"),
     ("ipfix-bad-scheme", ["--ipfix", "sctp://127.0.0.1:4739"], 2,
      "--ipfix: invalid collector 'sctp://127.0.0.1:4739': unknown transport 'sctp' (udp or tcp)"),
     ("ipfix-tcp-refused", ["-t", "1s", "--ipfix", "tcp://127.0.0.1:9"], 1,

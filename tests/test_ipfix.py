@@ -577,3 +577,32 @@ def test_a_tcp_collector_that_goes_away_is_one_line_and_exit_1_after_the_report(
         f"pktstat-bpf: error: --ipfix: cannot send to tcp://127.0.0.1:{port}: {reason}\n"
         for reason in ("Connection reset by peer", "Broken pipe")
     ), p.stderr
+
+
+def test_collector_addresses():
+    assert ipfix.parse_target("127.0.0.1:4739") == ("udp", "127.0.0.1", 4739)
+    assert ipfix.parse_target("[::1]:4739") == ("udp", "::1", 4739)
+    assert ipfix.parse_target("tcp://collector.example:4739") == ("tcp", "collector.example", 4739)
+    assert ipfix.parse_target("udp://[fd00::1]:9995", "udp") == ("udp", "fd00::1", 9995)
+    assert ipfix.parse_target("10.0.0.1:4739", "tcp") == ("tcp", "10.0.0.1", 4739)
+    for bad in ("4739", "::1:4739", "[::1]", "host:0", "host:http"):
+        with pytest.raises(ValueError):
+            ipfix.parse_target(bad)
+
+
+def test_a_udp_collector_on_ipv6_loopback_gets_templates_then_data(bpf):
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        s.settimeout(30)
+        port = s.getsockname()[1]
+        p = run_cli("--pcap", str(OFFICE), "--ipfix", f"[::1]:{port}", "--ipfix-domain", "0x10")
+        assert p.returncode == 0, p.stderr
+        msgs = [s.recv(65536) for _ in range(3)]
+    sets = [struct.unpack("!H", m[16:18])[0] for m in msgs]
+    domains = {struct.unpack("!I", m[12:16])[0] for m in msgs}
+    assert sets == [2, 256, 257] and domains == {16}
+    assert [struct.unpack("!I", m[8:12])[0] for m in msgs] == [
+        0,
+        0,
+        15,
+    ]  # 15 IPv4 records before the IPv6 set

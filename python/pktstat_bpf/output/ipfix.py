@@ -267,6 +267,8 @@ def parse_target(text: str, transport: str | None = None) -> tuple[str, str, int
         if not host.endswith("]"):
             raise ValueError("expected HOST:PORT, [IPV6]:PORT, or tcp://HOST:PORT")
         host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets: [IPV6]:PORT")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"invalid port {port!r} (expected 1-65535)")
     return scheme or "udp", host, int(port)
