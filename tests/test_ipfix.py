@@ -606,3 +606,72 @@ def test_a_udp_collector_on_ipv6_loopback_gets_templates_then_data(bpf):
         0,
         15,
     ]  # 15 IPv4 records before the IPv6 set
+
+
+CORPUS = (
+    Path(os.environ.get("PKTSTAT_BPF_PCAPS", Path(__file__).resolve().parents[2] / "shared" / "pcaps"))
+    / "corpus"
+)
+
+
+def _expected_tuple(r: np.void, start_ns: int, end_ns: int) -> tuple:
+    v6 = int(r["ipver"]) == 6
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    src = socket.inet_ntop(fam, bytes(r["saddr"]) if v6 else bytes(r["saddr"][12:]))
+    dst = socket.inet_ntop(fam, bytes(r["daddr"]) if v6 else bytes(r["daddr"][12:]))
+    proto = int(r["proto"])
+    if proto in protocols.ICMP:
+        ports = (-1, -1, int(r["sport"]), int(r["dport"]))
+    else:
+        ports = (int(r["sport"]), int(r["dport"]), -1, -1)
+
+    def ms(ns: int) -> str:
+        t = datetime.fromtimestamp(ns // 1_000_000 / 1000, timezone.utc)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns // 1_000_000 % 1000:03d}"
+
+    return (src, dst, *ports, proto, int(r["packets"]), int(r["bytes"]), ms(start_ns), ms(end_ns))
+
+
+def test_every_capture_of_the_corpus_through_nfcapd(bpf):
+    """Every capture of tcpdump's test corpus replayed in this process, the
+    final records of all of them as one batch (FlowBatch concat) sent by one
+    exporter: nfdump shows exactly those records, field for field."""
+    from pktstat_bpf.output.flowrecords import concat
+
+    files = (
+        sorted(p for p in CORPUS.glob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
+        if CORPUS.is_dir()
+        else []
+    )
+    if not files:
+        pytest.skip(f"the corpus captures are missing ({CORPUS}); set PKTSTAT_BPF_PCAPS")
+    replayer = pktstat_bpf.Replayer(65536)
+    batches = []
+    for f in files:
+        try:
+            snap = replayer.replay(str(f))
+        except (pktstat_bpf.PktstatError, OSError):
+            continue  # unsupported link types, damaged files: test_replay.py's business
+        if len(snap.records):
+            batches.append(from_snapshot(snap))
+    batch = concat(batches)
+    assert len(batches) > 150 and len(batch) > 500
+    port = free_udp_port()
+    nf = Nfcapd(port)
+    try:
+        exporter = ipfix.Exporter(f"127.0.0.1:{port}", host="127.0.0.1", port=port, direction=False)
+        for i in range(
+            0, len(batch), 200
+        ):  # paced: a burst of datagrams could overrun nfcapd's socket buffer
+            exporter.write(batch.take(np.arange(i, min(i + 200, len(batch)))))
+            time.sleep(0.02)
+        exporter.close()
+        time.sleep(0.2)
+        got = nf.flows()
+    finally:
+        nf.cleanup()
+    want = [
+        _expected_tuple(r, int(s), int(e)) for r, s, e in zip(batch.records, batch.start_ns, batch.end_ns)
+    ]
+    assert sorted(map(theirs, got)) == sorted(want)
+    assert "Sequence Errors: 0" in nf.log
