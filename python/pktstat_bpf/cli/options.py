@@ -196,26 +196,39 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     f = p.add_argument_group("flow records (the final records of a capture or replay)")
     f.add_argument(
-        "--ipfix", metavar="HOST:PORT",
+        "--ipfix",
+        metavar="HOST:PORT",
         help="send the flow records to an IPFIX collector (nfcapd, pmacct ...): UDP, or tcp://HOST:PORT",
-    )  # fmt: skip
-    f.add_argument("--ipfix-transport", choices=("udp", "tcp"), default=None, help="--ipfix over udp (default) or tcp")
+    )
     f.add_argument(
-        "--ipfix-template-refresh", metavar="DURATION", type=_duration, default=None,
+        "--ipfix-transport", choices=("udp", "tcp"), default=None, help="--ipfix over udp (default) or tcp"
+    )
+    f.add_argument(
+        "--ipfix-template-refresh",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
         help=f"re-send the IPFIX templates over UDP this often (default {format_duration(DEFAULT_TEMPLATE_REFRESH)})",
-    )  # fmt: skip
+    )
     f.add_argument(
-        "--ipfix-domain", metavar="N", type=_int, default=None,
+        "--ipfix-domain",
+        metavar="N",
+        type=_int,
+        default=None,
         help="the IPFIX observation domain id (0-4294967295, default 0)",
-    )  # fmt: skip
+    )
     f.add_argument(
-        "--parquet", metavar="DIR",
+        "--parquet",
+        metavar="DIR",
         help="write the flow records as Parquet files under DIR (date=YYYY-MM-DD/hour=HH/part-...parquet)",
-    )  # fmt: skip
+    )
     f.add_argument(
-        "--parquet-roll", metavar="DURATION", type=_duration, default=None,
+        "--parquet-roll",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
         help=f"start a new Parquet file this often (default {format_duration(DEFAULT_ROLL)})",
-    )  # fmt: skip
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -283,11 +296,20 @@ def _check_exporter(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, int
 
 def _check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, object]:
     """--ipfix and --parquet and their settings, as Options fields."""
-    out: dict[str, object] = {"ipfix": None, "ipfix_target": "", "ipfix_domain": 0,
-                              "ipfix_template_refresh": DEFAULT_TEMPLATE_REFRESH, "parquet_roll": DEFAULT_ROLL}  # fmt: skip
+    out: dict[str, object] = {
+        "ipfix": None,
+        "ipfix_target": "",
+        "ipfix_domain": 0,
+        "ipfix_template_refresh": DEFAULT_TEMPLATE_REFRESH,
+        "parquet_roll": DEFAULT_ROLL,
+    }
     if ns.ipfix is None:
-        for flag, value in (("--ipfix-transport", ns.ipfix_transport), ("--ipfix-domain", ns.ipfix_domain),
-                            ("--ipfix-template-refresh", ns.ipfix_template_refresh)):  # fmt: skip
+        unused = {
+            "--ipfix-transport": ns.ipfix_transport,
+            "--ipfix-domain": ns.ipfix_domain,
+            "--ipfix-template-refresh": ns.ipfix_template_refresh,
+        }
+        for flag, value in unused.items():
             if value is not None:
                 raise UsageError(f"{flag} needs --ipfix")
     else:
@@ -321,8 +343,14 @@ def _check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, o
         out["parquet_roll"] = roll
     if ns.ipfix is not None or ns.parquet is not None:
         flag = "--ipfix" if ns.ipfix is not None else "--parquet"
-        other = [f for f, on in (("-g/--tui", ns.tui), ("--prometheus", prometheus), ("--jsonl", ns.jsonl),
-                                 ("--plain", ns.plain), ("-u/--unique", ns.unique)) if on]  # fmt: skip
+        outputs = {
+            "-g/--tui": ns.tui,
+            "--prometheus": prometheus,
+            "--jsonl": ns.jsonl,
+            "--plain": ns.plain,
+            "-u/--unique": ns.unique,
+        }
+        other = [f for f, on in outputs.items() if on]
         if other:
             raise UsageError(f"{flag} writes the final flow records of a report or a replay: drop {other[0]}")
     return out
