@@ -32,11 +32,12 @@ FUZZ_KERNEL ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 # Debian packages: build (clang, bpftool, libbpf, libelf, zlib, pkgconf,
 # libpcap), run (iproute2) and test tooling (tshark, tcpreplay, tmux; qemu,
 # busybox, kmod and the decompressors for the kernel matrix; prometheus for
-# the exporter test; clang's sanitizer and libFuzzer runtimes for make fuzz;
+# the exporter test; nfdump's nfcapd, the IPFIX collector of the flow-record
+# tests; clang's sanitizer and libFuzzer runtimes for make fuzz;
 # clang-format for the style test).
 SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
-	kmod xz-utils zstd prometheus libclang-rt-14-dev clang-format
+	kmod xz-utils zstd prometheus libclang-rt-14-dev clang-format nfdump
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 

@@ -40,6 +40,7 @@ BENCHMARKS = {
     "live": "bench_live",
     "exporter": "bench_exporter",
     "process": "bench_process",
+    "flowrecords": "bench_flowrecords",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -228,6 +229,26 @@ def _process_rows(r: dict[str, Any]) -> list[Row]:
              result, "report", "")]  # fmt: skip
 
 
+def _flowrecords_rows(r: dict[str, Any]) -> list[Row]:
+    n, goal = _count(r["flows"]), r.get("target_ipfix_records_per_s", 1_000_000)
+    return [
+        (
+            "flow records",
+            f"IPFIX encoding of {n} records (UDP messages)",
+            f"{r['ipfix_records_per_s'] / 1e6:.2f} M records/s ({r['ipfix_records_per_cpu_s'] / 1e6:.2f} M per CPU s)",
+            f">= {goal / 1e6:g} M/s",
+            _verdict(r["ipfix_records_per_s"], goal, False),
+        ),
+        (
+            "flow records",
+            f"Parquet writing of {n} records (every DataFrame column, zstd)",
+            f"{r['parquet_records_per_s'] / 1e6:.2f} M records/s ({r['parquet_records_per_cpu_s'] / 1e6:.2f} M per CPU s)",
+            "report",
+            "",
+        ),
+    ]
+
+
 # (benchmark, rows of its results), in the order of the targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
@@ -238,6 +259,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("live", _live_rows),
     ("exporter", _exporter_rows),
     ("process", _process_rows),
+    ("flowrecords", _flowrecords_rows),
 ]
 
 

@@ -17,6 +17,7 @@ from .core.errors import FeatureMissingError, PktstatError, PrivilegeError, Usag
 from .core.intervals import Interval, IntervalTracker
 from .core.replay import CaptureFileError, DamagedCaptureError, Replayer, replay
 from .core.snapshot import Counters, Snapshot, Totals
+from .output.parquet import read_flows
 from .output.series import timeseries
 from .views import budget
 
@@ -38,6 +39,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "budget",
+    "read_flows",
     "replay",
     "timeseries",
 ]

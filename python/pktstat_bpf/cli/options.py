@@ -20,6 +20,8 @@ from ..core.modes.tc import TC_ATTACH
 from ..core.modes.xdp import XDP_MODES
 from ..exporter.metrics import DEFAULT_TOP, MAX_TOP
 from ..exporter.server import parse_listen
+from ..output.ipfix import DEFAULT_TEMPLATE_REFRESH, parse_target
+from ..output.parquet import DEFAULT_ROLL
 from ..views.filters import DEFAULT_INTERNAL, NetworkSet
 
 PROG = "pktstat-bpf"
@@ -59,6 +61,13 @@ class Options:
     #: ``--prometheus`` as (host, port), or None
     prometheus: tuple[str, int] | None = None
     prometheus_top: int = DEFAULT_TOP
+    #: ``--ipfix`` as (transport, host, port), or None; ``ipfix_target`` as given
+    ipfix: tuple[str, str, int] | None = None
+    ipfix_target: str = ""
+    ipfix_template_refresh: float = DEFAULT_TEMPLATE_REFRESH
+    ipfix_domain: int = 0
+    parquet: str | None = None
+    parquet_roll: float = DEFAULT_ROLL
     verbose: int = 0
     quiet: int = 0
 
@@ -185,6 +194,41 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"export per-flow (and per-process) series for the N heaviest only (default {DEFAULT_TOP}; "
         "0: none; totals are always exact)",
     )  # fmt: skip
+    f = p.add_argument_group("flow records (the final records of a capture or replay)")
+    f.add_argument(
+        "--ipfix",
+        metavar="HOST:PORT",
+        help="send the flow records to an IPFIX collector (nfcapd, pmacct ...): UDP, or tcp://HOST:PORT",
+    )
+    f.add_argument(
+        "--ipfix-transport", choices=("udp", "tcp"), default=None, help="--ipfix over udp (default) or tcp"
+    )
+    f.add_argument(
+        "--ipfix-template-refresh",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help=f"re-send the IPFIX templates over UDP this often (default {format_duration(DEFAULT_TEMPLATE_REFRESH)})",
+    )
+    f.add_argument(
+        "--ipfix-domain",
+        metavar="N",
+        type=_int,
+        default=None,
+        help="the IPFIX observation domain id (0-4294967295, default 0)",
+    )
+    f.add_argument(
+        "--parquet",
+        metavar="DIR",
+        help="write the flow records as Parquet files under DIR (date=YYYY-MM-DD/hour=HH/part-...parquet)",
+    )
+    f.add_argument(
+        "--parquet-roll",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help=f"start a new Parquet file this often (default {format_duration(DEFAULT_ROLL)})",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
@@ -217,10 +261,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
             raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes")
         if listen is not None:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
+    flows = _check_flow_records(ns, listen is not None)
     if ns.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         ns.timeout = 0.0 if listen is not None else DEFAULT_TIMEOUT
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(Options) if hasattr(ns, f.name)}
-    return Options(**{**values, "internal": internal, "prometheus": listen, "prometheus_top": top})
+    return Options(**{**values, **flows, "internal": internal, "prometheus": listen, "prometheus_top": top})
 
 
 def _check_outputs(ns: argparse.Namespace) -> None:
@@ -247,3 +292,65 @@ def _check_exporter(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, int
     if not 0 <= top <= MAX_TOP:
         raise UsageError(f"--prometheus-top must be between 0 and {MAX_TOP}, not {top}")
     return listen, top
+
+
+def _check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, object]:
+    """--ipfix and --parquet and their settings, as Options fields."""
+    out: dict[str, object] = {
+        "ipfix": None,
+        "ipfix_target": "",
+        "ipfix_domain": 0,
+        "ipfix_template_refresh": DEFAULT_TEMPLATE_REFRESH,
+        "parquet_roll": DEFAULT_ROLL,
+    }
+    if ns.ipfix is None:
+        unused = {
+            "--ipfix-transport": ns.ipfix_transport,
+            "--ipfix-domain": ns.ipfix_domain,
+            "--ipfix-template-refresh": ns.ipfix_template_refresh,
+        }
+        for flag, value in unused.items():
+            if value is not None:
+                raise UsageError(f"{flag} needs --ipfix")
+    else:
+        try:
+            transport, host, port = parse_target(ns.ipfix, ns.ipfix_transport)
+        except ValueError as e:
+            raise UsageError(f"--ipfix: invalid collector {ns.ipfix!r}: {e}") from None
+        if ns.ipfix_transport is not None and "://" in ns.ipfix and transport != ns.ipfix_transport:
+            raise UsageError(f"--ipfix {ns.ipfix} and --ipfix-transport {ns.ipfix_transport} disagree")
+        domain = 0 if ns.ipfix_domain is None else ns.ipfix_domain
+        if not 0 <= domain <= 0xFFFFFFFF:
+            raise UsageError(f"--ipfix-domain must be between 0 and 4294967295, not {domain}")
+        refresh = DEFAULT_TEMPLATE_REFRESH if ns.ipfix_template_refresh is None else ns.ipfix_template_refresh
+        if refresh <= 0:
+            raise UsageError("--ipfix-template-refresh must be positive")
+        out.update(
+            ipfix=(transport, host, port),
+            ipfix_target=ns.ipfix,
+            ipfix_domain=domain,
+            ipfix_template_refresh=refresh,
+        )
+    if ns.parquet is None:
+        if ns.parquet_roll is not None:
+            raise UsageError("--parquet-roll needs --parquet")
+    else:
+        if ns.parquet == "":
+            raise UsageError("--parquet needs a directory")
+        roll = DEFAULT_ROLL if ns.parquet_roll is None else ns.parquet_roll
+        if roll <= 0:
+            raise UsageError("--parquet-roll must be positive")
+        out["parquet_roll"] = roll
+    if ns.ipfix is not None or ns.parquet is not None:
+        flag = "--ipfix" if ns.ipfix is not None else "--parquet"
+        outputs = {
+            "-g/--tui": ns.tui,
+            "--prometheus": prometheus,
+            "--jsonl": ns.jsonl,
+            "--plain": ns.plain,
+            "-u/--unique": ns.unique,
+        }
+        other = [f for f, on in outputs.items() if on]
+        if other:
+            raise UsageError(f"{flag} writes the final flow records of a report or a replay: drop {other[0]}")
+    return out

@@ -12,6 +12,7 @@ from ..core.snapshot import Snapshot
 from ..output.progress import ProgressBar
 from ..views.view import View, nearly_full
 from .options import Options
+from .records import FlowOutputs
 from .report import write_report
 from .session import StopSignals, view_for
 from .stream import stream_writer
@@ -31,7 +32,7 @@ def run_replay(opts: Options) -> int:
     streaming = opts.streaming
     snap: Snapshot | None = None
     code = EXIT_OK
-    with view_for(opts) as view:
+    with FlowOutputs(opts, direction=False, owners=False) as flows, view_for(opts) as view:  # (outputs first)
         with StopSignals() as stop:
             replayer = Replayer(opts.max_entries)  # (loading: the signal is seen once it returns)
             stop.raise_if_signalled()
@@ -54,7 +55,9 @@ def run_replay(opts: Options) -> int:
             finally:
                 bar.close()
         if snap is not None:  # the report: of the frames before the damage, if any
-            write_report(view.apply(snap), opts)
+            snap = view.apply(snap)
+            write_report(snap, opts)
+            flows.final(snap)  # --ipfix, --parquet: the replay's records
     return code
 
 

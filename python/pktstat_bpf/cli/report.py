@@ -10,6 +10,7 @@ from ..core import render
 from ..core.errors import EXIT_OK
 from ..core.snapshot import Snapshot
 from .options import Options
+from .records import FlowOutputs
 from .session import live_session, until
 
 log = logging.getLogger("pktstat_bpf")
@@ -29,7 +30,9 @@ def write_report(snap: Snapshot, opts: Options) -> None:
 
 
 def run_capture(opts: Options) -> int:
-    with live_session(opts) as (collector, view, stop):
+    owners = opts.cgroup is not None or opts.kprobes
+    # the flow-record outputs open first: a refused collector ends the run before anything is attached
+    with FlowOutputs(opts, direction=True, owners=owners) as flows, live_session(opts) as (collector, view, stop):
         st = collector.status
         note = f"; {st['note']}" if st.get("note") else ""
         log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until(opts), note)
@@ -41,5 +44,7 @@ def run_capture(opts: Options) -> int:
         stop.wait(opts.timeout)
         collector.stop()
         snap = collector.snapshot()
-    write_report(view.apply(snap), opts)  # (the view warns once if the table is nearly full)
+    snap = view.apply(snap)  # (the view warns once if the table is nearly full)
+    write_report(snap, opts)
+    flows.final(snap)  # --ipfix, --parquet: the final records
     return EXIT_OK

@@ -1,0 +1,76 @@
+"""The flow-record outputs of a run (``--ipfix``, ``--parquet``), opened before
+the capture starts (a collector that refuses a TCP connection, or a directory
+that cannot be written, ends the run before anything is attached) and handed
+the run's final records at its end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.snapshot import Snapshot
+from ..output.flowrecords import FlowBatch, from_snapshot
+from .options import Options
+
+
+class FlowOutputs:
+    """The writers the flags ask for (none: a no-op)."""
+
+    def __init__(self, opts: Options, *, direction: bool, owners: bool) -> None:
+        self.writers: list[Any] = []
+        try:
+            if opts.parquet is not None:
+                from ..output.parquet import ParquetWriter
+
+                self.writers.append(ParquetWriter(opts.parquet, roll=opts.parquet_roll))
+            if opts.ipfix is not None:
+                from ..output.ipfix import Exporter
+
+                transport, host, port = opts.ipfix
+                self.writers.append(
+                    Exporter(
+                        opts.ipfix_target,
+                        transport=transport,
+                        host=host,
+                        port=port,
+                        domain=opts.ipfix_domain,
+                        template_refresh=opts.ipfix_template_refresh,
+                        direction=direction,
+                        owners=owners,
+                    )
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> FlowOutputs:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """On an error or interruption: close (what was written stays); on
+        the way out of a run the outputs stay open for :meth:`final`."""
+        if exc_type is not None:
+            self.close()
+
+    def write(self, batch: FlowBatch) -> None:
+        for w in self.writers:
+            w.write(batch)
+
+    def final(self, snap: Snapshot) -> None:
+        """The run's final records (reason: end of capture); then closes
+        (a Parquet writer writes its last files)."""
+        if self.writers:
+            try:
+                self.write(from_snapshot(snap))
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        writers, self.writers = self.writers, []
+        error: BaseException | None = None
+        for w in writers:
+            try:
+                w.close()
+            except BaseException as e:  # close every writer; the first error is the one a user sees
+                error = error or e
+        if error is not None:
+            raise error
