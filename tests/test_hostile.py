@@ -224,6 +224,18 @@ def test_names_that_are_not_utf8_are_shown_as_byte_escapes(hostile):
             assert out.startswith(f"# cgroup on {hostile.rel}/x\\\\xff\\\\xfey (cgroup_skb), ")
             (line,) = [ln for ln in out.splitlines() if f":{sport}, dst:" in ln]
             assert line.endswith(f", comm: c\\\\xfe\\\\xffd, cgroup: {hostile.rel}/x\\\\xff\\\\xfey")
+    # process mode names every cgroup of the host: one such name must not stop it (it did, with a
+    # UnicodeDecodeError, where the engine handed the path to Python as UTF-8)
+    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", "-j"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    assert b" via " in p.stderr.readline()
+    sport = int(hostile.cg.run(bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5", netns=hostile.ns.ns_a)[0])
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    raw, err = p.communicate(timeout=30)
+    assert (p.returncode, err) == (0, b""), err
+    (f,) = [f for f in json.loads(raw.decode("ascii"))["flows"] if f["srcPort"] == sport]
+    assert (f["comm"], f["cgroup"], f["packets"]) == ("c\\xfe\\xffd", f"{hostile.rel}/x\\xff\\xfey", 2)
 
 
 # ---- capture files -------------------------------------------------------------------------------------

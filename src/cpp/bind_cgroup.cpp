@@ -11,15 +11,6 @@ namespace {
 const char *const kOwnerStatNames[OWNER_STAT_NR] = {"created",   "released", "inherited", "unclaimed",
                                                     "claimed",   "shared",   "map_full",  "events_lost"};
 
-// A cgroup path as Python text. Directory names are bytes: one that is not
-// UTF-8 keeps its bytes as \xNN escapes (as comm does), so a snapshot never
-// fails on a name someone chose to break it, and JSON stays valid.
-py::str path_str(const std::string &s) {
-	PyObject *o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-	if (!o) throw py::error_already_set();
-	return py::reinterpret_steal<py::str>(o);
-}
-
 } // namespace
 
 void register_cgroup(py::module_ &m) {
@@ -70,16 +61,8 @@ void register_cgroup(py::module_ &m) {
 		         for (int i = 0; i < OWNER_STAT_NR; ++i) d[kOwnerStatNames[i]] = v[i];
 		         return d;
 	         })
-	    .def("resolve_cgroups", [](CgroupCollector &c, const std::vector<uint64_t> &ids) {
-		    std::unordered_map<uint64_t, std::string> paths;
-		    {
-			    py::gil_scoped_release nogil;
-			    paths = c.resolve_cgroups(ids);
-		    }
-		    py::dict d;
-		    for (const auto &[id, path] : paths) d[py::int_(id)] = path_str(path);
-		    return d;
-	    });
+	    ;
+	bind_cgroup_resolver(cls);
 	bind_map_readers(
 	    cls, [](const CgroupCollector &c) { return c.flows_fd(); },
 	    [](const CgroupCollector &c) { return c.stats_fd(); },

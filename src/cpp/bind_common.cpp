@@ -59,4 +59,10 @@ py::dict layout_of(const std::vector<Field> &fields, size_t itemsize) {
 }
 
 
+py::str path_str(const std::string &s) {
+	PyObject *o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+	if (!o) throw py::error_already_set();
+	return py::reinterpret_steal<py::str>(o);
+}
+
 } // namespace pktstat

@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <type_traits>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "flow.h"
@@ -66,6 +68,26 @@ void bind_map_readers(py::class_<C> &cls, FlowsFd flows_fd, StatsFd stats_fd, Ts
 		         }
 		         return to_numpy(std::move(s), stats_dtype());
 	         });
+}
+
+// A cgroup path as Python text. Directory names are bytes: one that is not
+// UTF-8 keeps its bytes as \xNN escapes (as comm does), so a snapshot never
+// fails on a name someone chose to break it, and JSON stays valid.
+py::str path_str(const std::string &s);
+
+// Adds resolve_cgroups(ids) -> {id: path} to the class of a mode whose flows
+// carry their process's cgroup (cgroup and process mode).
+template <class C> void bind_cgroup_resolver(py::class_<C> &cls) {
+	cls.def("resolve_cgroups", [](C &c, const std::vector<uint64_t> &ids) {
+		std::unordered_map<uint64_t, std::string> paths;
+		{
+			py::gil_scoped_release nogil;
+			paths = c.resolve_cgroups(ids);
+		}
+		py::dict d;
+		for (const auto &[id, path] : paths) d[py::int_(id)] = path_str(path);
+		return d;
+	});
 }
 
 } // namespace pktstat

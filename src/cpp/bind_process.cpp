@@ -56,10 +56,8 @@ void register_process(py::module_ &m) {
 		         for (int i = 0; i < PROC_STAT_NR; ++i) d[kProcStatNames[i]] = v[i];
 		         return d;
 	         })
-	    .def("resolve_cgroups", [](ProcessCollector &c, const std::vector<uint64_t> &ids) {
-		    py::gil_scoped_release nogil;
-		    return c.resolve_cgroups(ids);
-	    });
+	    ;
+	bind_cgroup_resolver(cls);
 	bind_map_readers(
 	    cls, [](const ProcessCollector &c) { return c.flows_fd(); },
 	    [](const ProcessCollector &c) { return c.stats_fd(); },
