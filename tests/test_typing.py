@@ -103,18 +103,22 @@ def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, str | None]]:
 
 
 def _stub_functions() -> dict[str, ast.FunctionDef]:
-    out = {}
-    for node in ast.parse(STUB.read_text()).body:
-        if isinstance(node, ast.FunctionDef):
-            out[node.name] = node
-        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
-            bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
-            for base in ast.parse(STUB.read_text()).body:  # the shared map readers
-                if isinstance(base, ast.ClassDef) and base.name in bases:
-                    out.update(
-                        {f"{node.name}.{f.name}": f for f in base.body if isinstance(f, ast.FunctionDef)}
-                    )
-            out.update({f"{node.name}.{f.name}": f for f in node.body if isinstance(f, ast.FunctionDef)})
+    body = ast.parse(STUB.read_text()).body
+    classes = {node.name: node for node in body if isinstance(node, ast.ClassDef)}
+
+    def methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
+        """`cls`'s methods, with those of its stub bases (the shared map readers, the live collector)."""
+        out: dict[str, ast.FunctionDef] = {}
+        for b in cls.bases:
+            if isinstance(b, ast.Name) and b.id in classes:
+                out.update(methods(classes[b.id]))
+        out.update({f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)})
+        return out
+
+    out = {node.name: node for node in body if isinstance(node, ast.FunctionDef)}
+    for cls in classes.values():
+        if not cls.name.startswith("_"):
+            out.update({f"{cls.name}.{name}": f for name, f in methods(cls).items()})
     return out
 
 
