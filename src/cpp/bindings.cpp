@@ -42,7 +42,7 @@ int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 	py::gil_scoped_acquire gil;
 	try {
 		static const int levels[] = {30 /*WARN*/, 20 /*INFO*/, 10 /*DEBUG*/};
-		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], msg);
+		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], py::reinterpret_steal<py::str>(message_text(msg.c_str())));
 	} catch (py::error_already_set &e) {
 		e.discard_as_unraisable(__func__);
 	}
@@ -87,11 +87,11 @@ PYBIND11_MODULE(_core, m) {
 			if (p) std::rethrow_exception(p);
 		} catch (const SysError &e) {
 			if (e.err() == ENODEV) {
-				PyErr_SetString(PyExc_LookupError, e.what());
+				set_error(PyExc_LookupError, e.what());
 				return;
 			}
 			py::object exc = py::reinterpret_steal<py::object>(
-			    PyObject_CallFunction(PyExc_OSError, "is", e.err(), e.what()));
+			    PyObject_CallFunction(PyExc_OSError, "iN", e.err(), message_text(e.what())));
 			if (!exc) return; // Python error already set
 			PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
 		}
@@ -103,7 +103,7 @@ PYBIND11_MODULE(_core, m) {
 		try {
 			if (p) std::rethrow_exception(p);
 		} catch (const FeatureMissing &e) {
-			PyErr_SetString(feature_missing->ptr(), e.what());
+			set_error(feature_missing->ptr(), e.what());
 		}
 	});
 	m.attr("FORCE_MISSING_ENV") = kForceMissingEnv;

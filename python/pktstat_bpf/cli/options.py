@@ -27,7 +27,8 @@ DEFAULT_TIMEOUT = 600.0
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime error, 2 usage error, 69 kernel feature missing,
-77 insufficient privilege (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), 130 interrupted.
+77 insufficient privilege (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON),
+130 interrupted (SIGINT), 143 interrupted (SIGTERM).
 """
 
 
@@ -203,6 +204,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raise UsageError("--process-backend chooses the hooks of process mode: use it with -k/--kprobes")
     if ns.kprobes and ns.iface is not None:
         raise UsageError("-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface")
+    if modes and ns.tc_attach != "auto":
+        raise UsageError(f"--tc-attach chooses how TC mode attaches: drop it with {modes[0]}")
     if ns.cgroup is not None and ns.iface is not None:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     _check_outputs(ns)

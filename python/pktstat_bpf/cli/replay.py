@@ -14,6 +14,7 @@ from ..views.view import View, nearly_full
 from .options import Options
 from .report import write_report
 from .session import StopSignals, view_for
+from .signals import STOP
 from .stream import stream_writer
 
 log = logging.getLogger("pktstat_bpf")
@@ -32,7 +33,7 @@ def run_replay(opts: Options) -> int:
     snap: Snapshot | None = None
     code = EXIT_OK
     with view_for(opts) as view:
-        with StopSignals() as stop:
+        with STOP as stop:
             replayer = Replayer(opts.max_entries)  # (loading: the signal is seen once it returns)
             stop.raise_if_signalled()
             bar = ProgressBar(sys.stderr)
