@@ -44,15 +44,19 @@ class CheckedOut:
         return self._stream if self._stream is not None else sys.stdout
 
     def write(self, text: str) -> None:
-        self._do(lambda s: s.write(text))
+        """Write `text` through to the descriptor: when the stream has
+        one, it is flushed first and the encoded text written with
+        ``os.write`` until all of it is out (a buffered text stream may
+        take a short write, on a filling disk, as success and drop the
+        rest); else (a StringIO ...) written and flushed."""
+        self._do(lambda s: _write_through(s, text))
 
     def flush(self) -> None:
         self._do(lambda s: s.flush())
 
     def put(self, text: str) -> None:
-        """Write `text` and flush it."""
+        """Write `text` (through to the descriptor, as :meth:`write`)."""
         self.write(text)
-        self.flush()
 
     def _do(self, op: Callable[[IO[str]], object]) -> None:
         s = self.stream
@@ -68,3 +72,16 @@ class CheckedOut:
             raise OutputError(f"cannot write {self.what}: {e.strerror or e}") from None
         except ValueError as e:  # I/O on a closed file object
             raise OutputError(f"cannot write {self.what}: {e}") from None
+
+
+def _write_through(stream: IO[str], text: str) -> None:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()  # what the stream still holds goes first
+    view = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while view:
+        view = view[os.write(fd, view) :]
