@@ -63,10 +63,12 @@ class StopSignals:
         self._old.clear()
 
     def keep(self) -> None:
-        """Leave the handlers installed when the outermost ``with`` ends:
-        the process is about to exit, and a signal in its last instants
-        must not raise a KeyboardInterrupt into the interpreter's shutdown."""
-        self._old.clear()
+        """When the outermost ``with`` ends, ignore SIGINT and SIGTERM
+        instead of restoring the old handlers: the process is about to exit
+        with its code decided, and a signal in its last instants (the
+        interpreter's shutdown puts back the default action of a signal
+        with a Python handler) must neither kill it nor raise into it."""
+        self._old = dict.fromkeys(self._old, signal.SIG_IGN)
 
     def wait(self, timeout: float) -> None:
         self.event.wait(timeout if timeout > 0 else None)
