@@ -277,7 +277,7 @@ IFNAME_ESCAPED = r"e\x1b[7mx"
 
 def test_cgroup_path_with_control_characters_is_escaped_on_stderr_as_on_stdout(hostile):
     p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "-c", hostile.dir, "-t", "300ms"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
     assert p.stdout.startswith(f"# cgroup on {hostile.cg.rel(hostile.cg.root)}/{CGDIR_ESCAPED} (cgroup_skb), ")
@@ -291,7 +291,7 @@ def hostile_iface(bpf):
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "add", "name", IFNAME, "type", "veth", "peer", "name", "pbtpeer"],
-                       check=True)  # fmt: skip
+                       check=True)
         for dev in (IFNAME, "pbtpeer"):
             subprocess.run(["ip", "-n", ns, "link", "set", "dev", dev, "up"], check=True)
         yield ns
@@ -301,7 +301,7 @@ def hostile_iface(bpf):
 
 def test_interface_name_with_escape_is_escaped_on_stderr_as_on_stdout(hostile_iface):
     p = subprocess.run(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
-                        "-t", "300ms"], capture_output=True, text=True, timeout=60)  # fmt: skip
+                        "-t", "300ms"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
     assert p.stdout.startswith(f"# tc on {IFNAME_ESCAPED} (tcx), "), p.stdout
@@ -313,12 +313,12 @@ def test_an_interface_deleted_mid_capture_ends_the_run_with_a_warning(hostile_if
     """The kernel detaches the programs with the interface: one warning line
     (the name escaped), the report of what was counted, exit code 1."""
     p = subprocess.Popen(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
-                          "-t", "30s", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                          "-t", "30s", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = p.stderr.readline()
         assert first.startswith(f"pktstat-bpf: counting on {IFNAME_ESCAPED} via "), first + p.stderr.read()
         index = int(subprocess.run(["ip", "netns", "exec", hostile_iface, "cat", f"/sys/class/net/{IFNAME}/ifindex"],
-                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip
+                                   capture_output=True, text=True, check=True).stdout)
         gone_at = time.monotonic()
         subprocess.run(["ip", "-n", hostile_iface, "link", "del", "dev", IFNAME], check=True)
         out, err = p.communicate(timeout=30)
@@ -328,7 +328,7 @@ def test_an_interface_deleted_mid_capture_ends_the_run_with_a_warning(hostile_if
     assert time.monotonic() - gone_at < 5
     assert (p.returncode, err) == (
         1, f"pktstat-bpf: warning: interface {IFNAME_ESCAPED} (index {index}) is gone: the capture ends here\n"
-    ), err  # fmt: skip
+    ), err
     assert no_control_characters(out)
     if not flags or flags == ["-x"]:
         assert out.startswith(f"# {'xdp' if flags else 'tc'} on {IFNAME_ESCAPED} "), out
@@ -348,4 +348,4 @@ def test_a_capture_file_name_that_is_not_utf8(bpf, tmp_path):
     p = subprocess.run(argv, capture_output=True, timeout=60)
     assert (p.returncode, p.stderr.decode("ascii")) == (
         2, f"pktstat-bpf: error: {tmp_path}/{shown}: No such file or directory\n"
-    )  # fmt: skip
+    )

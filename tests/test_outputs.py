@@ -42,8 +42,10 @@ def _sinks(mnt: Path) -> dict[str, tuple[list[str], int | None]]:
     expected (None: 1 with the write error)."""
 
     def tmpfs(fill: str) -> list[str]:
-        script = (f'mount -t tmpfs -o size=1m pbt-out "{mnt}" && head -c {fill} /dev/zero > "{mnt}/fill" 2>/dev/null;'
-                  f' exec "$@" > "{mnt}/out"')  # fmt: skip
+        script = (
+            f'mount -t tmpfs -o size=1m pbt-out "{mnt}" && head -c {fill} /dev/zero > "{mnt}/fill" 2>/dev/null;'
+            f' exec "$@" > "{mnt}/out"'
+        )
         return ["unshare", "-m", "sh", "-c", script, "sh"]
 
     return {
@@ -99,8 +101,12 @@ def test_live_outputs_that_cannot_be_written(netns_v4only: NetnsPair, tmp_path, 
     argv = [sys.executable, "-m", "pktstat_bpf", "-i", "va", "-q", "-t", "500ms", *OUTPUTS[output]]
     sinks = {k: v for k, v in _sinks(mnt).items() if k != "tmpfs-cut"}  # (a live report here is small)
     for sink, (wrap, _) in [*sinks.items(), ("pipe", ([], 0))]:
-        p = subprocess.Popen(["ip", "netns", "exec", ns.ns_a, *wrap, *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns.ns_a, *wrap, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if sink == "pipe":
             p.stdout.close()
         assert wait_for(ns.ours_attached, timeout=20), p.stderr.read() if p.poll() is not None else ""
@@ -121,7 +127,11 @@ def test_live_outputs_that_cannot_be_written(netns_v4only: NetnsPair, tmp_path, 
 
 
 def test_tui_into_a_file_is_a_usage_error(tmp_path):
-    p = subprocess.run(["sh", "-c", 'exec "$@" > /dev/full', "sh", sys.executable, "-m", "pktstat_bpf", "-g"],
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    p = subprocess.run(
+        ["sh", "-c", 'exec "$@" > /dev/full', "sh", sys.executable, "-m", "pktstat_bpf", "-g"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (p.returncode, p.stderr.count("\n")) == (2, 1), p.stderr
     assert p.stderr.startswith("pktstat-bpf: error: -g/--tui needs a terminal"), p.stderr

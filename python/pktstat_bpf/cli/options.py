@@ -27,8 +27,7 @@ DEFAULT_TIMEOUT = 600.0
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime error, 2 usage error, 69 kernel feature missing,
-77 insufficient privilege (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON),
-130 interrupted (SIGINT), 143 interrupted (SIGTERM).
+77 insufficient privilege (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), 130 interrupted.
 """
 
 

@@ -42,7 +42,7 @@ class _EscapingFormatter(logging.Formatter):
         return escape_text(super().format(record))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ignore]
     """A stderr that cannot be written (closed, full) has no one to tell:
     drop the line rather than print logging's own traceback."""
 

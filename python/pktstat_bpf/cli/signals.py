@@ -8,8 +8,8 @@ creation), where an exception would be lost or turned into a traceback.
 The jobs look at it between phases (:meth:`StopSignals.raise_if_signalled`
 after loading and attaching; the capture waits on :attr:`StopSignals.event`),
 so an interruption is raised in one place and :func:`main` turns it into one
-line and the exit code of the signal: 130 for SIGINT, 143 for SIGTERM
-(128 + the signal's number, as a shell reports a process the signal killed).
+line and exit code 130, for either signal (the documented "interrupted":
+SIGTERM is the same request to stop as Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 import signal
 import threading
 
-from ..core.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_TERMINATED
+from ..core.errors import EXIT_OK, EXIT_RUNTIME
 
-#: The exit code of a run a signal ended before a report could be made.
-EXIT_CODES = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+#: The signals that end a run.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
@@ -42,7 +42,7 @@ class StopSignals:
             self.signal = None
             self.failure = None
             self.event.clear()
-            for s in EXIT_CODES:
+            for s in SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         self._depth += 1
         return self
@@ -85,13 +85,8 @@ class StopSignals:
         return EXIT_RUNTIME if self.failure else EXIT_OK
 
     @property
-    def exit_code(self) -> int:
-        """130 for SIGINT (also for a KeyboardInterrupt with no signal
-        recorded), 143 for SIGTERM."""
-        return EXIT_CODES.get(self.signal or signal.SIGINT, EXIT_INTERRUPTED)
-
-    @property
     def name(self) -> str:
+        """The signal that came (SIGINT if none was recorded)."""
         return signal.Signals(self.signal or signal.SIGINT).name
 
 

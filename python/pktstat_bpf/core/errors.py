@@ -8,8 +8,7 @@ Exit codes (documented in the README and ``--help``):
 2     usage error: a bad flag or value (:class:`UsageError`)
 69    a kernel feature is missing (:class:`FeatureMissingError`)
 77    insufficient privilege (:class:`PrivilegeError`)
-130   interrupted by SIGINT (Ctrl-C) before a report could be made
-143   interrupted by SIGTERM before a report could be made
+130   interrupted (SIGINT or SIGTERM) before a report could be made
 ====  =====================================================
 """
 
@@ -23,7 +22,6 @@ EXIT_USAGE = 2
 EXIT_FEATURE = 69
 EXIT_PRIVILEGE = 77
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
 
 
 class PktstatError(Exception):

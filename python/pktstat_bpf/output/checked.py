@@ -82,6 +82,7 @@ def _write_through(stream: IO[str], text: str) -> None:
         stream.flush()
         return
     stream.flush()  # what the stream still holds goes first
-    view = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    encoding, errors = getattr(stream, "encoding", None), getattr(stream, "errors", None)
+    view = memoryview(text.encode(encoding or "utf-8", errors or "strict"))
     while view:
         view = view[os.write(fd, view) :]
