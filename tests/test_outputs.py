@@ -98,7 +98,7 @@ def test_live_outputs_that_cannot_be_written(netns_v4only: NetnsPair, tmp_path, 
     ns = netns_v4only
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    argv = [sys.executable, "-m", "pktstat_bpf", "-i", "va", "-q", "-t", "500ms", *OUTPUTS[output]]
+    argv = [sys.executable, "-m", "pktstat_bpf", "-i", "va", "-q", "-t", "1s", *OUTPUTS[output]]
     sinks = {k: v for k, v in _sinks(mnt).items() if k != "tmpfs-cut"}  # (a live report here is small)
     for sink, (wrap, _) in [*sinks.items(), ("pipe", ([], 0))]:
         p = subprocess.Popen(
