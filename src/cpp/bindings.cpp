@@ -42,7 +42,8 @@ int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 	py::gil_scoped_acquire gil;
 	try {
 		static const int levels[] = {30 /*WARN*/, 20 /*INFO*/, 10 /*DEBUG*/};
-		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], py::reinterpret_steal<py::str>(message_text(msg.c_str())));
+		auto text = py::reinterpret_steal<py::str>(message_text(msg.c_str()));
+		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], text);
 	} catch (py::error_already_set &e) {
 		e.discard_as_unraisable(__func__);
 	}
