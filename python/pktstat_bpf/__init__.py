@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # (typing is not imported either: every import here delays the signal handlers)
 
 # Imported on first use (PEP 562), so that `python -m pktstat_bpf` reaches
 # cli.main(), which installs the SIGINT/SIGTERM handlers, before NumPy or the
@@ -38,6 +39,8 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .core.about import __version__
     from .core.capture import Capture, capture
     from .core.collector import Collector

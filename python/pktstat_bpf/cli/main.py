@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence
 
 from ..core.errors import EXIT_INTERRUPTED, EXIT_OK, PktstatError
 from .signals import STOP
 
+TYPE_CHECKING = False  # (typing is not imported: this module comes before the signal handlers)
 if TYPE_CHECKING:
+    from typing import Sequence
+
     from .options import Options
 
 PROG = "pktstat-bpf"  # (also options.PROG: said here so main needs no import before the signals are set)
