@@ -139,6 +139,12 @@ FLAGS = [
     ("tc-attach-missing", ["--tc-attach"], 2, "argument --tc-attach: expected one argument"),
     ("tc-attach-garbage", ["--tc-attach", "bogus"], 2,
      "argument --tc-attach: invalid choice: 'bogus' (choose from 'auto', 'tcx', 'legacy')"),
+    ("tc-attach-with-xdp", ["-x", "--tc-attach", "legacy"], 2,
+     "--tc-attach chooses how TC mode attaches: drop it with -x/--xdp"),
+    ("tc-attach-with-cgroup", ["-c", "/sys/fs/cgroup", "--tc-attach", "tcx"], 2,
+     "--tc-attach chooses how TC mode attaches: drop it with -c/--cgroup"),
+    ("tc-attach-with-kprobes", ["-k", "--tc-attach", "legacy"], 2,
+     "--tc-attach chooses how TC mode attaches: drop it with -k/--kprobes"),
     # -x, --xdp_mode
     ("xdp-mode-missing", ["--xdp_mode"], 2, "argument --xdp_mode/--xdp-mode: expected one argument"),
     ("xdp-mode-garbage", ["--xdp_mode", "bogus"], 2, ("argument --xdp_mode/--xdp-mode: invalid choice: 'bogus' "
@@ -221,6 +227,8 @@ FLAGS = [
     # --kubeconfig
     ("kubeconfig-missing", ["--kubeconfig"], 2, "argument --kubeconfig: expected one argument"),
     ("kubeconfig-nonexistent", ["--kubeconfig", "{d}/nope"], 2, "--kubeconfig: no such file: '{d}/nope'"),
+    ("kubeconfig-a-device", ["--kubeconfig", "/dev/zero"], 2,
+     "--kubeconfig: '/dev/zero' is not a regular file, so not a kubeconfig file"),
     ("kubeconfig-a-directory", ["--kubeconfig", "{d}/adir"], 2,
      "--kubeconfig: '{d}/adir' is a directory, not a kubeconfig file"),
     ("kubeconfig-empty", ["--kubeconfig", "{d}/kc.empty"], 2,

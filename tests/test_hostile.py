@@ -25,6 +25,7 @@ import sys
 import time
 import unicodedata
 import urllib.request
+from pathlib import Path
 
 import pktstat_bpf
 import pytest
@@ -279,3 +280,84 @@ def test_capture_times_past_2038_and_past_2262_replay_cleanly(bpf, tmp_path, out
             assert "packets: 1, bytes: 46, proto: UDP" in r.stdout
     snap = pktstat_bpf.replay(late)
     assert (snap.totals.all.packets, len(snap)) == (1, 1)
+
+
+# ---- stderr: names escaped as on stdout -----------------------------------------------------------
+IFNAME = "e\x1b[7mx"  # ESC is no space: the kernel takes it in an interface name
+IFNAME_ESCAPED = r"e\x1b[7mx"
+
+
+def test_cgroup_path_with_control_characters_is_escaped_on_stderr_as_on_stdout(hostile):
+    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "-c", hostile.dir, "-t", "300ms"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
+    assert p.stdout.startswith(f"# cgroup on {hostile.cg.rel(hostile.cg.root)}/{CGDIR_ESCAPED} (cgroup_skb), ")
+    assert p.stderr == f"pktstat-bpf: counting on {hostile.dir[: -len(CGDIR)]}{CGDIR_ESCAPED} via cgroup_skb for 0.3s (Ctrl-C to stop)\n"
+
+
+@pytest.fixture
+def hostile_iface(bpf):
+    """A namespace with a veth pair, one end named IFNAME (both up)."""
+    ns = f"pbtH{os.getpid()}{time.monotonic_ns() % 100000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "name", IFNAME, "type", "veth", "peer", "name", "pbtpeer"],
+                       check=True)
+        for dev in (IFNAME, "pbtpeer"):
+            subprocess.run(["ip", "-n", ns, "link", "set", "dev", dev, "up"], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_interface_name_with_escape_is_escaped_on_stderr_as_on_stdout(hostile_iface):
+    p = subprocess.run(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
+                        "-t", "300ms"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
+    assert p.stdout.startswith(f"# tc on {IFNAME_ESCAPED} (tcx), "), p.stdout
+    assert p.stderr == f"pktstat-bpf: counting on {IFNAME_ESCAPED} via tcx for 0.3s (Ctrl-C to stop)\n"
+
+
+@pytest.mark.parametrize("flags", [[], ["--jsonl", "-r", "100ms"], ["-x"]], ids=["report", "jsonl", "xdp"])
+def test_an_interface_deleted_mid_capture_ends_the_run_with_a_warning(hostile_iface, flags):
+    """The kernel detaches the programs with the interface: one warning line
+    (the name escaped), the report of what was counted, exit code 1."""
+    p = subprocess.Popen(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
+                          "-t", "30s", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stderr.readline()
+        assert first.startswith(f"pktstat-bpf: counting on {IFNAME_ESCAPED} via "), first + p.stderr.read()
+        index = int(subprocess.run(["ip", "netns", "exec", hostile_iface, "cat", f"/sys/class/net/{IFNAME}/ifindex"],
+                                   capture_output=True, text=True, check=True).stdout)
+        gone_at = time.monotonic()
+        subprocess.run(["ip", "-n", hostile_iface, "link", "del", "dev", IFNAME], check=True)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert time.monotonic() - gone_at < 5
+    assert (p.returncode, err) == (
+        1, f"pktstat-bpf: warning: interface {IFNAME_ESCAPED} (index {index}) is gone: the capture ends here\n"
+    ), err
+    assert no_control_characters(out)
+    if not flags or flags == ["-x"]:
+        assert out.startswith(f"# {'xdp' if flags else 'tc'} on {IFNAME_ESCAPED} "), out
+
+
+def test_a_capture_file_name_that_is_not_utf8(bpf, tmp_path):
+    """--pcap with a name of bytes that are not UTF-8 (and ESC): replayed, the
+    name escaped in the report; missing, one line with it escaped, exit 2."""
+    name = os.path.join(os.fsencode(tmp_path), b"p\xff\x1b[31m.pcap")
+    shown = r"p\udcff\x1b[31m.pcap"
+    write_pcap(Path(os.fsdecode(name)), [(10**18, udp4("10.0.0.1", "10.0.0.2", 1, 2, 10))])
+    argv = [os.fsencode(sys.executable), b"-m", b"pktstat_bpf", b"--pcap", name]
+    p = subprocess.run(argv, capture_output=True, timeout=60)
+    assert (p.returncode, p.stderr) == (0, b""), p.stderr
+    assert p.stdout.decode("ascii").startswith(f"# replay of {tmp_path}/{shown}, "), p.stdout
+    os.unlink(name)
+    p = subprocess.run(argv, capture_output=True, timeout=60)
+    assert (p.returncode, p.stderr.decode("ascii")) == (
+        2, f"pktstat-bpf: error: {tmp_path}/{shown}: No such file or directory\n"
+    )

@@ -277,3 +277,44 @@ def test_tui_x_quits_and_sigterm_ends_it_cleanly(netns: NetnsPair):
         finally:
             t.kill()
     assert not netns.ours_attached()
+
+
+@pytest.mark.parametrize(
+    "term, message",
+    [
+        ("TERM=dumb", "-g/--tui: the terminal TERM='dumb' cannot move the cursor (use --plain or --jsonl)"),
+        ("TERM=pbt-no-such-term", "-g/--tui: unknown terminal type TERM='pbt-no-such-term' (terminfo has no entry for it)"),
+        ("-u TERM", "-g/--tui needs TERM set to the terminal's type (e.g. TERM=xterm-256color)"),
+        ("TERM=", "-g/--tui needs TERM set to the terminal's type (e.g. TERM=xterm-256color)"),
+    ],
+)
+def test_tui_in_a_terminal_curses_cannot_drive_is_one_line(netns: NetnsPair, term, message):
+    """In a real terminal (tmux) whose TERM is unset, dumb or unknown: one
+    line, exit code 2, nothing loaded (so nothing attached), no traceback."""
+    cmd = (
+        f"env {term} ip netns exec {netns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -t 1s; "
+        f"echo EXIT=$?; sleep 60"
+    )
+    t = Tmux(cmd, cols=200, rows=10)
+    try:
+        screen = t.wait(lambda s: any(line.startswith("EXIT=") for line in s))
+    finally:
+        t.kill()
+    lines = [line for line in screen if line.strip()]
+    assert lines == [f"pktstat-bpf: error: {message}", "EXIT=2"], screen
+    assert not netns.ours_attached()
+
+
+def test_tui_in_a_10x5_window_says_too_small_and_quits(netns: NetnsPair):
+    cmd = f"ip netns exec {netns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -r 200ms; echo EXIT=$?; sleep 60"
+    t = Tmux(cmd, cols=10, rows=5)
+    try:
+        t.wait(lambda s: bool(s) and s[0].startswith("terminal t"), timeout=20)
+        assert wait_for(netns.ours_attached, timeout=5)
+        t.keys("q")
+        screen = t.wait(lambda s: any(line.startswith("EXIT=") for line in s))
+        assert "EXIT=0" in screen, screen
+        assert "Traceback" not in "\n".join(screen)
+    finally:
+        t.kill()
+    assert not netns.ours_attached()

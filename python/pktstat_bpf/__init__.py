@@ -8,18 +8,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
-from .core.about import __version__, record_dtype
-from .core.capture import Capture, capture
-from .core.collector import Collector
-from .core.errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
-from .core.intervals import Interval, IntervalTracker
-from .core.replay import CaptureFileError, DamagedCaptureError, Replayer, replay
-from .core.snapshot import Counters, Snapshot, Totals
-from .output.parquet import read_flows
-from .output.series import timeseries
-from .views import budget
+TYPE_CHECKING = False  # (typing is not imported either: every import here delays the signal handlers)
+
+# Imported on first use (PEP 562), so that `python -m pktstat_bpf` reaches
+# cli.main(), which installs the SIGINT/SIGTERM handlers, before NumPy or the
+# engine is imported: a signal in the first instants of a run is then one
+# line and its exit code, not a traceback out of an import.
+_WHERE = {
+    "__version__": ".core.about",
+    "Capture": ".core.capture",
+    "capture": ".core.capture",
+    "Collector": ".core.collector",
+    "FeatureMissingError": ".core.errors",
+    "PktstatError": ".core.errors",
+    "PrivilegeError": ".core.errors",
+    "UsageError": ".core.errors",
+    "Interval": ".core.intervals",
+    "IntervalTracker": ".core.intervals",
+    "CaptureFileError": ".core.replay",
+    "DamagedCaptureError": ".core.replay",
+    "Replayer": ".core.replay",
+    "replay": ".core.replay",
+    "Counters": ".core.snapshot",
+    "Snapshot": ".core.snapshot",
+    "Totals": ".core.snapshot",
+    "timeseries": ".output.series",
+    "read_flows": ".output.parquet",
+    "budget": ".views.budget",
+}
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .core.about import __version__
+    from .core.capture import Capture, capture
+    from .core.collector import Collector
+    from .core.errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
+    from .core.intervals import Interval, IntervalTracker
+    from .core.replay import CaptureFileError, DamagedCaptureError, Replayer, replay
+    from .core.snapshot import Counters, Snapshot, Totals
+    from .output.parquet import read_flows
+    from .output.series import timeseries
+    from .views import budget
+
 
 __all__ = [
     "CaptureFileError",
@@ -47,5 +80,17 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RECORD_DTYPE":
+        from .core.about import record_dtype
+
         return record_dtype()
-    raise AttributeError(name)
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(name)
+    module = importlib.import_module(where, __name__)
+    value = module if name == "budget" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <cstring>
 #include <type_traits>
 #include <string>
 #include <unordered_map>
@@ -23,6 +24,19 @@ struct Field {
 	size_t offset;
 	size_t size;
 };
+
+// An engine message as Python text. It may carry a file or interface name
+// that is not UTF-8: decoded as os.fsdecode does (surrogateescape), so it
+// never fails and the name reads back as Python spells it.
+inline PyObject *message_text(const char *s) { return PyUnicode_DecodeUTF8(s, std::strlen(s), "surrogateescape"); }
+
+// Raise `type` (an exception class) with message `what` (see message_text).
+inline void set_error(PyObject *type, const char *what) {
+	PyObject *msg = message_text(what);
+	if (!msg) return; // (a Python error is already set)
+	PyErr_SetObject(type, msg);
+	Py_DECREF(msg);
+}
 
 const std::vector<Field> &record_fields();
 const std::vector<Field> &stats_fields();

@@ -35,7 +35,7 @@ void register_replay(py::module_ &m) {
 		try {
 			if (p) std::rethrow_exception(p);
 		} catch (const CaptureError &e) {
-			PyErr_SetString((e.kind() == CaptureError::LinkType ? linktype_error : capture_error)->ptr(), e.what());
+			set_error((e.kind() == CaptureError::LinkType ? linktype_error : capture_error)->ptr(), e.what());
 		}
 	});
 

@@ -41,7 +41,8 @@ int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 	py::gil_scoped_acquire gil;
 	try {
 		static const int levels[] = {30 /*WARN*/, 20 /*INFO*/, 10 /*DEBUG*/};
-		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], msg);
+		auto text = py::reinterpret_steal<py::str>(message_text(msg.c_str()));
+		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], text);
 	} catch (py::error_already_set &e) {
 		e.discard_as_unraisable(__func__);
 	}
@@ -74,11 +75,11 @@ PYBIND11_MODULE(_core, m) {
 			if (p) std::rethrow_exception(p);
 		} catch (const SysError &e) {
 			if (e.err() == ENODEV) {
-				PyErr_SetString(PyExc_LookupError, e.what());
+				set_error(PyExc_LookupError, e.what());
 				return;
 			}
 			py::object exc = py::reinterpret_steal<py::object>(
-			    PyObject_CallFunction(PyExc_OSError, "is", e.err(), e.what()));
+			    PyObject_CallFunction(PyExc_OSError, "iN", e.err(), message_text(e.what())));
 			if (!exc) return; // Python error already set
 			PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
 		}
@@ -88,8 +89,17 @@ PYBIND11_MODULE(_core, m) {
 	// messages are complete. FeatureMissing: the kernel lacks something (exit
 	// 69). TableTooLarge: the flow table does not fit in the kernel memory
 	// there is (a usage error: the value of --max-entries).
-	py::register_exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
-	py::register_exception<TableTooLarge>(m, "TableTooLarge", PyExc_OSError);
+	static auto *feature_missing = new py::exception<FeatureMissing>(m, "FeatureMissing", PyExc_OSError);
+	static auto *table_too_large = new py::exception<TableTooLarge>(m, "TableTooLarge", PyExc_OSError);
+	py::register_exception_translator([](std::exception_ptr p) {
+		try {
+			if (p) std::rethrow_exception(p);
+		} catch (const FeatureMissing &e) {
+			set_error(feature_missing->ptr(), e.what());
+		} catch (const TableTooLarge &e) {
+			set_error(table_too_large->ptr(), e.what());
+		}
+	});
 
 	// The test seam (test_knobs.hpp): PKTSTAT_BPF_TEST_FAULTS read now, for
 	// the faults the Python side applies (cgroup2 missing, progress delay).

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from ..core.about import __version__, libbpf_version
-from ..core.errors import EXIT_OK
 from ..exporter.metrics import FlowMetrics, make_registry, prometheus_client_module
 from ..exporter.server import MetricsServer
 from .options import Options
@@ -52,4 +51,4 @@ def run_exporter(opts: Options) -> int:
                 metrics.update(view.apply_interval(iv))
     finally:
         server.close()
-    return EXIT_OK
+    return stop.job_exit_code

@@ -247,6 +247,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raise UsageError("--process-backend chooses the hooks of process mode: use it with -k/--kprobes")
     if ns.kprobes and ns.iface is not None:
         raise UsageError("-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface")
+    if modes and ns.tc_attach != "auto":
+        raise UsageError(f"--tc-attach chooses how TC mode attaches: drop it with {modes[0]}")
     if ns.cgroup is not None and ns.iface is not None:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     _check_outputs(ns)

@@ -15,6 +15,7 @@ from .options import Options
 from .records import FlowOutputs
 from .report import write_report
 from .session import StopSignals, view_for
+from .signals import STOP
 from .stream import stream_writer
 
 log = logging.getLogger("pktstat_bpf")
@@ -33,7 +34,7 @@ def run_replay(opts: Options) -> int:
     snap: Snapshot | None = None
     code = EXIT_OK
     with FlowOutputs(opts, direction=False, owners=False) as flows, view_for(opts) as view:  # (outputs first)
-        with StopSignals() as stop:
+        with STOP as stop:
             replayer = Replayer(opts.max_entries)  # (loading: the signal is seen once it returns)
             stop.raise_if_signalled()
             bar = ProgressBar(sys.stderr)

@@ -4,11 +4,10 @@ or, with --jsonl/--plain/-u, stream every -r interval."""
 from __future__ import annotations
 
 import logging
-import sys
 
 from ..core import render
-from ..core.errors import EXIT_OK
 from ..core.snapshot import Snapshot
+from ..output.checked import CheckedOut
 from .options import Options
 from .records import FlowOutputs
 from .session import live_session, until
@@ -25,8 +24,7 @@ def write_report(snap: Snapshot, opts: Options) -> None:
         out = snap.to_json() + "\n"
     else:
         out = snap.to_text()
-    sys.stdout.write(out)
-    sys.stdout.flush()
+    CheckedOut().put(out)  # a failed write: OutputError (exit 1); a closed pipe: BrokenPipeError (exit 0)
 
 
 def run_capture(opts: Options) -> int:
@@ -40,11 +38,11 @@ def run_capture(opts: Options) -> int:
             from .stream import run_stream
 
             run_stream(opts, collector, view, stop)
-            return EXIT_OK
+            return stop.job_exit_code
         stop.wait(opts.timeout)
         collector.stop()
         snap = collector.snapshot()
     snap = view.apply(snap)  # (the view warns once if the table is nearly full)
     write_report(snap, opts)
     flows.final(snap)  # --ipfix, --parquet: the final records
-    return EXIT_OK
+    return stop.job_exit_code

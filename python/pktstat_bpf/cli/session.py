@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
+import socket
 import sys
 import threading
 from typing import Iterator, cast
 
 from ..core.collector import Collector
 from ..core.durations import format_duration
+from ..core.render import escape_text
 from ..views.view import FillWarning, View
 from .options import PROG, Options
+from .signals import STOP, StopSignals
 
 log = logging.getLogger("pktstat_bpf")
 
 
 def setup_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter(f"{PROG}: %(message)s"))
     root = logging.getLogger("pktstat_bpf")
     root.handlers[:] = [handler]
     root.propagate = False
@@ -31,34 +33,21 @@ def setup_logging(level: int) -> None:
     logging.getLogger("pktstat_bpf.libbpf").setLevel(logging.DEBUG if level >= 2 else logging.CRITICAL + 1)
 
 
-class StopSignals:
-    """SIGINT/SIGTERM end the run (the report is still printed)."""
+class _EscapingFormatter(logging.Formatter):
+    """Every diagnostic line escaped as the report is: an interface name,
+    a cgroup path or a kernel log line carrying ESC or other control
+    characters reaches stderr inert (:func:`~pktstat_bpf.core.render.escape_text`)."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal: int | None = None
-        self._old: dict[int, object] = {}
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_text(super().format(record))
 
-    def __enter__(self) -> StopSignals:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
 
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signal = signum
-        self.event.set()
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ignore]
+    """A stderr that cannot be written (closed, full) has no one to tell:
+    drop the line rather than print logging's own traceback."""
 
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
-
-    def wait(self, timeout: float) -> None:
-        self.event.wait(timeout if timeout > 0 else None)
-
-    def raise_if_signalled(self) -> None:
-        """A signal came: unwind as an interruption (exit code 130)."""
-        if self.signal is not None:
-            raise KeyboardInterrupt
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 def collector_for(opts: Options) -> Collector:
@@ -92,5 +81,39 @@ def live_session(opts: Options, collector: Collector | None = None) -> Iterator[
     """The view, the started collector and the stop signals of a live job,
     undone in reverse order on the way out (the collector detaches)."""
     collector = collector if collector is not None else collector_for(opts)
-    with view_for(opts) as view, collector, StopSignals() as stop:
+    with STOP as stop, view_for(opts) as view, collector, _watch_iface(collector, stop):
+        stop.raise_if_signalled()  # a signal while loading or attaching: interrupted, nothing counted
         yield collector, view, stop
+
+
+@contextlib.contextmanager
+def _watch_iface(collector: Collector, stop: StopSignals, every: float = 0.5) -> Iterator[None]:
+    """In the interface modes, a thread that notices the interface going
+    away (deleted, or its namespace gone): the kernel detaches the programs
+    with it, so nothing more can be counted. It says so on stderr and ends
+    the run as a signal would (the report of what was counted is written)
+    and records it in ``stop.failure``: the job's exit code is then 1."""
+    ifindex = collector.status.get("ifindex")
+    if not ifindex:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            try:
+                socket.if_indextoname(ifindex)
+            except OSError:
+                stop.failure = f"interface {collector.where} (index {ifindex}) is gone"
+                log.warning("warning: %s: the capture ends here", stop.failure)
+                stop.event.set()
+                return
+
+    t = threading.Thread(target=watch, name="pktstat-bpf iface watch", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from ..core.collector import Collector
+from ..output.checked import CheckedOut
 from ..output.stream import StreamWriter
 from ..views.filters import UniqueFilter
 from ..views.view import View
@@ -14,7 +13,7 @@ from .session import StopSignals
 
 
 def stream_writer(opts: Options) -> StreamWriter:
-    return StreamWriter(sys.stdout, "jsonl" if opts.jsonl else "text", UniqueFilter() if opts.unique else None)
+    return StreamWriter(CheckedOut(what="the stream"), "jsonl" if opts.jsonl else "text", UniqueFilter() if opts.unique else None)
 
 
 def run_stream(opts: Options, collector: Collector, view: View, stop: StopSignals) -> None:

@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..core.durations import Pacer
-from ..core.errors import EXIT_OK, UsageError
+from ..core.errors import UsageError
 from ..core.intervals import IntervalTracker
 from ..output.table import QUIT, TableModel, header_line
 from .options import Options
@@ -57,10 +57,10 @@ def _draw(scr: curses.window, m: TableModel) -> None:
         _put(scr, 3 + i, 0, text, width)
     _put(scr, height - 1, 0, m.footer_line(), width, curses.A_DIM if m.editing is None else curses.A_BOLD)
     if m.editing is not None:
-        curses.curs_set(1)
+        _cursor(1)
         scr.move(height - 1, min(len(m.footer_line()), width - 1))
     else:
-        curses.curs_set(0)
+        _cursor(0)
     scr.refresh()
 
 
@@ -83,7 +83,7 @@ def tui_loop(
     st = collector.status
     m = TableModel(mode=collector.mode, where=collector.where, attach=st["attach"], refresh=opts.refresh)
     tracker = IntervalTracker()
-    curses.curs_set(0)
+    _cursor(0)
     scr.keypad(True)
     start = clock()
     deadline = start + opts.timeout if opts.timeout > 0 else None
@@ -121,11 +121,34 @@ def run_tui(opts: Options) -> int:
     locale.setlocale(locale.LC_ALL, "")  # let ncurses draw UTF-8 (escaped names may hold it)
     for stale in ("LINES", "COLUMNS"):  # ncurses would prefer these to the terminal's real size
         os.environ.pop(stale, None)
+    check_terminal()  # before anything is loaded: a terminal curses cannot drive is a usage error
     with live_session(opts) as (collector, view, stop):
         log.debug("counting on %s via %s", collector.where, collector.status["attach"])
         with _logs_held(sys.stderr.isatty()):
             curses.wrapper(tui_loop, collector, view, opts, stop.event)
-    return EXIT_OK
+    return stop.job_exit_code
+
+
+def check_terminal() -> None:
+    """The terminal of $TERM must be one terminfo knows and that can move
+    the cursor and clear the screen; else one line, exit code 2."""
+    term = os.environ.get("TERM", "")
+    if not term:
+        raise UsageError("-g/--tui needs TERM set to the terminal's type (e.g. TERM=xterm-256color)")
+    try:
+        curses.setupterm(term, sys.stdout.fileno())
+    except curses.error:
+        raise UsageError(f"-g/--tui: unknown terminal type TERM={term!r} (terminfo has no entry for it)") from None
+    if not (curses.tigetstr("cup") and curses.tigetstr("clear")):
+        raise UsageError(f"-g/--tui: the terminal TERM={term!r} cannot move the cursor (use --plain or --jsonl)")
+
+
+def _cursor(visibility: int) -> None:
+    """Show or hide the cursor, where the terminal can (not all can)."""
+    try:
+        curses.curs_set(visibility)
+    except curses.error:
+        pass
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ Exit codes (documented in the README and ``--help``):
 2     usage error: a bad flag or value (:class:`UsageError`)
 69    a kernel feature is missing (:class:`FeatureMissingError`)
 77    insufficient privilege (:class:`PrivilegeError`)
-130   interrupted before a report could be made
+130   interrupted (SIGINT or SIGTERM) before a report could be made
 ====  =====================================================
 """
 

@@ -137,7 +137,7 @@ class Replayer:
 
         self._engine.clear()
         try:
-            self._engine.open_file(path)
+            self._engine.open_file(os.fsencode(path))  # bytes: a file name need not be UTF-8
         except _core.CaptureError as e:
             raise CaptureFileError(str(e)) from None
         except OSError as e:

@@ -6,11 +6,12 @@ serves every combination; each format has one line renderer
 from __future__ import annotations
 
 import logging
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from ..core import render
 from ..core.intervals import Interval
 from ..views.filters import UniqueFilter
+from .checked import TextSink
 
 if TYPE_CHECKING:
 
@@ -30,7 +31,7 @@ class StreamWriter:
     only the first interval it sends in.
     """
 
-    def __init__(self, out: IO[str], fmt: str = "jsonl", unique: UniqueFilter | None = None) -> None:
+    def __init__(self, out: TextSink, fmt: str = "jsonl", unique: UniqueFilter | None = None) -> None:
         self.out = out
         self.line = render.STREAM_FORMATS[fmt]
         self.unique = unique

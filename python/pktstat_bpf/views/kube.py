@@ -87,8 +87,10 @@ class PodCache:
         path = os.path.expanduser(kubeconfig)
         if os.path.isdir(path):
             raise UsageError(f"--kubeconfig: {kubeconfig!r} is a directory, not a kubeconfig file")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UsageError(f"--kubeconfig: no such file: {kubeconfig!r}")
+        if not os.path.isfile(path):  # a device (/dev/zero), a fifo, a socket: never a kubeconfig
+            raise UsageError(f"--kubeconfig: {kubeconfig!r} is not a regular file, so not a kubeconfig file")
         client, config, watch = _client()
         try:
             self._api = config.new_client_from_config(config_file=path, context=context)
