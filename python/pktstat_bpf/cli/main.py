@@ -68,16 +68,6 @@ def _quiet_stdout() -> None:
     os.close(null)
 
 
-def _preload() -> None:
-    """Import now what the first flows written would otherwise import
-    (pyarrow makes the address strings, ~0.5 s on a busy machine): before
-    counting starts, so the first interval is not stretched by an import."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see ``--help``).
 
@@ -107,7 +97,6 @@ def _run(argv: Sequence[str] | None) -> int:
             CheckedOut(what="the version").put(f"{PROG} {__version__} (libbpf {libbpf_version()})\n")
             return EXIT_OK
         setup_logging(opts.verbose - opts.quiet)
-        _preload()
         STOP.raise_if_signalled()
         return dispatch(opts)
     except PktstatError as e:

@@ -16,6 +16,7 @@ The one address formatter of the package.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -136,16 +137,15 @@ class Text:
         return cls(chars[keep], offsets)
 
     def to_numpy(self) -> np.ndarray:
-        """The strings as an object array of str (made by pyarrow where it
-        is installed, else through a fixed-width NumPy array)."""
+        """The strings as an object array of str: by pyarrow where something
+        already imported it (a DataFrame, Parquet), else through a
+        fixed-width NumPy array. Never imported here: the text and JSON
+        outputs call this, and pyarrow takes longer to import (0.5 s on a
+        busy machine, seconds in an emulated guest) than formatting takes."""
         n = len(self)
         if n == 0:
             return np.empty(0, object)
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            pass
-        else:
+        if sys.modules.get("pyarrow") is not None:
             return self.to_arrow().to_numpy(zero_copy_only=False)
         lengths = np.diff(self.offsets)
         width = max(int(lengths.max()), 1)
