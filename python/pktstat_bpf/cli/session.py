@@ -63,13 +63,14 @@ class StopSignals:
 
 def collector_for(opts: Options) -> Collector:
     """The Collector the mode flags ask for (nothing is loaded yet)."""
+    common = {"max_entries": opts.max_entries, "drops": opts.drops}
     if opts.cgroup is not None:
-        return Collector(mode="cgroup", max_entries=opts.max_entries, cgroup=opts.cgroup)
+        return Collector(mode="cgroup", cgroup=opts.cgroup, **common)
     if opts.kprobes:
-        return Collector(mode="process", max_entries=opts.max_entries, backend=opts.process_backend or "auto")
+        return Collector(mode="process", backend=opts.process_backend or "auto", **common)
     if opts.xdp:
-        return Collector(opts.iface, "xdp", max_entries=opts.max_entries, xdp_mode=opts.xdp_mode)
-    return Collector(opts.iface, "tc", max_entries=opts.max_entries, tc_attach=opts.tc_attach)
+        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, **common)
+    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, **common)
 
 
 def view_for(opts: Options) -> View:

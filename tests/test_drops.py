@@ -1,0 +1,182 @@
+"""--drops: the kernel's own drops with their reasons (kfree_skb tracepoint),
+per flow and per reason, against oracles that are not ours: an nftables drop
+rule's own counter, UDP to a closed port (the kernel's UdpNoPorts counter),
+and a full socket receive buffer (the namespace's UdpRcvbufErrors, as
+``nstat`` shows it). Every case runs in namespaces the test makes, with a TC
+collector on ``va`` in namespace A, whose drop watcher sees only the drops
+on that interface of that namespace (so other tests' traffic never counts),
+and the assertions look at the test's own flow only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from netns import NetnsPair, sh
+from pktstat_bpf import Collector
+
+pytestmark = pytest.mark.kernel
+
+A4, B4 = NetnsPair.A4, NetnsPair.B4
+
+
+def send_from_b(ns: NetnsPair, dst: str, port: int, count: int, payload: int, src_port: int) -> None:
+    """`count` datagrams of `payload` bytes from B:src_port to dst:port."""
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('', int(sys.argv[5])))\n"
+        "for _ in range(int(sys.argv[3])): s.sendto(b'd' * int(sys.argv[4]), (sys.argv[1], int(sys.argv[2])))\n"
+    )
+    sh(sys.executable, "-c", code, dst, str(port), str(count), str(payload), str(src_port), netns=ns.ns_b)
+
+
+def snmp(ns: str, group: str) -> dict[str, int]:
+    """The namespace's /proc/net/snmp counters of `group` (Udp, Ip ...)."""
+    lines = [ln.split() for ln in sh("cat", "/proc/net/snmp", netns=ns).stdout.splitlines() if ln.startswith(group + ":")]
+    return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+
+
+def flow_row(snap, src: str, sport: int, dst: str, dport: int) -> dict:
+    rows = [f for f in snap.flows() if (f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]) == (src, sport, dst, dport)]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def settle(c: Collector, want, timeout: float = 5.0):
+    """Snapshots until `want(snapshot)` holds (the program runs in softirq:
+    a drop may land just after the sender returns)."""
+    end = time.monotonic() + timeout
+    while True:
+        snap = c.snapshot()
+        if want(snap) or time.monotonic() > end:
+            return snap
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def pair(netns):
+    return netns
+
+
+def nft(ns: NetnsPair, script: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns.ns_a, "nft", "-f", "-"], input=script, text=True, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_an_nft_drop_rule_gives_exactly_its_drops_with_reason_netfilter_drop(pair):
+    n, port, sport = 17, 7001, 40001
+    nft(pair, f"table inet pbt {{\n chain in {{\n type filter hook input priority 0\n udp dport {port} counter drop\n }}\n}}\n")
+    with pair.in_a(), Collector("va", "tc", drops=True) as c:
+        send_from_b(pair, A4, port, n, 100, sport)
+        snap = settle(c, lambda s: s.extra["drops"].get("NETFILTER_DROP", 0) >= n)
+    ruleset = json.loads(sh("nft", "-j", "list", "table", "inet", "pbt", netns=pair.ns_a).stdout)
+    counter = next(e["counter"] for r in ruleset["nftables"] if "rule" in r for e in r["rule"]["expr"] if "counter" in e)
+    assert counter["packets"] == n  # the rule's own count: the oracle
+    row = flow_row(snap, B4, sport, A4, port)
+    assert (row["packets"], row["drops"], row["dropReasons"]) == (n, n, {"NETFILTER_DROP": n})
+    assert snap.extra["drops"]["NETFILTER_DROP"] == n
+    line = next(ln for ln in snap.to_text().splitlines() if f":{sport}," in ln)
+    assert line.endswith(f", drops: {n} (NETFILTER_DROP)")
+    assert snap.header_line().endswith(f"; drops {n} (NETFILTER_DROP)")
+    doc = json.loads(snap.to_json())
+    # bytes: the IP packets' lengths (20 + 8 + 100), as TC counted them less the Ethernet header
+    assert doc["dropCounters"] == {"packets": n, "bytes": n * 128, "unparsed": 0, "overflow": 0}
+    assert row["bytes"] == n * (128 + 14)
+
+
+def test_udp_to_a_closed_port_is_no_socket_on_that_flow(pair):
+    n, port, sport = 9, 7002, 40002
+    before = snmp(pair.ns_a, "Udp")["NoPorts"]
+    with pair.in_a(), Collector("va", "tc", drops=True) as c:
+        send_from_b(pair, A4, port, n, 60, sport)
+        snap = settle(c, lambda s: s.extra["drops"].get("NO_SOCKET", 0) >= n)
+    no_ports = snmp(pair.ns_a, "Udp")["NoPorts"] - before
+    assert no_ports == n  # the kernel's own count of datagrams without a socket
+    row = flow_row(snap, B4, sport, A4, port)
+    assert (row["drops"], row["dropReasons"]) == (n, {"NO_SOCKET": n})
+    assert snap.extra["drops"] == {"NO_SOCKET": n}
+    df = snap.to_pandas()
+    hit = df[(df["src_port"] == sport) & (df["dst_port"] == port)]
+    assert (int(hit["drops"].iloc[0]), hit["drop_reasons"].iloc[0]) == (n, "NO_SOCKET")
+
+
+def test_a_full_receive_buffer_gives_socket_rcvbuff_as_the_socket_counters_say(pair):
+    n, port, sport = 300, 7003, 40003
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)\n"  # the kernel's minimum
+        f"s.bind(('{A4}', {port})); print('ready', flush=True); sys.stdin.read()\n"
+    )
+    with pair.in_a(), Collector("va", "tc", drops=True) as c:
+        receiver = pair.exec_a(sys.executable, "-c", code, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert receiver.stdout.readline().strip() == "ready"
+            before = snmp(pair.ns_a, "Udp")
+            send_from_b(pair, A4, port, n, 1000, sport)
+            time.sleep(0.3)
+            after = snmp(pair.ns_a, "Udp")
+            snap = settle(c, lambda s: s.extra["drops"].get("SOCKET_RCVBUFF", 0) >= after["RcvbufErrors"] - before["RcvbufErrors"])
+        finally:
+            receiver.communicate("")
+    rcvbuf = after["RcvbufErrors"] - before["RcvbufErrors"]
+    assert 0 < rcvbuf < n  # some were queued, the rest dropped
+    row = flow_row(snap, B4, sport, A4, port)
+    assert row["dropReasons"] == {"SOCKET_RCVBUFF": rcvbuf}
+    assert row["drops"] == rcvbuf
+    assert after["InErrors"] - before["InErrors"] == rcvbuf
+
+
+def test_a_drop_watcher_on_an_interface_ignores_drops_elsewhere(pair):
+    """Drops on lo of namespace A (UDP to a closed port) are not va's."""
+    with pair.in_a(), Collector("va", "tc", drops=True) as c:
+        lo = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(5): s.sendto(b'l', ('127.0.0.1', 7004))"
+        sh(sys.executable, "-c", lo, netns=pair.ns_a)
+        send_from_b(pair, A4, 7005, 3, 10, 40005)
+        snap = settle(c, lambda s: s.extra["drops"].get("NO_SOCKET", 0) >= 3)
+        time.sleep(0.2)
+        snap = c.snapshot()
+    assert snap.extra["drops"] == {"NO_SOCKET": 3}
+    assert snmp(pair.ns_a, "Udp")["NoPorts"] == 8  # the 5 on lo happened: they are just not va's
+    assert c.status["drops"] is True
+
+
+def test_the_reason_names_are_the_kernels_own():
+    """Names come from the running kernel's BTF (bpftool prints the same enum)."""
+    from pktstat_bpf.core.engine import _core
+
+    dump = sh("bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c").stdout
+    body = dump[dump.index("enum skb_drop_reason {"):]
+    body = body[: body.index("};")]
+    theirs = {}
+    for ln in body.splitlines()[1:]:
+        name, _, value = ln.strip().rstrip(",").partition(" = ")
+        long = "SKB_DROP_REASON_"
+        theirs[int(value)] = name[len(long) :] if name.startswith(long) else name.removeprefix("SKB_")
+    assert _core.kernel_drop_reasons() == theirs
+    assert {"NOT_DROPPED_YET", "NOT_SPECIFIED", "NO_SOCKET", "NETFILTER_DROP", "SOCKET_RCVBUFF"} <= set(theirs.values())
+
+
+def test_cli_drops_in_text_and_json(pair):
+    """--drops end to end: the flow line and the header of the text report,
+    and the JSON fields."""
+    port, sport, n = 7006, 40006, 4
+    outs = {}
+    for fmt in ([], ["-j"]):
+        p = subprocess.Popen(["ip", "netns", "exec", pair.ns_a, sys.executable, "-m", "pktstat_bpf", "-i", "va",
+                              "--drops", "-t", "2s", *fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        p.stderr.readline()  # the start-up line: attached
+        send_from_b(pair, A4, port, n, 20, sport)
+        outs[bool(fmt)] = p.communicate(timeout=30)
+        sport += 1
+    text, _ = outs[False]
+    assert f"src: {B4}:40006, dst: {A4}:{port}, drops: {n} (NO_SOCKET)" in text
+    header = text.splitlines()[0]
+    assert header.endswith(f"; drops {n} (NO_SOCKET)"), header
+    doc = json.loads(outs[True][0])
+    row = next(f for f in doc["flows"] if f["srcPort"] == 40007)
+    assert (row["drops"], row["dropReasons"], doc["drops"]) == (n, {"NO_SOCKET": n}, {"NO_SOCKET": n})
