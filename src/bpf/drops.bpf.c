@@ -27,6 +27,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <stdbool.h>
+
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -84,15 +85,13 @@ struct {
 	__type(value, struct drop_stats);
 } drop_stats SEC(".maps");
 
-static __always_inline void add(struct drop_value *v, __u64 len)
-{
+static __always_inline void add(struct drop_value *v, __u64 len) {
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, len);
 }
 
 /* Add to `map` at `key`, creating the entry; false when the map is full. */
-static __always_inline bool bump(void *map, const void *key, __u64 len)
-{
+static __always_inline bool bump(void *map, const void *key, __u64 len) {
 	struct drop_value *v = bpf_map_lookup_elem(map, key), fresh = {1, len};
 
 	if (v) {
@@ -111,8 +110,7 @@ static __always_inline bool bump(void *map, const void *key, __u64 len)
 /* The ports (or ICMP type/code) at head + off, inside the datagram
  * (`room` bytes from there) and the linear data (up to `tail`). */
 static __always_inline void skb_l4(unsigned char *head, __u32 off, __u32 tail, __u32 room,
-				   struct flow_tuple *t)
-{
+                                   struct flow_tuple *t) {
 	__u32 need = l4_min_len(t->proto);
 	__u8 l4[4];
 
@@ -129,8 +127,7 @@ static __always_inline void skb_l4(unsigned char *head, __u32 off, __u32 tail, _
 	}
 }
 
-static __always_inline int skb_ipv4(unsigned char *head, __u32 nh, __u32 tail, struct flow_tuple *t)
-{
+static __always_inline int skb_ipv4(unsigned char *head, __u32 nh, __u32 tail, struct flow_tuple *t) {
 	struct iphdr ip;
 	__u32 hlen, tot_len;
 
@@ -155,8 +152,7 @@ static __always_inline int skb_ipv4(unsigned char *head, __u32 nh, __u32 tail, s
 	return ip.tot_len ? (int)tot_len : 0;
 }
 
-static __always_inline int skb_ipv6(unsigned char *head, __u32 nh, __u32 tail, struct flow_tuple *t)
-{
+static __always_inline int skb_ipv6(unsigned char *head, __u32 nh, __u32 tail, struct flow_tuple *t) {
 	struct ipv6hdr ip6;
 	__u32 off = sizeof(ip6), plen;
 	__u8 nexthdr, ext[4];
@@ -176,7 +172,8 @@ static __always_inline int skb_ipv6(unsigned char *head, __u32 nh, __u32 tail, s
 		    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_HIP &&
 		    nexthdr != NEXTHDR_SHIM6)
 			break;
-		if (nh + off + sizeof(ext) > tail || bpf_probe_read_kernel(ext, sizeof(ext), head + nh + off)) {
+		if (nh + off + sizeof(ext) > tail ||
+		    bpf_probe_read_kernel(ext, sizeof(ext), head + nh + off)) {
 			t->proto = nexthdr;
 			return ip6.payload_len ? (int)plen : 0;
 		}
@@ -200,8 +197,7 @@ static __always_inline int skb_ipv6(unsigned char *head, __u32 nh, __u32 tail, s
 }
 
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(drops_kfree_skb, struct sk_buff___d *skb, void *location, unsigned int reason)
-{
+int BPF_PROG(drops_kfree_skb, struct sk_buff___d *skb, void *location, unsigned int reason) {
 	struct net_device___d *dev = BPF_CORE_READ(skb, dev);
 	struct drop_key key = {};
 	struct drop_stats *st;

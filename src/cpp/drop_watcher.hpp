@@ -36,7 +36,7 @@ struct DropEntry {
 std::map<uint32_t, std::string> kernel_drop_reasons();
 
 class DropWatcher {
-public:
+      public:
 	explicit DropWatcher(const DropOptions &opts); // probes, opens, configures, loads
 	DropWatcher(const DropWatcher &) = delete;
 	DropWatcher &operator=(const DropWatcher &) = delete;
@@ -47,12 +47,13 @@ public:
 
 	const std::map<uint32_t, std::string> &reasons() const noexcept { return reasons_; }
 	const DropOptions &options() const noexcept { return opts_; }
+	uint32_t prog_id() const; // the kernel's id of the loaded program (bpftool prog show id ...)
 
-	std::vector<DropEntry> read_flows() const;                 // per (tuple, reason)
+	std::vector<DropEntry> read_flows() const;                         // per (tuple, reason)
 	std::vector<std::pair<uint32_t, drop_value>> read_reasons() const; // per reason
 	drop_stats read_stats() const;
 
-private:
+      private:
 	DropOptions opts_;
 	std::map<uint32_t, std::string> reasons_;
 	Skeleton<drops_bpf> skel_;

@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         "or auto (the first of these the kernel accepts; default)",
     )  # fmt: skip
     p.add_argument(
-        "--drops", action="store_true",
+        "--drops",
+        action="store_true",
         help="also count the packets the kernel drops, per flow and per drop reason (kfree_skb tracepoint, "
         "Linux 5.17+); with -i/-x the interface's drops only",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--pcap", metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "

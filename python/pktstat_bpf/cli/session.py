@@ -63,14 +63,14 @@ class StopSignals:
 
 def collector_for(opts: Options) -> Collector:
     """The Collector the mode flags ask for (nothing is loaded yet)."""
-    common = {"max_entries": opts.max_entries, "drops": opts.drops}
+    n, drops = opts.max_entries, opts.drops
     if opts.cgroup is not None:
-        return Collector(mode="cgroup", cgroup=opts.cgroup, **common)
+        return Collector(mode="cgroup", max_entries=n, drops=drops, cgroup=opts.cgroup)
     if opts.kprobes:
-        return Collector(mode="process", backend=opts.process_backend or "auto", **common)
+        return Collector(mode="process", max_entries=n, drops=drops, backend=opts.process_backend or "auto")
     if opts.xdp:
-        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, **common)
-    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, **common)
+        return Collector(opts.iface, "xdp", max_entries=n, drops=drops, xdp_mode=opts.xdp_mode)
+    return Collector(opts.iface, "tc", max_entries=n, drops=drops, tc_attach=opts.tc_attach)
 
 
 def view_for(opts: Options) -> View:

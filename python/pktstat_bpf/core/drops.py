@@ -22,8 +22,8 @@ from .errors import UsageError
 DEFAULT_MAX_DROP_FLOWS = 16384
 #: the parts of a tuple a drop and a flow must share (direction, interface and
 #: kind are left out: a freed packet does not say which way it went)
-_JOIN = (("saddr", "(16,)u1"), ("daddr", "(16,)u1"), ("sport", "u2"), ("dport", "u2"), ("proto", "u1"),
-         ("ipver", "u1"))  # fmt: skip
+_JOIN = [("saddr", "(16,)u1"), ("daddr", "(16,)u1"), ("sport", "u2"), ("dport", "u2"), ("proto", "u1")]
+_JOIN.append(("ipver", "u1"))
 
 
 def netns_inode() -> int:
@@ -48,7 +48,9 @@ class DropReading:
 
     def reason_names(self) -> np.ndarray:
         """The reason of each record by name (an object array of str)."""
-        return np.array([self.names.get(int(r), f"REASON_{int(r)}") for r in self.records["reason"]], dtype=object)
+        return np.array(
+            [self.names.get(int(r), f"REASON_{int(r)}") for r in self.records["reason"]], dtype=object
+        )
 
     def header(self) -> dict[str, Any]:
         """``drops`` (reason -> packets) and ``dropCounters`` for a JSON header."""
@@ -98,7 +100,9 @@ class DropWatch:
     detached with the collector, read with each snapshot. `ifindex`/`netns`
     (0: any) restrict it to the drops on one device of one namespace."""
 
-    def __init__(self, *, ifindex: int = 0, netns: int = 0, max_entries: int = DEFAULT_MAX_DROP_FLOWS) -> None:
+    def __init__(
+        self, *, ifindex: int = 0, netns: int = 0, max_entries: int = DEFAULT_MAX_DROP_FLOWS
+    ) -> None:
         if max_entries <= 0:
             raise UsageError(f"the drop map needs a positive size, not {max_entries}")
         self.ifindex, self.netns, self.max_entries = ifindex, netns, max_entries
