@@ -191,7 +191,7 @@ def test_cli_drops_in_text_and_json(pair):
     and the JSON fields."""
     port, sport, n = 7006, 40006, 4
     outs = {}
-    for fmt in ([], ["-j"]):
+    for fmt in ([], ["-j"], ["--jsonl", "-r", "500ms"]):
         p = subprocess.Popen(
             [
                 "ip",
@@ -214,12 +214,57 @@ def test_cli_drops_in_text_and_json(pair):
         )
         p.stderr.readline()  # the start-up line: attached
         send_from_b(pair, A4, port, n, 20, sport)
-        outs[bool(fmt)] = p.communicate(timeout=30)
+        outs[fmt[0] if fmt else ""] = p.communicate(timeout=30)
         sport += 1
-    text, _ = outs[False]
+    text, _ = outs[""]
     assert f"src: {B4}:40006, dst: {A4}:{port}, drops: {n} (NO_SOCKET)" in text
     header = text.splitlines()[0]
     assert header.endswith(f"; drops {n} (NO_SOCKET)"), header
-    doc = json.loads(outs[True][0])
+    doc = json.loads(outs["-j"][0])
     row = next(f for f in doc["flows"] if f["srcPort"] == 40007)
     assert (row["drops"], row["dropReasons"], doc["drops"]) == (n, {"NO_SOCKET": n}, {"NO_SOCKET": n})
+    # JSON Lines: the drops since the start on each line of the flow (its last line has them all)
+    lines = [json.loads(ln) for ln in outs["--jsonl"][0].splitlines()]
+    ours = [ln for ln in lines if ln["srcPort"] == 40008]
+    assert sum(ln["packets"] for ln in ours) == n
+    assert (ours[-1]["drops"], ours[-1]["dropReasons"]) == (n, {"NO_SOCKET": n})
+
+
+def test_the_drop_dtype_is_the_compiled_struct():
+    """The NumPy dtype of drop records is built from offsetof of the C++
+    struct (drop_key + drop_value, src/bpf/drops.h); each field's offset and
+    size agree with it, and the key is the 52 bytes drops.h asserts."""
+    from pktstat_bpf.core.engine import _core
+
+    layout, dt = _core.drop_layout(), _core.drop_dtype
+    assert layout.pop("__itemsize__") == (0, dt.itemsize) == (0, 72)
+    assert {name: (dt.fields[name][1], dt.fields[name][0].itemsize) for name in dt.names} == layout
+    assert layout["reason"] == (44, 4) and layout["netns"] == (48, 4) and layout["packets"] == (56, 8)
+
+
+def test_the_exporter_counts_drops_per_reason(pair):
+    """--prometheus --drops: pktstat_bpf_drops_total{reason=...}, the
+    lifetime count per reason, as the kernel's own NoPorts counter says."""
+    import urllib.request
+
+    n, port = 6, 7020
+    cmd = [sys.executable, "-m", "pktstat_bpf", "-i", "va", "--drops", "-r", "200ms", "-t", "20s"]
+    p = pair.exec_a(
+        *cmd, "--prometheus", "127.0.0.1:9719", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    want = [f'pktstat_bpf_drops_total{{reason="NO_SOCKET"}} {float(n)}']
+    drops: list[str] = []
+    try:
+        p.stderr.readline()  # attached
+        send_from_b(pair, A4, port, n, 10, 40020)
+        end = time.monotonic() + 10
+        while drops != want and time.monotonic() < end:  # until a reading after all the drops was exported
+            time.sleep(0.2)
+            with pair.in_a():
+                body = urllib.request.urlopen("http://127.0.0.1:9719/metrics", timeout=5).read().decode()
+            drops = [ln for ln in body.splitlines() if ln.startswith("pktstat_bpf_drops_total")]
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    assert snmp(pair.ns_a, "Udp")["NoPorts"] == n
+    assert drops == want
