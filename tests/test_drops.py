@@ -268,3 +268,40 @@ def test_the_exporter_counts_drops_per_reason(pair):
         p.communicate(timeout=30)
     assert snmp(pair.ns_a, "Udp")["NoPorts"] == n
     assert drops == want
+
+
+def test_the_tui_shows_a_drops_column_and_the_reasons_in_its_header():
+    """Table model of the TUI (no terminal): a DROPS column where the
+    snapshot has drop columns, and the per-reason sums in the header."""
+    import numpy as np
+    from pktstat_bpf.core.engine import _core
+    from pktstat_bpf.core.intervals import IntervalTracker
+    from pktstat_bpf.core.snapshot import Snapshot, Totals
+    from pktstat_bpf.output.table import TableModel, header_line
+
+    r = np.zeros(2, dtype=_core.record_dtype)
+    r["ipver"], r["proto"], r["dport"], r["packets"], r["bytes"] = 4, 17, (53, 7001), (3, 17), (300, 2176)
+    r["saddr"][:, 10:12] = r["daddr"][:, 10:12] = 0xFF
+    stats = np.zeros(3, dtype=_core.stats_dtype)
+    drops = np.array([0, 17], dtype=np.uint64)
+    reasons = np.array([None, {"NETFILTER_DROP": 12, "NO_SOCKET": 5}], dtype=object)
+    snap = Snapshot(
+        records=r,
+        totals=Totals.from_arrays(stats, r),
+        duration=1.0,
+        started_at=0.0,
+        taken_at=1.0,
+        mode="tc",
+        extra={"drops": {"NETFILTER_DROP": 12, "NO_SOCKET": 5, "NOT_SPECIFIED": 1}},
+        columns={"drops": drops, "drop_reasons": reasons},
+    )
+    iv = IntervalTracker().advance(snap)
+    model = TableModel(mode="tc", where="va", attach="tcx")
+    model.update(iv)
+    titles = [c.title for c in model.columns()]
+    assert titles == ["BITRATE", "PACKETS", "BYTES", "PROTO", "DROPS", "SRC", "DST"]
+    rows = {row[-1]: row[titles.index("DROPS")] for row in model.visible()}
+    assert rows == {"0.0.0.0:53": "", "0.0.0.0:7001": "17"}
+    assert header_line(iv, "tc", "va", "tcx").endswith(
+        "  drops: 18 (NETFILTER_DROP:12,NO_SOCKET:5,NOT_SPECIFIED:1)"
+    )
