@@ -10,6 +10,8 @@ and the assertions look at the test's own flow only."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +75,8 @@ def pair(netns_v4only):
 
 
 def nft(ns: NetnsPair, script: str) -> None:
+    if shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+        pytest.skip("nft is not installed (make setup installs nftables)")
     cmd = ["ip", "netns", "exec", ns.ns_a, "nft", "-f", "-"]
     subprocess.run(cmd, input=script, text=True, check=True, capture_output=True)
 
@@ -168,7 +172,7 @@ def test_a_drop_watcher_on_an_interface_ignores_drops_elsewhere(pair):
     assert c.status["drops"] is True
 
 
-def test_the_reason_names_are_the_kernels_own():
+def test_the_reason_names_are_the_kernels_own(bpf):
     """Names come from the running kernel's BTF (bpftool prints the same enum)."""
     from pktstat_bpf.core.engine import _core
 
