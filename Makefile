@@ -37,7 +37,7 @@ FUZZ_KERNEL ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 # clang-format for the style test).
 SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
-	kmod xz-utils zstd prometheus libclang-rt-14-dev clang-format nfdump
+	kmod xz-utils zstd prometheus libclang-rt-14-dev clang-format nfdump nftables
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 

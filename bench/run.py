@@ -41,6 +41,7 @@ BENCHMARKS = {
     "exporter": "bench_exporter",
     "process": "bench_process",
     "flowrecords": "bench_flowrecords",
+    "drops": "bench_drops",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -249,6 +250,14 @@ def _flowrecords_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _drops_rows(r: dict[str, Any]) -> list[Row]:
+    result = (
+        f"+{r['overhead_ns_per_drop']} ns CPU per drop ({r['overhead_share']:.0%} of an unwatched drop: "
+        f"{r['cpu_ns_per_drop_unwatched']} ns); the program itself {r['program_ns_per_run']} ns per run"
+    )
+    return [("drops", "--drops: UDP to a closed port on loopback, CPU per drop", result, "report", "")]
+
+
 # (benchmark, rows of its results), in the order of the targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
@@ -260,6 +269,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("exporter", _exporter_rows),
     ("process", _process_rows),
     ("flowrecords", _flowrecords_rows),
+    ("drops", _drops_rows),
 ]
 
 

@@ -177,6 +177,10 @@ FLAGS = [
          "choice: 'bogus' (choose from 'auto', 'tracepoint', 'fentry', 'kprobe')")),
     ("process-backend-alone", ["--process-backend", "fentry"], 2,
      "--process-backend chooses the hooks of process mode: use it with -k/--kprobes"),
+    # --drops
+    ("drops-value", ["--drops", "yes"], 2, "unrecognized arguments: yes"),
+    ("drops-with-pcap", ["--pcap", "{d}/one.pcap", "--drops"], 2,
+     "--pcap replays a file: --drops watches the kernel's live drops only"),
     # --pcap
     ("pcap-missing", ["--pcap"], 2, "argument --pcap: expected one argument"),
     ("pcap-nonexistent", ["--pcap", "{d}/nope.pcap"], 2, "{d}/nope.pcap: No such file or directory"),
@@ -338,6 +342,12 @@ MISSING = [
       "(PKTSTAT_BPF_TEST_FAULTS)); see README 'Process mode'")),
     ("process-forced-missing", "process-tracepoint", ["-k", "--process-backend", "tracepoint", "-t", "1s"], 69,
      "--process-backend tracepoint cannot run on this kernel: disabled for a test (PKTSTAT_BPF_TEST_FAULTS)"),
+    ("drops-no-reason", "drop_reason", ["--drops", "-t", "1s"], 69, ("--drops needs the kernel's drop reasons (the "
+         "kfree_skb tracepoint with its reason, Linux 5.17+, and enum skb_drop_reason in the kernel's BTF); this "
+         "kernel's kfree_skb tracepoint has no reason")),
+    ("drops-no-btf", "btf", ["--drops", "-t", "1s"], 69, ("--drops needs the kernel's drop reasons (the kfree_skb "
+         "tracepoint with its reason, Linux 5.17+, and enum skb_drop_reason in the kernel's BTF); this kernel has no "
+         "BTF (/sys/kernel/btf/vmlinux)")),
     ("no-tcx", "tcx", ["--tc-attach", "tcx", "-t", "1s"], 69,
      "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"),
     ("no-native-xdp", "xdp_native", ["-x", "--xdp_mode", "native", "-t", "1s"], 69, ("the driver of va cannot run "

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
-BENCHMARKS = ("hotpath", "datapath", "snapshot", "replay", "live", "exporter", "process")
+BENCHMARKS = ("hotpath", "datapath", "snapshot", "replay", "live", "exporter", "process", "drops")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def test_unknown_benchmark_is_a_usage_error():
     p = _run("--only", "hotpath,warp")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
-        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords)"
+        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops)"
     ]
 
 

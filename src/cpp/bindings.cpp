@@ -26,6 +26,7 @@ void register_xdp(py::module_ &m);
 void register_cgroup(py::module_ &m);
 void register_replay(py::module_ &m);
 void register_process(py::module_ &m);
+void register_drops(py::module_ &m);
 } // namespace pktstat
 
 namespace {
@@ -123,4 +124,5 @@ PYBIND11_MODULE(_core, m) {
 	register_cgroup(m);
 	register_replay(m);
 	register_process(m);
+	register_drops(m);
 }

@@ -49,6 +49,7 @@ class Options:
     cgroup: str | None = None
     kprobes: bool = False
     process_backend: str | None = None
+    drops: bool = False
     pcap: str | None = None
     tui: bool = False
     refresh: float = 1.0
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="process mode's hooks: tracepoint (BTF tracepoints, Linux 6.3+), fentry, kprobe, "
         "or auto (the first of these the kernel accepts; default)",
     )  # fmt: skip
+    p.add_argument(
+        "--drops",
+        action="store_true",
+        help="also count the packets the kernel drops, per flow and per drop reason (kfree_skb tracepoint, "
+        "Linux 5.17+); with -i/-x the interface's drops only",
+    )
     p.add_argument(
         "--pcap", metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "
@@ -263,6 +270,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
             raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes")
         if listen is not None:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
+        if ns.drops:
+            raise UsageError("--pcap replays a file: --drops watches the kernel's live drops only")
     flows = _check_flow_records(ns, listen is not None)
     if ns.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         ns.timeout = 0.0 if listen is not None else DEFAULT_TIMEOUT

@@ -52,13 +52,14 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ig
 
 def collector_for(opts: Options) -> Collector:
     """The Collector the mode flags ask for (nothing is loaded yet)."""
+    n, drops = opts.max_entries, opts.drops
     if opts.cgroup is not None:
-        return Collector(mode="cgroup", max_entries=opts.max_entries, cgroup=opts.cgroup)
+        return Collector(mode="cgroup", max_entries=n, drops=drops, cgroup=opts.cgroup)
     if opts.kprobes:
-        return Collector(mode="process", max_entries=opts.max_entries, backend=opts.process_backend or "auto")
+        return Collector(mode="process", max_entries=n, drops=drops, backend=opts.process_backend or "auto")
     if opts.xdp:
-        return Collector(opts.iface, "xdp", max_entries=opts.max_entries, xdp_mode=opts.xdp_mode)
-    return Collector(opts.iface, "tc", max_entries=opts.max_entries, tc_attach=opts.tc_attach)
+        return Collector(opts.iface, "xdp", max_entries=n, drops=drops, xdp_mode=opts.xdp_mode)
+    return Collector(opts.iface, "tc", max_entries=n, drops=drops, tc_attach=opts.tc_attach)
 
 
 def view_for(opts: Options) -> View:

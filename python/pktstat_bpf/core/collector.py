@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import modes
+from .drops import DropWatch, netns_inode
 from .durations import Pacer
 from .errors import PktstatError, UsageError, translate_os_error
 from .snapshot import Snapshot, Totals
@@ -59,6 +60,11 @@ class Collector:
     and a legacy clsact filter otherwise (``tc_attach="tcx"|"legacy"`` forces
     one). Other keyword options belong to the mode (see ``pktstat_bpf.modes``).
 
+    ``drops=True`` also watches the packets the kernel drops, with its
+    reasons (``--drops``; docs/counting.md, "Drops"): per flow (snapshot
+    columns ``drops`` and ``drop_reasons``) and per reason (``extra["drops"]``).
+    TC and XDP watch their interface's drops only; the other modes every drop.
+
     ``start()`` loads and attaches (all or nothing); ``stop()`` detaches and is
     idempotent; ``snapshot()`` works before and after ``stop()``, until the
     collector is closed or garbage collected.
@@ -70,6 +76,7 @@ class Collector:
         mode: str = "tc",
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        drops: bool = False,
         **options: Any,
     ) -> None:
         self.max_entries = check_max_entries(max_entries)
@@ -77,6 +84,10 @@ class Collector:
             options["iface"] = iface
         self._mode = modes.get(mode)(max_entries=self.max_entries, **options)
         self.mode = mode
+        self._drops: DropWatch | None = None
+        if drops:  # TC/XDP: their interface, in this namespace
+            ifindex = int(getattr(self._mode, "ifindex", 0) or 0)
+            self._drops = DropWatch(ifindex=ifindex, netns=netns_inode() if ifindex else 0)
         self._loaded = False
         self._attach_path = ""
         self._started_mono: float | None = None
@@ -110,10 +121,18 @@ class Collector:
             except OSError as e:
                 self._mode.engine = None
                 raise translate_os_error(e, "cannot load the BPF programs") from None
+            if self._drops is not None:
+                try:
+                    self._drops.load()
+                except OSError as e:
+                    self._mode.engine = self._drops.engine = None
+                    raise translate_os_error(e, "cannot load the drop watcher") from None
             self._loaded = True
         try:
             try:
                 self._mode.attach()
+                if self._drops is not None:
+                    self._drops.attach()
             except BaseException:
                 if fresh:
                     self.close()
@@ -136,6 +155,8 @@ class Collector:
         if not self.running:
             return
         try:
+            if self._drops is not None:
+                self._drops.detach()
             self._mode.detach()
         finally:
             self._stopped_mono = time.monotonic()
@@ -144,6 +165,8 @@ class Collector:
         """Detach and free the kernel maps."""
         self.stop()
         self._mode.engine = None
+        if self._drops is not None:
+            self._drops.engine = None
         self._loaded = False
 
     def __enter__(self) -> Collector:
@@ -176,6 +199,8 @@ class Collector:
             "running": self.running,
         }
         st.update(self._mode.status())
+        if self._drops is not None:
+            st["drops"] = True
         return st
 
     def elapsed(self) -> float:
@@ -191,6 +216,12 @@ class Collector:
         records, stats = self._mode.read(use_batch)
         duration = self.elapsed()
         started = self._started_wall if self._started_wall is not None else time.time()
+        extra = self._mode.report_extra() if hasattr(self._mode, "report_extra") else {}
+        columns = {}
+        if self._drops is not None:
+            reading = self._drops.read()
+            extra = {**extra, **reading.header()}
+            columns = reading.columns(records)
         return Snapshot(
             records=records,
             totals=Totals.from_arrays(stats, records, self._mode.unowned(records)),
@@ -203,7 +234,8 @@ class Collector:
             max_entries=self.max_entries,
             ifnames=self._mode.ifnames,
             cgroups=self._mode.cgroups,
-            extra=self._mode.report_extra() if hasattr(self._mode, "report_extra") else {},
+            extra=extra,
+            columns=columns,
             owners=bool(self._mode.owners),
         )
 

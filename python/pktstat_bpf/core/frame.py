@@ -180,5 +180,7 @@ def to_pandas(
     cols = columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups)
     df = pd.DataFrame(cols, columns=list(COLUMNS), copy=False)
     for name, values in extra.items():  # extra per-flow columns (interval totals, pod names ...)
+        if name == "drop_reasons":  # reason -> packets: "NO_SOCKET:2,NETFILTER_DROP:12" in a frame
+            values = np.array([None if r is None else render.drop_reasons_text(r) for r in values], dtype=object)
         df[name] = values
     return df

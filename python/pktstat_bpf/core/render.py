@@ -161,7 +161,16 @@ def text_line(d: Mapping[str, Any]) -> str:
         tail += f", comm: {escape_text(d['comm'])}"
     if d.get("cgroup"):
         tail += f", cgroup: {escape_text(d['cgroup'])}"
+    if d.get("drops"):
+        tail += f", drops: {d['drops']} ({drop_reasons_text(d.get('dropReasons') or {})})"
     return head + body + tail
+
+
+def drop_reasons_text(reasons: Mapping[str, int]) -> str:
+    """``NETFILTER_DROP`` for one reason, ``NO_SOCKET:2,NETFILTER_DROP:12`` for several."""
+    if len(reasons) == 1:
+        return escape_text(next(iter(reasons)))
+    return ",".join(f"{escape_text(k)}:{v}" for k, v in reasons.items())
 
 
 def text_lines(dicts: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -226,6 +226,9 @@ class Snapshot:
             + (f"; without owner {t.unowned_packets} packets/{t.unowned_bytes} bytes"
                if t.unowned_packets is not None else "")
             + (f"; {self.extra['note']}" if self.extra.get("note") else "")
+            + (f"; drops {sum(self.extra['drops'].values())}"
+               + (f" ({render.drop_reasons_text(self.extra['drops'])})" if self.extra["drops"] else "")
+               if "drops" in self.extra else "")
         )
 
     def to_text(self, header: bool = True) -> str:

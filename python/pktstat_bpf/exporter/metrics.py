@@ -121,6 +121,8 @@ class FlowMetrics:
         self.last_read: float | None = None
         self.update_seconds = 0.0
         self.updates = 0
+        #: --drops: the kernel's drops per reason since the start (None without --drops)
+        self.drop_reasons: dict[str, int] | None = None
         self.updated_at = time.monotonic()
         self.owners = False
         self.kinds = False  # process mode: TCP retransmissions are flows of their own (label kind)
@@ -159,6 +161,8 @@ class FlowMetrics:
         self.table_entries = iv.cumulative.totals.flows
         self.last_read = iv.end
         self.updates += 1
+        if "drops" in iv.cumulative.extra:  # --drops: lifetime counts per reason, read as they are
+            self.drop_reasons = dict(iv.cumulative.extra["drops"])
         for name in protocols.DIRECTIONS:
             c = getattr(d.totals, name)
             if name in self.conservation or c.packets:
@@ -264,6 +268,16 @@ class FlowMetrics:
         )
         size.add_metric([], self.max_entries)
         yield size
+
+        if self.drop_reasons is not None:
+            drops = CounterMetricFamily(
+                f"{PREFIX}_drops_total",
+                "Packets the kernel dropped (--drops), by the kernel's drop reason",
+                labels=["reason"],
+            )
+            for reason, packets in sorted(self.drop_reasons.items()):
+                drops.add_metric([reason], packets)
+            yield drops
 
         yield from self._flow_families()
         if self.owners:

@@ -57,6 +57,7 @@ class Column:
 BASE_COLUMNS = [Column("BITRATE", 12, True), Column("PACKETS", 10, True), Column("BYTES", 12, True),
                 Column("PROTO", 9)]  # fmt: skip
 OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)]
+DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
 
 
 def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
@@ -71,6 +72,8 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
         proto = d["proto"] + ("/rtx" if d.get("kind") == "retransmit" else "")  # process mode's retransmissions
         row = [render.format_bitrate(d["bitrate"]), str(d["totalPackets"]), str(d["totalBytes"]), proto,
                src, dst]  # fmt: skip
+        if "drops" in sub.columns:
+            row.insert(4, str(d.get("drops") or ""))
         if sub.owners:
             row += [str(d.get("pid", 0) or ""), render.escape_text(d.get("comm", "")),
                     render.escape_text(d.get("cgroup", ""))]  # fmt: skip
@@ -92,7 +95,17 @@ def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
         f"  unparsed: {a.unparsed_packets}/{a.unparsed_bytes}  overflow: {a.overflow_packets}/{a.overflow_bytes}"
         + (f"  unowned: {t.unowned_packets}/{t.unowned_bytes}" if t.unowned_packets is not None else "")
         + dirs
+        + _drops_summary(iv)
     )
+
+
+def _drops_summary(iv: Interval) -> str:
+    """--drops: ``  drops: 14 (NETFILTER_DROP:12,NO_SOCKET:2)`` (since the start)."""
+    reasons = iv.cumulative.extra.get("drops")
+    if reasons is None:
+        return ""
+    text = f" ({render.drop_reasons_text(reasons)})" if reasons else ""
+    return f"  drops: {sum(reasons.values())}{text}"
 
 
 @dataclass
@@ -154,7 +167,8 @@ class TableModel:
 
     def columns(self) -> list[Column]:
         owners = self.interval is not None and self.interval.delta.owners
-        return BASE_COLUMNS + [Column("SRC", 0), Column("DST", 0)] + (OWNER_COLUMNS if owners else [])
+        drops = [DROPS_COLUMN] if self.interval is not None and "drops" in self.interval.delta.columns else []
+        return BASE_COLUMNS + drops + [Column("SRC", 0), Column("DST", 0)] + (OWNER_COLUMNS if owners else [])
 
     # -- keys -----------------------------------------------------------------
     def scroll(self, n: int) -> None:
