@@ -202,6 +202,9 @@ class ReplayCounters(TypedDict):
     earliest_ts_ns: int
     latest_ts_ns: int
 
+def capture_time_range(path: str | bytes) -> tuple[int, int] | None:
+    """(earliest, latest) timestamp of a capture file's records in Unix ns, or None."""
+
 class Replayer(_MapReaders):
     def __init__(self, max_entries: _Int = 65536) -> None: ...
     def open_file(self, path: str | bytes) -> FileInfo: ...

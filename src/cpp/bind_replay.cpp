@@ -39,6 +39,20 @@ void register_replay(py::module_ &m) {
 		}
 	});
 
+	m.def(
+	    "capture_time_range",
+	    [](const std::string &path) -> py::object {
+		    uint64_t earliest = 0, latest = 0;
+		    bool any;
+		    {
+			    py::gil_scoped_release nogil;
+			    any = capture_time_range(path, earliest, latest);
+		    }
+		    if (!any) return py::none();
+		    return py::make_tuple(earliest, latest);
+	    },
+	    py::arg("path"), "(earliest, latest) timestamp of a capture file's records in Unix ns, or None.");
+
 	py::class_<Replayer> cls(m, "Replayer");
 	cls.def(py::init([](uint32_t max_entries) {
 		        py::gil_scoped_release nogil;

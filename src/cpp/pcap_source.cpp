@@ -104,4 +104,18 @@ std::string PcapSource::dlt_description(int dlt) {
 	return s ? s : "";
 }
 
+bool capture_time_range(const std::string &path, uint64_t &earliest, uint64_t &latest) {
+	PcapSource src(path);
+	const uint8_t *data;
+	uint32_t caplen, wire;
+	uint64_t ts;
+	bool any = false;
+	while (src.next(data, caplen, wire, ts) == 1) {
+		if (!any || ts < earliest) earliest = ts;
+		if (!any || ts > latest) latest = ts;
+		any = true;
+	}
+	return any;
+}
+
 } // namespace pktstat

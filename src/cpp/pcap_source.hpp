@@ -63,4 +63,10 @@ private:
 	std::string error_;
 };
 
+// The earliest and latest timestamps of a file's records (up to damage, if
+// any), in Unix ns; false where it has no record. One pass of libpcap over the
+// file: interval streams of a file whose timestamps go backwards start at
+// its earliest frame, as its report does.
+bool capture_time_range(const std::string &path, uint64_t &earliest, uint64_t &latest);
+
 } // namespace pktstat

@@ -6,8 +6,9 @@ live traffic, by BPF_PROG_TEST_RUN (nothing is attached to any interface).
 
 Frames are keyed by their outermost IP header; bytes are each record's
 original wire length (also where the capture was cut by a snaplen); the
-frame timestamps drive first/last seen, and the snapshot's duration is the
-last minus the first frame's timestamp.
+frame timestamps drive first/last seen (the earliest and latest of a flow's
+frames: a file need not be in time order), and the snapshot's duration is
+the latest minus the earliest frame's timestamp.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from . import render
@@ -92,7 +94,10 @@ class Replayer:
         an :class:`~pktstat_bpf.live.Interval` per step, as
         :meth:`Collector.stream` does live: per-flow packets, bytes and
         bitrate within the step, plus lifetime totals. Steps start at the
-        first frame's timestamp; the last one ends at the latest frame's. An
+        earliest frame's timestamp (of a regular file: standard input is read
+        once, so its steps start at its first frame's), and the last one ends
+        at the latest frame's; frames run in file order, so a frame stamped
+        before the step it is read in counts in that step. An
         idle stretch of more than one step (a gap in the capture) is one
         interval, after one empty step that lets stopped flows show once.
         The deltas of all intervals add up to what :meth:`replay` reports.
@@ -111,6 +116,14 @@ class Replayer:
         snap = None
         more = engine.advance(0)  # reads the first frame, runs nothing
         start = engine.next_ts if more else 0
+        if more and _seekable(path):
+            # frames need not be in time order: the steps start at the earliest, as the report's
+            # duration does; a frame stamped before the step it is read in counts in that step
+            from .engine import _core
+
+            span = _core.capture_time_range(path)
+            if span is not None:
+                start = min(start, span[0])
         end = start
         idle = 0
         while more:
@@ -182,6 +195,14 @@ def replay(
     anything else that cannot be read :class:`CaptureFileError`.
     """
     return Replayer(max_entries).replay(path, progress=progress, strict=strict)
+
+
+def _seekable(path: str | bytes) -> bool:
+    """A regular file (standard input and pipes can be read only once)."""
+    try:
+        return os.fsdecode(path) != "-" and stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _snapshot(
