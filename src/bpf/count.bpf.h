@@ -24,7 +24,7 @@ struct {
 	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
 	__type(key, struct flow_tuple);
 	__type(value, struct flow_value);
-} flows SEC(".maps");
+} flows SEC(".maps"), flows1 SEC(".maps"); /* side 0 and side 1 (flow_add.bpf.h) */
 
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
 static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts,
@@ -32,9 +32,10 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 {
 	struct flow_tuple key;
 	struct dir_stats *st;
+	__u32 side = current_side();
 	__u64 now;
 
-	st = bpf_map_lookup_elem(&stats, &dir);
+	st = side_stats(side, dir);
 	if (!st) /* cannot happen: dir < FLOW_DIR_NR */
 		return;
 	st->packets++;
@@ -50,7 +51,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	add_to_flow(&flows, &key, len, now, st);
+	add_to_side(side, &flows, &flows1, &key, len, now, st);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

@@ -130,10 +130,7 @@ void bind_cgroup(py::module_ &m) {
 		    for (const auto &[id, path] : paths) d[py::int_(id)] = path_str(path);
 		    return d;
 	    });
-	bind_map_readers(
-	    cls, [](const CgroupCollector &c) { return c.flows_fd(); },
-	    [](const CgroupCollector &c) { return c.stats_fd(); },
-	    [](const CgroupCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

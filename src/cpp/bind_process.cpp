@@ -67,10 +67,7 @@ void bind_process(py::module_ &m) {
 		    py::gil_scoped_release nogil;
 		    return c.resolve_cgroups(ids);
 	    });
-	bind_map_readers(
-	    cls, [](const ProcessCollector &c) { return c.flows_fd(); },
-	    [](const ProcessCollector &c) { return c.stats_fd(); },
-	    [](const ProcessCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

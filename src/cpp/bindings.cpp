@@ -132,6 +132,7 @@ PYBIND11_MODULE(_core, m) {
 	m.attr("FLOW_DIR_EGRESS") = static_cast<int>(FLOW_DIR_EGRESS);
 	m.attr("FLOW_DIR_NONE") = static_cast<int>(FLOW_DIR_NONE);
 
+	bind_interval(m);
 	bind_tc(m);
 	bind_xdp(m);
 	bind_cgroup(m);

@@ -50,10 +50,11 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), cgrou
 	bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
 
 	skel_->rodata->cfg_dfl_hierarchy = 0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
+	set_flow_table_size(skel_->obj, opts.max_entries);
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries), "set owner map size");
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 
 	cgroups_.listen(bpf_map__fd(skel_->maps.cgroup_events));
 }

@@ -12,6 +12,8 @@
 // through a bounded cache fed by a tree scan and cgroup_mkdir records.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <bpf/libbpf.h>
 
 #include <cstdint>
@@ -86,6 +88,8 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const CgroupOptions &options() const noexcept { return opts_; }
 
 private:
@@ -96,6 +100,7 @@ private:
 	UniqueFd cgroup_fd_;
 	uint64_t cgroup_id_ = 0;
 	int64_t epoch_offset_ns_ = 0;
+	std::unique_ptr<FlowDrain> drain_;
 	bool have_sock_tps_ = false;
 	std::vector<Link> links_;
 	CgroupResolver cgroups_;

@@ -2,6 +2,8 @@
 // ingress and egress, counting into one flow map.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -52,12 +54,15 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const TcOptions &options() const noexcept { return opts_; }
 
 private:
 	TcOptions opts_;
 	Skeleton<tc_bpf> skel_;
 	int64_t epoch_offset_ns_ = 0;
+	std::unique_ptr<FlowDrain> drain_;
 	// Declared before links_: destroyed after the filters that sit on it.
 	std::shared_ptr<ClsactQdisc> qdisc_;
 	std::vector<std::pair<TcDir, TcAttachment>> links_;
