@@ -80,21 +80,29 @@ class Interval:
     """
 
     #: the previous drain's ``now_ns`` (the load for the first one), epoch ns
-    start_ns: int
+    @property
+    def start_ns(self) -> int: ...
     #: this drain's ``now_ns``, epoch ns
-    end_ns: int
+    @property
+    def end_ns(self) -> int: ...
     #: interval_dtype: the flows active in the interval, with their lifetime totals
-    records: np.ndarray[Any, np.dtype[np.void]]
+    @property
+    def records(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
     #: stats_dtype, one row per direction: the interval's conservation counters
-    stats: np.ndarray[Any, np.dtype[np.void]]
+    @property
+    def stats(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
     #: ended_dtype: records handed out by this drain (timeouts, end, evictions)
-    ended: np.ndarray[Any, np.dtype[np.void]]
+    @property
+    def ended(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
     #: stats_dtype: the run's counters over every interval so far
-    totals: np.ndarray[Any, np.dtype[np.void]]
+    @property
+    def totals(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
     #: flows in the lifetime table after the drain
-    live_flows: int
+    @property
+    def live_flows(self) -> int: ...
     #: flows retired early because the table was full, so far (FLOW_END_EVICTED)
-    evicted_flows: int
+    @property
+    def evicted_flows(self) -> int: ...
 
 @type_check_only
 class FlowLimits(TypedDict):
@@ -128,7 +136,7 @@ class _MapReaders:
     """
 
     def drain(
-        self, now_ns: _Int | None = None, *, timeouts: bool = True, end: bool = False, use_batch: bool = True
+        self, now_ns: _Int | None = None, timeouts: bool = True, end: bool = False, use_batch: bool = True
     ) -> Interval:
         """Make the programs count into the other side, wait until none can
         still write the old one, read and empty it, and fold it into the

@@ -75,7 +75,7 @@ void bind_flow_table(py::class_<C> &cls, Drainer drainer, DrainFn drain_fn) {
 		       }
 		       return to_python(std::move(iv));
 	       },
-	       py::arg("now_ns") = py::none(), py::kw_only(), py::arg("timeouts") = true, py::arg("end") = false,
+	       py::arg("now_ns") = py::none(), py::arg("timeouts") = true, py::arg("end") = false,
 	       py::arg("use_batch") = true)
 	    .def("flows",
 	         [drainer](C &c) {

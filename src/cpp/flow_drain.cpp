@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
+
 #include "error.hpp"
 #include "flow_table.hpp"
 
@@ -36,6 +38,7 @@ FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t 
 	flows_fd_[0] = bpf_map__fd(need_map(obj, "flows"));
 	flows_fd_[1] = bpf_map__fd(need_map(obj, "flows1"));
 	stats_fd_ = bpf_map__fd(need_map(obj, "stats"));
+	max_entries_ = bpf_map__max_entries(need_map(obj, "flows"));
 	sync_fd_ = bpf_map__fd(need_map(obj, "drain_sync"));
 	bpf_map *side = need_map(obj, ".data.flow_side");
 	size_t size = 0;
@@ -83,13 +86,13 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	iv.start_ns = last_ns_;
 	iv.end_ns = now_ns;
 	last_ns_ = now_ns;
-	std::vector<flow_record> recs = take_flows(flows_fd_[old], ts_offset_ns_, use_batch);
+	scratch_ = take_flows(flows_fd_[old], ts_offset_ns_, use_batch, &scratch_);
+	const std::vector<flow_record> &recs = scratch_;
 	iv.stats = read_side_stats(old, true);
 	if (extra)
 		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d) add_stats(iv.stats[d], (*extra)[d]);
 	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) add_stats(totals_[d], iv.stats[d]);
 	table_.update(recs, iv.records, iv.ended);
-	release_records(std::move(recs));
 	if (timeouts) table_.expire(now_ns, iv.ended);
 	if (end) table_.retire_all(FLOW_END_END, iv.ended);
 	iv.totals = totals_;
@@ -111,7 +114,9 @@ std::vector<dir_stats> FlowDrain::totals(bool peek) {
 
 std::vector<flow_record> FlowDrain::flows() {
 	std::lock_guard<std::mutex> lock(mu_);
-	std::vector<flow_record> out = take_spare_records(table_.size());
+	// The room a read of the kernel map would take, as read_flows always
+	// did, so a steady refresh reuses the spare buffer.
+	std::vector<flow_record> out = take_spare_records(std::max<size_t>(table_.size(), std::min<uint32_t>(max_entries_, 1u << 22)));
 	table_.live(out);
 	return out;
 }
@@ -134,7 +139,7 @@ uint64_t FlowDrain::drains() {
 void FlowDrain::clear() {
 	std::lock_guard<std::mutex> lock(mu_);
 	for (int side = 0; side < 2; ++side) {
-		(void)take_flows(flows_fd_[side], 0, true);
+		scratch_ = take_flows(flows_fd_[side], 0, true, &scratch_);
 		(void)read_side_stats(side, true);
 	}
 	table_.clear();

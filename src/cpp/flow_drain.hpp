@@ -76,6 +76,8 @@ private:
 	uint64_t last_ns_;
 	uint64_t drains_ = 0;
 	FlowLifetime table_;
+	std::vector<flow_record> scratch_; // the buffer drains read into, kept
+	uint32_t max_entries_ = 0;         // of each side
 	std::vector<dir_stats> totals_;
 };
 

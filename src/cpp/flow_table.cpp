@@ -140,15 +140,16 @@ std::vector<flow_record> take_by_keys(int fd, const MapShape &s, int ncpu, size_
 }
 } // namespace
 
-std::vector<flow_record> take_flows(int fd, int64_t off, bool use_batch) {
-	return read_flows_impl(fd, off, use_batch, true);
+std::vector<flow_record> take_flows(int fd, int64_t off, bool use_batch, std::vector<flow_record> *into) {
+	return read_flows_impl(fd, off, use_batch, true, into);
 }
 
 std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 	return read_flows_impl(fd, off, use_batch, false);
 }
 
-std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bool take) {
+std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bool take,
+                                         std::vector<flow_record> *into) {
 	const MapShape s = map_shape(fd);
 	const int ncpu = possible_cpus();
 	const size_t vstride = s.percpu ? static_cast<size_t>(round8(s.value_size)) * ncpu : s.value_size;
@@ -156,7 +157,13 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 	// read so far and fault in fresh pages each time (a sixth of the read at 1M
 	// flows). Pages past the flows read are never touched, so they cost address
 	// space, not memory; capped at 4M flows.
-	std::vector<flow_record> out = take_spare_records(std::min<uint32_t>(s.max_entries, 1u << 22));
+	std::vector<flow_record> out;
+	if (into) {
+		out.swap(*into);
+		out.clear();
+	} else {
+		out = take_spare_records(std::min<uint32_t>(s.max_entries, 1u << 22));
+	}
 
 	if (use_batch && forced_missing("map_batch")) use_batch = false; // tests: a kernel without batch ops
 	if (use_batch) {
@@ -180,7 +187,7 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 					continue;
 				}
 				if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */))
-					return read_flows_impl(fd, off, false, take); // kernel without batch ops
+					return read_flows_impl(fd, off, false, take, &out); // kernel without batch ops
 				throw SysError(take ? "bpf_map_lookup_and_delete_batch" : "bpf_map_lookup_batch", err);
 			}
 			for (uint32_t i = 0; i < count; ++i) {

@@ -31,8 +31,11 @@ MapShape map_shape(int map_fd);
 std::vector<flow_record> read_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true);
 // The same, deleting what it read (lookup_and_delete_batch; get_next_key +
 // lookup + delete as the fallback): for a map no program writes meanwhile.
-std::vector<flow_record> read_flows_impl(int map_fd, int64_t ts_offset_ns, bool use_batch, bool take);
-std::vector<flow_record> take_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true);
+// `into` (may be null): a buffer of the caller's to fill instead of the spare.
+std::vector<flow_record> read_flows_impl(int map_fd, int64_t ts_offset_ns, bool use_batch, bool take,
+                                         std::vector<flow_record> *into = nullptr);
+std::vector<flow_record> take_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true,
+                                    std::vector<flow_record> *into = nullptr);
 
 // The record buffer of a snapshot Python has released is kept for the next
 // read_flows: its pages are already faulted in, which a fresh buffer of 1M
