@@ -316,7 +316,8 @@ def test_counters_are_64_bit_end_to_end(bpf, tmp_path):
 def warning(n: int, m: int) -> str:
     return (
         f"pktstat-bpf: flow table is {100 * n // m}% full ({n} of {m} entries); "
-        "new flows will be counted as overflow: raise --max-entries"
+        "new flows will be counted as overflow: raise --max-entries "
+        "(the kernel table needs room for the flows of one interval)"
     )
 
 

@@ -286,3 +286,47 @@ def test_xdp_drains_exactly_under_traffic(netns):
     finally:
         c.detach()
     check_live(ivs, 14 + 20 + 8 + PAYLOAD, _core.FLOW_DIR_INGRESS)
+
+
+@pytest.mark.kernel
+def test_cgroup_drains_exactly_under_traffic(cg, netns_v4only):
+    from pktstat_bpf import Collector
+
+    ns = netns_v4only
+    with Collector(mode="cgroup", cgroup=cg.root) as c:
+        engine = c._mode.engine
+
+        def send():
+            args = ("udp-flows", ns.B4, str(PORTS[0]), str(PAYLOAD), *[str(PER_PORT)] * len(PORTS))
+            cg.run(cg.child("send"), "pbt-drain", *args, netns=ns.ns_a, timeout=120)
+
+        ivs = drain_while(engine, send)
+    check_live(ivs, 20 + 8 + PAYLOAD, core().FLOW_DIR_EGRESS)
+
+
+@pytest.mark.kernel
+def test_process_mode_drains_exactly_under_traffic(netns):
+    from pktstat_bpf import Collector
+
+    with Collector(mode="process") as c:
+        engine = c._mode.engine
+
+        def send():
+            with netns.in_a():
+                udp_burst(netns.B4, PORTS, PER_PORT, PAYLOAD)
+
+        ivs = drain_while(engine, send)
+    pid = os.getpid()
+    for iv in ivs:  # every process's flows are in the intervals: all conserve
+        interval_conserves(iv)
+    got: dict[int, list[int]] = {}
+    for iv in ivs:
+        r = iv.records
+        for rec in r[(r["pid"] == pid) & (r["proto"] == 17) & (r["dir"] == core().FLOW_DIR_EGRESS)]:
+            if int(rec["dport"]) in PORTS:
+                t = got.setdefault(int(rec["dport"]), [0, 0])
+                t[0] += int(rec["packets"])
+                t[1] += int(rec["bytes"])
+    assert got == {p: [PER_PORT, PER_PORT * PAYLOAD] for p in PORTS}  # one packet per call, its payload
+    busy = [iv for iv in ivs if any(int(x["dport"]) in PORTS and int(x["pid"]) == pid for x in iv.records)]
+    assert len(busy) >= 3

@@ -103,6 +103,15 @@ class Interval:
     #: flows retired early because the table was full, so far (FLOW_END_EVICTED)
     @property
     def evicted_flows(self) -> int: ...
+    #: what the drain cost (ns): flipping the side and the wait for the programs (an RCU grace period)
+    @property
+    def wait_ns(self) -> int: ...
+    #: what the drain cost (ns): reading and emptying the old side's flow map and counters
+    @property
+    def read_ns(self) -> int: ...
+    #: what the drain cost (ns): folding the interval into the lifetime table (timeouts, end records)
+    @property
+    def fold_ns(self) -> int: ...
 
 @type_check_only
 class FlowLimits(TypedDict):

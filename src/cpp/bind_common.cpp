@@ -97,6 +97,9 @@ PyInterval to_python(Interval &&iv) {
 	p.end_ns = iv.end_ns;
 	p.live_flows = iv.live_flows;
 	p.evicted_flows = iv.evicted_flows;
+	p.wait_ns = iv.wait_ns;
+	p.read_ns = iv.read_ns;
+	p.fold_ns = iv.fold_ns;
 	p.records = to_numpy(std::move(iv.records), interval_dtype());
 	p.stats = to_numpy(std::move(iv.stats), stats_dtype());
 	p.ended = to_numpy(std::move(iv.ended), ended_dtype());
@@ -113,7 +116,10 @@ void bind_interval(py::module_ &m) {
 	    .def_readonly("ended", &PyInterval::ended)
 	    .def_readonly("totals", &PyInterval::totals)
 	    .def_readonly("live_flows", &PyInterval::live_flows)
-	    .def_readonly("evicted_flows", &PyInterval::evicted_flows);
+	    .def_readonly("evicted_flows", &PyInterval::evicted_flows)
+	    .def_readonly("wait_ns", &PyInterval::wait_ns)
+	    .def_readonly("read_ns", &PyInterval::read_ns)
+	    .def_readonly("fold_ns", &PyInterval::fold_ns);
 	m.attr("interval_dtype") = interval_dtype();
 	m.attr("ended_dtype") = ended_dtype();
 	m.def("interval_layout", [] { return layout_of(interval_fields(), sizeof(interval_record)); });

@@ -51,7 +51,7 @@ template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 
 // A drain's outcome as Python sees it (_core.Interval).
 struct PyInterval {
-	uint64_t start_ns, end_ns, live_flows, evicted_flows;
+	uint64_t start_ns, end_ns, live_flows, evicted_flows, wait_ns, read_ns, fold_ns;
 	py::array records, stats, ended, totals;
 };
 PyInterval to_python(Interval &&iv);

@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "error.hpp"
 #include "flow_table.hpp"
@@ -72,6 +73,11 @@ std::vector<dir_stats> FlowDrain::read_side_stats(uint32_t side, bool zero) {
 Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch,
                           const std::vector<dir_stats> *extra) {
 	std::lock_guard<std::mutex> lock(mu_);
+	using clock = std::chrono::steady_clock;
+	auto ns_since = [](clock::time_point t) {
+		return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t).count());
+	};
+	const auto t0 = clock::now();
 	uint32_t old = 0;
 	if (live_) {
 		old = *side_ & 1;
@@ -83,6 +89,8 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 		check_libbpf(bpf_map_update_elem(sync_fd_, &zero, &inner, BPF_ANY), "wait for the programs (drain_sync)");
 	}
 	Interval iv;
+	iv.wait_ns = ns_since(t0);
+	const auto t1 = clock::now();
 	iv.start_ns = last_ns_;
 	iv.end_ns = now_ns;
 	last_ns_ = now_ns;
@@ -92,6 +100,8 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	if (extra)
 		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d) add_stats(iv.stats[d], (*extra)[d]);
 	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) add_stats(totals_[d], iv.stats[d]);
+	iv.read_ns = ns_since(t1);
+	const auto t2 = clock::now();
 	table_.update(recs, iv.records, iv.ended);
 	if (timeouts) table_.expire(now_ns, iv.ended);
 	if (end) table_.retire_all(FLOW_END_END, iv.ended);
@@ -99,6 +109,7 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	iv.live_flows = table_.size();
 	iv.evicted_flows = table_.evicted();
 	++drains_;
+	iv.fold_ns = ns_since(t2);
 	return iv;
 }
 

@@ -35,6 +35,10 @@ struct Interval {
 	std::vector<dir_stats> totals;             // the run's counters so far (every interval)
 	uint64_t live_flows = 0;                   // in the lifetime table after the drain
 	uint64_t evicted_flows = 0;                // retired early so far (table full)
+	// What the drain cost, in ns: the wait for the programs (flip + grace
+	// period), reading and emptying the old side, folding it into the
+	// lifetime table (with timeouts and end records).
+	uint64_t wait_ns = 0, read_ns = 0, fold_ns = 0;
 };
 
 class FlowDrain {
