@@ -28,7 +28,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _bench import REPO, _clang_flags, bench_object, median_diff, package_object, ratio, root_reason, rotated_rounds, tcp_v4
+from _bench import (
+    REPO,
+    _clang_flags,
+    bench_object,
+    median_diff,
+    package_object,
+    ratio,
+    root_reason,
+    rotated_rounds,
+    tcp_v4,
+)
 from bench_snapshot import prefill
 
 SIZES = (10_000, 100_000, 1 << 20)

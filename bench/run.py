@@ -40,6 +40,7 @@ BENCHMARKS = {
     "live": "bench_live",
     "exporter": "bench_exporter",
     "process": "bench_process",
+    "drain": "bench_drain",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -228,6 +229,24 @@ def _process_rows(r: dict[str, Any]) -> list[Row]:
              result, "report", "")]  # fmt: skip
 
 
+def _drain_rows(d: dict[str, Any]) -> list[Row]:
+    p = d["per_packet"]
+    rows: list[Row] = [
+        ("drain", "per packet, one hot flow (TC): two-sided table vs the program before draining",
+         f"{p['ours_ns']:.0f} ns vs {p['before_ns']:.0f} ns ({p['delta_ns']:+.0f} ns; lean {p['lean_ns']:.0f} ns)",
+         "<= +2 ns", _verdict(p["delta_ns"], 2, True)),
+    ]  # fmt: skip
+    for c in d["drain"]:
+        n = f"{c['flows']:,}"
+        rows.append(("drain", f"{n} flows: drain (lookup_and_delete_batch) / raw lookup_batch",
+                     f"{c['read_ms']:.1f} / {c['raw_lookup_batch_ms']:.1f} ms = {_x(c['drain_ratio'])} "
+                     f"(+ wait {c['wait_ms']:.1f} ms)", "<= 1.3x", _verdict(c["drain_ratio"], 1.3, True)))  # fmt: skip
+        rows.append(("drain", f"{n} flows: drain + lifetime table / raw lookup_batch",
+                     f"{c['read_ms'] + c['fold_ms']:.1f} ms = {_x(c['interval_ratio'])}", "<= 1.5x",
+                     _verdict(c["interval_ratio"], 1.5, True)))  # fmt: skip
+    return rows
+
+
 # (benchmark, rows of its results), in the order of the targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
@@ -238,6 +257,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("live", _live_rows),
     ("exporter", _exporter_rows),
     ("process", _process_rows),
+    ("drain", _drain_rows),
 ]
 
 

@@ -40,7 +40,9 @@ def interval_conserves(iv) -> None:
         assert int(st["packets"]) == int(mine["packets"].sum()) + int(st["unparsed_packets"]) + int(
             st["overflow_packets"]
         ), (d, st, len(mine))
-        assert int(st["bytes"]) == int(mine["bytes"].sum()) + int(st["unparsed_bytes"]) + int(st["overflow_bytes"])
+        assert int(st["bytes"]) == int(mine["bytes"].sum()) + int(st["unparsed_bytes"]) + int(
+            st["overflow_bytes"]
+        )
 
 
 def sums_by_dport(intervals, proto: int = 17) -> dict[int, tuple[int, int]]:
@@ -74,7 +76,9 @@ def test_intervals_sum_to_the_one_pass_totals_and_the_kernel_is_emptied(rp):
     r.set_flow_limits(idle_timeout_ns=0, active_timeout_ns=0)
     ivs = []
     for step in range(5):
-        run_frames(r, [(udp4("10.0.0.1", "10.0.0.2", 1000 + step, 53, 10), T0 + step * S + i) for i in range(3)])
+        run_frames(
+            r, [(udp4("10.0.0.1", "10.0.0.2", 1000 + step, 53, 10), T0 + step * S + i) for i in range(3)]
+        )
         run_frames(r, [(udp4("10.0.0.1", "10.0.0.2", 999, 80, 20), T0 + step * S + 10)])
         ivs.append(r.drain(T0 + (step + 1) * S))
         assert len(r.flows()) == ivs[-1].live_flows == step + 2  # the lifetime table
@@ -163,7 +167,9 @@ def test_stepped_replay_of_more_flows_than_the_kernel_table_has_no_overflow(bpf,
 
     recs = []
     for i in range(3000):  # 3000 flows over 30 s, 100 per second
-        recs.append((T0 + i * (S // 100), udp4("10.0.0.1", "10.0.0.2", 1024 + i % 60000, 53 + i // 60000, 1 + i % 7)))
+        recs.append(
+            (T0 + i * (S // 100), udp4("10.0.0.1", "10.0.0.2", 1024 + i % 60000, 53 + i // 60000, 1 + i % 7))
+        )
     path = write_pcap(tmp_path / "many.pcap", recs)
     stepped = core().Replayer(max_entries=256)
     stepped.open_file(str(path))

@@ -14,7 +14,8 @@ namespace {
 
 bpf_map *need_map(bpf_object *obj, const char *name) {
 	bpf_map *m = bpf_object__find_map_by_name(obj, name);
-	if (!m) throw SysError(std::string("BPF object has no map ") + name, ENOENT);
+	if (!m)
+		throw SysError(std::string("BPF object has no map ") + name, ENOENT);
 	return m;
 }
 
@@ -46,10 +47,12 @@ FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t 
 	// libbpf 1.1 returns it const; after a skeleton load it is the map's own
 	// writable mmap (the skeleton remaps data sections in place).
 	side_ = static_cast<volatile uint32_t *>(const_cast<void *>(bpf_map__initial_value(side, &size)));
-	if (!side_ || size < sizeof(uint32_t)) throw SysError("flow_side is not mmapped", EPROTO);
+	if (!side_ || size < sizeof(uint32_t))
+		throw SysError("flow_side is not mmapped", EPROTO);
 	if (live_) {
 		// The inner map drain_sync's updates point to (the template's shape).
-		int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "drain_sync_in", sizeof(uint32_t), sizeof(uint32_t), 1, nullptr);
+		int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "drain_sync_in", sizeof(uint32_t),
+		                        sizeof(uint32_t), 1, nullptr);
 		check_libbpf(fd, "create drain_sync inner map");
 		sync_inner_ = UniqueFd(fd);
 	}
@@ -61,10 +64,12 @@ std::vector<dir_stats> FlowDrain::read_side_stats(uint32_t side, bool zero) {
 	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) {
 		const uint32_t i = side * FLOW_DIR_NR + d;
 		check_libbpf(bpf_map_lookup_elem(stats_fd_, &i, per_cpu.data()), "read counters");
-		for (const dir_stats &c : per_cpu) add_stats(out[d], c);
+		for (const dir_stats &c : per_cpu)
+			add_stats(out[d], c);
 		if (zero) {
 			std::vector<dir_stats> zeros(ncpu);
-			check_libbpf(bpf_map_update_elem(stats_fd_, &i, zeros.data(), BPF_ANY), "zero counters");
+			check_libbpf(bpf_map_update_elem(stats_fd_, &i, zeros.data(), BPF_ANY),
+			             "zero counters");
 		}
 	}
 	return out;
@@ -75,7 +80,8 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	std::lock_guard<std::mutex> lock(mu_);
 	using clock = std::chrono::steady_clock;
 	auto ns_since = [](clock::time_point t) {
-		return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t).count());
+		return static_cast<uint64_t>(
+		    std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t).count());
 	};
 	const auto t0 = clock::now();
 	uint32_t old = 0;
@@ -86,7 +92,8 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 		// the old side has finished, and every later one sees the new side.
 		const uint32_t zero = 0;
 		const int inner = sync_inner_.get();
-		check_libbpf(bpf_map_update_elem(sync_fd_, &zero, &inner, BPF_ANY), "wait for the programs (drain_sync)");
+		check_libbpf(bpf_map_update_elem(sync_fd_, &zero, &inner, BPF_ANY),
+		             "wait for the programs (drain_sync)");
 	}
 	Interval iv;
 	iv.wait_ns = ns_since(t0);
@@ -98,13 +105,17 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	const std::vector<flow_record> &recs = scratch_;
 	iv.stats = read_side_stats(old, true);
 	if (extra)
-		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d) add_stats(iv.stats[d], (*extra)[d]);
-	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) add_stats(totals_[d], iv.stats[d]);
+		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d)
+			add_stats(iv.stats[d], (*extra)[d]);
+	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d)
+		add_stats(totals_[d], iv.stats[d]);
 	iv.read_ns = ns_since(t1);
 	const auto t2 = clock::now();
 	table_.update(recs, iv.records, iv.ended);
-	if (timeouts) table_.expire(now_ns, iv.ended);
-	if (end) table_.retire_all(FLOW_END_END, iv.ended);
+	if (timeouts)
+		table_.expire(now_ns, iv.ended);
+	if (end)
+		table_.retire_all(FLOW_END_END, iv.ended);
 	iv.totals = totals_;
 	iv.live_flows = table_.size();
 	iv.evicted_flows = table_.evicted();
@@ -118,7 +129,8 @@ std::vector<dir_stats> FlowDrain::totals(bool peek) {
 	std::vector<dir_stats> out = totals_;
 	if (peek) {
 		const std::vector<dir_stats> now = read_side_stats(live_ ? (*side_ & 1) : 0, false);
-		for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) add_stats(out[d], now[d]);
+		for (uint32_t d = 0; d < FLOW_DIR_NR; ++d)
+			add_stats(out[d], now[d]);
 	}
 	return out;
 }
@@ -127,7 +139,8 @@ std::vector<flow_record> FlowDrain::flows() {
 	std::lock_guard<std::mutex> lock(mu_);
 	// The room a read of the kernel map would take, as read_flows always
 	// did, so a steady refresh reuses the spare buffer.
-	std::vector<flow_record> out = take_spare_records(std::max<size_t>(table_.size(), std::min<uint32_t>(max_entries_, 1u << 22)));
+	std::vector<flow_record> out =
+	    take_spare_records(std::max<size_t>(table_.size(), std::min<uint32_t>(max_entries_, 1u << 22)));
 	table_.live(out);
 	return out;
 }

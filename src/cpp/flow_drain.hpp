@@ -28,13 +28,13 @@ void set_flow_table_size(bpf_object *obj, uint32_t max_entries);
 
 // One drain's outcome.
 struct Interval {
-	uint64_t start_ns = 0, end_ns = 0;         // previous drain (or load) and this one, epoch ns
-	std::vector<interval_record> records;      // flows active in the interval
-	std::vector<dir_stats> stats;              // the interval's counters, per direction
-	std::vector<ended_record> ended;           // records handed out (timeouts, end, evictions)
-	std::vector<dir_stats> totals;             // the run's counters so far (every interval)
-	uint64_t live_flows = 0;                   // in the lifetime table after the drain
-	uint64_t evicted_flows = 0;                // retired early so far (table full)
+	uint64_t start_ns = 0, end_ns = 0;    // previous drain (or load) and this one, epoch ns
+	std::vector<interval_record> records; // flows active in the interval
+	std::vector<dir_stats> stats;         // the interval's counters, per direction
+	std::vector<ended_record> ended;      // records handed out (timeouts, end, evictions)
+	std::vector<dir_stats> totals;        // the run's counters so far (every interval)
+	uint64_t live_flows = 0;              // in the lifetime table after the drain
+	uint64_t evicted_flows = 0;           // retired early so far (table full)
 	// What the drain cost, in ns: the wait for the programs (flip + grace
 	// period), reading and emptying the old side, folding it into the
 	// lifetime table (with timeouts and end records).
@@ -42,7 +42,7 @@ struct Interval {
 };
 
 class FlowDrain {
-public:
+      public:
 	// After `obj` is loaded. `live`: programs run concurrently (flip and wait).
 	FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns);
 
@@ -66,7 +66,7 @@ public:
 	int stats_fd() const { return stats_fd_; }
 	uint32_t active_side() const { return *side_ & 1; }
 
-private:
+      private:
 	std::vector<dir_stats> read_side_stats(uint32_t side, bool zero);
 
 	std::mutex mu_;

@@ -24,15 +24,24 @@ uint64_t hash_flow_key(const flow_key &k) noexcept {
 }
 
 namespace {
-inline uint32_t tag_of(uint64_t h) { return static_cast<uint32_t>(h >> 32); }
-inline uint32_t idx_of(uint64_t slot) { return static_cast<uint32_t>(slot); }
-inline uint64_t slot_of(uint64_t h, uint32_t e) { return (static_cast<uint64_t>(tag_of(h)) << 32) | e; }
+inline uint32_t tag_of(uint64_t h) {
+	return static_cast<uint32_t>(h >> 32);
+}
+inline uint32_t idx_of(uint64_t slot) {
+	return static_cast<uint32_t>(slot);
+}
+inline uint64_t slot_of(uint64_t h, uint32_t e) {
+	return (static_cast<uint64_t>(tag_of(h)) << 32) | e;
+}
 } // namespace
 
-FlowLifetime::FlowLifetime() { clear(); }
+FlowLifetime::FlowLifetime() {
+	clear();
+}
 
 void FlowLifetime::set_limits(const FlowLimits &l) {
-	if (l.max_flows == 0 || l.max_flows >= kNone) throw SysError("max_flows must be between 1 and 2^32-2", EINVAL);
+	if (l.max_flows == 0 || l.max_flows >= kNone)
+		throw SysError("max_flows must be between 1 and 2^32-2", EINVAL);
 	limits_ = l;
 }
 
@@ -53,8 +62,10 @@ void FlowLifetime::link_tail(List &l, uint32_t e, bool idle) {
 	uint32_t &next = idle ? en.idle_next : en.act_next;
 	prev = l.tail;
 	next = kNone;
-	if (l.tail != kNone) (idle ? entries_[l.tail].idle_next : entries_[l.tail].act_next) = e;
-	else l.head = e;
+	if (l.tail != kNone)
+		(idle ? entries_[l.tail].idle_next : entries_[l.tail].act_next) = e;
+	else
+		l.head = e;
 	l.tail = e;
 }
 
@@ -62,18 +73,24 @@ void FlowLifetime::unlink(List &l, uint32_t e, bool idle) {
 	Entry &en = entries_[e];
 	const uint32_t prev = idle ? en.idle_prev : en.act_prev;
 	const uint32_t next = idle ? en.idle_next : en.act_next;
-	if (prev != kNone) (idle ? entries_[prev].idle_next : entries_[prev].act_next) = next;
-	else l.head = next;
-	if (next != kNone) (idle ? entries_[next].idle_prev : entries_[next].act_prev) = prev;
-	else l.tail = prev;
+	if (prev != kNone)
+		(idle ? entries_[prev].idle_next : entries_[prev].act_next) = next;
+	else
+		l.head = next;
+	if (next != kNone)
+		(idle ? entries_[next].idle_prev : entries_[next].act_prev) = prev;
+	else
+		l.tail = prev;
 }
 
 uint32_t FlowLifetime::find(const flow_key &k, uint64_t h) const {
 	const uint32_t tag = tag_of(h);
 	for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
 		const uint64_t s = slots_[i];
-		if (s == kEmpty) return kNone;
-		if (static_cast<uint32_t>(s >> 32) == tag && std::memcmp(&entries_[idx_of(s)].key, &k, sizeof(k)) == 0)
+		if (s == kEmpty)
+			return kNone;
+		if (static_cast<uint32_t>(s >> 32) == tag &&
+		    std::memcmp(&entries_[idx_of(s)].key, &k, sizeof(k)) == 0)
 			return idx_of(s);
 	}
 }
@@ -83,9 +100,11 @@ void FlowLifetime::grow() {
 	old.swap(slots_);
 	mask_ = slots_.size() - 1;
 	for (uint64_t s : old) {
-		if (s == kEmpty) continue;
+		if (s == kEmpty)
+			continue;
 		uint64_t i = entries_[idx_of(s)].hash & mask_;
-		while (slots_[i] != kEmpty) i = (i + 1) & mask_;
+		while (slots_[i] != kEmpty)
+			i = (i + 1) & mask_;
 		slots_[i] = s;
 	}
 }
@@ -94,10 +113,12 @@ void FlowLifetime::grow() {
 // probe sequence is broken (no tombstones).
 void FlowLifetime::erase_slot(uint64_t h, uint32_t e) {
 	uint64_t i = h & mask_;
-	while (idx_of(slots_[i]) != e || slots_[i] == kEmpty) i = (i + 1) & mask_;
+	while (idx_of(slots_[i]) != e || slots_[i] == kEmpty)
+		i = (i + 1) & mask_;
 	for (uint64_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
 		const uint64_t s = slots_[j];
-		if (s == kEmpty) break;
+		if (s == kEmpty)
+			break;
 		const uint64_t home = entries_[idx_of(s)].hash & mask_;
 		// s may move to i if i lies cyclically in [home, j)
 		if (((j - home) & mask_) >= ((j - i) & mask_)) {
@@ -139,7 +160,8 @@ uint32_t FlowLifetime::insert(const flow_key &k, uint64_t h, std::vector<ended_r
 		retire(idle_.head, FLOW_END_EVICTED, ended);
 		++evicted_;
 	}
-	if ((live_ + 1) * 2 > slots_.size()) grow();
+	if ((live_ + 1) * 2 > slots_.size())
+		grow();
 	uint32_t e;
 	if (free_ != kNone) {
 		e = free_;
@@ -153,7 +175,8 @@ uint32_t FlowLifetime::insert(const flow_key &k, uint64_t h, std::vector<ended_r
 	en.key = k;
 	en.hash = h;
 	uint64_t i = h & mask_;
-	while (slots_[i] != kEmpty) i = (i + 1) & mask_;
+	while (slots_[i] != kEmpty)
+		i = (i + 1) & mask_;
 	slots_[i] = slot_of(h, e);
 	link_tail(idle_, e, true);
 	link_tail(act_, e, false);
@@ -164,7 +187,8 @@ uint32_t FlowLifetime::insert(const flow_key &k, uint64_t h, std::vector<ended_r
 void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interval_record> &out,
                           std::vector<ended_record> &ended) {
 	out.resize(in.size());
-	if (entries_.capacity() < live_ + in.size()) entries_.reserve(std::max(live_ + in.size(), entries_.size() * 2));
+	if (entries_.capacity() < live_ + in.size())
+		entries_.reserve(std::max(live_ + in.size(), entries_.size() * 2));
 	for (size_t n = 0; n < in.size(); ++n) {
 		const flow_record &r = in[n];
 		const uint64_t h = hash_flow_key(r.key);
@@ -201,7 +225,8 @@ void FlowLifetime::expire(uint64_t now, std::vector<ended_record> &ended) {
 		while (act_.head != kNone && entries_[act_.head].rep_ns + limits_.active_timeout_ns <= now) {
 			const uint32_t e = act_.head;
 			Entry &en = entries_[e];
-			if (en.packets != en.rep_packets) emit(en, FLOW_END_ACTIVE, ended);
+			if (en.packets != en.rep_packets)
+				emit(en, FLOW_END_ACTIVE, ended);
 			en.rep_ns = now;
 			unlink(act_, e, false);
 			link_tail(act_, e, false);
@@ -210,7 +235,8 @@ void FlowLifetime::expire(uint64_t now, std::vector<ended_record> &ended) {
 
 void FlowLifetime::retire_all(uint8_t reason, std::vector<ended_record> &ended) {
 	ended.reserve(ended.size() + live_);
-	while (idle_.head != kNone) retire(idle_.head, reason, ended);
+	while (idle_.head != kNone)
+		retire(idle_.head, reason, ended);
 }
 
 void FlowLifetime::live(std::vector<flow_record> &out) const {

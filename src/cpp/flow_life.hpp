@@ -57,7 +57,7 @@ struct FlowLimits {
 };
 
 class FlowLifetime {
-public:
+      public:
 	FlowLifetime();
 
 	void set_limits(const FlowLimits &l);
@@ -82,7 +82,7 @@ public:
 	size_t size() const noexcept { return live_; }
 	uint64_t evicted() const noexcept { return evicted_; } // flows retired early (table full)
 
-private:
+      private:
 	static constexpr uint32_t kNone = 0xffffffffu;
 	static constexpr uint64_t kEmpty = ~0ULL;
 	struct Entry {
@@ -107,9 +107,9 @@ private:
 	static void emit(Entry &en, uint8_t reason, std::vector<ended_record> &ended);
 
 	FlowLimits limits_;
-	std::vector<Entry> entries_;   // slab; free ones are chained through idle_next
+	std::vector<Entry> entries_; // slab; free ones are chained through idle_next
 	uint32_t free_ = kNone;
-	std::vector<uint64_t> slots_;  // open addressing: (hash tag << 32) | entry index, or kEmpty
+	std::vector<uint64_t> slots_; // open addressing: (hash tag << 32) | entry index, or kEmpty
 	uint64_t mask_ = 0;
 	size_t live_ = 0;
 	uint64_t evicted_ = 0;
