@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -421,3 +423,61 @@ def test_churn_of_short_connections_through_a_small_kernel_table(netns_v4only):
     reasons = {int(x) for iv in ivs for x in iv.ended["reason"]}
     assert reasons == {core().FLOW_END_IDLE, core().FLOW_END_END}
     assert ivs[-1].live_flows == 0
+
+
+@pytest.mark.kernel
+def test_cgroup_owners_of_closed_sockets_are_removed_at_a_drain(cg, netns_v4only):
+    """A socket's owner entry stays while the socket's last packets can
+    come (marked released), and goes at the first drain a grace period
+    (1 s) after its release; its flows keep their pid; no live owner was
+    evicted."""
+    from pktstat_bpf import Collector
+
+    ns = netns_v4only
+    released = core().OWNER_FLAGS["released"]
+    with Collector(mode="cgroup", cgroup=cg.root) as c:
+        engine = c._mode.engine
+        for _ in range(5):
+            cg.run(cg.child("send"), "pbt-reap", "udp-send", ns.B4, "7000", "2", "10", netns=ns.ns_a)
+        engine.drain()
+        mine = {k: o for k, o in engine.owners().items() if o["comm"] == b"pbt-reap"}
+        assert len(mine) == 5 and all(o["flags"] & released for o in mine.values())
+        pids = {o["pid"] for o in mine.values()}
+        time.sleep(1.1)
+        iv = engine.drain()
+        assert not any(o["comm"] == b"pbt-reap" for o in engine.owners().values())
+        stats = engine.owner_stats()
+        assert stats["removed"] == 5 and stats["evicted"] == 0 and stats["reap_lost"] == 0
+    flows = engine.flows()
+    sent = flows[(flows["proto"] == 17) & (flows["dport"] == 7000)]
+    assert sorted(int(p) for p in sent["pid"]) == sorted(pids) and sent["packets"].tolist() == [2] * 5
+    assert iv.live_flows >= 5
+
+
+@pytest.mark.kernel
+def test_cgroup_owner_evicted_while_its_socket_lives_is_counted(cg):
+    """An owner map too small for the sockets that live at once: each
+    socket's release either finds its entry (released) or counts the
+    eviction of a live socket's owner, and at least as many as had no entry
+    just before they closed."""
+    sockets = 64
+    engine = core().CgroupCollector(os.fsencode(cg.mount), os.fsencode(cg.rel(cg.root)), owner_entries=16)
+    engine.attach()
+    try:
+        code = (
+            "import socket, sys\n"
+            f"s = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({sockets})]\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+        )
+        p = cg.spawn(cg.child("hold"), sys.executable, "-c", code, stdin=subprocess.PIPE)
+        assert p.stdout.readline().strip() == "ready"
+        held = sum(1 for o in engine.owners().values() if o["pid"] == p.pid)
+        p.communicate("\n", timeout=30)
+        engine.drain()
+        stats = engine.owner_stats()
+    finally:
+        engine.detach()
+    assert held <= 16 + 2  # an LRU map keeps about its size (per-CPU free lists)
+    assert stats["released"] + stats["evicted"] == sockets
+    assert stats["evicted"] >= sockets - held

@@ -12,7 +12,8 @@ namespace pktstat {
 namespace {
 
 const char *const kOwnerStatNames[OWNER_STAT_NR] = {"created",   "released", "inherited", "unclaimed",
-                                                    "claimed",   "shared",   "map_full",  "events_lost"};
+                                                    "claimed",   "shared",   "map_full",  "events_lost",
+                                                    "evicted",   "reap_lost"};
 
 // A cgroup path as Python text. Directory names are bytes: one that is not
 // UTF-8 keeps its bytes as \xNN escapes (as comm does), so a snapshot never
@@ -106,6 +107,7 @@ void bind_cgroup(py::module_ &m) {
 		         }
 		         py::dict d;
 		         for (int i = 0; i < OWNER_STAT_NR; ++i) d[kOwnerStatNames[i]] = v[i];
+		         d["removed"] = c.owners_removed();
 		         return d;
 	         })
 	    .def("owners",

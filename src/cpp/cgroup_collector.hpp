@@ -14,6 +14,9 @@
 
 #include "flow_drain.hpp"
 
+#include <atomic>
+#include <deque>
+
 #include <bpf/libbpf.h>
 
 #include <cstdint>
@@ -81,6 +84,10 @@ public:
 		sock_owner owner;
 	};
 	std::vector<OwnerEntry> owners() const; // the socket-cookie -> owner map
+	// Owner entries of released sockets removed so far (at drains, a grace
+	// period after the release: reap_released).
+	uint64_t owners_removed() const noexcept { return removed_; }
+	static constexpr uint64_t kReapGraceNs = 1000000000ULL; // for a closed socket's last packets
 
 	// CLOCK_REALTIME - CLOCK_MONOTONIC taken once at load: one offset for the
 	// whole capture, so a flow's timestamps do not jitter between reads.
@@ -94,6 +101,7 @@ public:
 
 private:
 	void scan_existing_sockets();
+	void reap_released(); // after each drain
 
 	CgroupOptions opts_;
 	Skeleton<cgroup_bpf> skel_;
@@ -106,6 +114,8 @@ private:
 	CgroupResolver cgroups_;
 	std::unordered_set<uint64_t> subtree_;
 	ScanStats scan_;
+	std::deque<std::pair<uint64_t, uint64_t>> released_; // (CLOCK_MONOTONIC ns seen, cookie), oldest first
+	std::atomic<uint64_t> removed_{0};
 };
 
 } // namespace pktstat

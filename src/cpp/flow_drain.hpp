@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -61,6 +62,10 @@ class FlowDrain {
 	FlowLimits limits();
 	uint64_t drains();
 	void clear(); // empty both sides, the counters and the lifetime table
+	// Called at the end of every drain (under the drain's lock): a mode's
+	// housekeeping that must follow the programs' counting (cgroup mode
+	// removes the owners of released sockets).
+	void set_after_drain(std::function<void()> fn) { after_drain_ = std::move(fn); }
 
 	int side_fd(int side) const { return flows_fd_[side]; }
 	int stats_fd() const { return stats_fd_; }
@@ -83,6 +88,7 @@ class FlowDrain {
 	std::vector<flow_record> scratch_; // the buffer drains read into, kept
 	uint32_t max_entries_ = 0;         // of each side
 	std::vector<dir_stats> totals_;
+	std::function<void()> after_drain_;
 };
 
 } // namespace pktstat
