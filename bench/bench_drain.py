@@ -11,11 +11,13 @@ records) and the drain with the lifetime-table update of the same n flows
 Goals: drain <= 1.3x the raw read, drain + table <= 1.5x.
 
 Per packet: one hot IPv4 TCP flow through tc_ingress by BPF_PROG_TEST_RUN,
-ours (the installed object: one read of flow_side, the side's counters and
-flow map) against the same program as it was before draining (src/bpf at
-BEFORE_COMMIT, compiled here with the same flags) and the lean counter, each
-as the median difference to the empty program of the same rounds. Goal: ours
-within +2 ns of before.
+ours (the installed object: one read of flow_side, the side's counters, the
+side's flow map from flow_sides) against the same program as it was before draining (src/bpf at
+BEFORE_COMMIT, compiled here with the same flags), the alternative selection
+(the same tc.bpf.c built with PKTSTAT_BENCH_SIDE_BRANCH: a branch between
+the two named side maps instead of the side's map from the ARRAY_OF_MAPS
+flow_sides) and the lean counter, each as the median difference to the empty program of the
+same rounds. Goal: ours within +2 ns of before.
 """
 
 from __future__ import annotations
@@ -112,6 +114,18 @@ def _before_object() -> Path:
     return out
 
 
+def _branch_object() -> Path:
+    """The shipped tc.bpf.c with the alternative side selection
+    (PKTSTAT_BENCH_SIDE_BRANCH in flow_add.bpf.h)."""
+    out = REPO / "build" / "bench" / "tc-side-branch.bpf.o"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = REPO / "src" / "bpf" / "tc.bpf.c"
+    subprocess.run(
+        ["clang", *_clang_flags(), "-DPKTSTAT_BENCH_SIDE_BRANCH", "-c", str(src), "-o", str(out)], check=True
+    )
+    return out
+
+
 def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
     from pktstat_bpf import _core
 
@@ -120,8 +134,15 @@ def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
         "lean": _core._BenchObject(str(bench_object("lean"))),
         "before": _core._BenchObject(str(_before_object())),
         "ours": _core._BenchObject(str(package_object("tc"))),
+        "branch": _core._BenchObject(str(_branch_object())),
     }
-    names = {"floor": "tc_empty", "lean": "tc_lean", "before": "tc_ingress", "ours": "tc_ingress"}
+    names = {
+        "floor": "tc_empty",
+        "lean": "tc_lean",
+        "before": "tc_ingress",
+        "ours": "tc_ingress",
+        "branch": "tc_ingress",
+    }
     fds = {k: o.prog_fd(names[k]) for k, o in objs.items()}
     frame = tcp_v4()
     try:
@@ -130,11 +151,12 @@ def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
     finally:
         for o in objs.values():
             o.close()
-    lean, before, ours = (median_diff(r[k], r["floor"]) for k in ("lean", "before", "ours"))
+    lean, before, ours, branch = (median_diff(r[k], r["floor"]) for k in ("lean", "before", "ours", "branch"))
     return {
         "lean_ns": round(lean, 2),
         "before_ns": round(before, 2),
         "ours_ns": round(ours, 2),
+        "branch_ns": round(branch, 2),  # a branch between the two named maps (PKTSTAT_BENCH_SIDE_BRANCH)
         "delta_ns": round(ours - before, 2),
     }
 

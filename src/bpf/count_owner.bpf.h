@@ -14,12 +14,7 @@
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
-	__type(key, struct flow_key);
-	__type(value, struct flow_value);
-} flows SEC(".maps"), flows1 SEC(".maps"); /* side 0 and side 1 (flow_add.bpf.h) */
+FLOW_TABLE(struct flow_key); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
 /* Count `len` bytes of one packet (or event) in the flow `key` of side
  * `side`, or as overflow in `st` (that side's counters) when the table has
@@ -27,7 +22,7 @@ struct {
 static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now,
 					   struct dir_stats *st)
 {
-	add_to_side(side, &flows, &flows1, key, len, now, st);
+	add_to_side(side, key, len, now, st);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */

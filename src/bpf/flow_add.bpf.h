@@ -6,10 +6,15 @@
  * a per-CPU flow hash. Inlined, `map` and `key` are the caller's own, so the
  * per-packet path is one lookup, and an insert only for a new flow.
  *
- * Draining: every flow map comes in two sides (`flows`, `flows1`), and so do
- * the conservation counters (`stats`, side s at s * FLOW_DIR_NR + dir). A
- * program run reads `flow_side` once and counts into that side's flow map and
- * counters. At each drain the engine flips `flow_side` (mmapped), waits for
+ * Draining: every flow map comes in two sides (`flows`, `flows1`, reached
+ * through the ARRAY_OF_MAPS `flow_sides`), and so do the conservation
+ * counters (`stats`, side s at s * FLOW_DIR_NR + dir). A program run reads
+ * `flow_side` once and counts into that side's flow map and counters. (The
+ * side's map from the inlined array-of-maps lookup and a branch between the
+ * two named maps cost the same per packet within the noise, and both the
+ * same as the one-sided program before: bench/bench_drain.py,
+ * docs/performance.md. The lookup keeps one copy of the flow update, so the
+ * program is about 10% shorter.) At each drain the engine flips `flow_side` (mmapped), waits for
  * every program run that may have read the old value (an update of the
  * ARRAY_OF_MAPS `drain_sync` returns after an RCU grace period, and these
  * programs are all non-sleepable), then reads and empties the old side: each
@@ -104,14 +109,50 @@ hit:
 	st->overflow_bytes += len;
 }
 
-/* add_to_flow into side `side` of a two-sided flow table: two call sites, so
- * each lookup names one map and the verifier can inline it. */
-#define add_to_side(side, map0, map1, key, len, now, st)                  \
-	do {                                                               \
-		if (side)                                                  \
-			add_to_flow(map1, key, len, now, st);              \
-		else                                                       \
-			add_to_flow(map0, key, len, now, st);              \
+/* The two sides of a flow table keyed by `key_type`: `flows` (side 0),
+ * `flows1` (side 1), and `flow_sides`, the array of maps the programs take
+ * the side's map from (filled at load). */
+#define FLOW_TABLE(key_type)                                                                     \
+	struct flow_side_map {                                                                   \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
+		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */           \
+		__type(key, key_type);                                                           \
+		__type(value, struct flow_value);                                                \
+	};                                                                                       \
+	struct flow_side_map flows SEC(".maps"), flows1 SEC(".maps");                            \
+	struct {                                                                                 \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                        \
+		__uint(max_entries, 2);                                                          \
+		__type(key, __u32);                                                              \
+		__array(values, struct flow_side_map);                                           \
+	} flow_sides SEC(".maps") = {                                                            \
+		.values = {&flows, &flows1},                                                     \
+	}
+
+/* add_to_flow into side `side` of the FLOW_TABLE (a missing side cannot
+ * happen: counted as overflow, so the packet is still counted once).
+ * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
+ * alternative it was measured against, a branch between the two named maps. */
+#ifdef PKTSTAT_BENCH_SIDE_BRANCH
+#define add_to_side(side, key, len, now, st)                                                     \
+	do {                                                                                     \
+		if (side)                                                                        \
+			add_to_flow(&flows1, key, len, now, st);                                 \
+		else                                                                             \
+			add_to_flow(&flows, key, len, now, st);                                  \
 	} while (0)
+#else
+#define add_to_side(side, key, len, now, st)                                                     \
+	do {                                                                                     \
+		__u32 side_ = (side);                                                            \
+		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                           \
+		if (map_) {                                                                      \
+			add_to_flow(map_, key, len, now, st);                                    \
+		} else {                                                                         \
+			(st)->overflow_packets++;                                                \
+			(st)->overflow_bytes += (len);                                           \
+		}                                                                                \
+	} while (0)
+#endif
 
 #endif /* PKTSTAT_FLOW_ADD_BPF_H */
