@@ -79,7 +79,7 @@ class Interval:
     direction ``stats`` obeys packets = flows + unparsed + overflow exactly.
     """
 
-    #: the previous drain's ``now_ns`` (the load for the first one), epoch ns
+    #: the previous drain's ``now_ns`` (the load for the first one; 0 for a Replayer's first), epoch ns
     @property
     def start_ns(self) -> int: ...
     #: this drain's ``now_ns``, epoch ns
