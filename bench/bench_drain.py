@@ -104,8 +104,8 @@ def _before_object() -> Path:
     if out.exists():
         return out
     with tempfile.TemporaryDirectory() as tmp:
-        arch = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_COMMIT, "src/bpf"], check=True,
-                              capture_output=True).stdout  # fmt: skip
+        cmd = ["git", "-C", str(REPO), "archive", BEFORE_COMMIT, "src/bpf"]
+        arch = subprocess.run(cmd, check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=arch, check=True)
         src = Path(tmp) / "src" / "bpf"
         flags = [f if not f.startswith("-I") or "src/bpf" not in f else f"-I{src}" for f in _clang_flags()]
@@ -146,8 +146,9 @@ def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
     fds = {k: o.prog_fd(names[k]) for k, o in objs.items()}
     frame = tcp_v4()
     try:
-        r = rotated_rounds(tuple(fds), lambda k: float(_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]),
-                           rounds)  # fmt: skip
+        r = rotated_rounds(
+            tuple(fds), lambda k: float(_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]), rounds
+        )
     finally:
         for o in objs.values():
             o.close()

@@ -111,22 +111,30 @@ hit:
 
 /* The two sides of a flow table keyed by `key_type`: `flows` (side 0),
  * `flows1` (side 1), and `flow_sides`, the array of maps the programs take
- * the side's map from (filled at load). */
+ * the side's map from (filled at load). The template of flow_sides' values
+ * is a map libbpf makes and frees at load (a preallocated per-CPU hash):
+ * one entry, since the kernel does not compare a hash inner map's size
+ * (Linux 5.10+). */
 #define FLOW_TABLE(key_type)                                                                     \
-	struct flow_side_map {                                                                   \
+	struct flow_side_template { /* only the shape flow_sides' values must have */            \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
+		__uint(max_entries, 1);                                                          \
+		__type(key, key_type);                                                           \
+		__type(value, struct flow_value);                                                \
+	};                                                                                       \
+	struct {                                                                                 \
 		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
 		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */           \
 		__type(key, key_type);                                                           \
 		__type(value, struct flow_value);                                                \
-	};                                                                                       \
-	struct flow_side_map flows SEC(".maps"), flows1 SEC(".maps");                            \
+	} flows SEC(".maps"), flows1 SEC(".maps");                                               \
 	struct {                                                                                 \
 		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                        \
 		__uint(max_entries, 2);                                                          \
 		__type(key, __u32);                                                              \
-		__array(values, struct flow_side_map);                                           \
+		__array(values, struct flow_side_template);                                      \
 	} flow_sides SEC(".maps") = {                                                            \
-		.values = {&flows, &flows1},                                                     \
+		.values = {(void *)&flows, (void *)&flows1},                                     \
 	}
 
 /* add_to_flow into side `side` of the FLOW_TABLE (a missing side cannot

@@ -33,11 +33,6 @@ void add_stats(dir_stats &a, const dir_stats &b) {
 void set_flow_table_size(bpf_object *obj, uint32_t max_entries) {
 	for (const char *name : {"flows", "flows1"})
 		check_libbpf(bpf_map__set_max_entries(need_map(obj, name), max_entries), "set flow map size");
-	// The template libbpf makes for flow_sides' inner maps is a real map,
-	// made and freed at load: a preallocated per-CPU hash of one entry, not
-	// of 65536 (the kernel compares no hash inner map's size, Linux 5.10+).
-	if (bpf_map *inner = bpf_map__inner_map(need_map(obj, "flow_sides")))
-		check_libbpf(bpf_map__set_max_entries(inner, 1), "set flow_sides template size");
 }
 
 FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns)
