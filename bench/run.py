@@ -42,6 +42,7 @@ BENCHMARKS = {
     "process": "bench_process",
     "flowrecords": "bench_flowrecords",
     "drops": "bench_drops",
+    "drain": "bench_drain",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -256,6 +257,40 @@ def _drops_rows(r: dict[str, Any]) -> list[Row]:
         f"{r['cpu_ns_per_drop_unwatched']} ns); the program itself {r['program_ns_per_run']} ns per run"
     )
     return [("drops", "--drops: UDP to a closed port on loopback, CPU per drop", result, "report", "")]
+def _drain_rows(d: dict[str, Any]) -> list[Row]:
+    p = d["per_packet"]
+    per_packet = (
+        f"{p['ours_ns']:.0f} ns vs {p['before_ns']:.0f} ns ({p['delta_ns']:+.0f} ns; "
+        f"branch between the maps {p['branch_ns']:.0f} ns; lean {p['lean_ns']:.0f} ns)"
+    )
+    measure = "per packet, one hot flow (TC): two-sided table vs the program before draining"
+    rows: list[Row] = [("drain", measure, per_packet, "<= +2 ns", _verdict(p["delta_ns"], 2, True))]
+    for c in d["drain"]:
+        n = f"{c['flows']:,}"
+        drain = (
+            f"{c['read_ms']:.1f} / {c['raw_lookup_batch_ms']:.1f} ms = {_x(c['drain_ratio'])} "
+            f"(+ wait {c['wait_ms']:.1f} ms)"
+        )
+        interval = f"{c['read_ms'] + c['fold_ms']:.1f} ms = {_x(c['interval_ratio'])}"
+        rows.append(
+            (
+                "drain",
+                f"{n} flows: drain (lookup_and_delete_batch) / raw lookup_batch",
+                drain,
+                "<= 1.3x",
+                _verdict(c["drain_ratio"], 1.3, True),
+            )
+        )
+        rows.append(
+            (
+                "drain",
+                f"{n} flows: drain + lifetime table / raw lookup_batch",
+                interval,
+                "<= 1.5x",
+                _verdict(c["interval_ratio"], 1.5, True),
+            )
+        )
+    return rows
 
 
 # (benchmark, rows of its results), in the order of the targets
@@ -270,6 +305,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("process", _process_rows),
     ("flowrecords", _flowrecords_rows),
     ("drops", _drops_rows),
+    ("drain", _drain_rows),
 ]
 
 

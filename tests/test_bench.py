@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
-BENCHMARKS = ("hotpath", "datapath", "snapshot", "replay", "live", "exporter", "process", "drops")
+BENCHMARKS = ("hotpath", "datapath", "snapshot", "replay", "live", "exporter", "process", "drops", "drain")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -49,9 +49,12 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
     else:
         assert doc["replay"]["tshark"] == "not installed"
 
+    drain = doc["drain"]
+    assert [c["flows"] for c in drain["drain"]] == [10_000] and drain["per_packet"]["before_ns"] > 0
+
     table = p.stdout
     assert table.startswith("Measured ") and "(--quick: tiny sizes, not figures)" in table
-    for target in ("| 1 hot path |", "| 2 datapath |", "| 3 snapshot |", "| 4 replay |", "| 5 memory |"):
+    for target in ("| 1 hot path |", "| 2 datapath |", "| 3 snapshot |", "| 4 replay |", "| 5 memory |", "| drain |"):
         assert target in table
     hot_rows = [ln for ln in table.splitlines() if "hot IPv" in ln]
     assert len(hot_rows) == 4 and all(ln.endswith(("| PASS |", "| FAIL |")) for ln in hot_rows)
@@ -64,7 +67,7 @@ def test_unknown_benchmark_is_a_usage_error():
     p = _run("--only", "hotpath,warp")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
-        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops)"
+        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops, drain)"
     ]
 
 

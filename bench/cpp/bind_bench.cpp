@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "bind_common.hpp"
+#include "cgroup_collector.hpp"
 #include "cgroup_paths.hpp"
 #include "error.hpp"
 #include "fd.hpp"
@@ -385,6 +386,33 @@ void register_bench(py::module_ &m) {
 	    "Run in-memory frames through `replayer` as if read from a capture of link type `dlt`.");
 	m.def("replay_max_data", [](const Replayer &r) { return r.max_data(); }, py::arg("replayer"),
 	      "The largest test-run data `replayer` accepts.");
+	// cgroup mode's socket-cookie -> owner map and the owner flag bits, for
+	// tests of the owners' lifetime (tests/test_drain.py)
+	m.def(
+	    "cgroup_owners",
+	    [](const CgroupCollector &c) {
+		    std::vector<CgroupCollector::OwnerEntry> v;
+		    {
+			    py::gil_scoped_release nogil;
+			    v = c.owners();
+		    }
+		    py::dict d;
+		    for (const auto &e : v)
+			    d[py::int_(e.cookie)] =
+			        py::dict(py::arg("pid") = e.owner.pid, py::arg("flags") = e.owner.flags,
+			                 py::arg("comm") = py::bytes(e.owner.comm, strnlen(e.owner.comm, sizeof(e.owner.comm))));
+		    return d;
+	    },
+	    py::arg("collector"), "The socket-cookie -> owner map of a cgroup collector: {cookie: {pid, flags, comm}}.");
+	py::dict flags;
+	flags["shared"] = static_cast<int>(OWNER_SHARED);
+	flags["released"] = static_cast<int>(OWNER_RELEASED);
+	flags["unclaimed"] = static_cast<int>(OWNER_UNCLAIMED);
+	flags["inherited"] = static_cast<int>(OWNER_INHERITED);
+	flags["scanned"] = static_cast<int>(OWNER_SCANNED);
+	flags["created"] = static_cast<int>(OWNER_CREATED);
+	flags["claimed"] = static_cast<int>(OWNER_CLAIMED);
+	m.attr("OWNER_FLAGS") = flags;
 	m.def("_bench_flows_fd", [](const TcCollector &c) { return c.flows_fd(); });
 	m.def("_bench_flows_fd", [](const XdpCollector &c) { return c.flows_fd(); });
 	m.def(

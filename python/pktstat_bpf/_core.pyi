@@ -21,6 +21,24 @@ _Progress = Callable[[int, int, int], object] | None
 record_dtype: np.dtype[np.void]
 #: NumPy dtype of one direction's counters (``struct dir_stats``).
 stats_dtype: np.dtype[np.void]
+#: NumPy dtype of a flow active in a drained interval (``struct interval_record``,
+#: src/cpp/flow_life.hpp): the record_dtype fields with the interval's packets,
+#: bytes, first_seen and last_seen, then the flow's lifetime totals after the
+#: interval: total_packets, total_bytes (u8), flow_first_seen (M8[ns]).
+interval_dtype: np.dtype[np.void]
+#: NumPy dtype of a flow record handed out (``struct ended_record``): the
+#: record_dtype fields with the flow's lifetime packets, bytes, first_seen and
+#: last_seen, then delta_packets, delta_bytes (u8: since the flow's previous
+#: record, so a flow's deltas sum to its totals) and reason (u1: FLOW_END_*).
+ended_dtype: np.dtype[np.void]
+#: reason of an ended record: idle past the idle timeout (retired).
+FLOW_END_IDLE: int
+#: reason of an ended record: running past the active timeout since its last record (stays live).
+FLOW_END_ACTIVE: int
+#: reason of an ended record: the capture ended (drain(end=True); retired).
+FLOW_END_END: int
+#: reason of an ended record: the lifetime table was full (max_flows): the longest idle retired early.
+FLOW_END_EVICTED: int
 
 
 class FeatureMissing(OSError):
@@ -34,6 +52,54 @@ class CaptureError(ValueError):
 
 class LinkTypeError(CaptureError):
     """A capture file of a link type replay does not decode."""
+
+class Interval:
+    """One drained interval of a collector's (or a Replayer's) flow table.
+
+    Every increment the programs made lands in exactly one interval, so the
+    sums over all intervals are the run's totals, and per interval and
+    direction ``stats`` obeys packets = flows + unparsed + overflow exactly.
+    """
+
+    #: the previous drain's ``now_ns`` (the load for the first one; 0 for a Replayer's first), epoch ns
+    @property
+    def start_ns(self) -> int: ...
+    #: this drain's ``now_ns``, epoch ns
+    @property
+    def end_ns(self) -> int: ...
+    #: interval_dtype: the flows active in the interval, with their lifetime totals
+    @property
+    def records(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: stats_dtype, one row per direction: the interval's conservation counters
+    @property
+    def stats(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: ended_dtype: records handed out by this drain (timeouts, end, evictions)
+    @property
+    def ended(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: stats_dtype: the run's counters over every interval so far
+    @property
+    def totals(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: flows in the lifetime table after the drain
+    @property
+    def live_flows(self) -> int: ...
+    #: flows retired early because the table was full, so far (FLOW_END_EVICTED)
+    @property
+    def evicted_flows(self) -> int: ...
+    #: what the drain cost (ns): flipping the side and the wait for the programs (an RCU grace period)
+    @property
+    def wait_ns(self) -> int: ...
+    #: what the drain cost (ns): reading and emptying the old side's flow map and counters
+    @property
+    def read_ns(self) -> int: ...
+    #: what the drain cost (ns): folding the interval into the lifetime table (timeouts, end records)
+    @property
+    def fold_ns(self) -> int: ...
+
+@type_check_only
+class FlowLimits(TypedDict):
+    idle_timeout_ns: int
+    active_timeout_ns: int
+    max_flows: int
 
 def libbpf_version() -> str: ...
 
@@ -62,10 +128,44 @@ def sweep_stale_tc() -> int: ...
 
 @type_check_only
 class _MapReaders:
-    """What every engine class has for reading its maps (bind_map_readers)."""
+    """What every engine class has for its flow table (bind_flow_table).
 
-    def read_flows(self, use_batch: bool = True) -> np.ndarray[Any, np.dtype[np.void]]: ...
-    def read_stats(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    The kernel counts into one side of a two-sided table while a drain
+    empties the other; the engine folds each drained interval into a
+    lifetime table (per flow: packets, bytes, first and last seen).
+    """
+
+    def drain(
+        self, now_ns: _Int | None = None, timeouts: bool = True, end: bool = False, use_batch: bool = True
+    ) -> Interval:
+        """Make the programs count into the other side, wait until none can
+        still write the old one, read and empty it, and fold it into the
+        lifetime table. ``now_ns`` (epoch ns) ends the interval: the wall
+        clock by default (a Replayer: its latest frame's timestamp).
+        ``timeouts``: hand out idle flows (retired) and flows past the
+        active timeout (kept) at ``now_ns``; ``end``: then retire every flow.
+        """
+
+    def flows(self) -> np.ndarray[Any, np.dtype[np.void]]:
+        """Every live flow's lifetime record (record_dtype), as of the last drain."""
+
+    def set_flow_limits(
+        self, idle_timeout_ns: _Int = 60_000_000_000, active_timeout_ns: _Int = 300_000_000_000, max_flows: _Int = 1_000_000
+    ) -> None:
+        """The lifetime table's timeouts (0: never) and its bound on live flows."""
+
+    @property
+    def flow_limits(self) -> FlowLimits: ...
+    @property
+    def drains(self) -> int:
+        """Drains so far."""
+
+    def read_flows(self, use_batch: bool = True) -> np.ndarray[Any, np.dtype[np.void]]:
+        """A drain without timeouts, then flows(): every flow's lifetime record."""
+
+    def read_stats(self) -> np.ndarray[Any, np.dtype[np.void]]:
+        """The run's counters: every drained interval plus what the side the programs count into holds now."""
+
 
 @type_check_only
 class _LiveCollector(_MapReaders):

@@ -18,8 +18,11 @@
  *                           second process makes it shared, pid 0),
  *      and by user space at start (sock_diag x /proc/<pid>/fd);
  *    owner_sock_release (cgroup/sock_release) marks entries released and
- *    keeps them for the socket's last packets (FIN, orphaned data); the map
- *    is LRU-bounded.
+ *    keeps them for the socket's last packets (FIN, orphaned data), and
+ *    queues the cookie in `released`: the engine removes the entry at a
+ *    drain at least a grace period later (flow_drain.hpp), so closed
+ *    sockets never push live sockets' owners out of the LRU-bounded map;
+ *    a release that finds no entry counts an eviction.
  *  - forks (TGID -> fork generation), bumped by owner_fork (tp_btf
  *    sched_process_fork) when a process that owns sockets forks: its child
  *    holds copies of them, so until the owner is next seen using a socket
@@ -47,6 +50,13 @@ struct {
 	__type(key, __u64);         /* socket cookie */
 	__type(value, struct sock_owner);
 } owners SEC(".maps");
+
+/* Cookies of released sockets, for the engine to remove from `owners`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 65536); /* resized by the engine, as owners */
+	__type(value, __u64);
+} released SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -203,12 +213,20 @@ int owner_sock_release(struct bpf_sock *sk)
 	struct sock_owner *o = bpf_map_lookup_elem(&owners, &cookie);
 	struct sock_owner n;
 
-	if (!o)
+	if (!o) {
+		/* Every socket of the subtree gets an entry when it is made (or
+		 * by the start-time scan): a missing one was pushed out while the
+		 * socket was live. */
+		if (sk->family == AF_INET || sk->family == AF_INET6)
+			owner_stat(OWNER_STAT_EVICTED);
 		return 1;
+	}
 	n = *o;
 	n.flags |= OWNER_RELEASED;
 	store_owner(cookie, &n, BPF_EXIST);
 	owner_stat(OWNER_STAT_RELEASED);
+	if (bpf_map_push_elem(&released, &cookie, 0))
+		owner_stat(OWNER_STAT_REAP_LOST);
 	return 1;
 }
 

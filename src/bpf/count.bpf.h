@@ -19,12 +19,7 @@
 /* Settings, written by the engine between open and load. */
 const volatile __be16 cfg_l2_proto = 0; /* non-zero: L3 device, frames start at IP */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
-	__type(key, struct flow_tuple);
-	__type(value, struct flow_value);
-} flows SEC(".maps");
+FLOW_TABLE(struct flow_tuple); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
 static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts,
@@ -32,9 +27,10 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 {
 	struct flow_tuple key;
 	struct dir_stats *st;
+	__u32 side = current_side();
 	__u64 now;
 
-	st = bpf_map_lookup_elem(&stats, &dir);
+	st = side_stats(side, dir);
 	if (!st) /* cannot happen: dir < FLOW_DIR_NR */
 		return;
 	st->packets++;
@@ -50,7 +46,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	add_to_flow(&flows, &key, len, now, st);
+	add_to_side(side, &key, len, now, st);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

@@ -14,18 +14,15 @@
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536); /* resized by the engine (--max-entries) */
-	__type(key, struct flow_key);
-	__type(value, struct flow_value);
-} flows SEC(".maps");
+FLOW_TABLE(struct flow_key); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
-/* Count `len` bytes of one packet (or event) in the flow `key`, or as
- * overflow in `st` when the table has no room for a new flow. */
-static __always_inline void add_owned_flow(struct flow_key *key, __u64 len, __u64 now, struct dir_stats *st)
+/* Count `len` bytes of one packet (or event) in the flow `key` of side
+ * `side`, or as overflow in `st` (that side's counters) when the table has
+ * no room for a new flow. */
+static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now,
+					   struct dir_stats *st)
 {
-	add_to_flow(&flows, key, len, now, st);
+	add_to_side(side, key, len, now, st);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */
@@ -35,8 +32,9 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 {
 	struct flow_key key;
 	struct dir_stats *st;
+	__u32 side = current_side();
 
-	st = bpf_map_lookup_elem(&stats, &dir);
+	st = side_stats(side, dir);
 	if (!st)
 		return;
 	st->packets++;
@@ -55,7 +53,7 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
 	}
 
-	add_owned_flow(&key, len, now, st);
+	add_owned_flow(side, &key, len, now, st);
 }
 
 #endif /* PKTSTAT_COUNT_OWNER_BPF_H */

@@ -149,6 +149,10 @@ enum owner_stat {
 	OWNER_STAT_SHARED,        /* a second process was seen using a socket */
 	OWNER_STAT_MAP_FULL,      /* an owner could not be stored */
 	OWNER_STAT_EVENTS_LOST,   /* cgroup_mkdir records the ring buffer had no room for */
+	OWNER_STAT_EVICTED,       /* a socket released without its entry: the LRU map pushed
+				   * out the owner of a live socket */
+	OWNER_STAT_REAP_LOST,     /* a released socket the queue had no room for (its entry
+				   * stays until the LRU map pushes it out) */
 	OWNER_STAT_NR,
 };
 

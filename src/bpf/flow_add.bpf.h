@@ -5,6 +5,21 @@
  * conservation counters per direction, and one packet (or socket event) into
  * a per-CPU flow hash. Inlined, `map` and `key` are the caller's own, so the
  * per-packet path is one lookup, and an insert only for a new flow.
+ *
+ * Draining: every flow map comes in two sides (`flows`, `flows1`, reached
+ * through the ARRAY_OF_MAPS `flow_sides`), and so do the conservation
+ * counters (`stats`, side s at s * FLOW_DIR_NR + dir). A program run reads
+ * `flow_side` once and counts into that side's flow map and counters. (The
+ * side's map from the inlined array-of-maps lookup and a branch between the
+ * two named maps cost the same per packet within the noise, and both the
+ * same as the one-sided program before: bench/bench_drain.py,
+ * docs/performance.md. The lookup keeps one copy of the flow update, so the
+ * program is about 10% shorter.) At each drain the engine flips `flow_side` (mmapped), waits for
+ * every program run that may have read the old value (an update of the
+ * ARRAY_OF_MAPS `drain_sync` returns after an RCU grace period, and these
+ * programs are all non-sleepable), then reads and empties the old side: each
+ * increment lands in exactly one interval, and within an interval
+ * seen = flows + unparsed + overflow holds exactly.
  */
 #ifndef PKTSTAT_FLOW_ADD_BPF_H
 #define PKTSTAT_FLOW_ADD_BPF_H
@@ -20,10 +35,44 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOW_DIR_NR);
+	__uint(max_entries, 2 * FLOW_DIR_NR); /* side 0, then side 1 */
 	__type(key, __u32);
 	__type(value, struct dir_stats);
 } stats SEC(".maps");
+
+/* The side programs count into (0 or 1): its own data section, so the engine
+ * finds it by name (".data.flow_side") and flips it through the mmap. */
+__u32 flow_side SEC(".data.flow_side") = 0;
+
+/* Updated by the engine only, for the wait of a drain (never used here). */
+struct drain_sync_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct drain_sync_inner);
+} drain_sync SEC(".maps");
+
+/* The side of this program run: read once, then used for the flow map and
+ * the counters alike. */
+static __always_inline __u32 current_side(void)
+{
+	return *(volatile __u32 *)&flow_side & 1;
+}
+
+/* The conservation counters of `side` and `dir` (dir < FLOW_DIR_NR). */
+static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir)
+{
+	__u32 i = side * FLOW_DIR_NR + dir;
+
+	return bpf_map_lookup_elem(&stats, &i);
+}
 
 /* Count `len` bytes at `now` in the flow `key` of `map`, or as overflow in
  * `st` when the table has no room for a new flow. */
@@ -59,5 +108,59 @@ hit:
 	st->overflow_packets++;
 	st->overflow_bytes += len;
 }
+
+/* The two sides of a flow table keyed by `key_type`: `flows` (side 0),
+ * `flows1` (side 1), and `flow_sides`, the array of maps the programs take
+ * the side's map from (filled at load). The template of flow_sides' values
+ * is a map libbpf makes and frees at load (a preallocated per-CPU hash):
+ * one entry, since the kernel does not compare a hash inner map's size
+ * (Linux 5.10+). */
+#define FLOW_TABLE(key_type)                                                                     \
+	struct flow_side_template { /* only the shape flow_sides' values must have */            \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
+		__uint(max_entries, 1);                                                          \
+		__type(key, key_type);                                                           \
+		__type(value, struct flow_value);                                                \
+	};                                                                                       \
+	struct {                                                                                 \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
+		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */           \
+		__type(key, key_type);                                                           \
+		__type(value, struct flow_value);                                                \
+	} flows SEC(".maps"), flows1 SEC(".maps");                                               \
+	struct {                                                                                 \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                        \
+		__uint(max_entries, 2);                                                          \
+		__type(key, __u32);                                                              \
+		__array(values, struct flow_side_template);                                      \
+	} flow_sides SEC(".maps") = {                                                            \
+		.values = {(void *)&flows, (void *)&flows1},                                     \
+	}
+
+/* add_to_flow into side `side` of the FLOW_TABLE (a missing side cannot
+ * happen: counted as overflow, so the packet is still counted once).
+ * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
+ * alternative it was measured against, a branch between the two named maps. */
+#ifdef PKTSTAT_BENCH_SIDE_BRANCH
+#define add_to_side(side, key, len, now, st)                                                     \
+	do {                                                                                     \
+		if (side)                                                                        \
+			add_to_flow(&flows1, key, len, now, st);                                 \
+		else                                                                             \
+			add_to_flow(&flows, key, len, now, st);                                  \
+	} while (0)
+#else
+#define add_to_side(side, key, len, now, st)                                                     \
+	do {                                                                                     \
+		__u32 side_ = (side);                                                            \
+		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                           \
+		if (map_) {                                                                      \
+			add_to_flow(map_, key, len, now, st);                                    \
+		} else {                                                                         \
+			(st)->overflow_packets++;                                                \
+			(st)->overflow_bytes += (len);                                           \
+		}                                                                                \
+	} while (0)
+#endif
 
 #endif /* PKTSTAT_FLOW_ADD_BPF_H */

@@ -14,7 +14,8 @@
 
 static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 dir)
 {
-	struct dir_stats *st = bpf_map_lookup_elem(&stats, &dir);
+	__u32 side = current_side();
+	struct dir_stats *st = side_stats(side, dir);
 
 	if (!st)
 		return;
@@ -24,7 +25,7 @@ static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 di
 		proc_stat_add(PROC_STAT_UNOWNED_PACKETS, 1);
 		proc_stat_add(PROC_STAT_UNOWNED_BYTES, bytes);
 	}
-	add_owned_flow(key, bytes, tick_ns(), st);
+	add_owned_flow(side, key, bytes, tick_ns(), st);
 }
 
 /* The calling process: TGID, the name of its main thread (what

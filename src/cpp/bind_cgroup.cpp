@@ -9,7 +9,8 @@ namespace pktstat {
 namespace {
 
 const char *const kOwnerStatNames[OWNER_STAT_NR] = {"created",   "released", "inherited", "unclaimed",
-                                                    "claimed",   "shared",   "map_full",  "events_lost"};
+                                                    "claimed",   "shared",   "map_full",  "events_lost",
+                                                    "evicted",   "reap_lost"};
 
 } // namespace
 
@@ -59,14 +60,12 @@ void register_cgroup(py::module_ &m) {
 		         }
 		         py::dict d;
 		         for (int i = 0; i < OWNER_STAT_NR; ++i) d[kOwnerStatNames[i]] = v[i];
+		         d["removed"] = c.owners_removed();
 		         return d;
 	         })
 	    ;
 	bind_cgroup_resolver(cls);
-	bind_map_readers(
-	    cls, [](const CgroupCollector &c) { return c.flows_fd(); },
-	    [](const CgroupCollector &c) { return c.stats_fd(); },
-	    [](const CgroupCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

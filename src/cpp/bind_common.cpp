@@ -20,6 +20,36 @@ const std::vector<Field> &record_fields() {
 }
 #undef REC_FIELD
 
+#define IV_FIELD(name, member, fmt) Field{name, fmt, offsetof(interval_record, member), sizeof(interval_record::member)}
+// A flow_record's fields, then what each kind of record adds.
+static std::vector<Field> record_fields_plus(size_t base, std::vector<Field> extra) {
+	std::vector<Field> f;
+	for (Field x : record_fields()) {
+		x.offset += base;
+		f.push_back(x);
+	}
+	f.insert(f.end(), extra.begin(), extra.end());
+	return f;
+}
+
+const std::vector<Field> &interval_fields() {
+	static const std::vector<Field> f = record_fields_plus(
+	    offsetof(interval_record, rec),
+	    {IV_FIELD("total_packets", total_packets, "u8"), IV_FIELD("total_bytes", total_bytes, "u8"),
+	     IV_FIELD("flow_first_seen", flow_first_seen_ns, "M8[ns]")});
+	return f;
+}
+#undef IV_FIELD
+
+#define END_FIELD(name, member, fmt) Field{name, fmt, offsetof(ended_record, member), sizeof(ended_record::member)}
+const std::vector<Field> &ended_fields() {
+	static const std::vector<Field> f = record_fields_plus(
+	    offsetof(ended_record, rec), {END_FIELD("delta_packets", delta_packets, "u8"),
+	                                  END_FIELD("delta_bytes", delta_bytes, "u8"), END_FIELD("reason", reason, "u1")});
+	return f;
+}
+#undef END_FIELD
+
 #define STAT_FIELD(m) Field{#m, "u8", offsetof(dir_stats, m), sizeof(dir_stats::m)}
 const std::vector<Field> &stats_fields() {
 	static const std::vector<Field> f = {STAT_FIELD(packets),          STAT_FIELD(bytes),
@@ -49,6 +79,55 @@ py::dtype record_dtype() {
 py::dtype stats_dtype() {
 	static auto *dt = new py::dtype(make_dtype(stats_fields(), sizeof(dir_stats)));
 	return *dt;
+}
+
+py::dtype interval_dtype() {
+	static auto *dt = new py::dtype(make_dtype(interval_fields(), sizeof(interval_record)));
+	return *dt;
+}
+
+py::dtype ended_dtype() {
+	static auto *dt = new py::dtype(make_dtype(ended_fields(), sizeof(ended_record)));
+	return *dt;
+}
+
+PyInterval to_python(Interval &&iv) {
+	PyInterval p;
+	p.start_ns = iv.start_ns;
+	p.end_ns = iv.end_ns;
+	p.live_flows = iv.live_flows;
+	p.evicted_flows = iv.evicted_flows;
+	p.wait_ns = iv.wait_ns;
+	p.read_ns = iv.read_ns;
+	p.fold_ns = iv.fold_ns;
+	p.records = to_numpy(std::move(iv.records), interval_dtype());
+	p.stats = to_numpy(std::move(iv.stats), stats_dtype());
+	p.ended = to_numpy(std::move(iv.ended), ended_dtype());
+	p.totals = to_numpy(std::move(iv.totals), stats_dtype());
+	return p;
+}
+
+void bind_interval(py::module_ &m) {
+	py::class_<PyInterval>(m, "Interval", "One drained interval of a collector's or replayer's flow table.")
+	    .def_readonly("start_ns", &PyInterval::start_ns)
+	    .def_readonly("end_ns", &PyInterval::end_ns)
+	    .def_readonly("records", &PyInterval::records)
+	    .def_readonly("stats", &PyInterval::stats)
+	    .def_readonly("ended", &PyInterval::ended)
+	    .def_readonly("totals", &PyInterval::totals)
+	    .def_readonly("live_flows", &PyInterval::live_flows)
+	    .def_readonly("evicted_flows", &PyInterval::evicted_flows)
+	    .def_readonly("wait_ns", &PyInterval::wait_ns)
+	    .def_readonly("read_ns", &PyInterval::read_ns)
+	    .def_readonly("fold_ns", &PyInterval::fold_ns);
+	m.attr("interval_dtype") = interval_dtype();
+	m.attr("ended_dtype") = ended_dtype();
+
+
+	m.attr("FLOW_END_IDLE") = static_cast<int>(FLOW_END_IDLE);
+	m.attr("FLOW_END_ACTIVE") = static_cast<int>(FLOW_END_ACTIVE);
+	m.attr("FLOW_END_END") = static_cast<int>(FLOW_END_END);
+	m.attr("FLOW_END_EVICTED") = static_cast<int>(FLOW_END_EVICTED);
 }
 
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize) {

@@ -5,14 +5,18 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <pybind11/stl.h>
+
 #include <cstddef>
 #include <cstring>
-#include <type_traits>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <type_traits>
 #include <vector>
 
 #include "flow.h"
+#include "flow_drain.hpp"
 #include "flow_table.hpp"
 
 namespace pktstat {
@@ -40,8 +44,12 @@ inline void set_error(PyObject *type, const char *what) {
 
 const std::vector<Field> &record_fields();
 const std::vector<Field> &stats_fields();
+const std::vector<Field> &interval_fields();
+const std::vector<Field> &ended_fields();
 py::dtype record_dtype();
 py::dtype stats_dtype();
+py::dtype interval_dtype();
+py::dtype ended_dtype();
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize);
 
 // Hand a vector to NumPy without copying: the capsule owns it (and gives a
@@ -57,31 +65,99 @@ template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 	                 owned->data(), base);
 }
 
-// Adds read_flows(use_batch=True) and read_stats() to a mode's
-// class, given accessors for its flow map fd, stats map fd and the offset
-// that turns its timestamps into Unix-epoch ns.
-template <class C, class FlowsFd, class StatsFd, class TsOffset>
-void bind_map_readers(py::class_<C> &cls, FlowsFd flows_fd, StatsFd stats_fd, TsOffset ts_offset) {
+// A drain's outcome as Python sees it (_core.Interval).
+struct PyInterval {
+	uint64_t start_ns, end_ns, live_flows, evicted_flows, wait_ns, read_ns, fold_ns;
+	py::array records, stats, ended, totals;
+};
+PyInterval to_python(Interval &&iv);
+void bind_interval(py::module_ &m);
+
+// Adds the flow-table methods to a mode's class, given an accessor for its
+// FlowDrain, a drain function (C&, now_ns or nullopt, timeouts, end,
+// use_batch) -> Interval, and the `now` of a drain called without one:
+// drain(), flows(), set_flow_limits(), flow_limits, drains, and today's
+// read_flows(use_batch=True) (a drain without timeouts, then every live
+// flow's lifetime record) and read_stats() (the run's counters).
+template <class C, class Drainer, class DrainFn>
+void bind_flow_table(py::class_<C> &cls, Drainer drainer, DrainFn drain_fn) {
 	cls.def(
-	       "read_flows",
-	       [flows_fd, ts_offset](const C &c, bool use_batch) {
-		       std::vector<flow_record> recs;
+	       "drain",
+	       [drain_fn](C &c, std::optional<uint64_t> now_ns, bool timeouts, bool end, bool use_batch) {
+		       Interval iv;
 		       {
 			       py::gil_scoped_release nogil;
-			       recs = read_flows(flows_fd(c), ts_offset(c), use_batch);
+			       iv = drain_fn(c, now_ns, timeouts, end, use_batch);
 		       }
-		       return to_numpy(std::move(recs), record_dtype());
+		       return to_python(std::move(iv));
 	       },
-	       py::arg("use_batch") = true, "All flows, per-CPU values summed, timestamps in Unix-epoch ns.")
-	    .def("read_stats",
-	         [stats_fd](const C &c) {
-		         std::vector<dir_stats> s;
+	       py::arg("now_ns") = py::none(), py::arg("timeouts") = true, py::arg("end") = false,
+	       py::arg("use_batch") = true)
+	    .def("flows",
+	         [drainer](C &c) {
+		         std::vector<flow_record> recs;
 		         {
 			         py::gil_scoped_release nogil;
-			         s = read_stats(stats_fd(c));
+			         recs = drainer(c).flows();
 		         }
-		         return to_numpy(std::move(s), stats_dtype());
-	         });
+		         return to_numpy(std::move(recs), record_dtype());
+	         })
+	    .def(
+	        "set_flow_limits",
+	        [drainer](C &c, uint64_t idle_timeout_ns, uint64_t active_timeout_ns, uint64_t max_flows) {
+		        FlowLimits l;
+		        l.idle_timeout_ns = idle_timeout_ns;
+		        l.active_timeout_ns = active_timeout_ns;
+		        l.max_flows = max_flows;
+		        drainer(c).set_limits(l);
+	        },
+	        py::arg("idle_timeout_ns") = FlowLimits{}.idle_timeout_ns,
+	        py::arg("active_timeout_ns") = FlowLimits{}.active_timeout_ns,
+	        py::arg("max_flows") = FlowLimits{}.max_flows)
+	    .def_property_readonly("flow_limits",
+	                           [drainer](C &c) {
+		                           const FlowLimits l = drainer(c).limits();
+		                           return py::dict(py::arg("idle_timeout_ns") = l.idle_timeout_ns,
+		                                           py::arg("active_timeout_ns") = l.active_timeout_ns,
+		                                           py::arg("max_flows") = l.max_flows);
+	                           })
+	    .def_property_readonly("drains", [drainer](C &c) { return drainer(c).drains(); })
+	    .def(
+	        "read_flows",
+	        [drain_fn, drainer](C &c, bool use_batch) {
+		        std::vector<flow_record> recs;
+		        {
+			        py::gil_scoped_release nogil;
+			        (void)drain_fn(c, std::nullopt, false, false, use_batch);
+			        recs = drainer(c).flows();
+		        }
+		        return to_numpy(std::move(recs), record_dtype());
+	        },
+	        py::arg("use_batch") = true);
+}
+
+// read_stats() of a live mode: the run's counters (drained intervals and
+// what the active side holds now).
+template <class C, class Drainer> void bind_read_stats(py::class_<C> &cls, Drainer drainer) {
+	cls.def("read_stats", [drainer](C &c) {
+		std::vector<dir_stats> s;
+		{
+			py::gil_scoped_release nogil;
+			s = drainer(c).totals(true);
+		}
+		return to_numpy(std::move(s), stats_dtype());
+	});
+}
+
+// Both, for a live collector (drains flip sides; now = the wall clock).
+template <class C> void bind_live_flow_table(py::class_<C> &cls) {
+	auto drainer = [](C &c) -> FlowDrain & { return c.drainer(); };
+	bind_flow_table(cls, drainer,
+	                [](C &c, std::optional<uint64_t> now_ns, bool timeouts, bool end, bool use_batch) {
+		                const uint64_t now = now_ns ? *now_ns : epoch_now_ns(c.epoch_offset_ns());
+		                return c.drainer().drain(now, timeouts, end, use_batch);
+	                });
+	bind_read_stats(cls, drainer);
 }
 
 // A cgroup path as Python text. Directory names are bytes: one that is not

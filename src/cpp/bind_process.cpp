@@ -58,10 +58,7 @@ void register_process(py::module_ &m) {
 	         })
 	    ;
 	bind_cgroup_resolver(cls);
-	bind_map_readers(
-	    cls, [](const ProcessCollector &c) { return c.flows_fd(); },
-	    [](const ProcessCollector &c) { return c.stats_fd(); },
-	    [](const ProcessCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

@@ -89,9 +89,7 @@ void register_replay(py::module_ &m) {
 		                    py::arg("engine_unparsed_bytes") = c.engine_unparsed_bytes, py::arg("clipped_frames") = c.clipped_frames,
 		                    py::arg("earliest_ts_ns") = c.earliest_ts_ns, py::arg("latest_ts_ns") = c.latest_ts_ns);
 	    });
-	// read_stats first: pybind11 calls the first matching overload, so this
-	// one (kernel counters plus the engine's own unparsed frames) wins over
-	// the plain one bind_map_readers adds.
+	// read_stats: the kernel counters plus the engine's own unparsed frames.
 	cls.def("read_stats", [](const Replayer &r) {
 		std::vector<dir_stats> s;
 		{
@@ -100,10 +98,13 @@ void register_replay(py::module_ &m) {
 		}
 		return to_numpy(std::move(s), stats_dtype());
 	});
-	// Flows carry capture timestamps (epoch ns): no offset.
-	bind_map_readers(
-	    cls, [](const Replayer &r) { return r.flows_fd(); }, [](const Replayer &r) { return r.stats_fd(); },
-	    [](const Replayer &) { return int64_t{0}; });
+	// Flows carry capture timestamps (epoch ns): no offset. A drain without
+	// `now_ns` ends at the latest frame's timestamp.
+	bind_flow_table(
+	    cls, [](Replayer &r) -> FlowDrain & { return r.drainer(); },
+	    [](Replayer &r, std::optional<uint64_t> now_ns, bool timeouts, bool end, bool use_batch) {
+		    return r.drain(now_ns ? *now_ns : r.counters().latest_ts_ns, timeouts, end, use_batch);
+	    });
 }
 
 } // namespace pktstat

@@ -53,9 +53,7 @@ void register_tc(py::module_ &m) {
 			                      py::arg("priority") = f.priority, py::arg("prog_id") = f.prog_id));
 		    return l;
 	    });
-	bind_map_readers(
-	    cls, [](const TcCollector &c) { return c.flows_fd(); }, [](const TcCollector &c) { return c.stats_fd(); },
-	    [](const TcCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

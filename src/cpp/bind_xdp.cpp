@@ -54,10 +54,7 @@ void register_xdp(py::module_ &m) {
 	    .def_property_readonly("native_refusal", &XdpCollector::native_refusal)
 	    .def_property_readonly("buff_len", &XdpCollector::buff_len)
 	    .def_property_readonly("max_entries", [](const XdpCollector &c) { return c.options().max_entries; });
-	bind_map_readers(
-	    cls, [](const XdpCollector &c) { return c.flows_fd(); },
-	    [](const XdpCollector &c) { return c.stats_fd(); },
-	    [](const XdpCollector &c) { return c.epoch_offset_ns(); });
+	bind_live_flow_table(cls);
 }
 
 } // namespace pktstat

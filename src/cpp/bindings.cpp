@@ -119,6 +119,7 @@ PYBIND11_MODULE(_core, m) {
 	m.def("_drop_spare_records", &drop_spare_records, "Free the record buffer kept for the next read_flows (tests).");
 	m.def("libbpf_version", [] { return std::string(libbpf_version_string()); });
 
+	bind_interval(m);
 	register_tc(m);
 	register_xdp(m);
 	register_cgroup(m);

@@ -50,10 +50,13 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), cgrou
 	bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
 
 	skel_->rodata->cfg_dfl_hierarchy = 0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
+	set_flow_table_size(skel_->obj, opts.max_entries);
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries), "set owner map size");
+	check_libbpf(bpf_map__set_max_entries(skel_->maps.released, opts.owner_entries), "set release queue size");
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
+	drain_->set_after_drain([this] { reap_released(); });
 
 	cgroups_.listen(bpf_map__fd(skel_->maps.cgroup_events));
 }
@@ -171,6 +174,21 @@ void CgroupCollector::scan_existing_sockets() {
 
 std::unordered_map<uint64_t, std::string> CgroupCollector::resolve_cgroups(const std::vector<uint64_t> &ids) {
 	return cgroups_.resolve(ids);
+}
+
+// The owners of sockets released at least kReapGraceNs before this drain
+// go: their last packets (FIN, orphaned data) have been counted with them.
+// O(sockets released), never a walk of the owner map.
+void CgroupCollector::reap_released() {
+	const uint64_t now = epoch_now_ns(0);
+	const int qfd = bpf_map__fd(skel_->maps.released), ofd = bpf_map__fd(skel_->maps.owners);
+	uint64_t cookie = 0;
+	while (bpf_map_lookup_and_delete_elem(qfd, nullptr, &cookie) == 0) released_.emplace_back(now, cookie);
+	while (!released_.empty() && released_.front().first + kReapGraceNs <= now) {
+		cookie = released_.front().second;
+		released_.pop_front();
+		if (bpf_map_delete_elem(ofd, &cookie) == 0) ++removed_;
+	}
 }
 
 std::vector<uint64_t> CgroupCollector::owner_stats() const {

@@ -12,6 +12,11 @@
 // through a bounded cache fed by a tree scan and cgroup_mkdir records.
 #pragma once
 
+#include "flow_drain.hpp"
+
+#include <atomic>
+#include <deque>
+
 #include <bpf/libbpf.h>
 
 #include <cstdint>
@@ -78,6 +83,10 @@ public:
 		sock_owner owner;
 	};
 	std::vector<OwnerEntry> owners() const; // the socket-cookie -> owner map
+	// Owner entries of released sockets removed so far (at drains, a grace
+	// period after the release: reap_released).
+	uint64_t owners_removed() const noexcept { return removed_; }
+	static constexpr uint64_t kReapGraceNs = 1000000000ULL; // for a closed socket's last packets
 
 	// CLOCK_REALTIME - CLOCK_MONOTONIC taken once at load: one offset for the
 	// whole capture, so a flow's timestamps do not jitter between reads.
@@ -85,21 +94,27 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const CgroupOptions &options() const noexcept { return opts_; }
 
 private:
 	void scan_existing_sockets();
+	void reap_released(); // after each drain
 
 	CgroupOptions opts_;
 	Skeleton<cgroup_bpf> skel_;
 	UniqueFd cgroup_fd_;
 	uint64_t cgroup_id_ = 0;
 	int64_t epoch_offset_ns_ = 0;
+	std::unique_ptr<FlowDrain> drain_;
 	bool have_sock_tps_ = false;
 	std::vector<Link> links_;
 	CgroupResolver cgroups_;
 	std::unordered_set<uint64_t> subtree_;
 	ScanStats scan_;
+	std::deque<std::pair<uint64_t, uint64_t>> released_; // (CLOCK_MONOTONIC ns seen, cookie), oldest first
+	std::atomic<uint64_t> removed_{0};
 };
 
 } // namespace pktstat

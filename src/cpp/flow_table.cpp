@@ -110,7 +110,46 @@ MapShape map_shape(int fd) {
 	return s;
 }
 
+namespace {
+// Fallback of take: every key first, then lookup + delete each (deleting
+// while walking get_next_key could restart the walk).
+std::vector<flow_record> take_by_keys(int fd, const MapShape &s, int ncpu, size_t vstride, int64_t off,
+                                      std::vector<flow_record> out) {
+	std::vector<char> keys, next(s.key_size), vals(vstride);
+	const char *prev = nullptr;
+	for (;;) {
+		int rc = bpf_map_get_next_key(fd, prev, next.data());
+		if (rc == -ENOENT) break;
+		check_libbpf(rc, "bpf_map_get_next_key");
+		keys.insert(keys.end(), next.begin(), next.end());
+		prev = keys.data() + keys.size() - s.key_size;
+	}
+	for (size_t k = 0; k < keys.size(); k += s.key_size) {
+		const char *key = keys.data() + k;
+		int rc = bpf_map_lookup_elem(fd, key, vals.data());
+		if (rc == -ENOENT) continue;
+		check_libbpf(rc, "bpf_map_lookup_elem");
+		rc = bpf_map_delete_elem(fd, key);
+		if (rc != -ENOENT) check_libbpf(rc, "bpf_map_delete_elem");
+		flow_record r;
+		fill_key(key, s, r.key);
+		fold_value(vals.data(), s, ncpu, off, r.value);
+		out.push_back(r);
+	}
+	return out;
+}
+} // namespace
+
+std::vector<flow_record> take_flows(int fd, int64_t off, bool use_batch, std::vector<flow_record> *into) {
+	return read_flows_impl(fd, off, use_batch, true, into);
+}
+
 std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
+	return read_flows_impl(fd, off, use_batch, false);
+}
+
+std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bool take,
+                                         std::vector<flow_record> *into) {
 	const MapShape s = map_shape(fd);
 	const int ncpu = possible_cpus();
 	const size_t vstride = s.percpu ? static_cast<size_t>(round8(s.value_size)) * ncpu : s.value_size;
@@ -118,7 +157,13 @@ std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 	// read so far and fault in fresh pages each time (a sixth of the read at 1M
 	// flows). Pages past the flows read are never touched, so they cost address
 	// space, not memory; capped at 4M flows.
-	std::vector<flow_record> out = take_spare_records(std::min<uint32_t>(s.max_entries, 1u << 22));
+	std::vector<flow_record> out;
+	if (into) {
+		out.swap(*into);
+		out.clear();
+	} else {
+		out = take_spare_records(std::min<uint32_t>(s.max_entries, 1u << 22));
+	}
 
 	if (use_batch && forced_missing("map_batch")) use_batch = false; // tests: a kernel without batch ops
 	if (use_batch) {
@@ -131,8 +176,10 @@ std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 			vals.resize(static_cast<size_t>(chunk) * vstride);
 			uint32_t count = chunk;
 			LIBBPF_OPTS(bpf_map_batch_opts, opts);
-			int rc = bpf_map_lookup_batch(fd, first ? nullptr : &token_in, &token_out, keys.data(),
-			                              vals.data(), &count, &opts);
+			int rc = take ? bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &token_in, &token_out,
+			                                                keys.data(), vals.data(), &count, &opts)
+			              : bpf_map_lookup_batch(fd, first ? nullptr : &token_in, &token_out, keys.data(),
+			                                     vals.data(), &count, &opts);
 			int err = rc < 0 ? -rc : 0;
 			if (err && err != ENOENT) {
 				if (err == ENOSPC && chunk < (1u << 24)) { // a bucket larger than the buffer
@@ -140,8 +187,8 @@ std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 					continue;
 				}
 				if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */))
-					return read_flows(fd, off, false); // kernel without batch ops
-				throw SysError("bpf_map_lookup_batch", err);
+					return read_flows_impl(fd, off, false, take, &out); // kernel without batch ops
+				throw SysError(take ? "bpf_map_lookup_and_delete_batch" : "bpf_map_lookup_batch", err);
 			}
 			for (uint32_t i = 0; i < count; ++i) {
 				// Built in cache, then written once to the (cold) output.
@@ -157,6 +204,7 @@ std::vector<flow_record> read_flows(int fd, int64_t off, bool use_batch) {
 		return out;
 	}
 
+	if (take) return take_by_keys(fd, s, ncpu, vstride, off, std::move(out));
 	std::vector<char> key(s.key_size), next(s.key_size), vals(vstride);
 	bool have = false;
 	for (;;) {
@@ -205,6 +253,12 @@ std::vector<dir_stats> read_stats(int fd) {
 		}
 	}
 	return out;
+}
+
+uint64_t epoch_now_ns(int64_t offset) {
+	timespec m;
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	return static_cast<uint64_t>(static_cast<int64_t>(m.tv_sec) * 1000000000LL + m.tv_nsec + offset);
 }
 
 int64_t monotonic_to_epoch_offset_ns() {

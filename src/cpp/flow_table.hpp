@@ -29,6 +29,13 @@ MapShape map_shape(int map_fd);
 // the program already stores epoch time, as replay does).
 // `use_batch` false forces the per-key iteration path (for tests/bench).
 std::vector<flow_record> read_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true);
+// The same, deleting what it read (lookup_and_delete_batch; get_next_key +
+// lookup + delete as the fallback): for a map no program writes meanwhile.
+// `into` (may be null): a buffer of the caller's to fill instead of the spare.
+std::vector<flow_record> read_flows_impl(int map_fd, int64_t ts_offset_ns, bool use_batch, bool take,
+                                         std::vector<flow_record> *into = nullptr);
+std::vector<flow_record> take_flows(int map_fd, int64_t ts_offset_ns, bool use_batch = true,
+                                    std::vector<flow_record> *into = nullptr);
 
 // The record buffer of a snapshot Python has released is kept for the next
 // read_flows: its pages are already faulted in, which a fresh buffer of 1M
@@ -49,6 +56,9 @@ std::vector<dir_stats> read_stats(int stats_fd);
 
 // CLOCK_REALTIME - CLOCK_MONOTONIC, in ns, now.
 int64_t monotonic_to_epoch_offset_ns();
+
+// CLOCK_MONOTONIC now + `offset`: now in the epoch time of a capture's records.
+uint64_t epoch_now_ns(int64_t offset);
 
 // Number of possible CPUs (the width of per-CPU values).
 int possible_cpus();

@@ -169,7 +169,10 @@ uint64_t kernel_memory_available(std::string *source) {
 void check_flow_table(const bpf_object *obj) {
 	const bpf_map *flows = bpf_object__find_map_by_name(obj, "flows");
 	if (!flows) return;
-	const uint64_t need = map_kernel_bytes(flows);
+	// Two sides (flow_add.bpf.h): the programs count into one while the
+	// engine drains the other.
+	const bpf_map *flows1 = bpf_object__find_map_by_name(obj, "flows1");
+	const uint64_t need = map_kernel_bytes(flows) + (flows1 ? map_kernel_bytes(flows1) : 0);
 	const std::string flag = "--max-entries " + std::to_string(bpf_map__max_entries(flows));
 	std::string source;
 	const uint64_t have = kernel_memory_available(&source);

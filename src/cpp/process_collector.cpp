@@ -195,7 +195,7 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), cg
 		}
 		(*skel)->rodata->cfg_dfl_hierarchy = 0;
 		(*skel)->rodata->cfg_recvmsg_hooks = b == ProcessBackend::Tracepoint && !opts.cgroup_mount.empty();
-		check_libbpf(bpf_map__set_max_entries((*skel)->maps.flows, opts.max_entries), "set flow map size");
+		set_flow_table_size((*skel)->obj, opts.max_entries);
 		try {
 			skel->load();
 		} catch (const SysError &e) {
@@ -220,6 +220,7 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts) : opts_(opts), cg
 		throw FeatureMissing(msg + "); see README 'Process mode'");
 	}
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	drain_ = std::make_unique<FlowDrain>(skel_->get()->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 	cgroups_.listen(bpf_map__fd(skel_->get()->maps.cgroup_events));
 }
 

@@ -13,6 +13,8 @@
 // attach() is all or nothing, every program through a BPF link.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <bpf/libbpf.h>
 
 #include <cstdint>
@@ -68,6 +70,8 @@ public:
 	int64_t epoch_offset_ns() const noexcept { return epoch_offset_ns_; }
 	int flows_fd() const { return bpf_map__fd(skel_->get()->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->get()->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const ProcessOptions &options() const noexcept { return opts_; }
 
 private:
@@ -76,6 +80,7 @@ private:
 	ProcessBackend backend_ = ProcessBackend::Auto;
 	std::vector<std::pair<std::string, std::string>> refused_;
 	int64_t epoch_offset_ns_ = 0;
+	std::unique_ptr<FlowDrain> drain_;
 	std::vector<Link> links_;
 	CgroupResolver cgroups_;
 	bool scanned_ = false;

@@ -85,11 +85,12 @@ struct Replayer::Run {
 Replayer::Replayer(uint32_t max_entries) : max_entries_(max_entries) {
 	if (max_entries == 0) throw SysError("max_entries must be positive", EINVAL);
 	skel_->rodata->cfg_replay = true;
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, max_entries), "set flow map size");
+	set_flow_table_size(skel_->obj, max_entries);
 	// Only tc_ingress runs here: do not spend verifier time on tc_egress.
 	check_libbpf(bpf_program__set_autoload(skel_->progs.tc_egress, false), "set autoload");
 	skel_.load();
 	prog_fd_ = bpf_program__fd(skel_->progs.tc_ingress);
+	drain_ = std::make_unique<FlowDrain>(skel_->obj, 0, false, 0);
 	probe_max_data();
 }
 
@@ -127,29 +128,38 @@ void Replayer::zero_stats() {
 }
 
 void Replayer::clear() {
-	const MapShape s = map_shape(flows_fd());
-	std::vector<char> keys, next(s.key_size);
-	const char *prev = nullptr;
-	while (bpf_map_get_next_key(flows_fd(), prev, next.data()) == 0) {
-		keys.insert(keys.end(), next.begin(), next.end());
-		prev = keys.data() + keys.size() - s.key_size;
-	}
-	for (size_t off = 0; off < keys.size(); off += s.key_size) {
-		int rc = bpf_map_delete_elem(flows_fd(), keys.data() + off);
-		if (rc < 0 && rc != -ENOENT) check_libbpf(rc, "delete flow");
-	}
-	zero_stats();
+	drain_->clear();
 	counters_ = ReplayCounters{};
+	drained_ = ReplayCounters{};
 }
 
-std::vector<dir_stats> Replayer::read_stats() const {
-	std::vector<dir_stats> s = pktstat::read_stats(stats_fd());
+namespace {
+// The engine-side unparsed frames between two readings of the counters, as
+// FLOW_DIR_NONE counters.
+std::vector<dir_stats> engine_unparsed(const ReplayCounters &now, const ReplayCounters &before) {
+	std::vector<dir_stats> s(FLOW_DIR_NR);
 	dir_stats &none = s.at(FLOW_DIR_NONE);
-	none.packets += counters_.engine_unparsed_frames;
-	none.bytes += counters_.engine_unparsed_bytes;
-	none.unparsed_packets += counters_.engine_unparsed_frames;
-	none.unparsed_bytes += counters_.engine_unparsed_bytes;
+	none.packets = none.unparsed_packets = now.engine_unparsed_frames - before.engine_unparsed_frames;
+	none.bytes = none.unparsed_bytes = now.engine_unparsed_bytes - before.engine_unparsed_bytes;
 	return s;
+}
+} // namespace
+
+std::vector<dir_stats> Replayer::read_stats() const {
+	std::vector<dir_stats> s = drain_->totals(true); // drained intervals (engine frames included) + side 0
+	const std::vector<dir_stats> e = engine_unparsed(counters_, drained_);
+	dir_stats &none = s.at(FLOW_DIR_NONE);
+	none.packets += e[FLOW_DIR_NONE].packets;
+	none.bytes += e[FLOW_DIR_NONE].bytes;
+	none.unparsed_packets += e[FLOW_DIR_NONE].unparsed_packets;
+	none.unparsed_bytes += e[FLOW_DIR_NONE].unparsed_bytes;
+	return s;
+}
+
+Interval Replayer::drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch) {
+	const std::vector<dir_stats> e = engine_unparsed(counters_, drained_);
+	drained_ = counters_;
+	return drain_->drain(now_ns, timeouts, end, use_batch, &e);
 }
 
 Replayer::~Replayer() = default;

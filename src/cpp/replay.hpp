@@ -18,6 +18,8 @@
 // unparsed, so the conservation invariant still holds.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -98,6 +100,10 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The flow table's drains and the lifetime table (flow_drain.hpp): drain()
+	// adds the engine-side unparsed frames since the previous drain.
+	FlowDrain &drainer() const { return *drain_; }
+	Interval drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch = true);
 	uint32_t max_entries() const noexcept { return max_entries_; }
 	uint32_t max_data() const noexcept { return max_data_; } // largest test-run data accepted
 
@@ -113,6 +119,8 @@ private:
 	uint32_t max_data_ = 0;
 	Skeleton<tc_bpf> skel_;
 	int prog_fd_ = -1;
+	std::unique_ptr<FlowDrain> drain_;
+	ReplayCounters drained_; // the engine counters at the previous drain
 	ReplayCounters counters_;
 
 	// The open file (between open_file and its end) and the frame read from it

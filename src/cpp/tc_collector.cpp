@@ -10,9 +10,10 @@ namespace pktstat {
 TcCollector::TcCollector(const TcOptions &opts) : opts_(opts) {
 	if (opts.max_entries == 0) throw SysError("max_entries must be positive", EINVAL);
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
+	set_flow_table_size(skel_->obj, opts.max_entries);
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 }
 
 void TcCollector::attach() {

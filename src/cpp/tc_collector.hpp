@@ -2,6 +2,8 @@
 // ingress and egress, counting into one flow map.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -50,6 +52,8 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const TcOptions &options() const noexcept { return opts_; }
 
 private:
@@ -60,6 +64,7 @@ private:
 	// (detach() resets it last too), so a run that dies halfway through
 	// undoing still leaves the record for the next run's sweep.
 	std::unique_ptr<LegacyRecord> record_;
+	std::unique_ptr<FlowDrain> drain_;
 	// Declared before links_: destroyed after the filters that sit on it.
 	std::shared_ptr<ClsactQdisc> qdisc_;
 	std::vector<std::pair<TcDir, TcAttachment>> links_;

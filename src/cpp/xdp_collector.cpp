@@ -80,7 +80,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 	if (buff_len_)
 		check_libbpf(bpf_program__set_flags(prog, bpf_program__flags(prog) | BPF_F_XDP_HAS_FRAGS),
 		             "set BPF_F_XDP_HAS_FRAGS");
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.flows, opts.max_entries), "set flow map size");
+	set_flow_table_size(skel_->obj, opts.max_entries);
 	if (opts.mode == XdpMode::Offload) {
 		// Offload binds the program and its maps to the device at load time.
 		bpf_program__set_ifindex(prog, opts.ifindex);
@@ -89,6 +89,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 	}
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
+	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 }
 
 void XdpCollector::attach() {

@@ -9,6 +9,8 @@
 // XdpBusy naming the program that is there.
 #pragma once
 
+#include "flow_drain.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -73,6 +75,8 @@ public:
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
+	FlowDrain &drainer() const { return *drain_; }
 	const XdpOptions &options() const noexcept { return opts_; }
 
 private:
@@ -82,6 +86,7 @@ private:
 	Skeleton<xdp_bpf> skel_;
 	bool buff_len_ = false;
 	int64_t epoch_offset_ns_ = 0;
+	std::unique_ptr<FlowDrain> drain_;
 	UniqueFd link_;
 	uint32_t link_flags_ = 0;
 	std::string native_refusal_;

@@ -1,0 +1,174 @@
+#include "flow_drain.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "error.hpp"
+#include "flow_table.hpp"
+
+namespace pktstat {
+namespace {
+
+bpf_map *need_map(bpf_object *obj, const char *name) {
+	bpf_map *m = bpf_object__find_map_by_name(obj, name);
+	if (!m)
+		throw SysError(std::string("BPF object has no map ") + name, ENOENT);
+	return m;
+}
+
+void add_stats(dir_stats &a, const dir_stats &b) {
+	a.packets += b.packets;
+	a.bytes += b.bytes;
+	a.unparsed_packets += b.unparsed_packets;
+	a.unparsed_bytes += b.unparsed_bytes;
+	a.overflow_packets += b.overflow_packets;
+	a.overflow_bytes += b.overflow_bytes;
+}
+
+} // namespace
+
+void set_flow_table_size(bpf_object *obj, uint32_t max_entries) {
+	for (const char *name : {"flows", "flows1"})
+		check_libbpf(bpf_map__set_max_entries(need_map(obj, name), max_entries), "set flow map size");
+}
+
+FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns)
+    : ts_offset_ns_(ts_offset_ns), live_(live), last_ns_(start_ns), totals_(FLOW_DIR_NR) {
+	flows_fd_[0] = bpf_map__fd(need_map(obj, "flows"));
+	flows_fd_[1] = bpf_map__fd(need_map(obj, "flows1"));
+	stats_fd_ = bpf_map__fd(need_map(obj, "stats"));
+	max_entries_ = bpf_map__max_entries(need_map(obj, "flows"));
+	sync_fd_ = bpf_map__fd(need_map(obj, "drain_sync"));
+	bpf_map *side = need_map(obj, ".data.flow_side");
+	size_t size = 0;
+	// libbpf 1.1 returns it const; after a skeleton load it is the map's own
+	// writable mmap (the skeleton remaps data sections in place).
+	side_ = static_cast<volatile uint32_t *>(const_cast<void *>(bpf_map__initial_value(side, &size)));
+	if (!side_ || size < sizeof(uint32_t))
+		throw SysError("flow_side is not mmapped", EPROTO);
+	if (live_) {
+		// The inner map drain_sync's updates point to (the template's shape).
+		int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "drain_sync_in", sizeof(uint32_t),
+		                        sizeof(uint32_t), 1, nullptr);
+		check_libbpf(fd, "create drain_sync inner map");
+		sync_inner_ = UniqueFd(fd);
+	}
+}
+
+std::vector<dir_stats> FlowDrain::read_side_stats(uint32_t side, bool zero) {
+	const int ncpu = possible_cpus();
+	std::vector<dir_stats> per_cpu(ncpu), out(FLOW_DIR_NR);
+	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d) {
+		const uint32_t i = side * FLOW_DIR_NR + d;
+		check_libbpf(bpf_map_lookup_elem(stats_fd_, &i, per_cpu.data()), "read counters");
+		for (const dir_stats &c : per_cpu)
+			add_stats(out[d], c);
+		if (zero) {
+			std::vector<dir_stats> zeros(ncpu);
+			check_libbpf(bpf_map_update_elem(stats_fd_, &i, zeros.data(), BPF_ANY),
+			             "zero counters");
+		}
+	}
+	return out;
+}
+
+Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch,
+                          const std::vector<dir_stats> *extra) {
+	std::lock_guard<std::mutex> lock(mu_);
+	using clock = std::chrono::steady_clock;
+	auto ns_since = [](clock::time_point t) {
+		return static_cast<uint64_t>(
+		    std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t).count());
+	};
+	const auto t0 = clock::now();
+	uint32_t old = 0;
+	if (live_) {
+		old = *side_ & 1;
+		*side_ = old ^ 1;
+		// Returns after an RCU grace period: every program run that read
+		// the old side has finished, and every later one sees the new side.
+		const uint32_t zero = 0;
+		const int inner = sync_inner_.get();
+		check_libbpf(bpf_map_update_elem(sync_fd_, &zero, &inner, BPF_ANY),
+		             "wait for the programs (drain_sync)");
+	}
+	Interval iv;
+	iv.wait_ns = ns_since(t0);
+	const auto t1 = clock::now();
+	iv.start_ns = last_ns_;
+	iv.end_ns = now_ns;
+	last_ns_ = now_ns;
+	scratch_ = take_flows(flows_fd_[old], ts_offset_ns_, use_batch, &scratch_);
+	const std::vector<flow_record> &recs = scratch_;
+	iv.stats = read_side_stats(old, true);
+	if (extra)
+		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d)
+			add_stats(iv.stats[d], (*extra)[d]);
+	for (uint32_t d = 0; d < FLOW_DIR_NR; ++d)
+		add_stats(totals_[d], iv.stats[d]);
+	iv.read_ns = ns_since(t1);
+	const auto t2 = clock::now();
+	table_.update(recs, iv.records, iv.ended);
+	if (timeouts)
+		table_.expire(now_ns, iv.ended);
+	if (end)
+		table_.retire_all(FLOW_END_END, iv.ended);
+	iv.totals = totals_;
+	iv.live_flows = table_.size();
+	iv.evicted_flows = table_.evicted();
+	++drains_;
+	if (after_drain_) after_drain_();
+	iv.fold_ns = ns_since(t2);
+	return iv;
+}
+
+std::vector<dir_stats> FlowDrain::totals(bool peek) {
+	std::lock_guard<std::mutex> lock(mu_);
+	std::vector<dir_stats> out = totals_;
+	if (peek) {
+		const std::vector<dir_stats> now = read_side_stats(live_ ? (*side_ & 1) : 0, false);
+		for (uint32_t d = 0; d < FLOW_DIR_NR; ++d)
+			add_stats(out[d], now[d]);
+	}
+	return out;
+}
+
+std::vector<flow_record> FlowDrain::flows() {
+	std::lock_guard<std::mutex> lock(mu_);
+	// The room a read of the kernel map would take, as read_flows always
+	// did, so a steady refresh reuses the spare buffer.
+	std::vector<flow_record> out =
+	    take_spare_records(std::max<size_t>(table_.size(), std::min<uint32_t>(max_entries_, 1u << 22)));
+	table_.live(out);
+	return out;
+}
+
+void FlowDrain::set_limits(const FlowLimits &l) {
+	std::lock_guard<std::mutex> lock(mu_);
+	table_.set_limits(l);
+}
+
+FlowLimits FlowDrain::limits() {
+	std::lock_guard<std::mutex> lock(mu_);
+	return table_.limits();
+}
+
+uint64_t FlowDrain::drains() {
+	std::lock_guard<std::mutex> lock(mu_);
+	return drains_;
+}
+
+void FlowDrain::clear() {
+	std::lock_guard<std::mutex> lock(mu_);
+	for (int side = 0; side < 2; ++side) {
+		scratch_ = take_flows(flows_fd_[side], 0, true, &scratch_);
+		(void)read_side_stats(side, true);
+	}
+	table_.clear();
+	totals_.assign(FLOW_DIR_NR, dir_stats{});
+}
+
+} // namespace pktstat
