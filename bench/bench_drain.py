@@ -33,6 +33,7 @@ from typing import Any
 from _bench import (
     REPO,
     _clang_flags,
+    bench_core,
     bench_object,
     median_diff,
     package_object,
@@ -53,10 +54,10 @@ REPEAT = 200_000
 def _drain_case(n: int, rounds: int) -> dict[str, Any]:
     from pktstat_bpf import _core
 
-    ncpu = _core.possible_cpus()
+    ncpu = bench_core.possible_cpus()
     col = _core.TcCollector(1, max_entries=n)  # loaded only: its maps, never attached
     col.set_flow_limits(idle_timeout_ns=0, active_timeout_ns=0, max_flows=max(n, 1))
-    fd = _core._bench_flows_fd(col)  # side 0: what a first drain (and every other one) reads
+    fd = bench_core._bench_flows_fd(col)  # side 0: what a first drain (and every other one) reads
     parts: dict[str, list[float]] = {"wait": [], "read": [], "fold": []}
 
     def fill() -> None:
@@ -70,7 +71,7 @@ def _drain_case(n: int, rounds: int) -> dict[str, Any]:
         fill()
         gc.collect()
         if kind == "raw":
-            res = _core._bench_lookup_batch(fd)
+            res = bench_core._bench_lookup_batch(fd)
             assert res["count"] == n, res
             col.drain(timeouts=False)  # empty side 0 again, keep the sides in step
             col.drain(timeouts=False)
@@ -127,14 +128,13 @@ def _branch_object() -> Path:
 
 
 def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
-    from pktstat_bpf import _core
 
     objs = {
-        "floor": _core._BenchObject(str(bench_object("floor"))),
-        "lean": _core._BenchObject(str(bench_object("lean"))),
-        "before": _core._BenchObject(str(_before_object())),
-        "ours": _core._BenchObject(str(package_object("tc"))),
-        "branch": _core._BenchObject(str(_branch_object())),
+        "floor": bench_core._BenchObject(str(bench_object("floor"))),
+        "lean": bench_core._BenchObject(str(bench_object("lean"))),
+        "before": bench_core._BenchObject(str(_before_object())),
+        "ours": bench_core._BenchObject(str(package_object("tc"))),
+        "branch": bench_core._BenchObject(str(_branch_object())),
     }
     names = {
         "floor": "tc_empty",
@@ -147,7 +147,7 @@ def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
     frame = tcp_v4()
     try:
         r = rotated_rounds(
-            tuple(fds), lambda k: float(_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]), rounds
+            tuple(fds), lambda k: float(bench_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]), rounds
         )
     finally:
         for o in objs.values():

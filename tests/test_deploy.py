@@ -352,7 +352,7 @@ def test_the_next_pod_removes_what_a_killed_pod_left(objects, netns_v4only):
     bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in c["securityContext"]["capabilities"]["add"])])
     cmd = ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
            sys.executable, "-m", "pktstat_bpf", *argv]  # fmt: skip
-    env = {**os.environ, "PKTSTAT_BPF_TEST_FORCE_MISSING": "tcx"}
+    env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": "missing=tcx"}
     before = ns.tc_state()
     cg = TestCgroup()
     try:

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pytest
 from _bench import bench_core
+from pktstat_bpf.core.replay import ALL_FRAMES
 from test_replay import udp4
 
 S = 1_000_000_000
@@ -72,7 +73,7 @@ def rp(bpf):
 def run_frames(r, frames_ts) -> None:
     frames = [f for f, _ in frames_ts]
     ts = [t for _, t in frames_ts]
-    r.replay_frames(1, frames, ts, [])
+    bench_core.replay_frames(r, 1, frames, ts, [])
 
 
 def test_intervals_sum_to_the_one_pass_totals_and_the_kernel_is_emptied(rp):
@@ -187,7 +188,8 @@ def test_stepped_replay_of_more_flows_than_the_kernel_table_has_no_overflow(bpf,
         interval_conserves(iv)
         assert int(iv.stats[2]["overflow_packets"]) == 0
     one = core().Replayer(max_entries=4096)
-    one.replay_file(str(path))
+    one.open_file(str(path))
+    one.advance(ALL_FRAMES)
     flat = one.read_flows()
     assert int(one.read_stats()[2]["overflow_packets"]) == 0
     ended = np.concatenate([iv.ended for iv in ivs])
@@ -196,7 +198,8 @@ def test_stepped_replay_of_more_flows_than_the_kernel_table_has_no_overflow(bpf,
     assert int(ended["bytes"].sum()) == int(flat["bytes"].sum())
     assert (ivs[-1].totals == one.read_stats()).all()
     overflow_one = core().Replayer(max_entries=256)
-    overflow_one.replay_file(str(path))
+    overflow_one.open_file(str(path))
+    overflow_one.advance(ALL_FRAMES)
     assert int(overflow_one.read_stats()[2]["overflow_packets"]) == 3000 - 256
 
 
@@ -268,7 +271,7 @@ def test_tc_drains_exactly_under_traffic(netns):
             ivs = drain_while(c, send)
         finally:
             c.detach()
-    check_live(ivs, 14 + 20 + 8 + PAYLOAD, _core.FLOW_DIR_EGRESS)
+    check_live(ivs, 14 + 20 + 8 + PAYLOAD, bench_core.FLOW_DIR_EGRESS)
     life = c.flows()
     mine = life[np.isin(life["dport"], PORTS) & (life["proto"] == 17)]
     assert sorted(mine["packets"].tolist()) == [PER_PORT] * 4
@@ -295,7 +298,7 @@ def test_xdp_drains_exactly_under_traffic(netns):
         ivs = drain_while(c, send)
     finally:
         c.detach()
-    check_live(ivs, 14 + 20 + 8 + PAYLOAD, _core.FLOW_DIR_INGRESS)
+    check_live(ivs, 14 + 20 + 8 + PAYLOAD, bench_core.FLOW_DIR_INGRESS)
 
 
 @pytest.mark.kernel
@@ -311,7 +314,7 @@ def test_cgroup_drains_exactly_under_traffic(cg, netns_v4only):
             cg.run(cg.child("send"), "pbt-drain", *args, netns=ns.ns_a, timeout=120)
 
         ivs = drain_while(engine, send)
-    check_live(ivs, 20 + 8 + PAYLOAD, core().FLOW_DIR_EGRESS)
+    check_live(ivs, 20 + 8 + PAYLOAD, bench_core.FLOW_DIR_EGRESS)
 
 
 @pytest.mark.kernel
@@ -332,7 +335,7 @@ def test_process_mode_drains_exactly_under_traffic(netns):
     got: dict[int, list[int]] = {}
     for iv in ivs:
         r = iv.records
-        for rec in r[(r["pid"] == pid) & (r["proto"] == 17) & (r["dir"] == core().FLOW_DIR_EGRESS)]:
+        for rec in r[(r["pid"] == pid) & (r["proto"] == 17) & (r["dir"] == bench_core.FLOW_DIR_EGRESS)]:
             if int(rec["dport"]) in PORTS:
                 t = got.setdefault(int(rec["dport"]), [0, 0])
                 t[0] += int(rec["packets"])
@@ -395,7 +398,7 @@ def test_churn_of_short_connections_through_a_small_kernel_table(netns_v4only):
     assert len(ports) == conns
     assert len(want) == 2 * len(set(ports))  # a client port that comes round again is the same flow
     assert max(len(iv.records) for iv in ivs) < 4096 and len(ivs) >= 10
-    dirs = {core().FLOW_DIR_INGRESS: "ingress", core().FLOW_DIR_EGRESS: "egress"}
+    dirs = {bench_core.FLOW_DIR_INGRESS: "ingress", bench_core.FLOW_DIR_EGRESS: "egress"}
     got: dict = {}
     ended: dict = {}
     for iv in ivs:

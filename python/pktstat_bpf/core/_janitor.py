@@ -14,6 +14,7 @@ filter is left on it (``release_clsact``, see src/cpp/tc_attach.cpp).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -67,6 +68,11 @@ def main() -> int:
         data += chunk
     if b"done" in data:
         return 0
+    # Best effort, and on the collector's stderr: the kernel's answers to what
+    # is already gone (a qdisc the collector removed before it died) are not news.
+    logging.getLogger("pktstat_bpf").addHandler(logging.NullHandler())
+    logging.getLogger("pktstat_bpf").propagate = False
+    logging.getLogger("pktstat_bpf.libbpf").setLevel(logging.CRITICAL + 1)
     from .engine import _core
 
     ifindex = plan["ifindex"]
