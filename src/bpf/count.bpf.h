@@ -46,7 +46,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	add_to_side(side, &key, len, now, st);
+	add_to_side(side, &key, len, now, st, live);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

@@ -22,7 +22,7 @@ FLOW_TABLE(struct flow_key); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now,
 					   struct dir_stats *st)
 {
-	add_to_side(side, key, len, now, st);
+	add_to_side(side, key, len, now, st, true);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */

@@ -25,6 +25,7 @@
 #define PKTSTAT_FLOW_ADD_BPF_H
 
 #include <linux/bpf.h>
+#include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 
 #include "flow.h"
@@ -75,18 +76,23 @@ static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir)
 }
 
 /* Count `len` bytes at `now` in the flow `key` of `map`, or as overflow in
- * `st` when the table has no room for a new flow. */
-static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, struct dir_stats *st)
+ * `st` when the table has no room for a new flow. `in_order` (a constant
+ * where it is inlined): stamps only grow, as a live clock's do; otherwise
+ * (replay: a capture file need not be in time order) first and last seen
+ * are the earliest and the latest stamp. */
+static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, struct dir_stats *st,
+					bool in_order)
 {
 	struct flow_value *v = bpf_map_lookup_elem(map, key);
 
 	if (v) {
 hit:
-		if (!v->packets) /* this CPU's first packet of a flow another CPU made */
-			v->first_seen_ns = now;
+		if (!v->packets || (!in_order && now < v->first_seen_ns))
+			v->first_seen_ns = now; /* (!packets: this CPU's first packet of a flow another CPU made) */
 		v->packets++;
 		v->bytes += len;
-		v->last_seen_ns = now;
+		if (in_order || now > v->last_seen_ns)
+			v->last_seen_ns = now;
 		return;
 	}
 
@@ -142,20 +148,20 @@ hit:
  * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
  * alternative it was measured against, a branch between the two named maps. */
 #ifdef PKTSTAT_BENCH_SIDE_BRANCH
-#define add_to_side(side, key, len, now, st)                                                     \
+#define add_to_side(side, key, len, now, st, in_order)                                                   \
 	do {                                                                                     \
 		if (side)                                                                        \
-			add_to_flow(&flows1, key, len, now, st);                                 \
+			add_to_flow(&flows1, key, len, now, st, in_order);                                 \
 		else                                                                             \
-			add_to_flow(&flows, key, len, now, st);                                  \
+			add_to_flow(&flows, key, len, now, st, in_order);                                  \
 	} while (0)
 #else
-#define add_to_side(side, key, len, now, st)                                                     \
+#define add_to_side(side, key, len, now, st, in_order)                                                   \
 	do {                                                                                     \
 		__u32 side_ = (side);                                                            \
 		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                           \
 		if (map_) {                                                                      \
-			add_to_flow(map_, key, len, now, st);                                    \
+			add_to_flow(map_, key, len, now, st, in_order);                                    \
 		} else {                                                                         \
 			(st)->overflow_packets++;                                                \
 			(st)->overflow_bytes += (len);                                           \
