@@ -55,9 +55,18 @@ def root_reason() -> str | None:
 
 def _clang_flags() -> list[str]:
     arch = os.uname().machine
-    flags = ["-g", "-O2", "-target", "bpf", "-mcpu=v3",
-             "-D__TARGET_ARCH_" + {"x86_64": "x86", "aarch64": "arm64"}.get(arch, arch),
-             "-Wall", "-Werror", "-Wno-unused-function", f"-I{SRC_BPF}"]  # fmt: skip
+    flags = [
+        "-g",
+        "-O2",
+        "-target",
+        "bpf",
+        "-mcpu=v3",
+        "-D__TARGET_ARCH_" + {"x86_64": "x86", "aarch64": "arm64"}.get(arch, arch),
+        "-Wall",
+        "-Werror",
+        "-Wno-unused-function",
+        f"-I{SRC_BPF}",
+    ]
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     if multiarch:
         flags.append(f"-I/usr/include/{multiarch}")

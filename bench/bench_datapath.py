@@ -69,6 +69,7 @@ def _setns(path: str) -> None:
 def _ethtool_gro(ifname: str, on: bool | None = None) -> bool:
     """Set (on given) and return the GRO state of ifname in this thread's
     namespace, by the ethtool ioctl (no ethtool binary needed)."""
+
     def ethtool(s: socket.socket, cmd: int, data: int) -> int:
         ev = ctypes.create_string_buffer(struct.pack("=II", cmd, data), 8)
         ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(ev)) + bytes(16)  # struct ifreq
@@ -92,10 +93,31 @@ class VethPair:
         try:
             for ns in (self.a, self.b):
                 _sh("ip", "netns", "add", ns)
-                _sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
-            _sh("ip", "link", "add", "va", "netns", self.a, "type", "veth",
-                "peer", "name", "vb", "netns", self.b)  # fmt: skip
+                _sh(
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                )
+            _sh(
+                "ip",
+                "link",
+                "add",
+                "va",
+                "netns",
+                self.a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vb",
+                "netns",
+                self.b,
+            )
             _sh("ip", "-n", self.a, "link", "set", "va", "up")
             _sh("ip", "-n", self.b, "link", "set", "vb", "up")
             with self.in_b():
@@ -209,8 +231,12 @@ class Receiver:
 
         for name, col in (("tc_ours", self.tc), ("xdp_ours", self.xdp)):
             st = col.read_stats()[0]
-            got = (int(st["packets"]), int(st["unparsed_packets"]), int(st["overflow_packets"]),
-                   bench_core._bench_count_flows(bench_core._bench_flows_fd(col)))  # fmt: skip
+            got = (
+                int(st["packets"]),
+                int(st["unparsed_packets"]),
+                int(st["overflow_packets"]),
+                bench_core._bench_count_flows(bench_core._bench_flows_fd(col)),
+            )
             want = (self.counted[name], 0, 0, flows)
             if got != want:
                 raise AssertionError(

@@ -147,7 +147,9 @@ def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:
     frame = tcp_v4()
     try:
         r = rotated_rounds(
-            tuple(fds), lambda k: float(bench_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]), rounds
+            tuple(fds),
+            lambda k: float(bench_core._bench_test_run(fds[k], frame, repeat)["duration_ns"]),
+            rounds,
         )
     finally:
         for o in objs.values():

@@ -51,8 +51,15 @@ def run(quick: bool = False) -> dict:
                     hot = rng.random(n) < share
                     r["packets"][hot] += 3
                     r["bytes"][hot] += 2100
-                snap = Snapshot(r.copy(), Totals.from_arrays(stats, r), step + 1.0, 0.0, step + 1.0, "tc",
-                                ifnames={1: "eth0"})  # fmt: skip
+                snap = Snapshot(
+                    r.copy(),
+                    Totals.from_arrays(stats, r),
+                    step + 1.0,
+                    0.0,
+                    step + 1.0,
+                    "tc",
+                    ifnames={1: "eth0"},
+                )
                 iv = tracker.advance(snap)
                 t = time.perf_counter()
                 metrics.update(iv)

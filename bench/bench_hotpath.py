@@ -69,9 +69,11 @@ class Programs:
             self.objs["ours"] = bench_core._BenchObject(str(package_object("tc")), max_entries=sizes)
         else:  # as XdpCollector loads it on a kernel with (or without) bpf_xdp_get_buff_len
             self.objs["ours"] = bench_core._BenchObject(
-                str(package_object("xdp")), rodata={"cfg_buff_len": bytes([frags])}, max_entries=sizes,
+                str(package_object("xdp")),
+                rodata={"cfg_buff_len": bytes([frags])},
+                max_entries=sizes,
                 xdp_frags=frags,
-            )  # fmt: skip
+            )
         names = {"tc": ("tc_empty", "tc_lean", "tc_ingress"), "xdp": ("xdp_empty", "xdp_lean", "xdp_count")}
         self.fds = {k: self.objs[k].prog_fd(n) for k, n in zip(KINDS, names[family])}
 
@@ -88,8 +90,12 @@ class Rotators:
         from _bench import bench_core
 
         assert flows & (flows - 1) == 0, "flows must be a power of two"
-        ro = {"cfg_off": _u32(V4_SADDR_OFF), "cfg_base": _u32(V4_SRC), "cfg_mask": _u32(flows - 1),
-              "cfg_zipf": bytes([zipf is not None])}  # fmt: skip
+        ro = {
+            "cfg_off": _u32(V4_SADDR_OFF),
+            "cfg_base": _u32(V4_SRC),
+            "cfg_mask": _u32(flows - 1),
+            "cfg_zipf": bytes([zipf is not None]),
+        }
         self.objs, self.fds = {}, {}
         for k in KINDS:
             o = bench_core._BenchObject(str(bench_object("rotate")), rodata=ro, xdp_frags=frags)

@@ -84,10 +84,16 @@ def run(quick: bool = False) -> dict:
         backend = c.status["backend"]
         c.close()
         pid, sport = os.getpid(), a.getsockname()[1]
-        sent = sum(int(r["packets"]) for r in snap.records
-                   if r["pid"] == pid and r["sport"] == sport and r["dir"] == 1)  # fmt: skip
-        got = sum(int(r["packets"]) for r in snap.records
-                  if r["pid"] == pid and r["dport"] == dst[1] and r["dir"] == 0)  # fmt: skip
+        sent = sum(
+            int(r["packets"])
+            for r in snap.records
+            if r["pid"] == pid and r["sport"] == sport and r["dir"] == 1
+        )
+        got = sum(
+            int(r["packets"])
+            for r in snap.records
+            if r["pid"] == pid and r["dport"] == dst[1] and r["dir"] == 0
+        )
         if sent != rounds * n or got != rounds * n:
             raise RuntimeError(f"process mode counted {sent} sends and {got} receives of {rounds * n} each")
     finally:

@@ -52,7 +52,9 @@ def generate(path: str | os.PathLike, frames: int = FRAMES, seed: int = 1) -> di
     rnd = random.Random(seed)
     flows = []
     for i in range(4000):
-        kind = rnd.choices(["tcp4", "tcp6", "udp4", "udp6", "icmp4", "vlan4", "frag4"], [50, 15, 12, 5, 3, 10, 2])[0]
+        kind = rnd.choices(
+            ["tcp4", "tcp6", "udp4", "udp6", "icmp4", "vlan4", "frag4"], [50, 15, 12, 5, 3, 10, 2]
+        )[0]
         a4, b4 = 0x0A000000 + rnd.randrange(1 << 16), 0xC0A80000 + rnd.randrange(1 << 16)
         a6 = bytes.fromhex("fd000000000000000000000000") + rnd.randbytes(3)
         b6 = bytes.fromhex("2001db80000000000000000000") + rnd.randbytes(3)
@@ -88,7 +90,9 @@ def generate(path: str | os.PathLike, frames: int = FRAMES, seed: int = 1) -> di
                 ident = (ident + 1) & 0xFFFF
                 l4 = struct.pack("!HHHH", sport, dport, 8 + 1592, 0) + zeros[:1592]
                 frame = _eth(0x0800) + _ipv4(a4, b4, 17, 1480, frag=0x2000, ident=ident) + l4[:1480]
-                pending.append(_eth(0x0800) + _ipv4(a4, b4, 17, len(l4) - 1480, frag=185, ident=ident) + l4[1480:])
+                pending.append(
+                    _eth(0x0800) + _ipv4(a4, b4, 17, len(l4) - 1480, frag=185, ident=ident) + l4[1480:]
+                )
             elif kind in ("tcp4", "vlan4", "tcp6"):
                 # sequence numbers advance per direction, acks follow the peer:
                 # a well-behaved connection, as TCP analysis expects
@@ -105,8 +109,13 @@ def generate(path: str | os.PathLike, frames: int = FRAMES, seed: int = 1) -> di
                 mine, theirs = (fi, reply), (fi, not reply)
                 seq = seqs.get(mine, 1000)
                 seqs[mine] = (seq + size) & 0xFFFFFFFF
-                frame = prefix + tcp_hdr.pack(sport, dport, seq, seqs.get(theirs, 1000), 0x50, 0x18 if size else 0x10,
-                                              65535, 0, 0) + zeros[:size]
+                frame = (
+                    prefix
+                    + tcp_hdr.pack(
+                        sport, dport, seq, seqs.get(theirs, 1000), 0x50, 0x18 if size else 0x10, 65535, 0, 0
+                    )
+                    + zeros[:size]
+                )
             else:
                 key = (fi, reply, size)
                 frame = cache.get(key)
@@ -202,8 +211,10 @@ def run(quick: bool = False) -> dict:
             def theirs():
                 subprocess.run(
                     [tshark, "-n", "-q", "-z", "conv,ip", "-r", path],
-                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
 
             ts_s = _best_of(theirs, repeat)  # best of as many runs as ours
             result["tshark_s"] = round(ts_s, 3)

@@ -38,12 +38,14 @@ ROUNDS = 5
 TARGET = 1.3
 PORTS_PER_HOST = 16  # 1M flows from 64k client addresses
 
-TUPLE_DTYPE = np.dtype({
-    "names": ["saddr", "daddr", "sport", "dport", "proto", "dir", "ipver", "ifindex"],
-    "formats": ["(16,)u1", "(16,)u1", "<u2", "<u2", "u1", "u1", "u1", "<u4"],
-    "offsets": [0, 16, 32, 34, 36, 37, 38, 40],
-    "itemsize": 44,
-})  # fmt: skip  (struct flow_tuple, checked against the engine's record layout below)
+TUPLE_DTYPE = np.dtype(
+    {
+        "names": ["saddr", "daddr", "sport", "dport", "proto", "dir", "ipver", "ifindex"],
+        "formats": ["(16,)u1", "(16,)u1", "<u2", "<u2", "u1", "u1", "u1", "<u4"],
+        "offsets": [0, 16, 32, 34, 36, 37, 38, 40],
+        "itemsize": 44,
+    }
+)  # (struct flow_tuple, checked against the engine's record layout below)
 VALUE_DTYPE = np.dtype([("packets", "<u8"), ("bytes", "<u8"), ("first_seen", "<u8"), ("last_seen", "<u8")])
 
 

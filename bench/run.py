@@ -56,10 +56,22 @@ def _read(path: str) -> str:
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _read("/proc/cpuinfo").splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
-    mem = next((int(ln.split()[1]) * 1024 for ln in _read("/proc/meminfo").splitlines()
-                if ln.startswith("MemTotal:")), 0)  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in _read("/proc/cpuinfo").splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            int(ln.split()[1]) * 1024
+            for ln in _read("/proc/meminfo").splitlines()
+            if ln.startswith("MemTotal:")
+        ),
+        0,
+    )
     info: dict[str, Any] = {
         "kernel": platform.release(),
         "cpu": cpu,
@@ -82,8 +94,9 @@ def machine() -> dict[str, Any]:
         info["libbpf"] = _core.libbpf_version()
     except ImportError as e:
         info["pktstat_bpf"] = f"not importable: {e}"
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True)  # fmt: skip
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
     if commit.returncode == 0:
         info["commit"] = commit.stdout.strip()
     return info
@@ -160,8 +173,10 @@ def _datapath_rows(d: dict[str, Any]) -> list[Row]:
         for mode in ("tc", "xdp"):
             rate, rate_e = _x(c[f"{mode}_rate_vs_none"]), _x(c[f"{mode}_rate_vs_empty"])
             cpu, cpu_e = c[f"{mode}_cpu_ns_over_none"], c[f"{mode}_cpu_ns_over_empty"]
-            parts.append(f"{mode.upper()}: rate {rate} ({rate_e} of empty), "
-                         f"CPU +{cpu:.0f} ns/pkt (+{cpu_e:.0f} over empty)")  # fmt: skip
+            parts.append(
+                f"{mode.upper()}: rate {rate} ({rate_e} of empty), "
+                f"CPU +{cpu:.0f} ns/pkt (+{cpu_e:.0f} over empty)"
+            )
         flows = f"{_count(c['flows'])} flow{'s' if c['flows'] > 1 else ''}"
         measure = f"{c['frame_bytes'] + 4}B frames, {flows}, veth live frames"
         rows.append(("2 datapath", measure, "; ".join(parts), "report", ""))
@@ -170,29 +185,50 @@ def _datapath_rows(d: dict[str, Any]) -> list[Row]:
 
 def _snapshot_rows(s: dict[str, Any]) -> list[Row]:
     n, goal = _count(s["flows"]), s.get("target_ratio", 1.3)
-    numpy_result = (f"{s['read_flows_ms']:.0f} / {s['raw_lookup_batch_ms']:.0f} ms = {_x(s['ratio'])} "
-                    f"(first read, fresh memory: {_x(s['cold_ratio'])}); "
-                    f"{s['read_flows_core_share_at_1s']:.0%} of a core at 1 s")  # fmt: skip
-    pandas_result = (f"{s['to_pandas_ms']:.0f} ms ({s['to_pandas_core_share_at_1s']:.0%} of a core at 1 s); "
-                     f"all addresses distinct: {s['to_pandas_all_distinct_addrs_ms']:.0f} ms")  # fmt: skip
+    numpy_result = (
+        f"{s['read_flows_ms']:.0f} / {s['raw_lookup_batch_ms']:.0f} ms = {_x(s['ratio'])} "
+        f"(first read, fresh memory: {_x(s['cold_ratio'])}); "
+        f"{s['read_flows_core_share_at_1s']:.0%} of a core at 1 s"
+    )
+    pandas_result = (
+        f"{s['to_pandas_ms']:.0f} ms ({s['to_pandas_core_share_at_1s']:.0%} of a core at 1 s); "
+        f"all addresses distinct: {s['to_pandas_all_distinct_addrs_ms']:.0f} ms"
+    )
     return [
-        ("3 snapshot", f"{n} flows to NumPy: read_flows / raw lookup_batch", numpy_result, f"<= {goal}x",
-         _verdict(s["ratio"], goal, True)),
+        (
+            "3 snapshot",
+            f"{n} flows to NumPy: read_flows / raw lookup_batch",
+            numpy_result,
+            f"<= {goal}x",
+            _verdict(s["ratio"], goal, True),
+        ),
         # issue 7: 1M flows "well under a second", held to the worst case (every address distinct)
-        ("3 snapshot", f"{n} flows to pandas (Snapshot.to_pandas)", pandas_result, "< 1000 ms",
-         _verdict(max(s["to_pandas_ms"], s["to_pandas_all_distinct_addrs_ms"]), 1000, True)),
-    ]  # fmt: skip
+        (
+            "3 snapshot",
+            f"{n} flows to pandas (Snapshot.to_pandas)",
+            pandas_result,
+            "< 1000 ms",
+            _verdict(max(s["to_pandas_ms"], s["to_pandas_all_distinct_addrs_ms"]), 1000, True),
+        ),
+    ]
 
 
 def _memory_rows(s: dict[str, Any]) -> list[Row]:
     n, m = _count(s["flows"]), s["memory"]
-    rss = (f"{m['rss_holding_records_mb']:.0f} MB ({m['rss_holding_records_and_dataframe_mb']:.0f} MB); "
-           f"records {m['record_bytes_per_flow']} B/flow")  # fmt: skip
+    rss = (
+        f"{m['rss_holding_records_mb']:.0f} MB ({m['rss_holding_records_and_dataframe_mb']:.0f} MB); "
+        f"records {m['record_bytes_per_flow']} B/flow"
+    )
     return [
-        ("5 memory", "kernel flow map per flow (per-CPU hash, preallocated)",
-         f"{m['kernel_bytes_per_flow']:.0f} B ({s['cpus']} CPUs)", "report", ""),
+        (
+            "5 memory",
+            "kernel flow map per flow (per-CPU hash, preallocated)",
+            f"{m['kernel_bytes_per_flow']:.0f} B ({s['cpus']} CPUs)",
+            "report",
+            "",
+        ),
         ("5 memory", f"Python RSS holding {n} flows (+ DataFrame)", rss, "report", ""),
-    ]  # fmt: skip
+    ]
 
 
 def _replay_rows(r: dict[str, Any]) -> list[Row]:
@@ -208,27 +244,53 @@ def _live_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for k, v in r.items():
         if isinstance(v, dict) and "ms_per_two_readings_and_join" in v:
-            ms = " / ".join(str(v[f]) for f in ("ms_per_two_readings_and_join", "ms_external_filter",
-                                               "ms_unique_check")) + " ms"  # fmt: skip
-            rows.append(("live views", f"{k.replace('_', ' ')}: interval join / external filter / unique", ms,
-                         "report", ""))  # fmt: skip
+            ms = (
+                " / ".join(
+                    str(v[f])
+                    for f in ("ms_per_two_readings_and_join", "ms_external_filter", "ms_unique_check")
+                )
+                + " ms"
+            )
+            rows.append(
+                (
+                    "live views",
+                    f"{k.replace('_', ' ')}: interval join / external filter / unique",
+                    ms,
+                    "report",
+                    "",
+                )
+            )
     return rows
 
 
 def _exporter_rows(r: dict[str, Any]) -> list[Row]:
     return [
-        ("exporter", f"{k.replace('_', ' ')}: refresh / scrape", f"{v['refresh_ms']} / {v['scrape_ms']} ms",
-         "report", "")
+        (
+            "exporter",
+            f"{k.replace('_', ' ')}: refresh / scrape",
+            f"{v['refresh_ms']} / {v['scrape_ms']} ms",
+            "report",
+            "",
+        )
         for k, v in r.items()
         if isinstance(v, dict) and "refresh_ms" in v
-    ]  # fmt: skip
+    ]
 
 
 def _process_rows(r: dict[str, Any]) -> list[Row]:
-    result = (f"+{r['overhead_ns_per_call']} ns per call ({r['overhead_share']:.0%} of an unwatched round trip: "
-              f"{r['cpu_ns_per_round_trip_unwatched']} -> {r['cpu_ns_per_round_trip_watched']} ns CPU)")  # fmt: skip
-    return [("process mode", f"{r['backend']} backend: UDP sendto + recvfrom on loopback, CPU per call",
-             result, "report", "")]  # fmt: skip
+    result = (
+        f"+{r['overhead_ns_per_call']} ns per call ({r['overhead_share']:.0%} of an unwatched round trip: "
+        f"{r['cpu_ns_per_round_trip_unwatched']} -> {r['cpu_ns_per_round_trip_watched']} ns CPU)"
+    )
+    return [
+        (
+            "process mode",
+            f"{r['backend']} backend: UDP sendto + recvfrom on loopback, CPU per call",
+            result,
+            "report",
+            "",
+        )
+    ]
 
 
 def _flowrecords_rows(r: dict[str, Any]) -> list[Row]:
@@ -257,6 +319,8 @@ def _drops_rows(r: dict[str, Any]) -> list[Row]:
         f"{r['cpu_ns_per_drop_unwatched']} ns); the program itself {r['program_ns_per_run']} ns per run"
     )
     return [("drops", "--drops: UDP to a closed port on loopback, CPU per drop", result, "report", "")]
+
+
 def _drain_rows(d: dict[str, Any]) -> list[Row]:
     p = d["per_packet"]
     per_packet = (
@@ -370,8 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        print(f"bench/run.py: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench/run.py: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})",
+            file=sys.stderr,
+        )
         return 2
     doc = run(names, args.quick)
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")

@@ -45,26 +45,29 @@ constexpr uint32_t kEthHlen = 14;
 
 // The input as a file: a memfd, opened by path as replay opens any file.
 class MemFile {
-public:
+      public:
 	MemFile(const uint8_t *data, size_t size) : fd_(::memfd_create("fuzz.pcap", MFD_CLOEXEC)) {
-		if (fd_ < 0) fail("memfd_create");
+		if (fd_ < 0)
+			fail("memfd_create");
 		for (size_t off = 0; off < size;) {
 			ssize_t n = ::write(fd_, data + off, size - off);
-			if (n <= 0) fail("write to the memfd");
+			if (n <= 0)
+				fail("write to the memfd");
 			off += static_cast<size_t>(n);
 		}
 	}
 	~MemFile() { ::close(fd_); }
 	std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
 
-private:
+      private:
 	int fd_;
 };
 
 // Touch every byte of [p, p + n): ASan reports the first one out of bounds.
 uint32_t touch(const uint8_t *p, uint32_t n) {
 	uint32_t sum = 0;
-	for (uint32_t i = 0; i < n; ++i) sum += p[i];
+	for (uint32_t i = 0; i < n; ++i)
+		sum += p[i];
 	return sum;
 }
 
@@ -72,7 +75,8 @@ uint32_t touch(const uint8_t *p, uint32_t n) {
 // input (the kernel's is about a page minus head- and tailroom).
 uint32_t max_data_for(const uint8_t *data, size_t size) {
 	uint32_t h = 2166136261u; // FNV-1a over the first bytes
-	for (size_t i = 0; i < size && i < 64; ++i) h = (h ^ data[i]) * 16777619u;
+	for (size_t i = 0; i < size && i < 64; ++i)
+		h = (h ^ data[i]) * 16777619u;
 	return kEthHlen + h % 4096;
 }
 
@@ -86,7 +90,8 @@ void plan_records(const std::string &path, uint32_t max_data) {
 		return;
 	}
 	LinkKind kind;
-	if (!link_kind(src->dlt(), kind)) return; // refused: unsupported link type
+	if (!link_kind(src->dlt(), kind))
+		return; // refused: unsupported link type
 	std::vector<uint8_t> buf(max_data);
 	const uint8_t *data;
 	uint32_t caplen, wire;
@@ -100,15 +105,22 @@ void plan_records(const std::string &path, uint32_t max_data) {
 			p = empty.get();
 		}
 		const FramePlan plan = plan_frame(kind, p, caplen, max_data, buf.data());
-		if (plan.action != FramePlan::Run) continue;
-		if (plan.len < kEthHlen) fail("less than an Ethernet header would be run");
-		if (plan.len > max_data) fail("more than max_data would be run");
+		if (plan.action != FramePlan::Run)
+			continue;
+		if (plan.len < kEthHlen)
+			fail("less than an Ethernet header would be run");
+		if (plan.len > max_data)
+			fail("more than max_data would be run");
 		if (plan.data == p) {
-			if (kind != LinkKind::Ethernet) fail("a non-Ethernet record would be run as is");
-			if (plan.len > caplen) fail("more than the record would be run");
-			if (plan.clipped != (caplen > max_data)) fail("clipped flag wrong");
+			if (kind != LinkKind::Ethernet)
+				fail("a non-Ethernet record would be run as is");
+			if (plan.len > caplen)
+				fail("more than the record would be run");
+			if (plan.clipped != (caplen > max_data))
+				fail("clipped flag wrong");
 		} else if (plan.data == buf.data()) {
-			if (kind == LinkKind::Ethernet) fail("an Ethernet record was copied");
+			if (kind == LinkKind::Ethernet)
+				fail("an Ethernet record was copied");
 		} else {
 			fail("data points outside the record and the buffer");
 		}
@@ -118,13 +130,15 @@ void plan_records(const std::string &path, uint32_t max_data) {
 
 // Root only: the real program, and the conservation check.
 Replayer *kernel_replayer() {
-	static Replayer *r = [] () -> Replayer * {
+	static Replayer *r = []() -> Replayer * {
 		const char *on = std::getenv("PKTSTAT_FUZZ_KERNEL");
-		if (!on || std::strcmp(on, "1") != 0) return nullptr;
+		if (!on || std::strcmp(on, "1") != 0)
+			return nullptr;
 		try {
 			return new Replayer(256); // small: full tables (overflow) are part of the test
 		} catch (const SysError &e) {
-			std::fprintf(stderr, "pcap_replay_fuzz: PKTSTAT_FUZZ_KERNEL=1 but no Replayer: %s\n", e.what());
+			std::fprintf(stderr, "pcap_replay_fuzz: PKTSTAT_FUZZ_KERNEL=1 but no Replayer: %s\n",
+			             e.what());
 			std::exit(1);
 		}
 	}();
@@ -136,8 +150,9 @@ struct Totals {
 	uint64_t flows = 0, flow_packets = 0, flow_bytes = 0;
 	bool operator==(const Totals &o) const {
 		return packets == o.packets && bytes == o.bytes && unparsed == o.unparsed &&
-		       unparsed_bytes == o.unparsed_bytes && overflow == o.overflow && overflow_bytes == o.overflow_bytes &&
-		       flows == o.flows && flow_packets == o.flow_packets && flow_bytes == o.flow_bytes;
+		       unparsed_bytes == o.unparsed_bytes && overflow == o.overflow &&
+		       overflow_bytes == o.overflow_bytes && flows == o.flows &&
+		       flow_packets == o.flow_packets && flow_bytes == o.flow_bytes;
 	}
 };
 
@@ -166,7 +181,8 @@ void replay_in_steps(Replayer &r, const std::string &path, uint64_t step) {
 	bool more = r.advance(0); // reads the first frame, runs nothing
 	uint64_t until = more ? r.next_ts() : 0;
 	while (more) {
-		if (r.next_ts() >= until && r.next_ts() - until >= step) // idle: jump to the next frame's step
+		if (r.next_ts() >= until &&
+		    r.next_ts() - until >= step) // idle: jump to the next frame's step
 			until += (r.next_ts() - until) / step * step;
 		until = until > UINT64_MAX - step ? UINT64_MAX : until + step; // (saturating)
 		more = r.advance(until);
@@ -181,15 +197,21 @@ void replay_in_kernel(Replayer &r, const std::string &path, uint64_t step) {
 		return;
 	}
 	const ReplayCounters &c = r.counters();
-	if (c.frames != c.kernel_frames + c.engine_unparsed_frames) fail("a frame was neither run nor counted");
+	if (c.frames != c.kernel_frames + c.engine_unparsed_frames)
+		fail("a frame was neither run nor counted");
 	const Totals t = totals_of(r);
-	if (t.packets != c.frames || t.bytes != c.bytes) fail("the program saw other frames than were read");
-	if (t.packets != t.flow_packets + t.unparsed + t.overflow) fail("packets not conserved");
-	if (t.bytes != t.flow_bytes + t.unparsed_bytes + t.overflow_bytes) fail("bytes not conserved");
+	if (t.packets != c.frames || t.bytes != c.bytes)
+		fail("the program saw other frames than were read");
+	if (t.packets != t.flow_packets + t.unparsed + t.overflow)
+		fail("packets not conserved");
+	if (t.bytes != t.flow_bytes + t.unparsed_bytes + t.overflow_bytes)
+		fail("bytes not conserved");
 	const uint64_t frames = c.frames;
 	replay_in_steps(r, path, step);
-	if (r.counters().frames != frames) fail("the stepped pass read other frames");
-	if (!(totals_of(r) == t)) fail("the stepped pass counted differently");
+	if (r.counters().frames != frames)
+		fail("the stepped pass read other frames");
+	if (!(totals_of(r) == t))
+		fail("the stepped pass counted differently");
 }
 
 } // namespace
@@ -199,6 +221,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 	const uint32_t h = max_data_for(data, size);
 	plan_records(file.path(), h);
 	// steps from 1 ns to ~18 min, different from input to input
-	if (Replayer *r = kernel_replayer()) replay_in_kernel(*r, file.path(), uint64_t{1} << (h % 41));
+	if (Replayer *r = kernel_replayer())
+		replay_in_kernel(*r, file.path(), uint64_t{1} << (h % 41));
 	return 0;
 }

@@ -75,7 +75,9 @@ class TestCgroup:
     def pid_of(self, name: str) -> int:
         return self.names[name]
 
-    def run(self, cgdir: str, name: str, *args: str, netns: str | None = None, timeout: float = 30) -> list[str]:
+    def run(
+        self, cgdir: str, name: str, *args: str, netns: str | None = None, timeout: float = 30
+    ) -> list[str]:
         """Run a worker to completion; the words of its output."""
         p = self.worker(cgdir, name, *args, netns=netns, stderr=subprocess.PIPE)
         out, err = p.communicate(timeout=timeout)

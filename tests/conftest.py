@@ -46,7 +46,11 @@ def sock_tracepoints_missing() -> str | None:
     except OSError as e:
         return f"no kernel BTF to tell ({e})"
     names = (b"btf_trace_sock_send_length\0", b"btf_trace_sock_recv_length\0")
-    return None if all(n in btf for n in names) else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"
+    return (
+        None
+        if all(n in btf for n in names)
+        else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"
+    )
 
 
 def tcx_missing() -> str | None:

@@ -38,8 +38,11 @@ def bpf(cmd: int, attr: bytearray) -> int:
 
 
 # ---- what a process holds -------------------------------------------------------
-_ANON = {"anon_inode:bpf-prog": ("prog", "prog_id"), "anon_inode:bpf-map": ("map", "map_id"),
-         "anon_inode:bpf_link": ("link", "link_id")}  # fmt: skip
+_ANON = {
+    "anon_inode:bpf-prog": ("prog", "prog_id"),
+    "anon_inode:bpf-map": ("map", "map_id"),
+    "anon_inode:bpf_link": ("link", "link_id"),
+}
 
 
 def held(pid: int | str = "self") -> dict[str, set[int]]:
@@ -188,15 +191,51 @@ def add_other_tc_filters(netns: NetnsPair, dev: str = "va") -> None:
     goes on) on each direction of `dev`, as an administrator would add."""
     sh("tc", "qdisc", "add", "dev", dev, "clsact", netns=netns.ns_a)
     for d, cls in (("ingress", "1:1"), ("egress", "1:2")):
-        sh("tc", "filter", "add", "dev", dev, d, "prio", "7", "protocol", "all", "u32", "match", "u32", "0", "0",
-           "classid", cls, netns=netns.ns_a)  # fmt: skip
+        sh(
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            dev,
+            d,
+            "prio",
+            "7",
+            "protocol",
+            "all",
+            "u32",
+            "match",
+            "u32",
+            "0",
+            "0",
+            "classid",
+            cls,
+            netns=netns.ns_a,
+        )
 
 
-def add_other_bpf_tc_filter(netns: NetnsPair, direction: str, name: bytes = b"tc_ingress", dev: str = "va") -> None:
+def add_other_bpf_tc_filter(
+    netns: NetnsPair, direction: str, name: bytes = b"tc_ingress", dev: str = "va"
+) -> None:
     """A direct-action cls_bpf filter (prio 9) running `r0 = TC_ACT_UNSPEC;
     exit`, loaded with a raw BPF_PROG_LOAD under a name of ours, on the
     clsact `direction` of `dev` (which must have a clsact qdisc): someone
     else's filter that looks like pktstat-bpf's by name."""
     fd = load_prog(PROG_SCHED_CLS, name, -1)
-    _attach_pinned(fd, lambda pin: sh("tc", "filter", "add", "dev", dev, direction, "prio", "9", "bpf", "da",
-                                      "pinned", pin, netns=netns.ns_a))  # fmt: skip
+    _attach_pinned(
+        fd,
+        lambda pin: sh(
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            dev,
+            direction,
+            "prio",
+            "9",
+            "bpf",
+            "da",
+            "pinned",
+            pin,
+            netns=netns.ns_a,
+        ),
+    )

@@ -85,11 +85,17 @@ class FakeKubeAPI:
                 if u.path != "/api/v1/pods":
                     return self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                 if q.get("watch", [""])[0].lower() == "true":
-                    return self._watch(int(q.get("resourceVersion", ["0"])[0] or 0),
-                                       float(q.get("timeoutSeconds", ["300"])[0]))  # fmt: skip
+                    return self._watch(
+                        int(q.get("resourceVersion", ["0"])[0] or 0),
+                        float(q.get("timeoutSeconds", ["300"])[0]),
+                    )
                 with api.cond:
-                    doc = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(api.rv)},
-                           "items": list(api.pods.values())}  # fmt: skip
+                    doc = {
+                        "kind": "PodList",
+                        "apiVersion": "v1",
+                        "metadata": {"resourceVersion": str(api.rv)},
+                        "items": list(api.pods.values()),
+                    }
                 self._json(200, doc)
 
             def _json(self, code, doc):
@@ -118,9 +124,17 @@ class FakeKubeAPI:
                             if api.closing:
                                 break
                             if sent < api.compacted:
-                                gone = {"type": "ERROR", "object": {
-                                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                                    "reason": "Expired", "message": f"too old resource version: {sent} ({api.compacted})"}}  # fmt: skip
+                                gone = {
+                                    "type": "ERROR",
+                                    "object": {
+                                        "kind": "Status",
+                                        "apiVersion": "v1",
+                                        "status": "Failure",
+                                        "code": 410,
+                                        "reason": "Expired",
+                                        "message": f"too old resource version: {sent} ({api.compacted})",
+                                    },
+                                }
                                 self._chunk(gone)
                                 break
                             todo = [(rv, k, o) for rv, k, o in api.log if rv > sent]

@@ -62,7 +62,21 @@ class NetnsPair:
         for ns in (self.ns_a, self.ns_b):
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "set", "lo", "up", netns=ns)
-        sh("ip", "link", "add", "va", "netns", self.ns_a, "type", "veth", "peer", "name", "vb", "netns", self.ns_b)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "va",
+            "netns",
+            self.ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vb",
+            "netns",
+            self.ns_b,
+        )
         for ns, dev, a4, a6 in ((self.ns_a, "va", self.A4, self.A6), (self.ns_b, "vb", self.B4, self.B6)):
             if self.ipv6:
                 sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_ra=0", netns=ns)
@@ -102,8 +116,9 @@ class NetnsPair:
         """Start tests/peer.py in namespace B and wait until it is ready."""
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.ns_b, sys.executable, str(PEER), *args],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = p.stdout.readline()
         if line.strip() != "ready":
             p.kill()
@@ -129,7 +144,9 @@ class NetnsPair:
 
     def ours_attached(self, dev: str = "va") -> bool:
         s = self.tc_state(dev)
-        return any(n in s[k] for k in ("bpftool", "tcx", "ingress", "egress") for n in ("tc_ingress", "tc_egress"))
+        return any(
+            n in s[k] for k in ("bpftool", "tcx", "ingress", "egress") for n in ("tc_ingress", "tc_egress")
+        )
 
 
 _SYS_BPF = 321  # x86_64

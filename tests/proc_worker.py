@@ -127,10 +127,14 @@ class iovec(ctypes.Structure):
 
 class msghdr(ctypes.Structure):
     _fields_ = [
-        ("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32), ("msg_iov", ctypes.POINTER(iovec)),
-        ("msg_iovlen", ctypes.c_size_t), ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
         ("msg_flags", ctypes.c_int),
-    ]  # fmt: skip
+    ]
 
 
 class mmsghdr(ctypes.Structure):
@@ -139,9 +143,18 @@ class mmsghdr(ctypes.Structure):
 
 def sockaddr_bytes(dst: str, port: int) -> bytes:
     if fam(dst) == socket.AF_INET:
-        return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_pton(socket.AF_INET, dst) + bytes(8)
-    return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0)
-            + socket.inet_pton(socket.AF_INET6, dst) + struct.pack("=I", 0))  # fmt: skip
+        return (
+            struct.pack("=H", socket.AF_INET)
+            + struct.pack("!H", port)
+            + socket.inet_pton(socket.AF_INET, dst)
+            + bytes(8)
+        )
+    return (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!HI", port, 0)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + struct.pack("=I", 0)
+    )
 
 
 def mmsg(s: socket.socket, c: Counts, dst: str, port: int, count: int, size: int) -> None:
@@ -178,7 +191,9 @@ def mmsg(s: socket.socket, c: Counts, dst: str, port: int, count: int, size: int
         rmsgs[i].msg_hdr.msg_iovlen = 1
     got = 0
     while got < count:
-        n = _libc.recvmmsg(s.fileno(), ctypes.byref(rmsgs, got * ctypes.sizeof(mmsghdr)), count - got, 0, None)
+        n = _libc.recvmmsg(
+            s.fileno(), ctypes.byref(rmsgs, got * ctypes.sizeof(mmsghdr)), count - got, 0, None
+        )
         if n < 0:
             raise OSError(ctypes.get_errno(), "recvmmsg")
         for i in range(got, got + n):

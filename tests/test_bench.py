@@ -54,7 +54,14 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
 
     table = p.stdout
     assert table.startswith("Measured ") and "(--quick: tiny sizes, not figures)" in table
-    for target in ("| 1 hot path |", "| 2 datapath |", "| 3 snapshot |", "| 4 replay |", "| 5 memory |", "| drain |"):
+    for target in (
+        "| 1 hot path |",
+        "| 2 datapath |",
+        "| 3 snapshot |",
+        "| 4 replay |",
+        "| 5 memory |",
+        "| drain |",
+    ):
         assert target in table
     hot_rows = [ln for ln in table.splitlines() if "hot IPv" in ln]
     assert len(hot_rows) == 4 and all(ln.endswith(("| PASS |", "| FAIL |")) for ln in hot_rows)

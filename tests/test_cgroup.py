@@ -26,8 +26,9 @@ from traffic import ICMP, IP4, IP6, UDP, Sniffer
 pytestmark = pytest.mark.kernel
 
 # program names as bpftool shows them (from BTF: not cut at 15 characters)
-CGROUP_PROGS = sorted(("owner_skb_egress", "owner_skb_ingress", "owner_sock_create", "owner_sock_release",
-                       "owner_sockops"))  # fmt: skip
+CGROUP_PROGS = sorted(
+    ("owner_skb_egress", "owner_skb_ingress", "owner_sock_create", "owner_sock_release", "owner_sockops")
+)
 OWNER_PROGS = set(CGROUP_PROGS) | {"owner_fork", "owner_send", "owner_recv", "owner_cgroup_mkdir"}
 
 
@@ -61,8 +62,11 @@ def test_udp_and_icmp_flows_carry_pid_comm_cgroup_and_exact_counts(cg: TestCgrou
         assert c.status["attach"] == "cgroup_skb"
         sp4 = int(cg.run(senders, "pbt-send4", "udp-send", A4, str(p4), "7", "100", netns=netns.ns_a)[0])
         sp6 = int(cg.run(senders, "pbt-send6", "udp-send", A6, str(p6), "5", "200", netns=netns.ns_a)[0])
-        spt = int(cg.run(senders, "pbt-main", "udp-send-thread", "pbt-thread", A4, str(p4), "3", "10",
-                         netns=netns.ns_a)[0])  # fmt: skip
+        spt = int(
+            cg.run(
+                senders, "pbt-main", "udp-send-thread", "pbt-thread", A4, str(p4), "3", "10", netns=netns.ns_a
+            )[0]
+        )
         pinger = cg.worker(senders, "pbt-ping", "ping", B4, "4", "56", netns=netns.ns_a)
         assert pinger.communicate(timeout=30)[0].strip() == "4"
         time.sleep(0.2)
@@ -114,7 +118,9 @@ def test_tcp_server_started_before_the_collector_is_attributed(cg: TestCgroup, n
     srv_dir, cli_dir = cg.child("server"), cg.child("clients")
     server = cg.worker(srv_dir, "pbt-server", "tcp-sink", "0", netns=netns.ns_a)
     port = int(server.stdout.readline().split()[1])
-    held = cg.worker(cli_dir, "pbt-held", "tcp-hold", "127.0.0.1", str(port), netns=netns.ns_a, stdin=subprocess.PIPE)
+    held = cg.worker(
+        cli_dir, "pbt-held", "tcp-hold", "127.0.0.1", str(port), netns=netns.ns_a, stdin=subprocess.PIPE
+    )
     held_port = int(held.stdout.readline().split()[1])
     time.sleep(0.2)  # the handshake is over before the start
 
@@ -126,7 +132,9 @@ def test_tcp_server_started_before_the_collector_is_attributed(cg: TestCgroup, n
         held.stdin.write("1500\n")
         held.stdin.flush()
         assert held.stdout.readline().strip() == "sent"
-        cport = int(cg.run(cli_dir, "pbt-client", "tcp-client", "127.0.0.1", str(port), "3000", netns=netns.ns_a)[0])
+        cport = int(
+            cg.run(cli_dir, "pbt-client", "tcp-client", "127.0.0.1", str(port), "3000", netns=netns.ns_a)[0]
+        )
         held.stdin.close()
         held.wait(timeout=10)
         time.sleep(0.3)
@@ -141,7 +149,12 @@ def test_tcp_server_started_before_the_collector_is_attributed(cg: TestCgroup, n
         tcp = [f for f in rows(snap) if f["proto"] == "TCP" and cp in (f["srcPort"], f["dstPort"])]
         # the client's socket: its process; the server's end: the server
         for f in tcp:
-            if f["srcPort"] == cp and f["direction"] == "egress" or f["dstPort"] == cp and f["direction"] == "ingress":
+            if (
+                f["srcPort"] == cp
+                and f["direction"] == "egress"
+                or f["dstPort"] == cp
+                and f["direction"] == "ingress"
+            ):
                 assert (f["pid"], f["comm"], f["cgroup"]) == (pid, name, C), f
             else:
                 assert (f["pid"], f["comm"], f["cgroup"]) == (pids["pbt-server"], "pbt-server", S), f
@@ -165,7 +178,9 @@ def test_udp_server_started_before_the_collector_is_attributed(cg: TestCgroup, n
     port = int(sink.stdout.readline().split()[1])
     with Collector(mode="cgroup", cgroup=cg.root) as c:
         assert c.status["start_scan"]["owned"] == 1
-        sp = int(cg.run(cg.child("x"), "pbt-late", "udp-send", netns.A4, str(port), "6", "40", netns=netns.ns_a)[0])
+        sp = int(
+            cg.run(cg.child("x"), "pbt-late", "udp-send", netns.A4, str(port), "6", "40", netns=netns.ns_a)[0]
+        )
         time.sleep(0.1)
         snap = c.snapshot()
     got = by_owner(snap, lambda f: f["srcPort"] == sp)
@@ -177,25 +192,35 @@ def test_socket_shared_across_fork_never_carries_a_wrong_pid(cg: TestCgroup, net
     port = int(sink.stdout.readline().split()[1])
     d = cg.child("forker")
     with Collector(mode="cgroup", cgroup=cg.root) as c:
-        sp, parent, child = map(int, cg.run(d, "pbt-forker", "fork-send", netns.A4, str(port), "4", "20",
-                                            netns=netns.ns_a))  # fmt: skip
+        sp, parent, child = map(
+            int, cg.run(d, "pbt-forker", "fork-send", netns.A4, str(port), "4", "20", netns=netns.ns_a)
+        )
         time.sleep(0.1)
         snap = c.snapshot()
-        claims = not kernel_lacks("sock-tracepoints", None if "send/recv tracepoints" in c.status["owner_sources"]
-                                  else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)")
+        claims = not kernel_lacks(
+            "sock-tracepoints",
+            None
+            if "send/recv tracepoints" in c.status["owner_sources"]
+            else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)",
+        )
     size = IP4 + UDP + 20
     got = by_owner(snap, lambda f: f["srcPort"] == sp and f["direction"] == "egress")
     assert child not in {f["pid"] for f in rows(snap)}
     # the header's "without owner" counters are the flows without a pid
     none = [f for f in rows(snap) if f["pid"] == 0]
     t = snap.totals
-    assert (t.unowned_packets, t.unowned_bytes) == (sum(f["packets"] for f in none), sum(f["bytes"] for f in none))
+    assert (t.unowned_packets, t.unowned_bytes) == (
+        sum(f["packets"] for f in none),
+        sum(f["bytes"] for f in none),
+    )
     assert t.unowned_packets >= sum(v[0] for k, v in got.items() if k[0] == 0) > 0
     doc = json.loads(snap.to_json())["totals"]
     assert (doc["unownedPackets"], doc["unownedBytes"]) == (t.unowned_packets, t.unowned_bytes)
     if not claims:  # before Linux 6.3 nothing sees the parent use it alone again: no pid after the fork
-        assert got == {(parent, "pbt-forker", cg.rel(d), "egress"): (4, 4 * size),
-                       (0, "", cg.rel(d), "egress"): (8, 8 * size)}  # fmt: skip
+        assert got == {
+            (parent, "pbt-forker", cg.rel(d), "egress"): (4, 4 * size),
+            (0, "", cg.rel(d), "egress"): (8, 8 * size),
+        }
         return
     # parent alone: its pid. After fork both hold the socket: the child's
     # packets (and the first after the child is gone) have no pid; once the
@@ -212,12 +237,17 @@ def test_daemonized_socket_passes_to_the_child(cg: TestCgroup, netns: NetnsPair)
     port = int(sink.stdout.readline().split()[1])
     d = cg.child("daemon")
     with Collector(mode="cgroup", cgroup=cg.root) as c:
-        sp, child = map(int, cg.run(d, "pbt-daemon", "daemon-send", netns.A4, str(port), "5", "30",
-                                    netns=netns.ns_a))  # fmt: skip
+        sp, child = map(
+            int, cg.run(d, "pbt-daemon", "daemon-send", netns.A4, str(port), "5", "30", netns=netns.ns_a)
+        )
         time.sleep(0.1)
         snap = c.snapshot()
-        claims = not kernel_lacks("sock-tracepoints", None if "send/recv tracepoints" in c.status["owner_sources"]
-                                  else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)")
+        claims = not kernel_lacks(
+            "sock-tracepoints",
+            None
+            if "send/recv tracepoints" in c.status["owner_sources"]
+            else "no sock_send_length/sock_recv_length tracepoints (Linux 6.3+)",
+        )
     size = IP4 + UDP + 30
     got = by_owner(snap, lambda f: f["srcPort"] == sp and f["direction"] == "egress")
     if not claims:  # before Linux 6.3: the child is never seen claiming it
@@ -246,7 +276,9 @@ def test_cgroup_created_after_start_resolves_to_its_path(cg: TestCgroup, netns: 
         snap = c.snapshot()
     a = by_owner(snap, lambda f: f["srcPort"] == sp1 and f["direction"] == "egress")
     b = by_owner(snap, lambda f: f["srcPort"] == sp2 and f["direction"] == "egress")
-    assert a == {(cg.pid_of("pbt-l1"), "pbt-l1", cg.rel(cg.root) + "/late", "egress"): (2, 2 * (IP4 + UDP + 5))}
+    assert a == {
+        (cg.pid_of("pbt-l1"), "pbt-l1", cg.rel(cg.root) + "/late", "egress"): (2, 2 * (IP4 + UDP + 5))
+    }
     assert b == {
         (cg.pid_of("pbt-l2"), "pbt-l2", cg.rel(cg.root) + "/late/deeper", "egress"): (3, 3 * (IP4 + UDP + 5))
     }
@@ -278,38 +310,50 @@ def _one_line_error(argv, capsys) -> tuple[int, str]:
 
 def test_bad_paths_get_one_line_errors(tmp_path, capsys):
     mnt = cgroup2_mount()
-    where = ", ".join(m for m, _ in __import__("pktstat_bpf.core.modes.cgroup", fromlist=["x"]).cgroup2_mounts())
+    where = ", ".join(
+        m for m, _ in __import__("pktstat_bpf.core.modes.cgroup", fromlist=["x"]).cgroup2_mounts()
+    )
     hint = f" (cgroup v2 is mounted at {where})" if where else ""
     missing = str(tmp_path / "nope")
     assert _one_line_error(["-c", missing, "-t", "1s"], capsys) == (
-        2, f"pktstat-bpf: error: no such cgroup: {missing!r} does not exist{hint}",
-    )  # fmt: skip
+        2,
+        f"pktstat-bpf: error: no such cgroup: {missing!r} does not exist{hint}",
+    )
     f = tmp_path / "file"
     f.write_text("x")
     assert _one_line_error(["-c", str(f)], capsys) == (
-        2, f"pktstat-bpf: error: {str(f)!r} is not a directory: give a cgroup v2 directory{hint}",
-    )  # fmt: skip
+        2,
+        f"pktstat-bpf: error: {str(f)!r} is not a directory: give a cgroup v2 directory{hint}",
+    )
     assert _one_line_error(["-c", str(tmp_path)], capsys) == (
-        2, f"pktstat-bpf: error: {str(tmp_path)!r} is not a cgroup v2 directory{hint}",
-    )  # fmt: skip
+        2,
+        f"pktstat-bpf: error: {str(tmp_path)!r} is not a cgroup v2 directory{hint}",
+    )
     if mnt:
         procs = os.path.join(mnt, "cgroup.procs")  # a file on cgroup v2
         code, err = _one_line_error(["-c", procs], capsys)
-        assert (code, err) == (2, f"pktstat-bpf: error: {procs!r} is not a directory: give a cgroup v2 directory{hint}")
+        assert (code, err) == (
+            2,
+            f"pktstat-bpf: error: {procs!r} is not a directory: give a cgroup v2 directory{hint}",
+        )
     v1 = "/sys/fs/cgroup/memory"
     if os.path.isdir(v1) and mnt and not mnt.startswith(v1):
         assert _one_line_error(["-c", v1], capsys) == (
-            2, f"pktstat-bpf: error: {v1!r} is not a cgroup v2 directory{hint}",
-        )  # fmt: skip
+            2,
+            f"pktstat-bpf: error: {v1!r} is not a cgroup v2 directory{hint}",
+        )
     assert _one_line_error(["-c", ""], capsys) == (
-        2, "pktstat-bpf: error: -c/--cgroup needs the path of a cgroup v2 directory",
-    )  # fmt: skip
+        2,
+        "pktstat-bpf: error: -c/--cgroup needs the path of a cgroup v2 directory",
+    )
     assert _one_line_error(["-c", str(tmp_path), "-x"], capsys) == (
-        2, "pktstat-bpf: error: -x/--xdp and -c/--cgroup are different modes: choose one",
-    )  # fmt: skip
+        2,
+        "pktstat-bpf: error: -x/--xdp and -c/--cgroup are different modes: choose one",
+    )
     assert _one_line_error(["-c", str(tmp_path), "-i", "lo"], capsys) == (
-        2, "pktstat-bpf: error: -c/--cgroup counts sockets, not an interface: drop -i/--iface",
-    )  # fmt: skip
+        2,
+        "pktstat-bpf: error: -c/--cgroup counts sockets, not an interface: drop -i/--iface",
+    )
 
 
 def test_no_cgroup_v2_mounted_is_a_missing_feature(tmp_path):
@@ -369,8 +413,10 @@ def test_sigkill_leaves_nothing_attached(cg: TestCgroup):
     before = _owner_prog_ids()
     p = subprocess.Popen(
         [sys.executable, "-m", "pktstat_bpf", "-c", cg.root, "-t", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = p.stderr.readline()
     assert f"counting on {cg.root} via cgroup_skb" in line, line
     assert len(attached_programs(cg.root)) == 5
@@ -389,10 +435,14 @@ def test_cli_json_and_text_show_owners(cg: TestCgroup, netns: NetnsPair):
     for as_json in (True, False):
         p = subprocess.Popen(
             [sys.executable, "-m", "pktstat_bpf", "-c", cg.root, "-t", "0", *(["-j"] if as_json else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert "via cgroup_skb" in p.stderr.readline()
-        sp = int(cg.run(cg.child("send"), evil, "udp-send", netns.A4, str(port), "2", "9", netns=netns.ns_a)[0])
+        sp = int(
+            cg.run(cg.child("send"), evil, "udp-send", netns.A4, str(port), "2", "9", netns=netns.ns_a)[0]
+        )
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=15)
@@ -400,14 +450,18 @@ def test_cli_json_and_text_show_owners(cg: TestCgroup, netns: NetnsPair):
         sender = cg.pid_of(evil)
         if as_json:
             doc = json.loads(out)
-            assert doc["mode"] == "cgroup" and doc["cgroup"] == cg.rel(cg.root) and doc["attach"] == "cgroup_skb"
+            assert (
+                doc["mode"] == "cgroup" and doc["cgroup"] == cg.rel(cg.root) and doc["attach"] == "cgroup_skb"
+            )
             (f,) = [f for f in doc["flows"] if f["srcPort"] == sp and f["direction"] == "egress"]
             assert (f["pid"], f["comm"], f["cgroup"]) == (sender, evil[:15], cg.rel(cg.root) + "/send")
             assert (f["packets"], f["bytes"]) == (2, 2 * (IP4 + UDP + 9))
             assert "\\u001b[31m" in out and "\x1b" not in out
         else:
             assert out.splitlines()[0].startswith(f"# cgroup on {cg.rel(cg.root)} (cgroup_skb), ")
-            (line,) = [ln for ln in out.splitlines() if f"src: {netns.A4}:{sp}," in ln and f"pid: {sender}," in ln]
+            (line,) = [
+                ln for ln in out.splitlines() if f"src: {netns.A4}:{sp}," in ln and f"pid: {sender}," in ln
+            ]
             assert line.endswith(f", pid: {sender}, comm: pbt\\x1b[31mred, cgroup: {cg.rel(cg.root)}/send")
             assert "\x1b" not in out
 

@@ -32,12 +32,15 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["--max-entries", "-5"], "--max-entries must be positive, not -5"),
         (["--max-entries", "abc"], "argument --max-entries: expected an integer, not 'abc'"),
         (["--max-entries", str(1 << 40)], f"--max-entries {1 << 40} is too large (at most 67108864)"),
-        (["--tc-attach", "bogus"], "argument --tc-attach: invalid choice: 'bogus' (choose from 'auto', 'tcx', 'legacy')"),
+        (
+            ["--tc-attach", "bogus"],
+            "argument --tc-attach: invalid choice: 'bogus' (choose from 'auto', 'tcx', 'legacy')",
+        ),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["-i", "nope0", "-t", "1s"], "no such network interface: 'nope0'"),
         (["-i", "a/b", "-t", "1s"], "invalid interface name 'a/b'"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     r = run(*args)
     assert r.returncode == 2, r.stderr
@@ -55,8 +58,14 @@ def test_version():
 def test_help_lists_flags_and_exit_codes(flag):
     r = run(flag)
     assert r.returncode == 0
-    for f in ("-i IFACE, --iface IFACE", "-t DURATION, --timeout DURATION", "-j, --json", "--max-entries N",
-              "--version", "77 insufficient privilege"):  # fmt: skip
+    for f in (
+        "-i IFACE, --iface IFACE",
+        "-t DURATION, --timeout DURATION",
+        "-j, --json",
+        "--max-entries N",
+        "--version",
+        "77 insufficient privilege",
+    ):
         assert f in r.stdout
 
 
@@ -95,11 +104,26 @@ def test_unprivileged_user_gets_exit_77_and_nothing_attached(bpf):
     if not _world_usable(site):
         pytest.skip(f"{site} is not readable by user nobody")
     r = subprocess.run(
-        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-         _unprivileged_python(), "-m", "pktstat_bpf", "-i", "lo", "-t", "1s"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            _unprivileged_python(),
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "lo",
+            "-t",
+            "1s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin", "HOME": "/"},
-    )  # fmt: skip
+    )
     assert r.returncode == 77, r.stderr
     assert r.stderr == (
         "pktstat-bpf: error: cannot load the BPF programs: permission denied; "
@@ -126,8 +150,12 @@ def test_default_interface_is_the_default_routes(netns):
     sh("ip", "route", "add", "default", "dev", "pbtdummy0", "metric", "200", netns=ns.ns_a)
     sh("ip", "route", "add", "default", "via", ns.B4, "dev", "va", "metric", "100", netns=ns.ns_a)
     assert detected() == "va"  # IPv4 first, lowest metric
-    r = subprocess.run(["ip", "netns", "exec", ns.ns_a, sys.executable, "-m", "pktstat_bpf", "-t", "200ms", "-j"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns.ns_a, sys.executable, "-m", "pktstat_bpf", "-t", "200ms", "-j"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("pktstat-bpf: counting on va via ")
     assert json.loads(r.stdout)["iface"] == "va"
@@ -143,5 +171,7 @@ def test_json_array_is_the_bare_array_pktstat_bpf_prints(bpf):
     assert (wrapped.returncode, bare.returncode, bare.stderr) == (0, 0, "")
     flows = json.loads(bare.stdout)
     assert isinstance(flows, list) and flows == json.loads(wrapped.stdout)["flows"] and len(flows) > 1
-    assert all({"srcIp", "dstIp", "proto", "srcPort", "dstPort", "bytes", "packets", "bitrate"} <= f.keys()
-               for f in flows)  # fmt: skip
+    assert all(
+        {"srcIp", "dstIp", "proto", "srcPort", "dstPort", "bytes", "packets", "bitrate"} <= f.keys()
+        for f in flows
+    )

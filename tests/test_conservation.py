@@ -43,7 +43,10 @@ def per_cpu_values(map_ids: set[int], sport: int, dport: int) -> list[dict] | No
     snapshot: a snapshot drains the kernel's flow maps (both sides, "flows"
     and "flows1", are looked at)."""
     for m in map_ids:
-        if json.loads(sh("bpftool", "map", "show", "id", str(m), "-j").stdout)["name"] not in ("flows", "flows1"):
+        if json.loads(sh("bpftool", "map", "show", "id", str(m), "-j").stdout)["name"] not in (
+            "flows",
+            "flows1",
+        ):
             continue
         for e in json.loads(sh("bpftool", "map", "dump", "id", str(m), "-j").stdout):
             key = e["formatted"]["key"]
@@ -77,8 +80,11 @@ class NetDriver:
         code = f"import json, traffic; print(json.dumps(traffic.{fn}(*{args!r})))"
         r = subprocess.run(
             ["ip", "netns", "exec", self.ns.ns_b, sys.executable, "-c", code],
-            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TESTS)},
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(TESTS)},
+        )
         return r.stdout.strip()
 
     @property
@@ -203,8 +209,14 @@ class ReplayDriver:
             t.join()
         values = per_cpu_values(minus(held(), mine)["map"], self.sport, 7001)  # before a read drains the map
         records = engine.read_flows()
-        snap = pktstat_bpf.Snapshot(records=records, totals=Totals.from_arrays(engine.read_stats(), records),
-                                    duration=1.0, started_at=0, taken_at=1, mode="replay")  # fmt: skip
+        snap = pktstat_bpf.Snapshot(
+            records=records,
+            totals=Totals.from_arrays(engine.read_stats(), records),
+            duration=1.0,
+            started_at=0,
+            taken_at=1,
+            mode="replay",
+        )
         return snap, self.sport, cpus, values
 
 
@@ -270,16 +282,23 @@ def test_full_table_counts_the_rest_as_overflow_exactly(driver):
     a = snap.totals.all
     line = snap.header_line()
     assert f": 8 flows, {a.packets} packets, {a.bytes} bytes" in line
-    assert f"; unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; overflow 36 packets/{36 * s} bytes" in line
+    assert (
+        f"; unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; overflow 36 packets/{36 * s} bytes"
+        in line
+    )
     if driver.direction:
         assert f"{driver.direction} {c.packets}/{c.bytes}" in line
     totals = json.loads(snap.to_json())["totals"]
     assert (totals["overflowPackets"], totals["flowPackets"], totals["flows"]) == (36, 16, 8)
     if driver.direction:
         assert totals[driver.direction] == {
-            "packets": c.packets, "bytes": c.bytes, "unparsedPackets": c.unparsed_packets,
-            "unparsedBytes": c.unparsed_bytes, "overflowPackets": 36, "overflowBytes": 36 * s,
-        }  # fmt: skip
+            "packets": c.packets,
+            "bytes": c.bytes,
+            "unparsedPackets": c.unparsed_packets,
+            "unparsedBytes": c.unparsed_bytes,
+            "overflowPackets": 36,
+            "overflowBytes": 36 * s,
+        }
 
 
 def test_per_cpu_values_are_summed_without_loss(driver):
@@ -324,11 +343,21 @@ def warning(n: int, m: int) -> str:
 
 
 OUTPUTS = {
-    "report": [], "json": ["-j"], "jsonl": ["--jsonl"], "plain": ["--plain"], "unique": ["-u"],
+    "report": [],
+    "json": ["-j"],
+    "jsonl": ["--jsonl"],
+    "plain": ["--plain"],
+    "unique": ["-u"],
     "prometheus": ["--prometheus", "127.0.0.1:0"],
-}  # fmt: skip
-LIVE_CASES = [("tc", o) for o in OUTPUTS] + [("xdp", "report"), ("xdp", "jsonl"), ("cgroup", "report"),
-                                             ("cgroup", "jsonl"), ("process", "report"), ("process", "jsonl")]  # fmt: skip
+}
+LIVE_CASES = [("tc", o) for o in OUTPUTS] + [
+    ("xdp", "report"),
+    ("xdp", "jsonl"),
+    ("cgroup", "report"),
+    ("cgroup", "jsonl"),
+    ("process", "report"),
+    ("process", "jsonl"),
+]
 
 
 def _stderr_lines(err: str) -> list[str]:
@@ -363,8 +392,11 @@ def test_nearly_full_table_warns_exactly_once_in_every_output(bpf, mode, output)
                 send_flows(ns.B4, 7000, [1] * 12, 8)
         elif mode == "xdp":
             code = "import traffic; traffic.send_flows('10.99.0.1', 7000, [1] * 12, 8)"
-            subprocess.run(["ip", "netns", "exec", ns.ns_b, sys.executable, "-c", code], check=True,
-                           env={**os.environ, "PYTHONPATH": str(TESTS)})  # fmt: skip
+            subprocess.run(
+                ["ip", "netns", "exec", ns.ns_b, sys.executable, "-c", code],
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(TESTS)},
+            )
         else:
             cg.run(cg.child("send"), "pbt-full", "udp-flows", ns.B4, "7000", "8", *["1"] * 12, netns=ns.ns_a)
         time.sleep(1.0)  # ten intervals with the table full
@@ -385,9 +417,22 @@ def test_no_warning_below_90_percent(netns_v4only):
     peer = ns.peer("udp", *map(str, range(7000, 7008)))  # (closed ports would answer: ICMP flows)
     try:
         p = ns.exec_a(
-            sys.executable, "-m", "pktstat_bpf", "-i", "va", "--max-entries", "10", "-r", "100ms", "--jsonl",
-            "-t", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "--max-entries",
+            "10",
+            "-r",
+            "100ms",
+            "--jsonl",
+            "-t",
+            "0",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         first = p.stderr.readline()
         with ns.in_a():
             send_flows(ns.B4, 7000, [1] * 8, 8)  # 80%
@@ -429,8 +474,12 @@ def test_tui_warns_once_and_shows_the_full_table(netns_v4only, tmp_path, stderr)
     errfile = tmp_path / "stderr"
     redirect = f"2>{errfile}" if stderr == "file" else ""
     peer = ns.peer("udp", *map(str, range(7000, 7012)))
-    t = Tmux(f"ip netns exec {ns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -r 100ms --max-entries 10 "
-             f"{redirect}; echo EXIT=$?; sleep 60", cols=200, rows=30)  # fmt: skip
+    t = Tmux(
+        f"ip netns exec {ns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -r 100ms --max-entries 10 "
+        f"{redirect}; echo EXIT=$?; sleep 60",
+        cols=200,
+        rows=30,
+    )
     try:
         t.wait(lambda s: s and s[0].startswith("pktstat-bpf  tc on va (tcx)"), timeout=20)
         with ns.in_a():

@@ -120,8 +120,11 @@ def test_names_selectors_and_ports_agree(objects):
     assert sport["targetPort"] == port["name"] == "metrics"
     assert sport["port"] == port["containerPort"]
     for annotated in (svc["metadata"]["annotations"], tmpl["metadata"]["annotations"]):
-        assert annotated == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port["containerPort"]),
-                             "prometheus.io/path": "/metrics"}  # fmt: skip
+        assert annotated == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port["containerPort"]),
+            "prometheus.io/path": "/metrics",
+        }
     for probe in (c["livenessProbe"], c["readinessProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
@@ -164,8 +167,11 @@ def test_node_access_is_exactly_what_the_exporter_needs(objects):
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion of command and args ($$ escapes;
     an undefined variable stays as written)."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)  # fmt: skip
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        text,
+    )
 
 
 def test_container_args_parse_with_the_cli_parser(objects):
@@ -201,7 +207,9 @@ def _depends_closure(pkgs: set[str]) -> set[str]:
         if p in seen:
             continue
         seen.add(p)
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}", p], capture_output=True, text=True)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}", p], capture_output=True, text=True
+        )
         for alt in out.stdout.split(","):
             for dep in alt.split("|"):
                 name = dep.strip().split(" ")[0].split(":")[0]
@@ -264,22 +272,40 @@ def _run_with_caps(ns, cg, mode: str, user: str, caps: list[str], send: bool):
 
     _, flags, enter = next(m for m in CAP_MODES if m[0] == mode)
     flags = [f.format(cg=cg.child("target")) for f in flags]
-    prefix = ["ip", "netns", "exec", ns.ns_a] if enter == "ip" else ["nsenter", f"--net=/var/run/netns/{ns.ns_a}"]
+    prefix = (
+        ["ip", "netns", "exec", ns.ns_a] if enter == "ip" else ["nsenter", f"--net=/var/run/netns/{ns.ns_a}"]
+    )
     listed = ",".join(f"+{c.lower()}" for c in caps)
     if user == "root":
         python, env = sys.executable, None
-        who = ["setpriv", f"--bounding-set={','.join(['-all', *listed.split(',')]) if caps else '-all'}",
-               "--inh-caps=-all"]  # fmt: skip
+        who = [
+            "setpriv",
+            f"--bounding-set={','.join(['-all', *listed.split(',')]) if caps else '-all'}",
+            "--inh-caps=-all",
+        ]
     else:
         site = str(Path(__import__("pktstat_bpf").__file__).parent.parent)
         if not _world_usable(site):
             pytest.skip(f"{site} is not readable by user nobody")
         python, env = _unprivileged_python(), {"PYTHONPATH": site, "PATH": "/usr/bin:/bin", "HOME": "/"}
         amb = f"-all,{listed}" if caps else "-all"
-        who = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", f"--inh-caps={amb}",
-               f"--ambient-caps={amb}"]  # fmt: skip
-    p = subprocess.Popen([*prefix, *who, python, "-m", "pktstat_bpf", *flags, "-t", "2s", "-j"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        who = [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            f"--inh-caps={amb}",
+            f"--ambient-caps={amb}",
+        ]
+    p = subprocess.Popen(
+        [*prefix, *who, python, "-m", "pktstat_bpf", *flags, "-t", "2s", "-j"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     first = p.stderr.readline()
     want = None
     if send and first.startswith("pktstat-bpf: counting on"):
@@ -288,8 +314,9 @@ def _run_with_caps(ns, cg, mode: str, user: str, caps: list[str], send: bool):
                 assert ping(ns.B4, 5, 32) == 5
             want = (ns.B4, ns.A4, 0, 0, "ingress"), (5, 5 * (ETH + IP4 + ICMP + 32))
         elif mode == "cgroup":  # a process of the cgroup sends
-            (sport,) = cg.run(cg.child("target"), "pbt-capsend", "udp-send", ns.B4, "5399", "5", "50",
-                              netns=ns.ns_a)  # fmt: skip
+            (sport,) = cg.run(
+                cg.child("target"), "pbt-capsend", "udp-send", ns.B4, "5399", "5", "50", netns=ns.ns_a
+            )
             want = (ns.A4, ns.B4, int(sport), 5399, "egress"), (5, 5 * (IP4 + UDP + 50))
         else:
             with ns.in_a():
@@ -315,8 +342,10 @@ def test_the_granted_capabilities_are_enough_and_each_is_needed(objects, netns_v
         caps = container(objects)["securityContext"]["capabilities"]["add"]
         p, (key, counts) = _run_with_caps(ns, cg, mode, user, caps, send=True)
         assert p.returncode == 0, p.stderr
-        flows = {(f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["direction"]): (f["packets"], f["bytes"])
-                 for f in json.loads(p.stdout)["flows"]}  # fmt: skip
+        flows = {
+            (f["srcIp"], f["dstIp"], f["srcPort"], f["dstPort"], f["direction"]): (f["packets"], f["bytes"])
+            for f in json.loads(p.stdout)["flows"]
+        }
         assert flows[key] == counts
         for missing in caps:
             p, _ = _run_with_caps(ns, cg, mode, user, [c for c in caps if c != missing], send=False)
@@ -350,8 +379,19 @@ def test_the_next_pod_removes_what_a_killed_pod_left(objects, netns_v4only):
     c = container(objects)
     argv = [expand(a, {"POD_IP": ns.A4}) for a in c["args"]]
     bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in c["securityContext"]["capabilities"]["add"])])
-    cmd = ["ip", "netns", "exec", ns.ns_a, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
-           sys.executable, "-m", "pktstat_bpf", *argv]  # fmt: skip
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns.ns_a,
+        "setpriv",
+        f"--bounding-set={bounding}",
+        "--inh-caps=-all",
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        *argv,
+    ]
     env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": "missing=tcx"}
     before = ns.tc_state()
     cg = TestCgroup()

@@ -52,9 +52,17 @@ def test_readme_is_a_front_page():
 
 def test_the_pages_exist():
     assert {p.name for p in PAGES} >= {
-        "README.md", "CONTRIBUTING.md", "cli.md", "python-api.md", "counting.md", "replay.md",
-        "exporter.md", "performance.md", "architecture.md", "testing.md",
-    }  # fmt: skip
+        "README.md",
+        "CONTRIBUTING.md",
+        "cli.md",
+        "python-api.md",
+        "counting.md",
+        "replay.md",
+        "exporter.md",
+        "performance.md",
+        "architecture.md",
+        "testing.md",
+    }
     assert not (ROOT / "DEVELOPERS.md").exists()
 
 

@@ -5,9 +5,22 @@ from pktstat_bpf.core.errors import UsageError
 
 @pytest.mark.parametrize(
     "text,seconds",
-    [("10s", 10), ("1m30s", 90), ("10m", 600), ("1h", 3600), ("250ms", 0.25), ("1.5h", 5400),
-     ("0", 0), ("2h45m", 9900), ("100us", 1e-4), ("100µs", 1e-4), ("5ns", 5e-9), (".5s", 0.5), ("+3s", 3)],
-)  # fmt: skip
+    [
+        ("10s", 10),
+        ("1m30s", 90),
+        ("10m", 600),
+        ("1h", 3600),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+        ("0", 0),
+        ("2h45m", 9900),
+        ("100us", 1e-4),
+        ("100µs", 1e-4),
+        ("5ns", 5e-9),
+        (".5s", 0.5),
+        ("+3s", 3),
+    ],
+)
 def test_parse(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 

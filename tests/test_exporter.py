@@ -34,12 +34,37 @@ def _addr(ip: str) -> tuple[bytes, int]:
     return (bytes(10) + b"\xff\xff" + a.packed, 4) if a.version == 4 else (a.packed, 6)
 
 
-def record(src="10.0.0.1", dst="10.0.0.2", sport=1000, dport=53, proto=17, direction=1, packets=1, bytes_=100,
-           pid=0, comm=b"", cgroup_id=0, ifindex=7) -> tuple:  # fmt: skip
+def record(
+    src="10.0.0.1",
+    dst="10.0.0.2",
+    sport=1000,
+    dport=53,
+    proto=17,
+    direction=1,
+    packets=1,
+    bytes_=100,
+    pid=0,
+    comm=b"",
+    cgroup_id=0,
+    ifindex=7,
+) -> tuple:
     s, v = _addr(src)
     d, _ = _addr(dst)
-    return dict(saddr=s, daddr=d, ipver=v, sport=sport, dport=dport, proto=proto, dir=direction, packets=packets,
-                bytes=bytes_, pid=pid, comm=comm, cgroup_id=cgroup_id, ifindex=ifindex)  # fmt: skip
+    return dict(
+        saddr=s,
+        daddr=d,
+        ipver=v,
+        sport=sport,
+        dport=dport,
+        proto=proto,
+        dir=direction,
+        packets=packets,
+        bytes=bytes_,
+        pid=pid,
+        comm=comm,
+        cgroup_id=cgroup_id,
+        ifindex=ifindex,
+    )
 
 
 def records(*rows: dict) -> np.ndarray:
@@ -71,9 +96,20 @@ class Capture:
                 int(mine["packets"].sum()) + st[d]["unparsed_packets"] + st[d]["overflow_packets"]
             )
             st[d]["bytes"] = int(mine["bytes"].sum()) + st[d]["unparsed_bytes"] + st[d]["overflow_bytes"]
-        snap = Snapshot(r, Totals.from_arrays(st, r), self.t, 1000.0, 1000.0 + self.t, self.mode, iface="eth9",
-                        attach="tcx", max_entries=4096, ifnames={7: "eth9"}, cgroups=self.cgroups,
-                        owners=self.mode in ("cgroup", "process") or self.mode.startswith("fake-owners"))  # fmt: skip
+        snap = Snapshot(
+            r,
+            Totals.from_arrays(st, r),
+            self.t,
+            1000.0,
+            1000.0 + self.t,
+            self.mode,
+            iface="eth9",
+            attach="tcx",
+            max_entries=4096,
+            ifnames={7: "eth9"},
+            cgroups=self.cgroups,
+            owners=self.mode in ("cgroup", "process") or self.mode.startswith("fake-owners"),
+        )
         return self.tracker.advance(snap)
 
 
@@ -110,7 +146,7 @@ def value(samples: dict, name: str, **labels) -> float:
         ("[::1]:0", ("::1", 0)),
         ("10.1.2.3:65535", ("10.1.2.3", 65535)),
     ],
-)  # fmt: skip
+)
 def test_parse_listen(text, want):
     assert parse_listen(text) == want
 
@@ -130,22 +166,38 @@ USAGE = "expected ADDR:PORT or PORT, e.g. 127.0.0.1:9100, 0.0.0.0:9100 or [::1]:
         (["--prometheus", "99999"], "--prometheus: invalid port '99999' (expected 0-65535)"),
         (["--prometheus", "1.2.3.4:http"], "--prometheus: invalid port 'http' (expected 0-65535)"),
         (["--prometheus", "1.2.3.4:"], "--prometheus: invalid port '' (expected 0-65535)"),
-        (["--prometheus", "nohost:9100"],
-         "--prometheus: invalid address 'nohost' (expected an IP address such as 127.0.0.1, 0.0.0.0 or ::)"),
+        (
+            ["--prometheus", "nohost:9100"],
+            "--prometheus: invalid address 'nohost' (expected an IP address such as 127.0.0.1, 0.0.0.0 or ::)",
+        ),
         (["--prometheus", "eth0"], f"--prometheus: invalid address 'eth0' ({USAGE})"),
         (["--prometheus", ""], f"--prometheus: empty address ({USAGE})"),
         (["--prometheus", "[::1]"], f"--prometheus: invalid address '[::1]' ({USAGE})"),
-        (["--prometheus", "::1:9100"], "--prometheus: invalid address '::1:9100': bracket an IPv6 address, e.g. [::1]:9100"),
+        (
+            ["--prometheus", "::1:9100"],
+            "--prometheus: invalid address '::1:9100': bracket an IPv6 address, e.g. [::1]:9100",
+        ),
         (["--prometheus"], "argument --prometheus: expected one argument"),
         (["--prometheus-top", "5"], "--prometheus-top needs --prometheus"),
-        (["--prometheus", "9100", "--prometheus-top", "-1"], "--prometheus-top must be between 0 and 10000, not -1"),
-        (["--prometheus", "9100", "--prometheus-top", "10001"],
-         "--prometheus-top must be between 0 and 10000, not 10001"),
-        (["--prometheus", "9100", "--prometheus-top", "many"], "argument --prometheus-top: expected an integer, not 'many'"),
+        (
+            ["--prometheus", "9100", "--prometheus-top", "-1"],
+            "--prometheus-top must be between 0 and 10000, not -1",
+        ),
+        (
+            ["--prometheus", "9100", "--prometheus-top", "10001"],
+            "--prometheus-top must be between 0 and 10000, not 10001",
+        ),
+        (
+            ["--prometheus", "9100", "--prometheus-top", "many"],
+            "argument --prometheus-top: expected an integer, not 'many'",
+        ),
         (["--prometheus", "9100", "--jsonl"], "choose one output: --jsonl or --prometheus"),
-        (["--prometheus", "9100", "-u"], "-u/--unique streams lines: use it with --jsonl or --plain (the default)"),
+        (
+            ["--prometheus", "9100", "-u"],
+            "-u/--unique streams lines: use it with --jsonl or --plain (the default)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_exporter_flags_are_one_line_and_exit_2(args, message):
     r = run(*args)
     assert (r.returncode, r.stderr, r.stdout) == (2, f"pktstat-bpf: error: {message}\n", "")
@@ -206,8 +258,15 @@ def test_totals_are_exact_over_all_flows_while_flow_series_are_capped():
     # only the two heaviest flows, by name, with their lifetime counts
     flows_b = s["pktstat_bpf_flow_bytes_total"]
     assert [(lab["src_port"], v) for lab, v in flows_b] == [("2", 726), ("1", 710)]
-    assert flows_b[0][0] == dict(iface="eth9", direction="egress", proto="UDP", src="10.0.0.1", dst="10.0.0.2",
-                                 src_port="2", dst_port="53")  # fmt: skip
+    assert flows_b[0][0] == dict(
+        iface="eth9",
+        direction="egress",
+        proto="UDP",
+        src="10.0.0.1",
+        dst="10.0.0.2",
+        src_port="2",
+        dst_port="53",
+    )
     assert [v for _, v in s["pktstat_bpf_flow_packets_total"]] == [3, 5]
     assert "pktstat_bpf_process_bytes_total" not in s  # tc mode has no owners
 
@@ -229,8 +288,9 @@ def test_top_zero_exports_no_flow_series_but_exact_totals():
     m = FlowMetrics(top=0)
     m.update(cap.reading([record(sport=i, packets=i, bytes_=100 * i) for i in range(1, 50)]))
     s = scrape(m)
-    assert value(s, "pktstat_bpf_bytes_total", iface="eth9", direction="egress", family="ipv4", proto="UDP") == \
-        100 * sum(range(1, 50))  # fmt: skip
+    assert value(
+        s, "pktstat_bpf_bytes_total", iface="eth9", direction="egress", family="ipv4", proto="UDP"
+    ) == 100 * sum(range(1, 50))
     assert "pktstat_bpf_flow_bytes_total" not in s
 
 
@@ -302,8 +362,10 @@ def test_process_series_in_owner_modes_escape_what_processes_control(owners_mode
     rows[2] = record(sport=3, pid=7, comm=b"curl", packets=4, bytes_=250)
     m.update(cap.reading(rows))
     s = scrape(m)
-    proc = {(lab["pid"], lab["comm"], lab["cgroup"], lab["direction"]): v for lab, v in
-            s["pktstat_bpf_process_bytes_total"]}  # fmt: skip
+    proc = {
+        (lab["pid"], lab["comm"], lab["cgroup"], lab["direction"]): v
+        for lab, v in s["pktstat_bpf_process_bytes_total"]
+    }
     assert proc == {
         ("42", 'ev\\x1b[31m"il\\n', '/k8s/pod"x\\x07', "egress"): 500,
         ("7", "curl", "", "egress"): 250,
@@ -387,8 +449,9 @@ def test_server_serves_metrics_and_a_stuck_scrape_never_blocks_updates():
         assert block.entered.wait(10)
         # ... while the capture loop goes on updating
         done = threading.Event()
-        threading.Thread(target=lambda: (m.update(cap.reading([record(packets=3, bytes_=300)])), done.set()),
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=lambda: (m.update(cap.reading([record(packets=3, bytes_=300)])), done.set()), daemon=True
+        ).start()
         assert done.wait(5), "update() waited for a scrape"
         block.release.set()
         stuck.join(10)

@@ -34,8 +34,17 @@ def records(*rows: dict) -> np.ndarray:
             np.frombuffer(d, np.uint8),
             v,
         )
-        for name, default in (("sport", 1000), ("dport", 53), ("proto", 17), ("dir", 1), ("ifindex", 0),
-                              ("pid", 0), ("cgroup_id", 0), ("packets", 1), ("bytes", 100)):  # fmt: skip
+        for name, default in (
+            ("sport", 1000),
+            ("dport", 53),
+            ("proto", 17),
+            ("dir", 1),
+            ("ifindex", 0),
+            ("pid", 0),
+            ("cgroup_id", 0),
+            ("packets", 1),
+            ("bytes", 100),
+        ):
             r[i][name] = row.get(name, default)
         r[i]["comm"] = row.get("comm", b"")
         r[i]["first_seen"] = np.datetime64(T0 + row.get("first", 0), "ns")
@@ -50,23 +59,80 @@ def snapshot(r: np.ndarray, duration: float = 2.0, mode: str = "tc", **kw) -> Sn
 
 
 FLOWS = records(
-    {"src": "10.0.0.1", "dst": "93.184.216.34", "proto": 6, "sport": 40001, "dport": 443, "ifindex": 2,
-     "packets": 5, "bytes": 700, "first": 1, "last": 1_500_000_000},
-    {"src": "93.184.216.34", "dst": "10.0.0.1", "proto": 6, "sport": 443, "dport": 40001, "dir": 0,
-     "ifindex": 2, "packets": 2**40, "bytes": 2**63 + 5, "first": 2, "last": 3},
-    {"src": "fd00::1", "dst": "fe80::1:0:0:2", "proto": 58, "sport": 128, "dport": 0, "ifindex": 7,
-     "pid": 4242, "comm": b"caf\xc3\xa9", "cgroup_id": 99},
-    {"src": "2001:db8::ffff:1:1", "dst": "::ffff:192.0.2.1", "proto": 132, "sport": 65535, "dport": 1,
-     "dir": 2, "pid": 7, "comm": b"bad\xff\x1b", "cgroup_id": 5},
-)  # fmt: skip
+    {
+        "src": "10.0.0.1",
+        "dst": "93.184.216.34",
+        "proto": 6,
+        "sport": 40001,
+        "dport": 443,
+        "ifindex": 2,
+        "packets": 5,
+        "bytes": 700,
+        "first": 1,
+        "last": 1_500_000_000,
+    },
+    {
+        "src": "93.184.216.34",
+        "dst": "10.0.0.1",
+        "proto": 6,
+        "sport": 443,
+        "dport": 40001,
+        "dir": 0,
+        "ifindex": 2,
+        "packets": 2**40,
+        "bytes": 2**63 + 5,
+        "first": 2,
+        "last": 3,
+    },
+    {
+        "src": "fd00::1",
+        "dst": "fe80::1:0:0:2",
+        "proto": 58,
+        "sport": 128,
+        "dport": 0,
+        "ifindex": 7,
+        "pid": 4242,
+        "comm": b"caf\xc3\xa9",
+        "cgroup_id": 99,
+    },
+    {
+        "src": "2001:db8::ffff:1:1",
+        "dst": "::ffff:192.0.2.1",
+        "proto": 132,
+        "sport": 65535,
+        "dport": 1,
+        "dir": 2,
+        "pid": 7,
+        "comm": b"bad\xff\x1b",
+        "cgroup_id": 5,
+    },
+)
 
 
 def test_columns_and_dtypes_are_exactly_the_documented_ones():
     df = snapshot(FLOWS, ifnames={2: "eth0"}, cgroups={99: "/app.slice"}).to_pandas()
-    assert tuple(df.columns) == frame.COLUMNS == (
-        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "kind", "pid", "comm",
-        "cgroup", "packets", "bytes", "bitrate", "first_seen", "last_seen",
-    )  # fmt: skip
+    assert (
+        tuple(df.columns)
+        == frame.COLUMNS
+        == (
+            "src_ip",
+            "dst_ip",
+            "src_port",
+            "dst_port",
+            "proto",
+            "iface",
+            "direction",
+            "kind",
+            "pid",
+            "comm",
+            "cgroup",
+            "packets",
+            "bytes",
+            "bitrate",
+            "first_seen",
+            "last_seen",
+        )
+    )
     dt = df.dtypes
     for name in ("src_ip", "dst_ip", "comm", "cgroup"):
         assert pd.api.types.is_string_dtype(dt[name]) and dt[name] != "category", name
@@ -94,8 +160,11 @@ def test_values_are_exact_and_agree_with_the_json_flows():
         ("2001:db8::ffff:1:1", "::ffff:192.0.2.1", 65535, 1, "SCTP"),
     ]
     assert [(r["iface"], r["direction"]) for r in rows] == [
-        ("eth0", "egress"), ("eth0", "ingress"), ("7", "egress"), ("", ""),
-    ]  # fmt: skip
+        ("eth0", "egress"),
+        ("eth0", "ingress"),
+        ("7", "egress"),
+        ("", ""),
+    ]
     assert [(r["pid"], r["comm"], r["cgroup"]) for r in rows] == [
         (0, "", ""),
         (0, "", ""),
@@ -111,7 +180,12 @@ def test_values_are_exact_and_agree_with_the_json_flows():
     for r in rows:
         f = by_port[(r["src_port"], r["dst_port"])]
         assert (f["srcIp"], f["dstIp"], f["proto"], f["packets"], f["bytes"]) == (
-            r["src_ip"], r["dst_ip"], r["proto"], r["packets"], r["bytes"])  # fmt: skip
+            r["src_ip"],
+            r["dst_ip"],
+            r["proto"],
+            r["packets"],
+            r["bytes"],
+        )
         assert f["firstSeen"] == render.rfc3339(r["first_seen"].value)
 
 

@@ -34,7 +34,7 @@ from netns import NetnsPair
 from test_replay import udp4, write_pcap
 from traffic import IP4, UDP
 
-COMM = 'e\x1b[2J\n"\'\\z'  # 10 bytes: erase-screen, newline, quotes, backslash
+COMM = "e\x1b[2J\n\"'\\z"  # 10 bytes: erase-screen, newline, quotes, backslash
 COMM_ESCAPED = r'e\x1b[2J\n"' + "'" + r"\\z"
 CGDIR = "a b\x1b[31m\"q'\\z\t\u202e"  # the kernel refuses a newline in a cgroup name
 CGDIR_ESCAPED = r"a b\x1b[31m" + "\"q'" + r"\\z\t\u202e"
@@ -57,7 +57,9 @@ class Hostile:
 
     def send(self) -> tuple[int, int]:
         """(pid, source port) of the sender; it has exited on return."""
-        sport = int(self.cg.run(self.dir, COMM, "udp-send", self.ns.B4, "7400", "3", "20", netns=self.ns.ns_a)[0])
+        sport = int(
+            self.cg.run(self.dir, COMM, "udp-send", self.ns.B4, "7400", "3", "20", netns=self.ns.ns_a)[0]
+        )
         return self.cg.pid_of(COMM), sport
 
     @property
@@ -79,8 +81,12 @@ def hostile(cg):
 def run_cli(h: Hostile, *flags: str, settle: float = 0.3) -> tuple[str, str, int, int]:
     """pktstat-bpf -c <test cgroup> FLAGS while the hostile process sends;
     Ctrl-C; (stdout, stderr, pid, source port)."""
-    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", h.cg.root, "-t", "0", *flags],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", "-c", h.cg.root, "-t", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = p.stderr.readline()
     assert "via cgroup_skb" in first, first + p.stderr.read()
     pid, sport = h.send()
@@ -98,8 +104,10 @@ def test_text_report_and_plain_stream_escape_comm_and_cgroup(hostile):
         assert no_control_characters(out)
         lines = out.splitlines()
         # a newline in comm did not start a line of its own
-        assert all(ln.startswith("# cgroup on ") or ln.startswith("bitrate: ") or re.match(r"^\d{4}-", ln)
-                   for ln in lines), out  # fmt: skip
+        assert all(
+            ln.startswith("# cgroup on ") or ln.startswith("bitrate: ") or re.match(r"^\d{4}-", ln)
+            for ln in lines
+        ), out
         mine = [ln for ln in lines if f"src: {hostile.ns.A4}:{sport}," in ln]
         tail = f", pid: {pid}, comm: {COMM_ESCAPED}, cgroup: {hostile.rel}/{CGDIR_ESCAPED}"
         assert mine and all(ln.endswith(tail) for ln in mine), mine
@@ -118,7 +126,9 @@ def test_json_and_json_lines_quote_comm_and_cgroup_exactly(hostile):
     assert out.isascii() and no_control_characters(out)
     rows = [json.loads(line) for line in out.splitlines()]  # each line is one whole object
     mine = [r for r in rows if r["srcPort"] == sport]
-    assert mine and all((r["pid"], r["comm"], r["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}") for r in mine)
+    assert mine and all(
+        (r["pid"], r["comm"], r["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}") for r in mine
+    )
     assert sum(r["packets"] for r in mine) == 3
 
 
@@ -126,8 +136,12 @@ def test_process_mode_escapes_comm_and_cgroup_in_text_and_quotes_them_in_json(ho
     """Process mode (-k) names every process of the host: the same hostile
     names, in its text report and JSON."""
     for as_json in (False, True):
-        p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", *(["-j"] if as_json else [])],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        p = subprocess.Popen(
+            [sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", *(["-j"] if as_json else [])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert " via " in p.stderr.readline()
         pid, sport = hostile.send()
         time.sleep(0.3)
@@ -174,11 +188,26 @@ def test_prometheus_labels_carry_comm_and_cgroup_escaped(hostile):
     pytest.importorskip("prometheus_client")
     from prometheus_client.parser import text_string_to_metric_families
 
-    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-c", hostile.cg.root, "--prometheus",
-                          "127.0.0.1:0", "-r", "100ms"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-c",
+            hostile.cg.root,
+            "--prometheus",
+            "127.0.0.1:0",
+            "-r",
+            "100ms",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$", p.stderr.readline().strip())[1])
+        port = int(
+            re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$", p.stderr.readline().strip())[1]
+        )
         pid, sport = hostile.send()
         time.sleep(0.5)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -188,8 +217,12 @@ def test_prometheus_labels_carry_comm_and_cgroup_escaped(hostile):
     assert (p.returncode, err) == (0, ""), err
     assert body.isascii() and "\x1b" not in body
     want = {"pid": str(pid), "comm": COMM_ESCAPED, "cgroup": f"{hostile.rel}/{CGDIR_ESCAPED}"}
-    samples = {(f.name, s.name): s for f in text_string_to_metric_families(body) for s in f.samples
-               if s.labels.get("pid") == str(pid)}  # fmt: skip
+    samples = {
+        (f.name, s.name): s
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.labels.get("pid") == str(pid)
+    }
     flow = samples[("pktstat_bpf_flow_packets", "pktstat_bpf_flow_packets_total")]
     assert {k: flow.labels[k] for k in want} == want and flow.labels["src_port"] == str(sport)
     assert flow.value == 3
@@ -204,14 +237,34 @@ def test_names_that_are_not_utf8_are_shown_as_byte_escapes(hostile):
     bad_dir = os.fsdecode(os.path.join(os.fsencode(hostile.cg.root), b"x\xff\xfey"))
     os.mkdir(bad_dir)
     bad_comm = os.fsdecode(b"c\xfe\xffd")
-    sink = hostile.cg.worker(hostile.cg.child("sink"), "pbt-sink", "udp-sink", "4", "0", netns=hostile.ns.ns_a)
+    sink = hostile.cg.worker(
+        hostile.cg.child("sink"), "pbt-sink", "udp-sink", "4", "0", netns=hostile.ns.ns_a
+    )
     port = sink.stdout.readline().split()[1]
     for target, json_flag in ((hostile.cg.root, True), (bad_dir, False)):
-        p = subprocess.Popen([os.fsencode(a) for a in (sys.executable, "-m", "pktstat_bpf", "-c", target, "-t", "0",
-                              *(["-j"] if json_flag else []))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        p = subprocess.Popen(
+            [
+                os.fsencode(a)
+                for a in (
+                    sys.executable,
+                    "-m",
+                    "pktstat_bpf",
+                    "-c",
+                    target,
+                    "-t",
+                    "0",
+                    *(["-j"] if json_flag else []),
+                )
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert b"via cgroup_skb" in p.stderr.readline()
-        sport = int(hostile.cg.run(bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5",
-                                   netns=hostile.ns.ns_a)[0])  # fmt: skip
+        sport = int(
+            hostile.cg.run(
+                bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5", netns=hostile.ns.ns_a
+            )[0]
+        )
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         raw, err = p.communicate(timeout=30)
@@ -219,7 +272,9 @@ def test_names_that_are_not_utf8_are_shown_as_byte_escapes(hostile):
         out = raw.decode("ascii")  # all of it ASCII: the bytes were escaped
         cgroup = f"{hostile.rel}/x\\xff\\xfey"
         if json_flag:
-            (f,) = [f for f in json.loads(out)["flows"] if f["srcPort"] == sport and f["direction"] == "egress"]
+            (f,) = [
+                f for f in json.loads(out)["flows"] if f["srcPort"] == sport and f["direction"] == "egress"
+            ]
             assert (f["comm"], f["cgroup"]) == ("c\\xfe\\xffd", cgroup)
         else:
             assert out.startswith(f"# cgroup on {hostile.rel}/x\\\\xff\\\\xfey (cgroup_skb), ")
@@ -227,10 +282,15 @@ def test_names_that_are_not_utf8_are_shown_as_byte_escapes(hostile):
             assert line.endswith(f", comm: c\\\\xfe\\\\xffd, cgroup: {hostile.rel}/x\\\\xff\\\\xfey")
     # process mode names every cgroup of the host: one such name must not stop it (it did, with a
     # UnicodeDecodeError, where the engine handed the path to Python as UTF-8)
-    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", "-j"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", "-k", "-t", "0", "-j"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert b" via " in p.stderr.readline()
-    sport = int(hostile.cg.run(bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5", netns=hostile.ns.ns_a)[0])
+    sport = int(
+        hostile.cg.run(bad_dir, bad_comm, "udp-send", hostile.ns.A4, port, "2", "5", netns=hostile.ns.ns_a)[0]
+    )
     time.sleep(0.3)
     p.send_signal(signal.SIGINT)
     raw, err = p.communicate(timeout=30)
@@ -252,7 +312,9 @@ def _pcapng(path, ts_units: int) -> None:
     frame = udp4("10.0.0.1", "10.0.0.2", 1, 2, 4)
     shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
     idb = block(1, struct.pack("<HHI", 1, 0, 65535))
-    epb = block(6, struct.pack("<IIIII", 0, ts_units >> 32, ts_units & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+    epb = block(
+        6, struct.pack("<IIIII", 0, ts_units >> 32, ts_units & 0xFFFFFFFF, len(frame), len(frame)) + frame
+    )
     path.write_bytes(shb + idb + epb)
 
 
@@ -262,12 +324,18 @@ def test_capture_times_past_2038_and_past_2262_replay_cleanly(bpf, tmp_path, out
     unsigned, as Wireshark reads it; libpcap hands it over negative), and a
     pcapng time past what datetime64[ns] holds (2262) is clamped to its end:
     every output ends normally with the frames counted."""
-    old = write_pcap(tmp_path / "2106.pcap", [((0xFFFFFF14 * 10**9) + 262153000, udp4("10.0.0.1", "10.0.0.2", 1, 2, 4))])
+    old = write_pcap(
+        tmp_path / "2106.pcap", [((0xFFFFFF14 * 10**9) + 262153000, udp4("10.0.0.1", "10.0.0.2", 1, 2, 4))]
+    )
     late = tmp_path / "late.pcapng"
     _pcapng(late, (1 << 64) - 2)  # microseconds: ~584 000 years
     for path, start in ((old, "2106-02-07T06:24:20.262153000Z"), (late, "2262-04-11T23:47:16.854775807Z")):
-        r = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", str(path), *output],
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "pktstat_bpf", "--pcap", str(path), *output],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (r.returncode, r.stderr) == (0, ""), r.stderr
         if output == ["-j"]:
             doc = json.loads(r.stdout)
@@ -288,12 +356,21 @@ IFNAME_ESCAPED = r"e\x1b[7mx"
 
 
 def test_cgroup_path_with_control_characters_is_escaped_on_stderr_as_on_stdout(hostile):
-    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "-c", hostile.dir, "-t", "300ms"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "-c", hostile.dir, "-t", "300ms"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
-    assert p.stdout.startswith(f"# cgroup on {hostile.cg.rel(hostile.cg.root)}/{CGDIR_ESCAPED} (cgroup_skb), ")
-    assert p.stderr == f"pktstat-bpf: counting on {hostile.dir[: -len(CGDIR)]}{CGDIR_ESCAPED} via cgroup_skb for 0.3s (Ctrl-C to stop)\n"
+    assert p.stdout.startswith(
+        f"# cgroup on {hostile.cg.rel(hostile.cg.root)}/{CGDIR_ESCAPED} (cgroup_skb), "
+    )
+    assert (
+        p.stderr
+        == f"pktstat-bpf: counting on {hostile.dir[: -len(CGDIR)]}{CGDIR_ESCAPED} via cgroup_skb for 0.3s (Ctrl-C to stop)\n"
+    )
 
 
 @pytest.fixture
@@ -302,8 +379,10 @@ def hostile_iface(bpf):
     ns = f"pbtH{os.getpid()}{time.monotonic_ns() % 100000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        subprocess.run(["ip", "-n", ns, "link", "add", "name", IFNAME, "type", "veth", "peer", "name", "pbtpeer"],
-                       check=True)
+        subprocess.run(
+            ["ip", "-n", ns, "link", "add", "name", IFNAME, "type", "veth", "peer", "name", "pbtpeer"],
+            check=True,
+        )
         for dev in (IFNAME, "pbtpeer"):
             subprocess.run(["ip", "-n", ns, "link", "set", "dev", dev, "up"], check=True)
         yield ns
@@ -312,8 +391,24 @@ def hostile_iface(bpf):
 
 
 def test_interface_name_with_escape_is_escaped_on_stderr_as_on_stdout(hostile_iface):
-    p = subprocess.run(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
-                        "-t", "300ms"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            hostile_iface,
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            IFNAME,
+            "-t",
+            "300ms",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert no_control_characters(p.stdout) and no_control_characters(p.stderr), (p.stdout, p.stderr)
     assert p.stdout.startswith(f"# tc on {IFNAME_ESCAPED} (tcx), "), p.stdout
@@ -324,13 +419,36 @@ def test_interface_name_with_escape_is_escaped_on_stderr_as_on_stdout(hostile_if
 def test_an_interface_deleted_mid_capture_ends_the_run_with_a_warning(hostile_iface, flags):
     """The kernel detaches the programs with the interface: one warning line
     (the name escaped), the report of what was counted, exit code 1."""
-    p = subprocess.Popen(["ip", "netns", "exec", hostile_iface, sys.executable, "-m", "pktstat_bpf", "-i", IFNAME,
-                          "-t", "30s", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            hostile_iface,
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            IFNAME,
+            "-t",
+            "30s",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = p.stderr.readline()
         assert first.startswith(f"pktstat-bpf: counting on {IFNAME_ESCAPED} via "), first + p.stderr.read()
-        index = int(subprocess.run(["ip", "netns", "exec", hostile_iface, "cat", f"/sys/class/net/{IFNAME}/ifindex"],
-                                   capture_output=True, text=True, check=True).stdout)
+        index = int(
+            subprocess.run(
+                ["ip", "netns", "exec", hostile_iface, "cat", f"/sys/class/net/{IFNAME}/ifindex"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         gone_at = time.monotonic()
         subprocess.run(["ip", "-n", hostile_iface, "link", "del", "dev", IFNAME], check=True)
         out, err = p.communicate(timeout=30)
@@ -339,7 +457,8 @@ def test_an_interface_deleted_mid_capture_ends_the_run_with_a_warning(hostile_if
             p.kill()
     assert time.monotonic() - gone_at < 5
     assert (p.returncode, err) == (
-        1, f"pktstat-bpf: warning: interface {IFNAME_ESCAPED} (index {index}) is gone: the capture ends here\n"
+        1,
+        f"pktstat-bpf: warning: interface {IFNAME_ESCAPED} (index {index}) is gone: the capture ends here\n",
     ), err
     assert no_control_characters(out)
     if not flags or flags == ["-x"]:
@@ -359,5 +478,6 @@ def test_a_capture_file_name_that_is_not_utf8(bpf, tmp_path):
     os.unlink(name)
     p = subprocess.run(argv, capture_output=True, timeout=60)
     assert (p.returncode, p.stderr.decode("ascii")) == (
-        2, f"pktstat-bpf: error: {tmp_path}/{shown}: No such file or directory\n"
+        2,
+        f"pktstat-bpf: error: {tmp_path}/{shown}: No such file or directory\n",
     )

@@ -62,7 +62,9 @@ def _argv(ns: NetnsPair, cg: TestCgroup, mode: str, *extra: str) -> list[str]:
     that name no interface."""
     flags, _, enter = MODES[mode]
     flags = [f.format(target=cg.child("target")) for f in flags]
-    prefix = ["ip", "netns", "exec", ns.ns_a] if enter == "ip" else ["nsenter", f"--net=/var/run/netns/{ns.ns_a}"]
+    prefix = (
+        ["ip", "netns", "exec", ns.ns_a] if enter == "ip" else ["nsenter", f"--net=/var/run/netns/{ns.ns_a}"]
+    )
     return [*prefix, sys.executable, "-m", "pktstat_bpf", *flags, *extra]
 
 
@@ -165,8 +167,9 @@ def test_a_live_legacy_collector_is_left_alone(world):
     """The sweep of a run that starts while another legacy collector counts
     on the interface leaves that one's filters, qdisc and record alone."""
     ns, cg = world
-    p = subprocess.Popen(_argv(ns, cg, "legacy", "-t", "20s"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+    p = subprocess.Popen(
+        _argv(ns, cg, "legacy", "-t", "20s"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert " via tc-legacy " in p.stderr.readline()
         attached = _tc_prog_ids(ns)
@@ -186,8 +189,9 @@ def test_sigkill_of_the_collector_alone_is_undone_by_its_janitor(world):
     to remove and says nothing about it."""
     ns, cg = world
     before = _state(ns)
-    p = subprocess.Popen(_argv(ns, cg, "legacy", "-t", "20s"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+    p = subprocess.Popen(
+        _argv(ns, cg, "legacy", "-t", "20s"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert " via tc-legacy " in p.stderr.readline()
         ids = held(p.pid)
@@ -198,7 +202,9 @@ def test_sigkill_of_the_collector_alone_is_undone_by_its_janitor(world):
         p.wait()
     assert wait_for(lambda: not janitors_of(attached), timeout=10)
     assert wait_for(lambda: nothing_alive(ids), timeout=10), still_alive(ids)
-    assert {k: v for k, v in _state(ns).items() if k != "files"} == {k: v for k, v in before.items() if k != "files"}
+    assert {k: v for k, v in _state(ns).items() if k != "files"} == {
+        k: v for k, v in before.items() if k != "files"
+    }
     r = _later_run(ns, cg, "tcx")
     assert r.returncode == 0 and r.stderr.startswith("pktstat-bpf: counting on va via tcx "), r.stderr
     assert _state(ns) == before

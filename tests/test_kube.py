@@ -82,8 +82,12 @@ def running_pod(name: str, *ips: str) -> dict:
 
 def test_relist_swaps_the_cache_whole(api):
     web, api_pod = DATA["list"]["items"][0], API_POD
-    kept = {"10.244.0.5": "shop/web-0", "fd00:244::5": "shop/web-0",
-            "10.99.0.2": "shop/api-7d9f8b6c5-q2wlx", "fd99::2": "shop/api-7d9f8b6c5-q2wlx"}  # fmt: skip
+    kept = {
+        "10.244.0.5": "shop/web-0",
+        "fd00:244::5": "shop/web-0",
+        "10.99.0.2": "shop/api-7d9f8b6c5-q2wlx",
+        "fd99::2": "shop/api-7d9f8b6c5-q2wlx",
+    }
     pods = PodCache(str(api.config))  # not started: the test drives the lists itself
     pods._replace([running_pod("shop/old-0", "10.244.0.9"), web, api_pod])
     before = pods.snapshot()
@@ -109,8 +113,10 @@ def test_relist_swaps_the_cache_whole(api):
 
 def test_lookups_during_relists_never_miss_a_pod_that_stays(api):
     stay = [running_pod(f"shop/stay-{i}", f"10.245.{i // 200}.{i % 200 + 1}") for i in range(400)]
-    lists = ([running_pod(f"shop/a-{i}", f"10.246.0.{i + 1}") for i in range(100)] + stay,
-             [running_pod(f"shop/b-{i}", f"10.247.0.{i + 1}") for i in range(100)] + stay)  # fmt: skip
+    lists = (
+        [running_pod(f"shop/a-{i}", f"10.246.0.{i + 1}") for i in range(100)] + stay,
+        [running_pod(f"shop/b-{i}", f"10.247.0.{i + 1}") for i in range(100)] + stay,
+    )
     addrs = np.array([p["status"]["podIP"] for p in stay[::7]], dtype=object)
     pods = PodCache(str(api.config))
     pods._replace(lists[0])
@@ -158,9 +164,15 @@ def test_bad_kubeconfig_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError) as e:
         PodCache(str(cfg))
     assert str(e.value).startswith(f"--kubeconfig: cannot use '{cfg}': ")
-    r = subprocess.run([sys.executable, "-m", "pktstat_bpf", "-i", "lo", "--kubeconfig", str(cfg)],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 2 and r.stderr.startswith(f"pktstat-bpf: error: --kubeconfig: cannot use '{cfg}': ")
+    r = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "-i", "lo", "--kubeconfig", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.startswith(
+        f"pktstat-bpf: error: --kubeconfig: cannot use '{cfg}': "
+    )
     assert len(r.stderr.splitlines()) == 1
 
 
@@ -183,9 +195,22 @@ def test_jsonl_names_pods_that_come_and_go_during_the_capture(netns: NetnsPair, 
                 sport[:] = [s.getsockname()[1]]
 
     p = netns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", "--jsonl", "-r", "200ms", "-t", "0",
-        "--kubeconfig", str(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "--jsonl",
+        "-r",
+        "200ms",
+        "-t",
+        "0",
+        "--kubeconfig",
+        str(cfg),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def reader():
         for line in p.stdout:
@@ -199,18 +224,25 @@ def test_jsonl_names_pods_that_come_and_go_during_the_capture(netns: NetnsPair, 
         t.start()
 
         def mine(since: int):
-            return [d for d in lines[since:] if sport and d["srcPort"] == sport[0] and d["dstPort"] == 5301
-                    and d["packets"] > 0]  # fmt: skip
+            return [
+                d
+                for d in lines[since:]
+                if sport and d["srcPort"] == sport[0] and d["dstPort"] == 5301 and d["packets"] > 0
+            ]
 
         assert wait_for(lambda: mine(0), timeout=10)
         assert "dstPod" not in mine(0)[0]
         api.add(API_POD)
-        assert wait_for(lambda: any(d.get("dstPod") == "shop/api-7d9f8b6c5-q2wlx" for d in mine(0)), timeout=10)
+        assert wait_for(
+            lambda: any(d.get("dstPod") == "shop/api-7d9f8b6c5-q2wlx" for d in mine(0)), timeout=10
+        )
         api.delete(API_POD)
         mark = len(lines)
         assert wait_for(lambda: any(d.get("dstPod") is None for d in mine(mark)), timeout=10)
         # once the deletion is seen, no later line names the pod again
-        first_gone = next(i for i, d in enumerate(lines) if i >= mark and d in mine(mark) and "dstPod" not in d)
+        first_gone = next(
+            i for i, d in enumerate(lines) if i >= mark and d in mine(mark) and "dstPod" not in d
+        )
         assert not [d for d in mine(first_gone) if "dstPod" in d]
     finally:
         stop.set()
@@ -238,8 +270,20 @@ def test_final_report_names_pods(netns: NetnsPair, tmp_path):
     cfg = api.kubeconfig(tmp_path / "kubeconfig")
     peer = netns.peer("udp", "5302")
     try:
-        p = netns.exec_a(sys.executable, "-m", "pktstat_bpf", "-i", "va", "-t", "1500ms", "--kubeconfig", str(cfg),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        p = netns.exec_a(
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "-t",
+            "1500ms",
+            "--kubeconfig",
+            str(cfg),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert "counting on va via tcx" in p.stderr.readline()
         with netns.in_a(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(3):
@@ -250,6 +294,8 @@ def test_final_report_names_pods(netns: NetnsPair, tmp_path):
         api.stop()
         peer.kill()
     assert p.returncode == 0, err
-    want = (f"packets: 3, bytes: {3 * (ETH + IP4 + UDP + 30)}, proto: UDP, src: {netns.A4}:{sp}, "
-            f"dst: {netns.B4}:5302 (shop/api-7d9f8b6c5-q2wlx)")  # fmt: skip
+    want = (
+        f"packets: 3, bytes: {3 * (ETH + IP4 + UDP + 30)}, proto: UDP, src: {netns.A4}:{sp}, "
+        f"dst: {netns.B4}:5302 (shop/api-7d9f8b6c5-q2wlx)"
+    )
     assert any(line.endswith(want) for line in out.splitlines()), out

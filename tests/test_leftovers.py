@@ -43,9 +43,18 @@ from netns import NetnsPair, setns, sh, wait_for
 from pktstat_bpf import Collector, PktstatError
 from traffic import ETH, ICMP, IP4, UDP, ping, send_udp
 
-OUR_PROGRAMS = {"tc_ingress", "tc_egress", "xdp_count", "owner_skb_egress", "owner_skb_ingress",
-                "owner_sock_create", "owner_sock_release", "owner_sockops", "proc_tp_recvmsg4",
-                "proc_tp_recvmsg6"}  # fmt: skip
+OUR_PROGRAMS = {
+    "tc_ingress",
+    "tc_egress",
+    "xdp_count",
+    "owner_skb_egress",
+    "owner_skb_ingress",
+    "owner_sock_create",
+    "owner_sock_release",
+    "owner_sockops",
+    "proc_tp_recvmsg4",
+    "proc_tp_recvmsg6",
+}
 
 
 # ---- the modes -----------------------------------------------------------------------
@@ -77,16 +86,23 @@ def _net_ours(state: dict[str, Any]) -> bool:
 
 def _net_target(ns: NetnsPair, cli: list[str], options: dict[str, Any]) -> Target:
     return Target(
-        cli=["-i", "va", *cli], options={"iface": "va", **options}, place=ns.in_a,
-        state=lambda: _net_state(ns), ours=_net_ours, exec_prefix=["ip", "netns", "exec", ns.ns_a],
-    )  # fmt: skip
+        cli=["-i", "va", *cli],
+        options={"iface": "va", **options},
+        place=ns.in_a,
+        state=lambda: _net_state(ns),
+        ours=_net_ours,
+        exec_prefix=["ip", "netns", "exec", ns.ns_a],
+    )
 
 
 def _cgroup_target(cg: TestCgroup) -> Target:
     return Target(
-        cli=["-c", cg.root], options={"mode": "cgroup", "cgroup": cg.root}, place=contextlib.nullcontext,
-        state=lambda: cgroup_programs(cg.root), ours=lambda progs: any(n in OUR_PROGRAMS for _, n in progs),
-    )  # fmt: skip
+        cli=["-c", cg.root],
+        options={"mode": "cgroup", "cgroup": cg.root},
+        place=contextlib.nullcontext,
+        state=lambda: cgroup_programs(cg.root),
+        ours=lambda progs: any(n in OUR_PROGRAMS for _, n in progs),
+    )
 
 
 def _process_target(_unused: Any) -> Target:
@@ -96,10 +112,12 @@ def _process_target(_unused: Any) -> Target:
 
     root = cgroup_mount()[0]
     return Target(
-        cli=["-k"], options={"mode": "process"}, place=contextlib.nullcontext,
+        cli=["-k"],
+        options={"mode": "process"},
+        place=contextlib.nullcontext,
         state=lambda: cgroup_programs(root) if root else [],
         ours=lambda progs: any(n in OUR_PROGRAMS for _, n in progs) or not root,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -137,8 +155,13 @@ SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal
 #: What is attached before the run: "clean" (nothing), or "foreign": an
 #: administrator's clsact qdisc with u32 filters on both directions (and,
 #: for TC, another XDP program), or another cgroup_skb program.
-PRE = {"tcx": ["clean", "foreign"], "legacy": ["clean", "foreign"], "xdp": ["foreign"], "cgroup": ["foreign"],
-       "process": ["clean"]}  # process mode: nothing of anyone else's at its hooks to disturb
+PRE = {
+    "tcx": ["clean", "foreign"],
+    "legacy": ["clean", "foreign"],
+    "xdp": ["foreign"],
+    "cgroup": ["foreign"],
+    "process": ["clean"],
+}  # process mode: nothing of anyone else's at its hooks to disturb
 CASES = [(m, p) for m in MODES for p in PRE[m]]
 
 
@@ -258,7 +281,9 @@ def _flows(doc: dict) -> dict:
     return {tuple(f[k] for k in keys): (f["packets"], f["bytes"]) for f in doc["flows"]}
 
 
-@pytest.mark.parametrize("paths", [("tcx", "legacy"), ("legacy", "tcx"), ("tcx", "tcx"), ("legacy", "legacy")])
+@pytest.mark.parametrize(
+    "paths", [("tcx", "legacy"), ("legacy", "tcx"), ("tcx", "tcx"), ("legacy", "legacy")]
+)
 def test_two_cli_collectors_on_one_interface_both_see_all_traffic(netns_v4only: NetnsPair, paths):
     """Two pktstat-bpf processes on one interface at once, through TCX and
     legacy tc (each first or second), count the same traffic exactly, both
@@ -270,9 +295,20 @@ def test_two_cli_collectors_on_one_interface_both_see_all_traffic(netns_v4only: 
     try:
         for path in paths:
             p = ns.exec_a(
-                sys.executable, "-m", "pktstat_bpf", "-i", "va", "--tc-attach", path, "-t", "0", "-j",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "pktstat_bpf",
+                "-i",
+                "va",
+                "--tc-attach",
+                path,
+                "-t",
+                "0",
+                "-j",
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             procs.append(p)
             assert f"via {'tcx' if path == 'tcx' else 'tc-legacy'} " in p.stderr.readline()
         ids = [held(p.pid) for p in procs]
@@ -324,9 +360,20 @@ def test_two_legacy_collectors_of_one_process_leave_no_qdisc(netns_v4only: Netns
 
 def _legacy_cli(ns: NetnsPair) -> subprocess.Popen:
     p = ns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", "--tc-attach", "legacy", "-t", "0", "-j",
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "--tc-attach",
+        "legacy",
+        "-t",
+        "0",
+        "-j",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert "via tc-legacy " in p.stderr.readline()
     return p
 
@@ -385,8 +432,22 @@ def test_stop_from_another_namespace_undoes_the_attach_where_it_was_made(netns_v
         index = socket.if_nametoindex("va")
     sh("ip", "netns", "add", decoy)
     try:
-        sh("ip", "link", "add", "vx", "index", str(index), "type", "veth", "peer", "name", "vy",
-           "index", str(index + 100), netns=decoy)  # fmt: skip
+        sh(
+            "ip",
+            "link",
+            "add",
+            "vx",
+            "index",
+            str(index),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vy",
+            "index",
+            str(index + 100),
+            netns=decoy,
+        )
         sh("tc", "qdisc", "add", "dev", "vx", "clsact", netns=decoy)
         with ns.in_a():
             c = Collector("va", tc_attach="legacy").start()

@@ -50,8 +50,18 @@ OWNER_MODES = ("cgroup", "process", "fake-owners")
 
 def snap(r: np.ndarray, duration: float, stats=None, mode: str = "tc", cgroups=None) -> Snapshot:
     st = np.zeros(3, _core.stats_dtype) if stats is None else stats
-    return Snapshot(r, Totals.from_arrays(st, r), duration, 1000.0, 1000.0 + duration, mode,
-                    iface="eth9", attach="tcx", cgroups=cgroups or {}, owners=mode in OWNER_MODES)  # fmt: skip
+    return Snapshot(
+        r,
+        Totals.from_arrays(st, r),
+        duration,
+        1000.0,
+        1000.0 + duration,
+        mode,
+        iface="eth9",
+        attach="tcx",
+        cgroups=cgroups or {},
+        owners=mode in OWNER_MODES,
+    )
 
 
 def stats(packets: int, bytes_: int, unparsed=(0, 0)) -> np.ndarray:
@@ -92,8 +102,13 @@ def test_tracker_deltas_add_up_and_a_stopped_flow_shows_zero_once():
     i0 = t.advance(snap(recs({"sport": 1, "packets": 2, "bytes": 200}), 1.0, stats(3, 284, (1, 84))))
     assert i0.index == 0 and i0.duration == 1.0 and i0.start == 1000.0 and i0.end == 1001.0
     assert list(i0.delta.records["packets"]) == [2] and list(i0.bitrates()) == [1600.0]
-    i1 = t.advance(snap(recs({"sport": 2, "packets": 5, "bytes": 500}, {"sport": 1, "packets": 6, "bytes": 640}),
-                        1.5, stats(12, 1224, (1, 84))))  # fmt: skip
+    i1 = t.advance(
+        snap(
+            recs({"sport": 2, "packets": 5, "bytes": 500}, {"sport": 1, "packets": 6, "bytes": 640}),
+            1.5,
+            stats(12, 1224, (1, 84)),
+        )
+    )
     assert i1.duration == 0.5 and i1.start == 1001.0 and i1.end == 1001.5
     assert list(i1.delta.records["packets"]) == [5, 4]
     assert list(i1.delta.records["bytes"]) == [500, 440]
@@ -102,12 +117,22 @@ def test_tracker_deltas_add_up_and_a_stopped_flow_shows_zero_once():
     assert i1.delta.totals.all.packets == 9 and i1.delta.totals.all.bytes == 940
     assert i1.delta.totals.all.unparsed_packets == 0 and i1.delta.totals.conserved
     # flow 1 stops: bitrate 0 in the next interval, still "recent"; then not.
-    i2 = t.advance(snap(recs({"sport": 1, "packets": 6, "bytes": 640}, {"sport": 2, "packets": 7, "bytes": 600}),
-                        2.5, stats(14, 1324, (1, 84))))  # fmt: skip
+    i2 = t.advance(
+        snap(
+            recs({"sport": 1, "packets": 6, "bytes": 640}, {"sport": 2, "packets": 7, "bytes": 600}),
+            2.5,
+            stats(14, 1324, (1, 84)),
+        )
+    )
     assert list(i2.delta.records["sport"]) == [1, 2] and list(i2.bitrates()) == [0.0, 800.0]
     assert list(i2.active) == [False, True] and list(i2.recent) == [True, True]
-    i3 = t.advance(snap(recs({"sport": 1, "packets": 6, "bytes": 640}, {"sport": 2, "packets": 7, "bytes": 600}),
-                        3.5, stats(14, 1324, (1, 84))))  # fmt: skip
+    i3 = t.advance(
+        snap(
+            recs({"sport": 1, "packets": 6, "bytes": 640}, {"sport": 2, "packets": 7, "bytes": 600}),
+            3.5,
+            stats(14, 1324, (1, 84)),
+        )
+    )
     assert list(i3.active) == [False, False] and list(i3.recent) == [False, True]
     total = {}
     for iv in (i0, i1, i2, i3):
@@ -129,10 +154,14 @@ def test_interval_deltas_keep_the_flow_keys_byte_for_byte():
     full = recs({"sport": 1, "packets": 2, "bytes": 200}, {"sport": 2, "packets": 3, "bytes": 300})
     # the record dtype as a version that does not know flow_tuple.kind would have it
     dt = full.dtype
-    older = np.dtype({"names": [n for n in dt.names if n != "kind"],
-                      "formats": [dt.fields[n][0] for n in dt.names if n != "kind"],
-                      "offsets": [dt.fields[n][1] for n in dt.names if n != "kind"],
-                      "itemsize": dt.itemsize})  # fmt: skip
+    older = np.dtype(
+        {
+            "names": [n for n in dt.names if n != "kind"],
+            "formats": [dt.fields[n][0] for n in dt.names if n != "kind"],
+            "offsets": [dt.fields[n][1] for n in dt.names if n != "kind"],
+            "itemsize": dt.itemsize,
+        }
+    )
     r = full.view(older)
     raw = r.view(np.uint8).reshape(len(r), r.dtype.itemsize)
     named = np.zeros(r.dtype.itemsize, bool)
@@ -176,7 +205,16 @@ def test_network_set_matches_by_family_and_prefix():
 
 def test_default_internal_networks():
     ns = NetworkSet.parse(",".join(DEFAULT_INTERNAL))
-    inside = ["127.0.0.1", "10.1.2.3", "172.31.255.255", "192.168.0.1", "::1", "fe80::1", "fd99::2", "fc00::1"]
+    inside = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.31.255.255",
+        "192.168.0.1",
+        "::1",
+        "fe80::1",
+        "fd99::2",
+        "fc00::1",
+    ]
     outside = ["8.8.8.8", "172.32.0.1", "192.169.0.1", "2001:db8::1", "::2", "fec0::1"]
     r = recs(*({"dst": ip} for ip in inside + outside))
     assert list(ns.external(r)) == [False] * len(inside) + [True] * len(outside)
@@ -184,9 +222,13 @@ def test_default_internal_networks():
 
 @pytest.mark.parametrize(
     "text,bad",
-    [("10.0.0.0/33", "10.0.0.0/33"), ("10.0.0.0/8,bogus", "bogus"), ("fd00::/129", "fd00::/129"),
-     ("300.1.1.1", "300.1.1.1")],
-)  # fmt: skip
+    [
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("10.0.0.0/8,bogus", "bogus"),
+        ("fd00::/129", "fd00::/129"),
+        ("300.1.1.1", "300.1.1.1"),
+    ],
+)
 def test_network_set_rejects_bad_cidrs_naming_them(text, bad):
     from pktstat_bpf.core.errors import UsageError
 
@@ -239,12 +281,23 @@ def test_stream_writer_jsonl_and_text_share_the_flow_renderer():
     assert StreamWriter(out, "jsonl").write(iv) == 1
     doc = json.loads(out.getvalue())
     assert doc == {
-        "timestamp": "1970-01-01T00:16:42.000000000Z", "interval": 1.0, "srcIp": "10.0.0.1", "dstIp": "10.0.0.2",
-        "proto": "TCP", "srcPort": 1000, "dstPort": 80, "bytes": 120, "packets": 2, "bitrate": 960.0,
-        "direction": "egress", "firstSeen": "1970-01-01T00:00:00.000000000Z",
-        "lastSeen": "1970-01-01T00:00:00.000000000Z", "totalPackets": 3, "totalBytes": 180,
+        "timestamp": "1970-01-01T00:16:42.000000000Z",
+        "interval": 1.0,
+        "srcIp": "10.0.0.1",
+        "dstIp": "10.0.0.2",
+        "proto": "TCP",
+        "srcPort": 1000,
+        "dstPort": 80,
+        "bytes": 120,
+        "packets": 2,
+        "bitrate": 960.0,
+        "direction": "egress",
+        "firstSeen": "1970-01-01T00:00:00.000000000Z",
+        "lastSeen": "1970-01-01T00:00:00.000000000Z",
+        "totalPackets": 3,
+        "totalBytes": 180,
         "dstPod": "shop/web-1\x1b[2J",
-    }  # fmt: skip
+    }
     out = io.StringIO()
     StreamWriter(out, "text").write(iv)
     assert out.getvalue() == (
@@ -290,8 +343,18 @@ def test_tui_cells_escape_what_processes_control(owners_mode):
     m.update(iv)
     title, row = m.table_lines(200)
     assert title.split() == ["BITRATE", "PACKETS", "BYTES", "PROTO", "SRC", "DST", "PID", "COMM", "CGROUP"]
-    assert row.split() == ["800.00", "bps", "1", "100", "UDP", "10.0.0.1:1000", "10.0.0.2:53", "42",
-                           "ev\\x1b[31mil\\n", "/sys/fs/cgroup/x\\x07\\u202e"]  # fmt: skip
+    assert row.split() == [
+        "800.00",
+        "bps",
+        "1",
+        "100",
+        "UDP",
+        "10.0.0.1:1000",
+        "10.0.0.2:53",
+        "42",
+        "ev\\x1b[31mil\\n",
+        "/sys/fs/cgroup/x\\x07\\u202e",
+    ]
     assert all(ch.isprintable() for ch in row)
 
 
@@ -300,8 +363,10 @@ def test_tui_model_sorts_filters_scrolls_and_pauses():
 
     from pktstat_bpf.output.table import QUIT, TableModel
 
-    rows = [{"src": f"10.0.0.{i}", "sport": 100 + i, "dport": 60 - i, "packets": 10 - i, "bytes": 100 * i + 5}
-            for i in range(1, 9)]  # fmt: skip
+    rows = [
+        {"src": f"10.0.0.{i}", "sport": 100 + i, "dport": 60 - i, "packets": 10 - i, "bytes": 100 * i + 5}
+        for i in range(1, 9)
+    ]
     t = IntervalTracker()
     m = TableModel(page=3)
     m.update(t.advance(snap(recs(*rows), 1.0)))
@@ -355,24 +420,34 @@ def test_tui_model_sorts_filters_scrolls_and_pauses():
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--external", "--internal-networks", "10.0.0.0/33"],
-         "--internal-networks: invalid network '10.0.0.0/33' (expected a CIDR such as 10.0.0.0/8 or fd00::/8)"),
-        (["--internal-networks", "10.0.0.0/8,,fd00::/8"], "--internal-networks: empty network in '10.0.0.0/8,,fd00::/8'"),
+        (
+            ["--external", "--internal-networks", "10.0.0.0/33"],
+            "--internal-networks: invalid network '10.0.0.0/33' (expected a CIDR such as 10.0.0.0/8 or fd00::/8)",
+        ),
+        (
+            ["--internal-networks", "10.0.0.0/8,,fd00::/8"],
+            "--internal-networks: empty network in '10.0.0.0/8,,fd00::/8'",
+        ),
         (["-g", "--jsonl"], "choose one output: -g/--tui or --jsonl"),
         (["-j", "--plain"], "choose one output: -j/--json or --plain"),
         (["-u", "-j"], "-u/--unique streams lines: use it with --jsonl or --plain (the default)"),
         (["-u", "-g"], "-u/--unique streams lines: use it with --jsonl or --plain (the default)"),
         (["-r", "0"], "-r/--refresh must be at least 10ms, not 0s"),
         (["-r", "5x"], "argument -r/--refresh: invalid duration '5x': expected e.g. 10s, 1m30s, 500ms"),
-        (["--kubeconfig", "/nonexistent/kubeconfig", "-i", "lo"], "--kubeconfig: no such file: '/nonexistent/kubeconfig'"),
+        (
+            ["--kubeconfig", "/nonexistent/kubeconfig", "-i", "lo"],
+            "--kubeconfig: no such file: '/nonexistent/kubeconfig'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_live_flags_bad_input_is_one_line_and_exit_2(args, message):
     r = run(*args)
     assert (r.returncode, r.stderr, r.stdout) == (2, f"pktstat-bpf: error: {message}\n", "")
@@ -381,12 +456,21 @@ def test_live_flags_bad_input_is_one_line_and_exit_2(args, message):
 def test_tui_needs_a_terminal():
     r = run("-g", "-i", "lo")
     assert (r.returncode, r.stderr) == (
-        2, "pktstat-bpf: error: -g/--tui needs a terminal (use --jsonl or --plain to stream into a pipe)\n",
-    )  # fmt: skip
+        2,
+        "pktstat-bpf: error: -g/--tui needs a terminal (use --jsonl or --plain to stream into a pipe)\n",
+    )
 
 
 def test_help_lists_live_flags():
     out = run("--help").stdout
-    for f in ("-g, --tui", "-r DURATION, --refresh DURATION", "--jsonl", "--plain", "-u, --unique", "--external",
-              "--internal-networks CIDR,...", "--kubeconfig PATH"):  # fmt: skip
+    for f in (
+        "-g, --tui",
+        "-r DURATION, --refresh DURATION",
+        "--jsonl",
+        "--plain",
+        "-u, --unique",
+        "--external",
+        "--internal-networks CIDR,...",
+        "--kubeconfig PATH",
+    ):
         assert f in out

@@ -92,8 +92,14 @@ def key_of(r):
     from pktstat_bpf.core.render import format_addr
 
     v = int(r["ipver"])
-    return (format_addr(bytes(r["saddr"]), v), format_addr(bytes(r["daddr"]), v), int(r["proto"]),
-            int(r["sport"]), int(r["dport"]), v)  # fmt: skip
+    return (
+        format_addr(bytes(r["saddr"]), v),
+        format_addr(bytes(r["daddr"]), v),
+        int(r["proto"]),
+        int(r["sport"]),
+        int(r["dport"]),
+        v,
+    )
 
 
 def model_key(k):
@@ -174,16 +180,20 @@ def test_ipv4_ethertype_with_other_version_is_unparsed(rp, version):
     "tot_len, want",
     [
         (0, K_UDP4),  # TSO / BIG TCP: the datagram runs to the frame's end
-        (1, None), (19, None),  # shorter than the header: malformed
+        (1, None),
+        (19, None),  # shorter than the header: malformed
         (20, (A4, B4, 17, 0, 0, 4)),  # no room for a UDP header
         (27, (A4, B4, 17, 0, 0, 4)),  # 7 bytes of UDP: still short
         (28, K_UDP4),  # exactly the UDP header
         (38, K_UDP4),  # the truth
-        (1500, K_UDP4), (65535, K_UDP4),  # claims more than captured: ports are in the frame
+        (1500, K_UDP4),
+        (65535, K_UDP4),  # claims more than captured: ports are in the frame
     ],
-)  # fmt: skip
+)
 def test_ipv4_total_length_lies(rp, tot_len, want):
-    assert rp.one(eth() / IP(src=A4, dst=B4, len=tot_len) / UDP(sport=1234, dport=53) / Raw(b"x" * 10)) == want
+    assert (
+        rp.one(eth() / IP(src=A4, dst=B4, len=tot_len) / UDP(sport=1234, dport=53) / Raw(b"x" * 10)) == want
+    )
 
 
 @pytest.mark.parametrize(
@@ -192,7 +202,12 @@ def test_ipv4_total_length_lies(rp, tot_len, want):
     ids=["first", "middle-at-8", "last", "max-offset", "DF-unfragmented"],
 )
 def test_ipv4_fragments(rp, flags, frag, ports):
-    pkt = eth() / IP(src=A4, dst=B4, flags=flags, frag=frag, proto=17) / UDP(sport=1234, dport=53) / Raw(b"y" * 30)
+    pkt = (
+        eth()
+        / IP(src=A4, dst=B4, flags=flags, frag=frag, proto=17)
+        / UDP(sport=1234, dport=53)
+        / Raw(b"y" * 30)
+    )
     assert rp.one(pkt) == (A4, B4, 17, 1234 if ports else 0, 53 if ports else 0, 4)
 
 
@@ -274,8 +289,14 @@ def test_ipv6_first_fragment_has_ports(rp, m):
 @pytest.mark.parametrize("names", [["frag"], ["hop", "frag"], ["hop", "rt", "frag", "dst"]])
 def test_ipv6_non_first_fragment_has_no_ports(rp, names):
     # proto: the fragment header's next header; nothing after it is read
-    assert rp.one(v6_frame(names, frag_offset=100)) == (A6, B6, EXT_TYPES[names[names.index("frag") + 1]]
-                                                        if names[-1] != "frag" else 17, 0, 0, 6)  # fmt: skip
+    assert rp.one(v6_frame(names, frag_offset=100)) == (
+        A6,
+        B6,
+        EXT_TYPES[names[names.index("frag") + 1]] if names[-1] != "frag" else 17,
+        0,
+        0,
+        6,
+    )
 
 
 def test_ipv6_payload_length_limits_l4(rp):
@@ -359,11 +380,17 @@ def test_link_types_reach_the_same_key(rp):
     sll2 = lambda proto, body: struct.pack("!HHIHBB8s", proto, 0, 1, 1, 0, 6, bytes(8)) + body  # noqa: E731
     k6 = (A6, B6, 17, 1, 2, 6)
     cases = [
-        (113, sll(0x0800, ip4), K_UDP4), (113, sll(0x86DD, ip6), k6),
-        (276, sll2(0x0800, ip4), K_UDP4), (276, sll2(0x86DD, ip6), k6),
-        (12, ip4, K_UDP4), (12, ip6, k6), (14, ip4, K_UDP4), (101, ip6, k6),
-        (228, ip4, K_UDP4), (229, ip6, k6),
-    ]  # fmt: skip
+        (113, sll(0x0800, ip4), K_UDP4),
+        (113, sll(0x86DD, ip6), k6),
+        (276, sll2(0x0800, ip4), K_UDP4),
+        (276, sll2(0x86DD, ip6), k6),
+        (12, ip4, K_UDP4),
+        (12, ip6, k6),
+        (14, ip4, K_UDP4),
+        (101, ip6, k6),
+        (228, ip4, K_UDP4),
+        (229, ip6, k6),
+    ]
     for dlt in (0, 108):
         for order in ("<I", ">I"):
             cases.append((dlt, struct.pack(order, 2) + ip4, K_UDP4))
@@ -479,7 +506,9 @@ def test_fuzz_matches_the_model(rp, dlt):
     while done < count:
         frames = _fuzz_frames(rnd, FUZZ_BATCH)
         if dlt == 113:
-            frames = [struct.pack("!HHH8s", 0, 1, 6, bytes(8)) + f[12:] if len(f) >= 12 else f for f in frames]
+            frames = [
+                struct.pack("!HHH8s", 0, 1, 6, bytes(8)) + f[12:] if len(f) >= 12 else f for f in frames
+            ]
         elif dlt == 12:
             frames = [f[14:] for f in frames]
         elif dlt == 0:

@@ -70,15 +70,19 @@ class Scenario:
         self.reports: dict[str, dict] = {}
 
     def _start(self, name: str, cgdir: str, netns: str, *args: str) -> subprocess.Popen:
-        p = self.cg.spawn(cgdir, sys.executable, str(WORKER), name, *args, netns=netns, stderr=subprocess.PIPE)
+        p = self.cg.spawn(
+            cgdir, sys.executable, str(WORKER), name, *args, netns=netns, stderr=subprocess.PIPE
+        )
         self.procs[name] = (p, cgdir)
         return p
 
     def start_servers(self) -> None:
-        for name, args in (("pbt-tsrv", ("tcp-server", "0", "1500")),
-                           ("pbt-tsrv6", ("tcp-server", "0", "700", "6")),
-                           ("pbt-usrv4", ("udp-server", "4", "0", "14")),
-                           ("pbt-usrv6", ("udp-server", "6", "0", "3"))):  # fmt: skip
+        for name, args in (
+            ("pbt-tsrv", ("tcp-server", "0", "1500")),
+            ("pbt-tsrv6", ("tcp-server", "0", "700", "6")),
+            ("pbt-usrv4", ("udp-server", "4", "0", "14")),
+            ("pbt-usrv6", ("udp-server", "6", "0", "3")),
+        ):
             p = self._start(name, self.servers_dir, self.ns.ns_b, *args)
             line = p.stdout.readline().split()
             assert line and line[0] == "ready", (name, line, p.stderr.read() if p.poll() is not None else "")
@@ -170,8 +174,18 @@ class Scenario:
         out: dict = defaultdict(lambda: [0, 0])
         for f in snap.flows():
             if f["pid"] in pids:
-                k = (f["pid"], f["comm"], f["cgroup"], f["direction"], f["proto"], f["srcIp"], f["srcPort"],
-                     f["dstIp"], f["dstPort"], f.get("kind", ""))  # fmt: skip
+                k = (
+                    f["pid"],
+                    f["comm"],
+                    f["cgroup"],
+                    f["direction"],
+                    f["proto"],
+                    f["srcIp"],
+                    f["srcPort"],
+                    f["dstIp"],
+                    f["dstPort"],
+                    f.get("kind", ""),
+                )
                 out[k][0] += f["packets"]
                 out[k][1] += f["bytes"]
         return {k: tuple(v) for k, v in out.items()}
@@ -232,7 +246,9 @@ def test_every_flow_of_every_process_exactly(cg: TestCgroup, netns: NetnsPair, b
     # every process has exited: its rows stay
     assert all(p.poll() is not None for p, _ in sc.procs.values())
     got, want = sc.table(snap), sc.expected()
-    assert {k: v for k, v in got.items() if want.get(k) != v} == {k: v for k, v in want.items() if got.get(k) != v}
+    assert {k: v for k, v in got.items() if want.get(k) != v} == {
+        k: v for k, v in want.items() if got.get(k) != v
+    }
     assert snap.extra["backend"] == backend and snap.mode == "process"
     assert snap.extra["noPeerPackets"] == 0
     assert_conserved(snap)
@@ -265,18 +281,36 @@ def test_all_backends_give_the_same_table(cg: TestCgroup, netns: NetnsPair):
 
 
 def retrans_segs(ns: str) -> int:
-    lines = [ln.split() for ln in sh("cat", "/proc/net/snmp", netns=ns).stdout.splitlines() if ln.startswith("Tcp:")]
+    lines = [
+        ln.split()
+        for ln in sh("cat", "/proc/net/snmp", netns=ns).stdout.splitlines()
+        if ln.startswith("Tcp:")
+    ]
     return int(lines[1][lines[0].index("RetransSegs")])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tcp_retransmissions_are_their_own_flows_of_the_sender(cg: TestCgroup, netns: NetnsPair, backend: str):
+def test_tcp_retransmissions_are_their_own_flows_of_the_sender(
+    cg: TestCgroup, netns: NetnsPair, backend: str
+):
     if usable(backend):
         return  # refused: checked by test_every_flow_of_every_process_exactly
-    srv = cg.spawn(cg.child("s"), sys.executable, str(WORKER), "pbt-rsrv", "tcp-server", "0", "0", netns=netns.ns_b)
+    srv = cg.spawn(
+        cg.child("s"), sys.executable, str(WORKER), "pbt-rsrv", "tcp-server", "0", "0", netns=netns.ns_b
+    )
     port = int(srv.stdout.readline().split()[1])
-    cli = cg.spawn(cg.child("c"), sys.executable, str(WORKER), "pbt-rtx", "tcp-hold", netns.B4, str(port), "100",
-                   netns=netns.ns_a, stdin=subprocess.PIPE)  # fmt: skip
+    cli = cg.spawn(
+        cg.child("c"),
+        sys.executable,
+        str(WORKER),
+        "pbt-rtx",
+        "tcp-hold",
+        netns.B4,
+        str(port),
+        "100",
+        netns=netns.ns_a,
+        stdin=subprocess.PIPE,
+    )
     cport = int(cli.stdout.readline().split()[1])
     with Collector(mode="process", backend=backend) as c:
         sh("ip", "link", "set", "vb", "down", netns=netns.ns_b)  # B stops answering
@@ -294,7 +328,12 @@ def test_tcp_retransmissions_are_their_own_flows_of_the_sender(cg: TestCgroup, n
     data = [f for f in rows if "kind" not in f]
     assert len(rtx) == 1 and len(data) == 1
     (r,) = rtx
-    assert (r["comm"], r["cgroup"], r["direction"], r["proto"]) == ("pbt-rtx", cg.rel(cg.child("c")), "egress", "TCP")
+    assert (r["comm"], r["cgroup"], r["direction"], r["proto"]) == (
+        "pbt-rtx",
+        cg.rel(cg.child("c")),
+        "egress",
+        "TCP",
+    )
     assert (r["srcIp"], r["srcPort"], r["dstIp"], r["dstPort"]) == (netns.A4, cport, netns.B4, port)
     assert abs(r["packets"] - retrans) <= 1  # one may happen between the two readings
     assert r["bytes"] == 100 * r["packets"]
@@ -305,8 +344,11 @@ def test_cli_process_mode_json(bpf):
     backend = next((b for b in BACKENDS if usable(b) is None), None)
     assert backend, "no process-mode backend works on this kernel"
     out = subprocess.run(
-        [sys.executable, "-m", "pktstat_bpf", "-k", "-t", "3s", "-j"], capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "pktstat_bpf", "-k", "-t", "3s", "-j"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["mode"] == "process" and doc["attach"] == backend and doc["backend"] == backend
@@ -316,8 +358,9 @@ def test_cli_process_mode_json(bpf):
 
 
 @pytest.mark.parametrize("syscall_tracepoints", [True, False], ids=["tracefs", "sys_enter"])
-def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: TestCgroup, netns: NetnsPair,
-                                                                       syscall_tracepoints: bool):
+def test_datagram_destinations_with_and_without_the_syscall_tracepoints(
+    cg: TestCgroup, netns: NetnsPair, syscall_tracepoints: bool
+):
     """The tracepoint backend learns where an unconnected socket sends from
     the send syscalls' own tracepoints where tracefs shows them, else from a
     check at every system call's entry: the same flows either way."""
@@ -328,15 +371,42 @@ def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: Test
         sh("mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing")
     fault = "" if syscall_tracepoints else "missing=syscall_tracepoints"
     env = {**os.environ, "PKTSTAT_BPF_TEST_FAULTS": fault}
-    srv = cg.spawn(cg.child("s"), sys.executable, str(WORKER), "pbt-dsrv", "udp-server", "4", "0", "4",
-                   netns=netns.ns_b, stderr=subprocess.PIPE)  # fmt: skip
+    srv = cg.spawn(
+        cg.child("s"),
+        sys.executable,
+        str(WORKER),
+        "pbt-dsrv",
+        "udp-server",
+        "4",
+        "0",
+        "4",
+        netns=netns.ns_b,
+        stderr=subprocess.PIPE,
+    )
     port = int(srv.stdout.readline().split()[1])
-    p = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "-k", "--process-backend", "tracepoint", "-t", "0",
-                          "-j"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", "-k", "--process-backend", "tracepoint", "-t", "0", "-j"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert "via tracepoint" in p.stderr.readline()
-        cli = cg.spawn(cg.child("c"), sys.executable, str(WORKER), "pbt-dcli", "udp-client", "unconnected",
-                       netns.B4, str(port), "4", "30", netns=netns.ns_a, stderr=subprocess.PIPE)  # fmt: skip
+        cli = cg.spawn(
+            cg.child("c"),
+            sys.executable,
+            str(WORKER),
+            "pbt-dcli",
+            "udp-client",
+            "unconnected",
+            netns.B4,
+            str(port),
+            "4",
+            "30",
+            netns=netns.ns_a,
+            stderr=subprocess.PIPE,
+        )
         rep = json.loads(cli.communicate(timeout=60)[0].strip().splitlines()[-1])
         time.sleep(0.1)
         p.send_signal(2)
@@ -351,8 +421,11 @@ def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: Test
     doc = json.loads(out)
     entry = "tracepoint/syscalls/sys_enter_sendto" if syscall_tracepoints else "tp_btf/sys_enter"
     assert entry in doc["hooks"], doc["hooks"]
-    mine = {(f["direction"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (f["packets"], f["bytes"])
-            for f in doc["flows"] if f["pid"] == cli.pid}  # fmt: skip
+    mine = {
+        (f["direction"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (f["packets"], f["bytes"])
+        for f in doc["flows"]
+        if f["pid"] == cli.pid
+    }
     assert mine == {
         ("egress", "0.0.0.0", rep["port"], netns.B4, port): (4, 120),
         ("ingress", netns.B4, port, "0.0.0.0", rep["port"]): (4, 120),
@@ -362,14 +435,26 @@ def test_datagram_destinations_with_and_without_the_syscall_tracepoints(cg: Test
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["-k", "-i", "lo"], "-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface"),
+        (
+            ["-k", "-i", "lo"],
+            "-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface",
+        ),
         (["-k", "-x"], "-x/--xdp and -k/--kprobes are different modes: choose one"),
         (["-k", "-c", "/sys/fs/cgroup"], "-c/--cgroup and -k/--kprobes are different modes: choose one"),
-        (["--process-backend", "fentry"], "--process-backend chooses the hooks of process mode: use it with -k/--kprobes"),
-        (["-k", "--process-backend", "ebpf"], "argument --process-backend: invalid choice: 'ebpf' (choose from 'auto', 'tracepoint', 'fentry', 'kprobe')"),
-        (["-k", "--pcap", "x.pcap"], "--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes"),
+        (
+            ["--process-backend", "fentry"],
+            "--process-backend chooses the hooks of process mode: use it with -k/--kprobes",
+        ),
+        (
+            ["-k", "--process-backend", "ebpf"],
+            "argument --process-backend: invalid choice: 'ebpf' (choose from 'auto', 'tracepoint', 'fentry', 'kprobe')",
+        ),
+        (
+            ["-k", "--pcap", "x.pcap"],
+            "--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cli_usage_errors(capsys, argv, message):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
@@ -416,8 +501,18 @@ def test_full_table_conserves_every_event(cg: TestCgroup, netns: NetnsPair):
     backend = next((b for b in BACKENDS if usable(b) is None), None)
     assert backend, "no process-mode backend works on this kernel"
     with Collector(mode="process", backend=backend, max_entries=16) as c:
-        sport = int(cg.run(cg.child("many"), "pbt-many", "udp-flows", netns.B4, "7000", "10", *["1"] * 40,
-                           netns=netns.ns_a)[0])  # fmt: skip
+        sport = int(
+            cg.run(
+                cg.child("many"),
+                "pbt-many",
+                "udp-flows",
+                netns.B4,
+                "7000",
+                "10",
+                *["1"] * 40,
+                netns=netns.ns_a,
+            )[0]
+        )
         time.sleep(0.1)
         snap = c.snapshot()
     assert len(snap) == 16
@@ -434,7 +529,9 @@ def test_full_table_conserves_every_event(cg: TestCgroup, netns: NetnsPair):
 
 
 def test_unknown_backend_is_a_usage_error():
-    with pytest.raises(UsageError, match="--process-backend must be one of auto, tracepoint, fentry, kprobe, not 'x'"):
+    with pytest.raises(
+        UsageError, match="--process-backend must be one of auto, tracepoint, fentry, kprobe, not 'x'"
+    ):
         Collector(mode="process", backend="x")
 
 
@@ -460,12 +557,20 @@ def test_udplite_is_counted_as_udp_is(backend: str):
     if usable(backend):
         return  # refused: checked by test_every_flow_of_every_process_exactly
     with Collector(mode="process", backend=backend) as c:
-        p = subprocess.run([sys.executable, "-c", _UDPLITE], capture_output=True, text=True, timeout=60, check=True)
+        p = subprocess.run(
+            [sys.executable, "-c", _UDPLITE], capture_output=True, text=True, timeout=60, check=True
+        )
         time.sleep(0.1)
         snap = c.snapshot()
     (s4, r4), (s6, r6) = json.loads(p.stdout)
-    mine = {(f["direction"], f["proto"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (f["packets"], f["bytes"])
-            for f in snap.flows() if f["proto"] == "UDPLite" and {f["srcPort"], f["dstPort"]} in ({s4, r4}, {s6, r6})}  # fmt: skip
+    mine = {
+        (f["direction"], f["proto"], f["srcIp"], f["srcPort"], f["dstIp"], f["dstPort"]): (
+            f["packets"],
+            f["bytes"],
+        )
+        for f in snap.flows()
+        if f["proto"] == "UDPLite" and {f["srcPort"], f["dstPort"]} in ({s4, r4}, {s6, r6})
+    }
     assert mine == {
         ("egress", "UDPLite", "0.0.0.0", s4, "127.0.0.1", r4): (3, 99),
         ("ingress", "UDPLite", "127.0.0.1", s4, "127.0.0.1", r4): (3, 99),

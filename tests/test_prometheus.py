@@ -53,9 +53,18 @@ def free_port(netns: NetnsPair) -> int:
 class Exporter:
     def __init__(self, netns: NetnsPair, *args: str) -> None:
         self.p = netns.exec_a(
-            sys.executable, "-m", "pktstat_bpf", "-i", "va", "--prometheus", "127.0.0.1:0", *args,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "--prometheus",
+            "127.0.0.1:0",
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.p.stderr.readline()
         m = re.search(
             r"counting on va via tcx .*; metrics on http://127\.0\.0\.1:(\d+)/metrics$", line.strip()
@@ -89,10 +98,14 @@ class Prometheus:
         )
         self.log = open(self.dir / "prometheus.log", "w")
         self.p = netns.exec_a(
-            binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             self.wait(lambda: self._get("/-/ready") is not None, "Prometheus to be ready")
         except BaseException:
@@ -190,8 +203,10 @@ def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(
         started = time.time()
 
         def key(sender: Sender, src: str) -> str:
-            return (f"direction=egress,dst={sender.dst},dst_port={sender.port},iface=va,proto=UDP,src={src},"
-                    f"src_port={sender.sport}")  # fmt: skip
+            return (
+                f"direction=egress,dst={sender.dst},dst_port={sender.port},iface=va,proto=UDP,src={src},"
+                f"src_port={sender.sport}"
+            )
 
         with netns.in_a():
             x, y = Sender(netns.B4, 5301), Sender(netns.B6, 5302)
@@ -209,8 +224,10 @@ def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(
         x_total = 5 * (v4 + 100) + 30 * (v4 + 300)
         prom.wait(lambda: prom.series(flow) == {key(x, netns.A4): x_total}, "X back in the top 1")
         end = time.time()
-        prom.wait(lambda: prom.scalar("pktstat_bpf_last_read_timestamp_seconds") > end + 0.5,
-                  "a scrape of a reading taken after the traffic")  # fmt: skip
+        prom.wait(
+            lambda: prom.scalar("pktstat_bpf_last_read_timestamp_seconds") > end + 0.5,
+            "a scrape of a reading taken after the traffic",
+        )
 
         # exact totals over all flows, though only one flow is exported at a time
         def total(name: str, **lab: str) -> float:
@@ -320,9 +337,18 @@ def test_busy_port_fails_before_anything_is_attached(netns: NetnsPair):
         s.listen()
         port = s.getsockname()[1]
         p = netns.exec_a(
-            sys.executable, "-m", "pktstat_bpf", "-i", "va", "--prometheus", f"127.0.0.1:{port}", "-vv",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "--prometheus",
+            f"127.0.0.1:{port}",
+            "-vv",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         out, err = p.communicate(timeout=60)
     assert (p.returncode, out) == (1, "")
     # the one line, and nothing before it: no program was loaded (-vv would show libbpf's log)

@@ -147,10 +147,19 @@ def test_without_privilege_the_fixture_skips_or_with_require_all_fails(
     else:
         monkeypatch.delenv("PKTSTAT_BPF_REQUIRE_ALL", raising=False)
     result = pytester.run(
-        "setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs",
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "test_unprivileged.py",
+        "setpriv",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        "test_unprivileged.py",
         timeout=120,
-    )  # fmt: skip
+    )
     denied = "cannot load the BPF programs: permission denied"
     if require_all:
         result.assert_outcomes(failed=1, errors=1)

@@ -11,16 +11,30 @@ from pktstat_bpf.core.addresses import address_strings
 
 @pytest.mark.parametrize(
     "bps,text",
-    [(0, "0.00 bps"), (999.994, "999.99 bps"), (1000, "1.00 Kbps"), (1_234_567, "1.23 Mbps"),
-     (5e9, "5.00 Gbps"), (2.5e12, "2.50 Tbps")],
-)  # fmt: skip
+    [
+        (0, "0.00 bps"),
+        (999.994, "999.99 bps"),
+        (1000, "1.00 Kbps"),
+        (1_234_567, "1.23 Mbps"),
+        (5e9, "5.00 Gbps"),
+        (2.5e12, "2.50 Tbps"),
+    ],
+)
 def test_format_bitrate(bps, text):
     assert render.format_bitrate(bps) == text
 
 
 def _flow(**kw):
-    d = {"srcIp": "10.0.0.1", "dstIp": "10.0.0.2", "proto": "TCP", "srcPort": 53512, "dstPort": 443,
-         "bytes": 51234, "packets": 42, "bitrate": 1_230_000.0}  # fmt: skip
+    d = {
+        "srcIp": "10.0.0.1",
+        "dstIp": "10.0.0.2",
+        "proto": "TCP",
+        "srcPort": 53512,
+        "dstPort": 443,
+        "bytes": 51234,
+        "packets": 42,
+        "bitrate": 1_230_000.0,
+    }
     d.update(kw)
     return d
 
@@ -84,10 +98,19 @@ def test_flow_dicts_from_records():
     recs["last_seen"] = np.datetime64(1_700_000_000_500_000_000, "ns")
     (d,) = render.flow_dicts(recs, 2.0, ifnames={5: "eth9"})
     assert d == {
-        "srcIp": "10.0.0.1", "dstIp": "10.0.0.2", "proto": "UDP", "srcPort": 1000, "dstPort": 53,
-        "bytes": 300, "packets": 3, "bitrate": 1200.0, "iface": "eth9", "direction": "egress",
-        "firstSeen": "2023-11-14T22:13:20.000000000Z", "lastSeen": "2023-11-14T22:13:20.500000000Z",
-    }  # fmt: skip
+        "srcIp": "10.0.0.1",
+        "dstIp": "10.0.0.2",
+        "proto": "UDP",
+        "srcPort": 1000,
+        "dstPort": 53,
+        "bytes": 300,
+        "packets": 3,
+        "bitrate": 1200.0,
+        "iface": "eth9",
+        "direction": "egress",
+        "firstSeen": "2023-11-14T22:13:20.000000000Z",
+        "lastSeen": "2023-11-14T22:13:20.500000000Z",
+    }
 
 
 def test_text_and_json_outputs_do_not_import_pyarrow():

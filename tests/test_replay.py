@@ -23,14 +23,27 @@ A4, B4, C4 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 
 def udp4(src: str, dst: str, sport: int, dport: int, payload: int) -> bytes:
     """Ethernet + IPv4 + UDP + payload, built by hand (no checksum needed)."""
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + payload, 1, 0, 64, 17, 0,
-                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))  # fmt: skip
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + 8 + payload,
+        1,
+        0,
+        64,
+        17,
+        0,
+        bytes(map(int, src.split("."))),
+        bytes(map(int, dst.split("."))),
+    )
     return bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", sport, dport, 8 + payload, 0) + bytes(payload)
 
 
 def write_pcap(path: Path, records, linktype: int = 1, nano: bool = False, snaplen: int = 65535) -> Path:
     """records: (ts_ns, frame[, orig_len]) each; frame is what was captured."""
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype))
+    out = bytearray(
+        struct.pack("<IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)
+    )
     for rec in records:
         ts, frame = rec[0], rec[1]
         orig = rec[2] if len(rec) > 2 else len(frame)
@@ -48,8 +61,9 @@ def table(snap) -> dict:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -104,8 +118,10 @@ def test_cli_json_and_text(bpf, mixed):
     assert doc["totals"]["packets"] == 5 and doc["totals"]["unparsedPackets"] == 1
     assert doc["totals"]["flowPackets"] == 4 and doc["totals"]["flows"] == 3
     assert [(f["srcIp"], f["dstIp"], f["packets"], f["bytes"]) for f in doc["flows"]] == [
-        (B4, A4, 1, 142), (A4, B4, 2, 124), (A4, C4, 1, 42),
-    ]  # fmt: skip
+        (B4, A4, 1, 142),
+        (A4, B4, 2, 124),
+        (A4, C4, 1, 42),
+    ]
     p = cli("--pcap", str(path))
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
@@ -113,13 +129,19 @@ def test_cli_json_and_text(bpf, mixed):
         f"# replay of {path}, 2.50s: 3 flows, 5 packets, 350 bytes; unparsed 1 packets/42 bytes; "
         "overflow 0 packets/0 bytes"
     )
-    assert lines[1] == "bitrate: 454.40 bps, packets: 1, bytes: 142, proto: UDP, src: 10.0.0.2:53, dst: 10.0.0.1:1000"
+    assert (
+        lines[1]
+        == "bitrate: 454.40 bps, packets: 1, bytes: 142, proto: UDP, src: 10.0.0.2:53, dst: 10.0.0.1:1000"
+    )
 
 
 def test_bytes_are_the_original_length_when_a_snaplen_cut_the_frame(bpf, tmp_path):
     full = udp4(A4, B4, 7, 8, 1400)
-    path = write_pcap(tmp_path / "snap.pcap", [(T0 * 10**9, full[:64], len(full)), (T0 * 10**9 + 1, full[:34], 9000)],
-                      snaplen=64)  # fmt: skip
+    path = write_pcap(
+        tmp_path / "snap.pcap",
+        [(T0 * 10**9, full[:64], len(full)), (T0 * 10**9 + 1, full[:34], 9000)],
+        snaplen=64,
+    )
     snap = pktstat_bpf.replay(path)
     # the second frame has no UDP header captured: same addresses, ports 0
     assert table(snap) == {(A4, B4, "UDP", 7, 8): (1, len(full)), (A4, B4, "UDP", 0, 0): (1, 9000)}
@@ -140,8 +162,10 @@ def test_pcapng_and_linux_cooked(bpf, tmp_path):
 
     pkts = []
     for i in range(4):
-        p = CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, proto=0x0800) / IP(src=A4, dst=B4) / UDP(
-            sport=99, dport=100 + (i % 2)
+        p = (
+            CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, proto=0x0800)
+            / IP(src=A4, dst=B4)
+            / UDP(sport=99, dport=100 + (i % 2))
         )
         p.time = T0 + i
         pkts.append(p)
@@ -257,16 +281,25 @@ def test_file_cut_inside_a_record_header(bpf, tmp_path):
     [
         (lambda d: d / "missing.pcap", 2, "{p}: No such file or directory"),
         (lambda d: d, 2, "{p}: Is a directory"),
-        (lambda d: (d / "empty.pcap", (d / "empty.pcap").write_bytes(b""))[0], 1,
-         "{p}: empty file, not a pcap or pcapng capture"),
-        (lambda d: (d / "junk.pcap", (d / "junk.pcap").write_bytes(b"hello, world\n" * 10))[0], 1,
-         "{p}: not a pcap or pcapng capture (unknown file format)"),
-        (lambda d: (d / "short.pcap", (d / "short.pcap").write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00"))[0], 1,
-         "{p}: not a pcap or pcapng capture (truncated dump file; tried to read 24 file header bytes, "
-         "only got 2)"),
+        (
+            lambda d: (d / "empty.pcap", (d / "empty.pcap").write_bytes(b""))[0],
+            1,
+            "{p}: empty file, not a pcap or pcapng capture",
+        ),
+        (
+            lambda d: (d / "junk.pcap", (d / "junk.pcap").write_bytes(b"hello, world\n" * 10))[0],
+            1,
+            "{p}: not a pcap or pcapng capture (unknown file format)",
+        ),
+        (
+            lambda d: (d / "short.pcap", (d / "short.pcap").write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00"))[0],
+            1,
+            "{p}: not a pcap or pcapng capture (truncated dump file; tried to read 24 file header bytes, "
+            "only got 2)",
+        ),
     ],
     ids=["missing", "directory", "empty", "garbage", "short-header"],
-)  # fmt: skip
+)
 def test_bad_files_get_one_line_and_an_exit_code(bpf, tmp_path, make, code, message):
     p = make(tmp_path)
     r = cli("--pcap", str(p))
@@ -350,17 +383,23 @@ def test_intervals_step_through_capture_time(bpf, gappy):
     # steps of 1 s from the first frame; the idle stretch after one empty step
     # is one interval; the last ends at the last frame
     assert [(round(iv.start - start, 6), round(iv.end - start, 6)) for iv in ivs] == [
-        (0, 1), (1, 2), (2, 3), (3, 4), (4, 9), (9, 9.5),
-    ]  # fmt: skip
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (4, 9),
+        (9, 9.5),
+    ]
     assert [iv.delta.totals.all.packets for iv in ivs] == [2, 2, 1, 0, 0, 1]
     assert ivs[1].delta.totals.all.unparsed_packets == 1
     assert [table(iv.delta.take(iv.active)) for iv in ivs] == [
         {(A4, B4, "UDP", 1000, 53): (2, 124)},
         {(B4, A4, "UDP", 53, 1000): (1, 142)},
         {(A4, C4, "UDP", 2000, 123): (1, 42)},
-        {}, {},
+        {},
+        {},
         {(A4, C4, "UDP", 2000, 123): (1, 42)},
-    ]  # fmt: skip
+    ]
     # the deltas add up to the whole replay
     whole = pktstat_bpf.replay(gappy)
     assert sum(iv.delta.totals.all.bytes for iv in ivs) == whole.totals.all.bytes == 124 + 142 + 42 + 42 + 42
@@ -371,8 +410,10 @@ def test_cli_streams_json_lines_per_interval_of_capture_time(bpf, gappy):
     p = cli("--pcap", str(gappy), "--jsonl", "-r", "2s")
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines()]
-    got = [(r["timestamp"], r["srcIp"], r["dstIp"], r["packets"], r["bytes"], r["interval"], r["bitrate"])
-           for r in rows]  # fmt: skip
+    got = [
+        (r["timestamp"], r["srcIp"], r["dstIp"], r["packets"], r["bytes"], r["interval"], r["bitrate"])
+        for r in rows
+    ]
     assert got == [
         ("2023-11-14T22:13:22.000000000Z", B4, A4, 1, 142, 2.0, 568.0),
         ("2023-11-14T22:13:22.000000000Z", A4, B4, 2, 124, 2.0, 496.0),
@@ -381,7 +422,7 @@ def test_cli_streams_json_lines_per_interval_of_capture_time(bpf, gappy):
         ("2023-11-14T22:13:24.000000000Z", B4, A4, 0, 0, 2.0, 0.0),
         ("2023-11-14T22:13:26.000000000Z", A4, C4, 0, 0, 2.0, 0.0),
         ("2023-11-14T22:13:29.500000000Z", A4, C4, 1, 42, 1.5, 224.0),
-    ]  # fmt: skip
+    ]
 
 
 def test_cli_stream_of_a_damaged_file_warns_and_exits_1(bpf, gappy, tmp_path):
@@ -389,12 +430,17 @@ def test_cli_stream_of_a_damaged_file_warns_and_exits_1(bpf, gappy, tmp_path):
     cut.write_bytes(gappy.read_bytes()[:-10])
     p = cli("--pcap", str(cut), "--plain")
     assert p.returncode == 1
-    assert p.stderr.startswith(f"pktstat-bpf: warning: {cut}: damaged after 5 frames") and p.stderr.count("\n") == 1
+    assert (
+        p.stderr.startswith(f"pktstat-bpf: warning: {cut}: damaged after 5 frames")
+        and p.stderr.count("\n") == 1
+    )
     lines = p.stdout.splitlines()
     # steps [0,1) and [1,2), then the last ends at the last frame read (+2.5 s)
     assert len(lines) == 5
-    assert lines[-2] == ("2023-11-14T22:13:22.500000000Z bitrate: 672.00 bps, packets: 1, bytes: 42, proto: UDP, "
-                         "src: 10.0.0.1:2000, dst: 10.0.0.3:123")  # fmt: skip
+    assert lines[-2] == (
+        "2023-11-14T22:13:22.500000000Z bitrate: 672.00 bps, packets: 1, bytes: 42, proto: UDP, "
+        "src: 10.0.0.1:2000, dst: 10.0.0.3:123"
+    )
 
 
 def test_pcap_with_tui_is_a_usage_error(tmp_path):
@@ -433,17 +479,24 @@ def test_replay_releases_the_gil(bpf, tmp_path):
 
 def test_standard_input_is_dash(bpf, mixed):
     path, _ = mixed
-    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", "-", "-j"], input=path.read_bytes(),
-                       capture_output=True, timeout=60)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", "-", "-j"],
+        input=path.read_bytes(),
+        capture_output=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     want = json.loads(cli("--pcap", str(path), "-j").stdout)
     assert doc["file"] == "-" and doc["flows"] == want["flows"] and doc["totals"] == want["totals"]
-    p = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", "-"], input=b"", capture_output=True,
-                       timeout=60)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", "-"], input=b"", capture_output=True, timeout=60
+    )
     assert p.returncode == 1
-    assert p.stderr == (b"pktstat-bpf: error: standard input: not a pcap or pcapng capture (truncated dump file; "
-                        b"tried to read 4 file header bytes, only got 0)\n")  # fmt: skip
+    assert p.stderr == (
+        b"pktstat-bpf: error: standard input: not a pcap or pcapng capture (truncated dump file; "
+        b"tried to read 4 file header bytes, only got 0)\n"
+    )
 
 
 # ---- signals, the progress bar on a terminal, a corrupt record header ----------
@@ -488,8 +541,12 @@ def test_a_signal_stops_a_replay_with_one_line_and_exit_130(bpf, huge, sig, out)
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "--pcap", str(huge), *out],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", str(huge), *out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_until_open(proc, huge)
         time.sleep(0.5)  # well inside the replay
@@ -521,8 +578,11 @@ def _reading_standard_input(pid: int, read_nr: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("written", [b"", struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)],
-                         ids=["nothing", "file-header"])  # fmt: skip
+@pytest.mark.parametrize(
+    "written",
+    [b"", struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)],
+    ids=["nothing", "file-header"],
+)
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_while_waiting_for_standard_input_is_no_file_error(bpf, sig, written):
     """The signal breaks the read of the pipe: that is an interruption, not a bad or damaged file."""
@@ -533,8 +593,13 @@ def test_a_signal_while_waiting_for_standard_input_is_no_file_error(bpf, sig, wr
     read_nr = {"x86_64": 0, "aarch64": 63}.get(platform.machine())
     if read_nr is None:
         pytest.skip("read(2)'s number on this architecture is not listed")
-    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", "--pcap", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
     try:
         proc.stdin.write(written)
         proc.stdin.flush()
@@ -558,9 +623,12 @@ def _on_a_terminal(*args: str, stdout_too: bool = False) -> tuple[int, str, str]
 
     master, slave = pty.openpty()
     env = dict(os.environ, PKTSTAT_BPF_TEST_FAULTS="progress_delay=0.2")
-    proc = subprocess.Popen([sys.executable, "-m", "pktstat_bpf", *args],
-                            stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
-                            env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pktstat_bpf", *args],
+        stdout=slave if stdout_too else subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -625,8 +693,9 @@ def test_corrupt_record_header_reports_the_frames_before_it(bpf, tmp_path, caplo
     path = tmp_path / "corrupt.pcap"
     path.write_bytes(bytes(data))
     reason = "invalid packet capture length 4294967280, bigger than snaplen of 65535"
-    warning = (f"pktstat-bpf: warning: {path}: damaged after 2 frames ({reason}); "
-               "the report covers those 2 frames\n")  # fmt: skip
+    warning = (
+        f"pktstat-bpf: warning: {path}: damaged after 2 frames ({reason}); the report covers those 2 frames\n"
+    )
 
     snap = pktstat_bpf.replay(path)
     assert table(snap) == {(A4, B4, "UDP", 1, 2): (2, 2 * 142)}

@@ -42,7 +42,12 @@ def frames() -> list[bytes]:
     for i in range(5):
         out.append(e / IP(src=a, dst=b) / UDP(sport=4000, dport=53) / Raw(bytes(20 + i)))
     for flags in ("S", "SA", "A", "PA", "FA"):
-        out.append(e / IP(src=c, dst=a) / TCP(sport=443, dport=50000, flags=flags) / Raw(bytes(100 if flags == "PA" else 0)))
+        out.append(
+            e
+            / IP(src=c, dst=a)
+            / TCP(sport=443, dport=50000, flags=flags)
+            / Raw(bytes(100 if flags == "PA" else 0))
+        )
     out.append(e / IP(src=a, dst=c, options=[]) / ICMP(type=8) / Raw(bytes(56)))
     out.append(e / IP(src=c, dst=a) / ICMP(type=3, code=3) / Raw(bytes(28)))
     out.append(e / IP(src=a, dst=b, flags="MF", frag=0, proto=17) / UDP(sport=7, dport=8) / Raw(bytes(1000)))
@@ -54,7 +59,7 @@ def frames() -> list[bytes]:
     out.append(e / IP(src=a, dst=b, ihl=4) / Raw(bytes(40)))  # IHL < 5: unparsed
     out.append(e / IP(src=a, dst=b, len=10) / UDP(sport=1, dport=1))  # total length < header: unparsed
     out.append(e / IP(src=a, dst=b, len=24) / UDP(sport=5, dport=6))  # no room for UDP: ports 0
-    out.append(bytes(e / IP(src=a, dst=b))[:14 + 12])  # IP header cut short: unparsed
+    out.append(bytes(e / IP(src=a, dst=b))[: 14 + 12])  # IP header cut short: unparsed
     out.append(Ether(src="02:00:00:00:00:42", dst=NOBODY) / ARP(pdst="203.0.113.200"))
     out.append(bytes(e)[:12] + struct.pack("!H", 46) + bytes(46))  # 802.3 length field
     out.append(bytes(e)[:12] + b"\x88\xcc" + bytes(50))  # LLDP ethertype
@@ -86,8 +91,9 @@ def test_replay_and_live_capture_give_the_same_table(netns_v4only, capture):
             time.sleep(0.1)
             p = subprocess.run(
                 ["ip", "netns", "exec", ns.ns_b, "tcpreplay", "-q", "-i", "vb", "--topspeed", str(capture)],
-                capture_output=True, text=True,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+            )
             assert p.returncode == 0, p.stderr + p.stdout
             time.sleep(0.3)
         live = c.snapshot()
@@ -99,7 +105,10 @@ def test_replay_and_live_capture_give_the_same_table(netns_v4only, capture):
     assert (o.none.packets, o.none.bytes) == (n, size)
     # everything arrived at va's ingress, and nothing else did
     assert (li.ingress.packets, li.ingress.bytes) == (n, size)
-    assert (li.ingress.unparsed_packets, li.ingress.unparsed_bytes) == (o.none.unparsed_packets, o.none.unparsed_bytes)
+    assert (li.ingress.unparsed_packets, li.ingress.unparsed_bytes) == (
+        o.none.unparsed_packets,
+        o.none.unparsed_bytes,
+    )
     assert o.none.unparsed_packets == 6  # IHL < 5, length < header, cut IP header, ARP, 802.3, LLDP
     assert table(live) == table(offline)
     # a->b UDP twice (ports, and 0/0 for the non-first fragment plus the datagram

@@ -49,10 +49,14 @@ def test_first_and_last_seen_are_the_earliest_and_latest_frame(bpf, capture):
     snap = pktstat_bpf.replay(capture)
     r = snap.records
     got = {
-        int(x["sport"]): (int(x["packets"]), int(x["bytes"]), int(x["first_seen"].astype(np.int64)),
-                          int(x["last_seen"].astype(np.int64)))
+        int(x["sport"]): (
+            int(x["packets"]),
+            int(x["bytes"]),
+            int(x["first_seen"].astype(np.int64)),
+            int(x["last_seen"].astype(np.int64)),
+        )
         for x in r
-    }  # fmt: skip
+    }
     assert got == _want()
     assert snap.duration == 6.5
     assert (snap.started_at, snap.taken_at) == (T0 / S, T0 / S + 6.5)
@@ -61,8 +65,12 @@ def test_first_and_last_seen_are_the_earliest_and_latest_frame(bpf, capture):
 @pytest.mark.parametrize("step", ["1s", "2s", "700ms"])
 def test_streams_and_report_agree(bpf, capture, step):
     def run(*flags):
-        r = subprocess.run([sys.executable, "-m", "pktstat_bpf", "--pcap", str(capture), *flags],
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "pktstat_bpf", "--pcap", str(capture), *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert (r.returncode, r.stderr) == (0, ""), r.stderr
         return r.stdout
 
@@ -75,8 +83,10 @@ def test_streams_and_report_agree(bpf, capture, step):
         assert sum(d["bytes"] for d in mine) == size
         (flow,) = [f for f in report["flows"] if f["srcPort"] == sport]
         assert (flow["packets"], flow["bytes"]) == (packets, size)
-        assert (flow["firstSeen"], flow["lastSeen"]) == (min(d["firstSeen"] for d in mine),
-                                                         max(d["lastSeen"] for d in mine))  # fmt: skip
+        assert (flow["firstSeen"], flow["lastSeen"]) == (
+            min(d["firstSeen"] for d in mine),
+            max(d["lastSeen"] for d in mine),
+        )
     # the intervals tile the capture from its earliest to its latest frame
     ivs = list(pktstat_bpf.Replayer().intervals(capture, parse_duration(step)))
     assert ivs[0].start == T0 / S and ivs[-1].end == T0 / S + 6.5

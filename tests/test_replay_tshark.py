@@ -45,11 +45,24 @@ CORPUS = PCAPS / "corpus"
 FILES = sorted(p.name for p in CORPUS.iterdir() if p.is_file()) if CORPUS.is_dir() else []
 
 FIELDS = [
-    "frame.number", "frame.len", "frame.protocols",
-    "ip.src", "ip.dst", "ip.flags.mf", "ip.frag_offset",
-    "ipv6.src", "ipv6.dst", "ipv6.fraghdr.offset", "ipv6.fraghdr.more",
-    "tcp.srcport", "tcp.dstport", "tcp.hdr_len", "udp.srcport", "udp.dstport", "udp.checksum",
-]  # fmt: skip
+    "frame.number",
+    "frame.len",
+    "frame.protocols",
+    "ip.src",
+    "ip.dst",
+    "ip.flags.mf",
+    "ip.frag_offset",
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.fraghdr.offset",
+    "ipv6.fraghdr.more",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.hdr_len",
+    "udp.srcport",
+    "udp.dstport",
+    "udp.checksum",
+]
 
 # Layers our parser walks on the way to the outermost IP header (tshark's
 # names): link layers, ethertype dispatch, up to two VLAN tags.
@@ -69,7 +82,9 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "macsec-short-longer.pcap": {"macsec": "MACsec (802.1AE) frame: not parsed (see macsec-integonly.pcap)"},
     "macsec-short-valid.pcap": {"macsec": "MACsec (802.1AE) frame: not parsed (see macsec-integonly.pcap)"},
     "nsh.pcap": {"nsh": "Network Service Header (ethertype 0x894f) in front of the IP header: not parsed"},
-    "tok2str-oobr-2.pcap": {"mpls": "MPLS label stack (ethertype 0x8847) in front of the IP header: not parsed"},
+    "tok2str-oobr-2.pcap": {
+        "mpls": "MPLS label stack (ethertype 0x8847) in front of the IP header: not parsed"
+    },
     "bigtcp-ipv6-geneve-ipv4.pcap": {
         "l4-malformed": "IPv6 BIG TCP super-packet: payload length 0 and UDP length 0; tshark calls the UDP "
         "header malformed and gives no ports, we read them (payload length 0 = to the end of the frame)",
@@ -223,7 +238,9 @@ def _ours(snap):
 
 
 def _diff(a: Counter, b: Counter) -> dict:
-    return {k: (a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b), key=str) if a.get(k, 0) != b.get(k, 0)}
+    return {
+        k: (a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b), key=str) if a.get(k, 0) != b.get(k, 0)
+    }
 
 
 @pytest.mark.parametrize("name", FILES)

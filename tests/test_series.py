@@ -28,8 +28,16 @@ def records(*rows: dict) -> np.ndarray:
             raw = a.packed if a.version == 6 else bytes(10) + b"\xff\xff" + a.packed
             r[i][field] = np.frombuffer(raw, np.uint8)
             r[i]["ipver"] = a.version
-        for name, default in (("sport", 1000), ("dport", 53), ("proto", 17), ("dir", 1), ("ifindex", 2),
-                              ("pid", 0), ("packets", 1), ("bytes", 100)):  # fmt: skip
+        for name, default in (
+            ("sport", 1000),
+            ("dport", 53),
+            ("proto", 17),
+            ("dir", 1),
+            ("ifindex", 2),
+            ("pid", 0),
+            ("packets", 1),
+            ("bytes", 100),
+        ):
             r[i][name] = row.get(name, default)
         r[i]["comm"] = row.get("comm", b"")
     return r
@@ -37,8 +45,17 @@ def records(*rows: dict) -> np.ndarray:
 
 def reading(r: np.ndarray, at: float, mode: str = "tc", **kw) -> Snapshot:
     """A cumulative reading `at` seconds into a capture that started at Unix time 1000."""
-    return Snapshot(r, Totals.from_arrays(np.zeros(3, _core.stats_dtype), r), at, 1000.0, 1000.0 + at, mode,
-                    iface="eth9", ifnames={2: "eth9"}, **kw)  # fmt: skip
+    return Snapshot(
+        r,
+        Totals.from_arrays(np.zeros(3, _core.stats_dtype), r),
+        at,
+        1000.0,
+        1000.0 + at,
+        mode,
+        iface="eth9",
+        ifnames={2: "eth9"},
+        **kw,
+    )
 
 
 A = {"sport": 1111, "dport": 53}  # UDP 10.0.0.1:1111 -> 10.0.0.2:53 egress
@@ -53,8 +70,16 @@ def intervals():
     yield t.advance(
         reading(records({**A, "packets": 4, "bytes": 400}, {**B, "packets": 2, "bytes": 3000}), 2.0)
     )
-    yield t.advance(reading(records({**A, "packets": 4, "bytes": 400}, {**B, "packets": 3, "bytes": 4500},
-                                    {**C, "packets": 1, "bytes": 98}), 2.5))  # fmt: skip
+    yield t.advance(
+        reading(
+            records(
+                {**A, "packets": 4, "bytes": 400},
+                {**B, "packets": 3, "bytes": 4500},
+                {**C, "packets": 1, "bytes": 98},
+            ),
+            2.5,
+        )
+    )
 
 
 def test_rows_are_the_interval_deltas_of_active_flows():
@@ -83,8 +108,9 @@ def test_rows_are_the_interval_deltas_of_active_flows():
 
 def test_pivot_and_groupby_give_the_totals():
     ts = pktstat_bpf.timeseries(intervals())
-    wide = ts.pivot_table(index="timestamp", columns="proto", values="bytes", aggfunc="sum", observed=True,
-                          fill_value=0)  # fmt: skip
+    wide = ts.pivot_table(
+        index="timestamp", columns="proto", values="bytes", aggfunc="sum", observed=True, fill_value=0
+    )
     assert wide.to_dict("list") == {"ICMPv4": [0, 0, 98], "TCP": [0, 3000, 1500], "UDP": [100, 300, 0]}
     assert ts.groupby("flow", observed=True)["packets"].sum().to_dict() == {
         "TCP [fd00::1]:2222 -> [fd00::2]:443 egress": 3,
@@ -103,15 +129,27 @@ def test_idle_rows_make_a_dense_series():
 
 def test_labels_tell_apart_flows_that_differ_only_in_direction_pid_or_iface():
     t = IntervalTracker()
-    r = records({**A, "dir": 1}, {**A, "dir": 0}, {**A, "ifindex": 3}, {**A, "pid": 7, "comm": b"dig"},
-                {**A, "pid": 8, "comm": b"dig"}, {**A, "pid": 8, "comm": b"dig", "dir": 0})  # fmt: skip
+    r = records(
+        {**A, "dir": 1},
+        {**A, "dir": 0},
+        {**A, "ifindex": 3},
+        {**A, "pid": 7, "comm": b"dig"},
+        {**A, "pid": 8, "comm": b"dig"},
+        {**A, "pid": 8, "comm": b"dig", "dir": 0},
+    )
     iv = t.advance(reading(r, 1.0, mode="cgroup"))
     labels = sorted(pktstat_bpf.timeseries([iv]).flow)
     base = "UDP 10.0.0.1:1111 -> 10.0.0.2:53"
-    assert labels == sorted([
-        f"{base} egress on eth9", f"{base} ingress on eth9", f"{base} egress on 3",
-        f"{base} egress on eth9 dig[7]", f"{base} egress on eth9 dig[8]", f"{base} ingress on eth9 dig[8]",
-    ])  # fmt: skip
+    assert labels == sorted(
+        [
+            f"{base} egress on eth9",
+            f"{base} ingress on eth9",
+            f"{base} egress on 3",
+            f"{base} egress on eth9 dig[7]",
+            f"{base} egress on eth9 dig[8]",
+            f"{base} ingress on eth9 dig[8]",
+        ]
+    )
 
 
 def test_extra_columns_are_carried_and_an_empty_stream_gives_an_empty_frame():
@@ -137,8 +175,19 @@ T0 = 1_700_000_000 * 10**9
 
 
 def udp4(src: str, dst: str, sport: int, dport: int, payload: int) -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + payload, 1, 0, 64, 17, 0,
-                     ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)  # fmt: skip
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        28 + payload,
+        1,
+        0,
+        64,
+        17,
+        0,
+        ipaddress.ip_address(src).packed,
+        ipaddress.ip_address(dst).packed,
+    )
     return bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", sport, dport, 8 + payload, 0) + bytes(payload)
 
 

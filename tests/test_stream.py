@@ -40,9 +40,16 @@ class Sender:
 
 def cli(netns: NetnsPair, *args: str) -> subprocess.Popen:
     p = netns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = p.stderr.readline()
     assert "counting on va via tcx" in line, line + p.stderr.read()
     return p
@@ -209,8 +216,17 @@ def test_external_keeps_only_destinations_outside(netns: NetnsPair):
     peer = netns.peer("udp", "5107")
     try:
         # A's own /32 and B's IPv6 /64 are "internal": only A -> B4 is external.
-        p = cli(netns, "--jsonl", "--external", "--internal-networks", f"{netns.A4}/32,fd99::/64",
-                "-r", "300ms", "-t", "1200ms")  # fmt: skip
+        p = cli(
+            netns,
+            "--jsonl",
+            "--external",
+            "--internal-networks",
+            f"{netns.A4}/32,fd99::/64",
+            "-r",
+            "300ms",
+            "-t",
+            "1200ms",
+        )
         with netns.in_a():
             s4 = send_udp(netns.B4, 5107, 3, 20)
             s6 = send_udp(netns.B6, 5107, 3, 20)
@@ -258,10 +274,19 @@ def test_closed_stdout_ends_cleanly_with_exit_0(netns: NetnsPair):
     t.start()
     try:
         r = subprocess.run(
-            ["ip", "netns", "exec", netns.ns_a, "bash", "-c",
-             f"{sys.executable} -m pktstat_bpf -i va --jsonl -r 100ms -t 0 | head -n 2; echo rc=${{PIPESTATUS[0]}} >&2"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns.ns_a,
+                "bash",
+                "-c",
+                f"{sys.executable} -m pktstat_bpf -i va --jsonl -r 100ms -t 0 | head -n 2; echo rc=${{PIPESTATUS[0]}} >&2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         stop.set()
         t.join()

@@ -42,7 +42,10 @@ def refused_without_tcx(netns: NetnsPair, attach: str) -> bool:
         c = Collector(iface="va", tc_attach="tcx")
         with pytest.raises(FeatureMissingError) as e:
             c.start()
-    assert str(e.value) == "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"
+    assert (
+        str(e.value)
+        == "this kernel has no TCX links (Linux 6.6+): use --tc-attach legacy, or auto to fall back to it"
+    )
     assert e.value.exit_code == 69
     assert not netns.ours_attached() and netns.tc_state()["qdisc"] == before
     return True
@@ -191,9 +194,16 @@ def test_stop_leaves_nothing_behind(netns: NetnsPair, attach, preexisting_qdisc)
 
 def _cli_in_a(netns, *args):
     return netns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("attach", ["tcx", "legacy"])
@@ -249,9 +259,15 @@ def test_cli_signal_ends_capture_with_a_report(netns: NetnsPair, sig):
     (flow,) = [f for f in doc["flows"] if f["srcPort"] == sp]
     assert flow == {
         **flow,
-        "srcIp": netns.A4, "dstIp": netns.B4, "proto": "UDP", "dstPort": 5003,
-        "packets": 4, "bytes": 4 * (ETH + IP4 + UDP + 32), "direction": "egress", "iface": "va",
-    }  # fmt: skip
+        "srcIp": netns.A4,
+        "dstIp": netns.B4,
+        "proto": "UDP",
+        "dstPort": 5003,
+        "packets": 4,
+        "bytes": 4 * (ETH + IP4 + UDP + 32),
+        "direction": "egress",
+        "iface": "va",
+    }
     assert flow["bitrate"] == pytest.approx(8 * flow["bytes"] / doc["duration"])
     t = doc["totals"]
     assert t["packets"] == t["flowPackets"] + t["unparsedPackets"] + t["overflowPackets"]
@@ -282,7 +298,10 @@ def test_two_collectors_on_one_interface_both_see_everything(netns: NetnsPair):
     first = "legacy" if no_tcx() else "tcx"
     try:
         with netns.in_a():
-            with Collector(iface="va", tc_attach=first) as c1, Collector(iface="va", tc_attach="legacy") as c2:
+            with (
+                Collector(iface="va", tc_attach=first) as c1,
+                Collector(iface="va", tc_attach="legacy") as c2,
+            ):
                 sp = send_udp(netns.B4, 5005, 9, 50)
                 time.sleep(0.1)
             s1, s2 = c1.snapshot(), c2.snapshot()

@@ -19,7 +19,9 @@ import pytest
 from netns import NetnsPair, wait_for
 from traffic import ETH, IP4, IP6, UDP, send_udp
 
-pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed (make setup installs it)")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("tmux"), reason="tmux is not installed (make setup installs it)"
+)
 
 ROWS, COLS = 30, 140
 PAGE = ROWS - 4  # header, status, titles, footer
@@ -31,7 +33,9 @@ class Tmux:
         self("new-session", "-d", "-x", str(cols), "-y", str(rows), cmd)
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.sock, *args], capture_output=True, text=True, timeout=10
+        ).stdout
 
     def screen(self) -> list[str]:
         return self("capture-pane", "-p").splitlines()
@@ -134,7 +138,9 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     th = threading.Thread(target=steady)
     th.start()
     try:
-        screen = tui.wait(lambda s: rows_of(s) and rows_of(s)[0][5] == f"{B4}:5204" and rows_of(s)[0][0] != "0.00 bps")
+        screen = tui.wait(
+            lambda s: rows_of(s) and rows_of(s)[0][5] == f"{B4}:5204" and rows_of(s)[0][0] != "0.00 bps"
+        )
         assert "sort: bitrate" in status(screen)
     finally:
         stop.set()
@@ -201,7 +207,9 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     paused_screen = tui.screen()
     assert not any(r[4] == f"{A4}:{late}" for r in rows_of(paused_screen)), "\n".join(paused_screen)
     tui.keys("p")
-    screen = tui.wait(lambda s: "PAUSED" not in status(s) and rows_of(s) and rows_of(s)[0][4] == f"{A4}:{late}")
+    screen = tui.wait(
+        lambda s: "PAUSED" not in status(s) and rows_of(s) and rows_of(s)[0][4] == f"{A4}:{late}"
+    )
     assert rows_of(screen)[0][1:3] == ["300", str(300 * (s4 + 4))]
 
     # 0: back to bitrate from packets -- a new steady sender (fewer packets
@@ -223,13 +231,24 @@ def test_tui_sort_scroll_filter_pause_resize_quit(netns: NetnsPair, tui: Tmux):
     th = threading.Thread(target=steady2)
     th.start()
     try:
-        screen = tui.wait(lambda s: "sort: packets" in status(s) and (sender_row(s) or 0) > 0
-                          and rows_of(s)[sender_row(s)][0] != "0.00 bps")  # fmt: skip
+        screen = tui.wait(
+            lambda s: (
+                "sort: packets" in status(s)
+                and (sender_row(s) or 0) > 0
+                and rows_of(s)[sender_row(s)][0] != "0.00 bps"
+            )
+        )
         assert rows_of(screen)[0][4] == f"{A4}:{late}"  # most packets, idle now
         assert bitrates(rows_of(screen)) != sorted(bitrates(rows_of(screen)), reverse=True)
         tui.keys("0")
-        screen = tui.wait(lambda s: "sort: bitrate" in status(s) and f"rows 1-{PAGE} of" in status(s)
-                          and sender_row(s) == 0 and rows_of(s)[0][0] != "0.00 bps")  # fmt: skip
+        screen = tui.wait(
+            lambda s: (
+                "sort: bitrate" in status(s)
+                and f"rows 1-{PAGE} of" in status(s)
+                and sender_row(s) == 0
+                and rows_of(s)[0][0] != "0.00 bps"
+            )
+        )
         rates = bitrates(rows_of(screen))
         assert len(rates) == PAGE and rates == sorted(rates, reverse=True)
     finally:
@@ -268,7 +287,9 @@ def test_tui_x_quits_and_sigterm_ends_it_cleanly(netns: NetnsPair):
                 t.keys("x")
             else:
                 shell = t("list-panes", "-F", "#{pane_pid}").split()[0]
-                (child,) = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()
+                (child,) = subprocess.run(
+                    ["pgrep", "-P", shell], capture_output=True, text=True
+                ).stdout.split()
                 with open(f"/proc/{child}/cmdline") as f:
                     assert "pktstat_bpf" in f.read()
                 os.kill(int(child), signal.SIGTERM)
@@ -283,7 +304,10 @@ def test_tui_x_quits_and_sigterm_ends_it_cleanly(netns: NetnsPair):
     "term, message",
     [
         ("TERM=dumb", "-g/--tui: the terminal TERM='dumb' cannot move the cursor (use --plain or --jsonl)"),
-        ("TERM=pbt-no-such-term", "-g/--tui: unknown terminal type TERM='pbt-no-such-term' (terminfo has no entry for it)"),
+        (
+            "TERM=pbt-no-such-term",
+            "-g/--tui: unknown terminal type TERM='pbt-no-such-term' (terminfo has no entry for it)",
+        ),
         ("-u TERM", "-g/--tui needs TERM set to the terminal's type (e.g. TERM=xterm-256color)"),
         ("TERM=", "-g/--tui needs TERM set to the terminal's type (e.g. TERM=xterm-256color)"),
     ],

@@ -22,8 +22,9 @@ pytest.importorskip("mypy")
 
 def _run(*args: str, mypypath: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MYPYPATH": str(mypypath)}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+    )
 
 
 def _stubtest(stub_dir: Path, tmp: Path) -> subprocess.CompletedProcess:
@@ -36,8 +37,17 @@ def _stubtest(stub_dir: Path, tmp: Path) -> subprocess.CompletedProcess:
     )
     # run outside the source tree so that `import pktstat_bpf` is the installed package with its _core
     allow = ROOT / "tests" / "stubtest_allowlist.txt"
-    return _run("mypy.stubtest", "pktstat_bpf._core", "--concise", "--mypy-config-file", str(config),
-                "--allowlist", str(allow), mypypath=stub_dir, cwd=tmp)  # fmt: skip
+    return _run(
+        "mypy.stubtest",
+        "pktstat_bpf._core",
+        "--concise",
+        "--mypy-config-file",
+        str(config),
+        "--allowlist",
+        str(allow),
+        mypypath=stub_dir,
+        cwd=tmp,
+    )
 
 
 def test_stub_matches_the_engine_module(tmp_path):
@@ -160,7 +170,9 @@ def test_the_parameter_check_can_fail():
     assert [n for n, _ in _stub_params(fn)] != [n for n, _ in sig[0]]
     sig = _runtime_params(
         "advance(self: R, until_ts_ns: typing.SupportsInt | typing.SupportsIndex, progress: object = None, "
-        "every: typing.SupportsInt | typing.SupportsIndex = 65536) -> bool", "advance")  # fmt: skip
+        "every: typing.SupportsInt | typing.SupportsIndex = 65536) -> bool",
+        "advance",
+    )
     assert sig == [[("until_ts_ns", None), ("progress", "None"), ("every", "65536")]]
     assert not _same_default("65536", "1024") and _same_default("[]", "[]") and not _same_default(None, "1")
 

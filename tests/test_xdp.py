@@ -45,13 +45,18 @@ def in_b(netns: NetnsPair, code: str) -> str:
     """Run Python `code` (with tests/traffic.py importable) in namespace B."""
     r = subprocess.run(
         ["ip", "netns", "exec", netns.ns_b, sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
     return r.stdout.strip()
 
 
 def udp_from_b(netns: NetnsPair, dst: str, port: int, count: int, payload: int) -> int:
-    return int(in_b(netns, f"from traffic import send_udp; print(send_udp({dst!r}, {port}, {count}, {payload}))"))
+    return int(
+        in_b(netns, f"from traffic import send_udp; print(send_udp({dst!r}, {port}, {count}, {payload}))")
+    )
 
 
 # ---- counting ------------------------------------------------------------------
@@ -93,8 +98,9 @@ def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, bu
     monkeypatch.setenv("PKTSTAT_BPF_TEST_FAULTS", f"xdp_buff_len={int(buff_len)}")
     srv = subprocess.Popen(
         ["ip", "netns", "exec", ns.ns_a, sys.executable, str(TESTS / "peer.py"), "tcp", "5102"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert srv.stdout.readline().strip() == "ready"
         with ns.in_a():
@@ -103,7 +109,9 @@ def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, bu
             with Collector(iface="va", mode="xdp", xdp_mode=mode) as c:
                 assert c.status["bytes"].startswith("full frame" if buff_len else "linear")
                 time.sleep(0.05)
-                sport = in_b(ns, f"from traffic import tcp_exchange; print(tcp_exchange({ns.A4!r}, 5102, 300000)[0])")
+                sport = in_b(
+                    ns, f"from traffic import tcp_exchange; print(tcp_exchange({ns.A4!r}, 5102, 300000)[0])"
+                )
                 time.sleep(0.3)
             frames = sniffer.stop()
             snap = c.snapshot()
@@ -112,7 +120,9 @@ def test_tcp_counts_match_an_af_packet_capture(netns_v4only: NetnsPair, mode, bu
         srv.wait()
     sport = int(sport)
     want = {
-        k: tuple(v) for k, v in Sniffer.flows(frames, 6).items() if k[-1] == "ingress" and sport in (k[3], k[4])
+        k: tuple(v)
+        for k, v in Sniffer.flows(frames, 6).items()
+        if k[-1] == "ingress" and sport in (k[3], k[4])
     }
     got = {(k[0], k[1], 6, *k[3:]): v for k, v in table(snap).items() if k[2] == "TCP"}
     assert want and sum(v[1] for v in want.values()) > 300000
@@ -187,7 +197,9 @@ def test_offload_fails_clearly_without_touching_the_interface(netns: NetnsPair, 
     dev = bridge if dev == "bridge" else dev
     with netns.in_a():
         c = Collector(iface=dev, mode="xdp", xdp_mode="offload")
-        with pytest.raises(FeatureMissingError, match=rf"^XDP offload: the driver of {dev} cannot run this program"):
+        with pytest.raises(
+            FeatureMissingError, match=rf"^XDP offload: the driver of {dev} cannot run this program"
+        ):
             c.start()
     assert xdp_prog(netns, dev) is None
 
@@ -213,9 +225,18 @@ def test_interface_with_another_xdp_program_is_left_alone(netns: NetnsPair, othe
 def test_cli_reports_another_program_in_one_line(netns: NetnsPair):
     other = attach_other_xdp(netns, "xdpgeneric")
     p = netns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", "-x", "-t", "1s",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "-x",
+        "-t",
+        "1s",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert out == ""
@@ -238,16 +259,26 @@ def test_bad_xdp_mode_is_a_usage_error(capsys):
 # ---- the CLI, and nothing left behind -----------------------------------------
 def _cli_in_a(netns, *args):
     return netns.exec_a(
-        sys.executable, "-m", "pktstat_bpf", "-i", "va", "-x", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "-x",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_cli_json_and_text_say_egress_is_not_seen(netns: NetnsPair, mode):
     p = _cli_in_a(netns, "--xdp_mode", mode, "-t", "0", "-j")
     line = p.stderr.readline()
-    assert f"counting on va via xdp-{mode} until interrupted (Ctrl-C to stop); XDP sees ingress only" in line, line
+    assert (
+        f"counting on va via xdp-{mode} until interrupted (Ctrl-C to stop); XDP sees ingress only" in line
+    ), line
     sp = udp_from_b(netns, netns.A4, 5104, 4, 32)
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
@@ -261,9 +292,15 @@ def test_cli_json_and_text_say_egress_is_not_seen(netns: NetnsPair, mode):
     (flow,) = [f for f in doc["flows"] if f["srcPort"] == sp]
     assert flow == {
         **flow,
-        "srcIp": netns.B4, "dstIp": netns.A4, "proto": "UDP", "dstPort": 5104,
-        "packets": 4, "bytes": 4 * (ETH + IP4 + UDP + 32), "direction": "ingress", "iface": "va",
-    }  # fmt: skip
+        "srcIp": netns.B4,
+        "dstIp": netns.A4,
+        "proto": "UDP",
+        "dstPort": 5104,
+        "packets": 4,
+        "bytes": 4 * (ETH + IP4 + UDP + 32),
+        "direction": "ingress",
+        "iface": "va",
+    }
     assert xdp_prog(netns) is None
 
     p = _cli_in_a(netns, "--xdp_mode", mode, "-t", "1s")
@@ -300,8 +337,19 @@ def test_stop_detaches_and_restart_works(netns: NetnsPair):
 
 def _ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, UDP + len(payload), 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IP4 + len(udp), 1, 0, 64, 17, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))  # fmt: skip
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        IP4 + len(udp),
+        1,
+        0,
+        64,
+        17,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
     s = sum(struct.unpack("!10H", hdr))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16

@@ -140,11 +140,17 @@ class Sniffer:
             if etype == 0x0800:
                 ihl = (f[14] & 0xF) * 4
                 proto = f[23]
-                src, dst = socket.inet_ntop(socket.AF_INET, f[26:30]), socket.inet_ntop(socket.AF_INET, f[30:34])
+                src, dst = (
+                    socket.inet_ntop(socket.AF_INET, f[26:30]),
+                    socket.inet_ntop(socket.AF_INET, f[30:34]),
+                )
                 l4 = 14 + ihl
             elif etype == 0x86DD:
                 proto = f[20]
-                src, dst = socket.inet_ntop(socket.AF_INET6, f[22:38]), socket.inet_ntop(socket.AF_INET6, f[38:54])
+                src, dst = (
+                    socket.inet_ntop(socket.AF_INET6, f[22:38]),
+                    socket.inet_ntop(socket.AF_INET6, f[38:54]),
+                )
                 l4 = 54
             else:
                 continue

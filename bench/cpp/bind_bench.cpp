@@ -45,11 +45,12 @@ namespace {
 // BPF_F_XDP_HAS_FRAGS (as XdpCollector does when the kernel has
 // bpf_xdp_get_buff_len).
 class BenchObject {
-public:
+      public:
 	BenchObject(const std::string &path, const std::map<std::string, std::string> &rodata,
 	            const std::map<std::string, uint32_t> &max_entries, bool xdp_frags) {
 		obj_ = bpf_object__open_file(path.c_str(), nullptr);
-		if (!obj_) throw SysError("open " + path, errno ? errno : EINVAL);
+		if (!obj_)
+			throw SysError("open " + path, errno ? errno : EINVAL);
 		try {
 			configure(rodata, max_entries, xdp_frags);
 			check_libbpf(bpf_object__load(obj_), "load " + path);
@@ -63,72 +64,84 @@ public:
 	~BenchObject() { close(); }
 
 	void close() noexcept {
-		if (obj_) bpf_object__close(obj_);
+		if (obj_)
+			bpf_object__close(obj_);
 		obj_ = nullptr;
 	}
 
 	int prog_fd(const std::string &name) const {
 		bpf_program *p = bpf_object__find_program_by_name(live(), name.c_str());
-		if (!p) throw SysError("no program " + name, ENOENT);
+		if (!p)
+			throw SysError("no program " + name, ENOENT);
 		return bpf_program__fd(p);
 	}
 
 	int map_fd(const std::string &name) const {
 		bpf_map *m = bpf_object__find_map_by_name(live(), name.c_str());
-		if (!m) throw SysError("no map " + name, ENOENT);
+		if (!m)
+			throw SysError("no map " + name, ENOENT);
 		return bpf_map__fd(m);
 	}
 
-private:
+      private:
 	bpf_object *live() const {
-		if (!obj_) throw SysError("BPF object closed", EBADF);
+		if (!obj_)
+			throw SysError("BPF object closed", EBADF);
 		return obj_;
 	}
 
-	void configure(const std::map<std::string, std::string> &rodata, const std::map<std::string, uint32_t> &max_entries,
-	               bool xdp_frags) {
+	void configure(const std::map<std::string, std::string> &rodata,
+	               const std::map<std::string, uint32_t> &max_entries, bool xdp_frags) {
 		for (const auto &[name, n] : max_entries) {
 			bpf_map *m = bpf_object__find_map_by_name(obj_, name.c_str());
-			if (!m) throw SysError("no map " + name, ENOENT);
+			if (!m)
+				throw SysError("no map " + name, ENOENT);
 			check_libbpf(bpf_map__set_max_entries(m, n), "set max_entries of " + name);
 		}
 		if (xdp_frags) {
 			bpf_program *p;
 			bpf_object__for_each_program(p, obj_) {
 				if (bpf_program__type(p) == BPF_PROG_TYPE_XDP)
-					check_libbpf(bpf_program__set_flags(p, bpf_program__flags(p) | BPF_F_XDP_HAS_FRAGS),
+					check_libbpf(bpf_program__set_flags(p, bpf_program__flags(p) |
+					                                           BPF_F_XDP_HAS_FRAGS),
 					             "set BPF_F_XDP_HAS_FRAGS");
 			}
 		}
-		if (rodata.empty()) return;
+		if (rodata.empty())
+			return;
 		bpf_map *ro = nullptr, *m;
 		bpf_object__for_each_map(m, obj_) {
 			const char *n = bpf_map__name(m);
 			size_t len = std::strlen(n);
-			if (bpf_map__is_internal(m) && len >= 7 && std::strcmp(n + len - 7, ".rodata") == 0) ro = m;
+			if (bpf_map__is_internal(m) && len >= 7 && std::strcmp(n + len - 7, ".rodata") == 0)
+				ro = m;
 		}
 		const btf *b = bpf_object__btf(obj_);
 		const int sec_id = b ? btf__find_by_name_kind(b, ".rodata", BTF_KIND_DATASEC) : -1;
-		if (!ro || sec_id < 0) throw SysError("the object has no .rodata to set", ENOENT);
+		if (!ro || sec_id < 0)
+			throw SysError("the object has no .rodata to set", ENOENT);
 		size_t size = 0;
 		const void *init = bpf_map__initial_value(ro, &size);
-		std::vector<char> data(static_cast<const char *>(init), static_cast<const char *>(init) + size);
+		std::vector<char> data(static_cast<const char *>(init),
+		                       static_cast<const char *>(init) + size);
 		const btf_type *sec = btf__type_by_id(b, sec_id);
 		for (const auto &[name, bytes] : rodata) {
 			const btf_var_secinfo *vi = btf_var_secinfos(sec);
 			bool found = false;
 			for (int i = 0; i < btf_vlen(sec); ++i, ++vi) {
 				const btf_type *var = btf__type_by_id(b, vi->type);
-				if (name != btf__name_by_offset(b, var->name_off)) continue;
+				if (name != btf__name_by_offset(b, var->name_off))
+					continue;
 				if (bytes.size() != vi->size)
-					throw SysError(name + " is " + std::to_string(vi->size) + " bytes, not " +
-					                   std::to_string(bytes.size()),
+					throw SysError(name + " is " + std::to_string(vi->size) +
+					                   " bytes, not " + std::to_string(bytes.size()),
 					               EINVAL);
 				std::memcpy(data.data() + vi->offset, bytes.data(), bytes.size());
 				found = true;
 				break;
 			}
-			if (!found) throw SysError("no setting " + name + " in .rodata", ENOENT);
+			if (!found)
+				throw SysError("no setting " + name + " in .rodata", ENOENT);
 		}
 		check_libbpf(bpf_map__set_initial_value(ro, data.data(), data.size()), "set .rodata");
 	}
@@ -170,13 +183,15 @@ py::dict test_run(int prog_fd, const py::bytes &data, int repeat, const py::byte
 	}
 	const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	check_libbpf(rc, "BPF_PROG_TEST_RUN");
-	return py::dict(py::arg("retval") = o.retval, py::arg("duration_ns") = o.duration, py::arg("wall_s") = wall);
+	return py::dict(py::arg("retval") = o.retval, py::arg("duration_ns") = o.duration,
+	                py::arg("wall_s") = wall);
 }
 
 bool c_contiguous(const py::buffer_info &b) {
 	py::ssize_t want = b.itemsize;
 	for (size_t i = b.ndim; i-- > 0;) {
-		if (b.shape[i] != 1 && b.strides[i] != want) return false;
+		if (b.shape[i] != 1 && b.strides[i] != want)
+			return false;
 		want *= b.shape[i];
 	}
 	return true;
@@ -185,7 +200,8 @@ bool c_contiguous(const py::buffer_info &b) {
 // keys: count * key_size bytes, values: count * value size (per-CPU maps:
 // one round-up-to-8 value per possible CPU, as the kernel expects), both
 // C-contiguous.
-void update_batch(int map_fd, const py::buffer &keys, const py::buffer &values, uint32_t count, uint64_t elem_flags) {
+void update_batch(int map_fd, const py::buffer &keys, const py::buffer &values, uint32_t count,
+                  uint64_t elem_flags) {
 	const py::buffer_info k = keys.request(), v = values.request();
 	const MapShape s = [&] {
 		bpf_map_info info{};
@@ -194,15 +210,18 @@ void update_batch(int map_fd, const py::buffer &keys, const py::buffer &values, 
 		MapShape m;
 		m.key_size = info.key_size;
 		m.value_size = info.value_size;
-		m.percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+		m.percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH ||
+		           info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
 		           info.type == BPF_MAP_TYPE_PERCPU_ARRAY;
 		return m;
 	}();
-	const size_t vstride = s.percpu ? ((s.value_size + 7) & ~7U) * static_cast<size_t>(possible_cpus()) : s.value_size;
+	const size_t vstride =
+	    s.percpu ? ((s.value_size + 7) & ~7U) * static_cast<size_t>(possible_cpus()) : s.value_size;
 	if (static_cast<size_t>(k.size * k.itemsize) != static_cast<size_t>(count) * s.key_size ||
 	    static_cast<size_t>(v.size * v.itemsize) != count * vstride)
 		throw SysError("update_batch: buffers do not hold count keys and values", EINVAL);
-	if (!c_contiguous(k) || !c_contiguous(v)) throw SysError("update_batch: buffers must be C-contiguous", EINVAL);
+	if (!c_contiguous(k) || !c_contiguous(v))
+		throw SysError("update_batch: buffers must be C-contiguous", EINVAL);
 	py::gil_scoped_release nogil;
 	const char *kp = static_cast<const char *>(k.ptr), *vp = static_cast<const char *>(v.ptr);
 	const uint32_t chunk = 1u << 16;
@@ -223,10 +242,12 @@ py::dict lookup_batch_raw(int map_fd, uint32_t chunk) {
 	bpf_map_info info{};
 	uint32_t len = sizeof(info);
 	check_libbpf(bpf_obj_get_info_by_fd(map_fd, &info, &len), "bpf_obj_get_info_by_fd(map)");
-	const bool percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	const bool percpu =
+	    info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
 	const size_t vstride =
 	    percpu ? ((info.value_size + 7) & ~7U) * static_cast<size_t>(possible_cpus()) : info.value_size;
-	if (!chunk) chunk = std::clamp<uint32_t>(info.max_entries, 256, 8192); // as read_flows does
+	if (!chunk)
+		chunk = std::clamp<uint32_t>(info.max_entries, 256, 8192); // as read_flows does
 	uint64_t total = 0;
 	double seconds = 0;
 	{
@@ -238,15 +259,18 @@ py::dict lookup_batch_raw(int map_fd, uint32_t chunk) {
 		const auto t0 = std::chrono::steady_clock::now();
 		for (;;) {
 			uint32_t count = std::min<uint64_t>(chunk, info.max_entries - total);
-			if (!count) break;
+			if (!count)
+				break;
 			LIBBPF_OPTS(bpf_map_batch_opts, opts);
 			int rc = bpf_map_lookup_batch(map_fd, first ? nullptr : &token, &token,
-			                              keys.data() + total * info.key_size, vals.data() + total * vstride,
-			                              &count, &opts);
-			if (rc < 0 && rc != -ENOENT) check_libbpf(rc, "bpf_map_lookup_batch");
+			                              keys.data() + total * info.key_size,
+			                              vals.data() + total * vstride, &count, &opts);
+			if (rc < 0 && rc != -ENOENT)
+				check_libbpf(rc, "bpf_map_lookup_batch");
 			total += count;
 			first = false;
-			if (rc == -ENOENT) break;
+			if (rc == -ENOENT)
+				break;
 		}
 		seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	}
@@ -283,8 +307,9 @@ py::bytes test_record() {
 void register_bench(py::module_ &m) {
 	// What the tests check the package's record dtype and the kernel's
 	// counting against (the same flow.h, compiled by the same build).
-	m.def("record_layout", [] { return layout_of(record_fields(), sizeof(flow_record)); },
-	      "Offsets and sizes of flow_record fields, as compiled.");
+	m.def(
+	    "record_layout", [] { return layout_of(record_fields(), sizeof(flow_record)); },
+	    "Offsets and sizes of flow_record fields, as compiled.");
 	m.def("stats_layout", [] { return layout_of(stats_fields(), sizeof(dir_stats)); });
 	m.def("_test_record", &test_record);
 	m.attr("FLOW_DIR_INGRESS") = static_cast<int>(FLOW_DIR_INGRESS);
@@ -305,10 +330,11 @@ void register_bench(py::module_ &m) {
 		    py::list l;
 		    for (const DiagSocket &s : v)
 			    l.append(py::dict(py::arg("cookie") = s.cookie, py::arg("inode") = s.inode,
-			                      py::arg("cgroup_id") = s.cgroup_id, py::arg("has_cgroup") = s.has_cgroup,
-			                      py::arg("netns_cookie") = s.netns_cookie, py::arg("sport") = s.sport,
-			                      py::arg("protocol") = s.protocol, py::arg("state") = s.state,
-			                      py::arg("family") = s.family));
+			                      py::arg("cgroup_id") = s.cgroup_id,
+			                      py::arg("has_cgroup") = s.has_cgroup,
+			                      py::arg("netns_cookie") = s.netns_cookie,
+			                      py::arg("sport") = s.sport, py::arg("protocol") = s.protocol,
+			                      py::arg("state") = s.state, py::arg("family") = s.family));
 		    return l;
 	    },
 	    "Every TCP/UDP/UDP-Lite socket sock_diag lists in every network namespace (debugging, tests).");
@@ -317,11 +343,12 @@ void register_bench(py::module_ &m) {
 	py::class_<BenchObject>(m, "_BenchObject")
 	    .def(py::init([](const std::string &path, const std::map<std::string, py::bytes> &rodata,
 	                     const std::map<std::string, uint32_t> &max_entries, bool xdp_frags) {
-		         std::map<std::string, std::string> ro;
-		         for (const auto &[k, v] : rodata) ro[k] = std::string(v);
-		         py::gil_scoped_release nogil;
-		         return std::make_unique<BenchObject>(path, ro, max_entries, xdp_frags);
-	         }),
+			 std::map<std::string, std::string> ro;
+			 for (const auto &[k, v] : rodata)
+				 ro[k] = std::string(v);
+			 py::gil_scoped_release nogil;
+			 return std::make_unique<BenchObject>(path, ro, max_entries, xdp_frags);
+		 }),
 	         py::arg("path"), py::arg("rodata") = std::map<std::string, py::bytes>{},
 	         py::arg("max_entries") = std::map<std::string, uint32_t>{}, py::arg("xdp_frags") = false)
 	    .def("prog_fd", &BenchObject::prog_fd)
@@ -344,9 +371,11 @@ void register_bench(py::module_ &m) {
 		    check_libbpf(bpf_obj_get_info_by_fd(map_fd, &info, &len), "bpf_obj_get_info_by_fd(map)");
 		    if (k.size() != info.key_size || v.size() != info.value_size)
 			    throw SysError("update: key or value size differs from the map's", EINVAL);
-		    check_libbpf(bpf_map_update_elem(map_fd, k.data(), v.data(), BPF_ANY), "bpf_map_update_elem");
+		    check_libbpf(bpf_map_update_elem(map_fd, k.data(), v.data(), BPF_ANY),
+		                 "bpf_map_update_elem");
 	    },
-	    py::arg("map_fd"), py::arg("key"), py::arg("value"), "One element (prog arrays take a program fd).");
+	    py::arg("map_fd"), py::arg("key"), py::arg("value"),
+	    "One element (prog arrays take a program fd).");
 	m.def("_bench_lookup_batch", &lookup_batch_raw, py::arg("map_fd"), py::arg("chunk") = 0);
 	m.def(
 	    "_bench_read_flows",
@@ -377,15 +406,17 @@ void register_bench(py::module_ &m) {
 	       const std::vector<uint32_t> &wire_len) {
 		    std::vector<std::string> f;
 		    f.reserve(frames.size());
-		    for (const auto &b : frames) f.emplace_back(b);
+		    for (const auto &b : frames)
+			    f.emplace_back(b);
 		    py::gil_scoped_release nogil;
 		    r.replay_frames(dlt, f, ts_ns, wire_len);
 	    },
-	    py::arg("replayer"), py::arg("dlt"), py::arg("frames"), py::arg("ts_ns") = std::vector<uint64_t>{},
-	    py::arg("wire_len") = std::vector<uint32_t>{},
+	    py::arg("replayer"), py::arg("dlt"), py::arg("frames"),
+	    py::arg("ts_ns") = std::vector<uint64_t>{}, py::arg("wire_len") = std::vector<uint32_t>{},
 	    "Run in-memory frames through `replayer` as if read from a capture of link type `dlt`.");
-	m.def("replay_max_data", [](const Replayer &r) { return r.max_data(); }, py::arg("replayer"),
-	      "The largest test-run data `replayer` accepts.");
+	m.def(
+	    "replay_max_data", [](const Replayer &r) { return r.max_data(); }, py::arg("replayer"),
+	    "The largest test-run data `replayer` accepts.");
 	// cgroup mode's socket-cookie -> owner map and the owner flag bits, for
 	// tests of the owners' lifetime (tests/test_drain.py)
 	m.def(
@@ -399,11 +430,13 @@ void register_bench(py::module_ &m) {
 		    py::dict d;
 		    for (const auto &e : v)
 			    d[py::int_(e.cookie)] =
-			        py::dict(py::arg("pid") = e.owner.pid, py::arg("flags") = e.owner.flags,
-			                 py::arg("comm") = py::bytes(e.owner.comm, strnlen(e.owner.comm, sizeof(e.owner.comm))));
+				py::dict(py::arg("pid") = e.owner.pid, py::arg("flags") = e.owner.flags,
+			                 py::arg("comm") = py::bytes(
+					     e.owner.comm, strnlen(e.owner.comm, sizeof(e.owner.comm))));
 		    return d;
 	    },
-	    py::arg("collector"), "The socket-cookie -> owner map of a cgroup collector: {cookie: {pid, flags, comm}}.");
+	    py::arg("collector"),
+	    "The socket-cookie -> owner map of a cgroup collector: {cookie: {pid, flags, comm}}.");
 	py::dict flags;
 	flags["shared"] = static_cast<int>(OWNER_SHARED);
 	flags["released"] = static_cast<int>(OWNER_RELEASED);
@@ -421,16 +454,18 @@ void register_bench(py::module_ &m) {
 		    auto l = std::make_unique<BenchLink>();
 		    std::shared_ptr<ClsactQdisc> none;
 		    l->tc = std::make_unique<TcAttachment>(attach_tc(
-		        prog_fd, ifindex, ingress ? TcDir::Ingress : TcDir::Egress, TcAttachMode::Tcx, none));
+			prog_fd, ifindex, ingress ? TcDir::Ingress : TcDir::Egress, TcAttachMode::Tcx, none));
 		    return l;
 	    },
 	    py::arg("prog_fd"), py::arg("ifindex"), py::arg("ingress") = true);
 	m.def(
 	    "_bench_attach_xdp",
 	    [](int prog_fd, int ifindex, bool generic) {
-		    LIBBPF_OPTS(bpf_link_create_opts, o, .flags = generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
+		    LIBBPF_OPTS(bpf_link_create_opts, o,
+		                .flags = generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
 		    auto l = std::make_unique<BenchLink>();
-		    l->xdp = UniqueFd(check_libbpf(bpf_link_create(prog_fd, ifindex, BPF_XDP, &o), "attach XDP"));
+		    l->xdp =
+			UniqueFd(check_libbpf(bpf_link_create(prog_fd, ifindex, BPF_XDP, &o), "attach XDP"));
 		    return l;
 	    },
 	    py::arg("prog_fd"), py::arg("ifindex"), py::arg("generic") = false);

@@ -40,7 +40,6 @@ FLOW_END_END: int
 #: reason of an ended record: the lifetime table was full (max_flows): the longest idle retired early.
 FLOW_END_EVICTED: int
 
-
 class FeatureMissing(OSError):
     """The kernel lacks something a mode needs; the message says what (exit code 69)."""
 
@@ -122,7 +121,9 @@ class LegacyFilter(TypedDict):
     priority: int
     prog_id: int
 
-def remove_stale_filter(ifindex: _Int, direction: str, handle: _Int, priority: _Int, prog_id: _Int) -> bool: ...
+def remove_stale_filter(
+    ifindex: _Int, direction: str, handle: _Int, priority: _Int, prog_id: _Int
+) -> bool: ...
 def release_clsact(ifindex: _Int, created: bool, pid: _Int) -> bool: ...
 def sweep_stale_tc() -> int: ...
 
@@ -150,7 +151,10 @@ class _MapReaders:
         """Every live flow's lifetime record (record_dtype), as of the last drain."""
 
     def set_flow_limits(
-        self, idle_timeout_ns: _Int = 60_000_000_000, active_timeout_ns: _Int = 300_000_000_000, max_flows: _Int = 1_000_000
+        self,
+        idle_timeout_ns: _Int = 60_000_000_000,
+        active_timeout_ns: _Int = 300_000_000_000,
+        max_flows: _Int = 1_000_000,
     ) -> None:
         """The lifetime table's timeouts (0: never) and its bound on live flows."""
 
@@ -165,7 +169,6 @@ class _MapReaders:
 
     def read_stats(self) -> np.ndarray[Any, np.dtype[np.void]]:
         """The run's counters: every drained interval plus what the side the programs count into holds now."""
-
 
 @type_check_only
 class _LiveCollector(_MapReaders):
@@ -230,7 +233,6 @@ class ScanStats(TypedDict):
     processes: int
     cgroups: int
     seconds: float
-
 
 class CgroupCollector(_LiveCollector):
     def __init__(
@@ -325,6 +327,7 @@ drop_dtype: np.dtype[np.void]
 
 def drop_layout() -> dict[str, tuple[int, int]]: ...
 def kernel_drop_reasons() -> dict[int, str]: ...
+
 @type_check_only
 class DropValue(TypedDict):
     packets: int

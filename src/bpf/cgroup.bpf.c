@@ -79,8 +79,7 @@ struct {
 	__type(value, __u64);
 } owner_stats SEC(".maps");
 
-static __always_inline void owner_stat(__u32 i)
-{
+static __always_inline void owner_stat(__u32 i) {
 	__u64 *c = bpf_map_lookup_elem(&owner_stats, &i);
 
 	if (c)
@@ -89,23 +88,21 @@ static __always_inline void owner_stat(__u32 i)
 
 /* Entries are replaced whole (never written in place), so a reader on
  * another CPU sees the old owner or the new one, never half of each. */
-static __always_inline void store_owner(__u64 cookie, const struct sock_owner *o, __u64 flags)
-{
+static __always_inline void store_owner(__u64 cookie, const struct sock_owner *o, __u64 flags) {
 	long err = bpf_map_update_elem(&owners, &cookie, o, flags);
 
 	if (err && err != -EEXIST && err != -2 /* ENOENT: gone meanwhile */)
 		owner_stat(OWNER_STAT_MAP_FULL);
 }
 
-static __always_inline bool same_comm(const char *a, const char *b)
-{
-	return ((const __u64 *)a)[0] == ((const __u64 *)b)[0] && ((const __u64 *)a)[1] == ((const __u64 *)b)[1];
+static __always_inline bool same_comm(const char *a, const char *b) {
+	return ((const __u64 *)a)[0] == ((const __u64 *)b)[0] &&
+	       ((const __u64 *)a)[1] == ((const __u64 *)b)[1];
 }
 
 /* The calling process: TGID and the comm of its main thread (the process
  * name /proc/<pid>/comm shows, not a worker thread's name). */
-static __always_inline void current_owner(struct sock_owner *o)
-{
+static __always_inline void current_owner(struct sock_owner *o) {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 
 	o->pid = bpf_get_current_pid_tgid() >> 32;
@@ -114,8 +111,7 @@ static __always_inline void current_owner(struct sock_owner *o)
 }
 
 /* The fork generation of `pid`, starting its count if we had none. */
-static __always_inline __u32 owner_gen(__u32 pid)
-{
+static __always_inline __u32 owner_gen(__u32 pid) {
 	__u32 zero = 0, *g = bpf_map_lookup_elem(&forks, &pid);
 
 	if (g)
@@ -126,8 +122,7 @@ static __always_inline __u32 owner_gen(__u32 pid)
 }
 
 /* The owner has not forked since the entry was recorded. */
-static __always_inline bool owner_current(const struct sock_owner *o)
-{
+static __always_inline bool owner_current(const struct sock_owner *o) {
 	__u32 *g = bpf_map_lookup_elem(&forks, &o->pid);
 
 	return !g || *g == o->gen;
@@ -137,8 +132,7 @@ static __always_inline bool owner_current(const struct sock_owner *o)
  * map's elements are preallocated and may be reused by an insert on another
  * CPU while we copy: read twice, and accept only a copy that did not change
  * under us (else: unknown). */
-static __always_inline bool read_owner(const struct sock_owner *o, struct sock_owner *out)
-{
+static __always_inline bool read_owner(const struct sock_owner *o, struct sock_owner *out) {
 	const volatile __u64 *w = (const volatile __u64 *)o;
 	__u64 *c = (__u64 *)out;
 
@@ -152,8 +146,7 @@ static __always_inline bool read_owner(const struct sock_owner *o, struct sock_o
 
 /* ---- packets ---------------------------------------------------------- */
 
-static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
-{
+static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir) {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__be16 proto = skb->protocol;
@@ -176,22 +169,19 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir)
 }
 
 SEC("cgroup_skb/ingress")
-int owner_skb_ingress(struct __sk_buff *skb)
-{
+int owner_skb_ingress(struct __sk_buff *skb) {
 	return skb_count(skb, FLOW_DIR_INGRESS);
 }
 
 SEC("cgroup_skb/egress")
-int owner_skb_egress(struct __sk_buff *skb)
-{
+int owner_skb_egress(struct __sk_buff *skb) {
 	return skb_count(skb, FLOW_DIR_EGRESS);
 }
 
 /* ---- socket life ------------------------------------------------------- */
 
 SEC("cgroup/sock_create")
-int owner_sock_create(struct bpf_sock *sk)
-{
+int owner_sock_create(struct bpf_sock *sk) {
 	struct sock_owner o = {};
 	__u64 cookie;
 
@@ -207,8 +197,7 @@ int owner_sock_create(struct bpf_sock *sk)
 }
 
 SEC("cgroup/sock_release")
-int owner_sock_release(struct bpf_sock *sk)
-{
+int owner_sock_release(struct bpf_sock *sk) {
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct sock_owner *o = bpf_map_lookup_elem(&owners, &cookie);
 	struct sock_owner n;
@@ -230,14 +219,13 @@ int owner_sock_release(struct bpf_sock *sk)
 	return 1;
 }
 
-static __always_inline bool owner_is_one_live_process(const struct sock_owner *o)
-{
-	return o && o->pid && !(o->flags & (OWNER_SHARED | OWNER_RELEASED | OWNER_UNCLAIMED)) && owner_current(o);
+static __always_inline bool owner_is_one_live_process(const struct sock_owner *o) {
+	return o && o->pid && !(o->flags & (OWNER_SHARED | OWNER_RELEASED | OWNER_UNCLAIMED)) &&
+	       owner_current(o);
 }
 
 SEC("sockops")
-int owner_sockops(struct bpf_sock_ops *skops)
-{
+int owner_sockops(struct bpf_sock_ops *skops) {
 	struct listener_key lk = {};
 	__u64 cookie;
 
@@ -259,7 +247,7 @@ int owner_sockops(struct bpf_sock_ops *skops)
 			/* Several listeners on one port (addresses, SO_REUSEPORT):
 			 * fine while they have one owner, else ambiguous (0). */
 			if (!a_gone && !(owner_is_one_live_process(a) && owner_is_one_live_process(b) &&
-					 a->pid == b->pid)) {
+			                 a->pid == b->pid)) {
 				__u64 ambiguous = 0;
 
 				bpf_map_update_elem(&listeners, &lk, &ambiguous, BPF_ANY);
@@ -302,8 +290,7 @@ int owner_sockops(struct bpf_sock_ops *skops)
  * syscall itself took if the fd table is shared by threads (fdget takes a
  * reference only then). Anything else (a forked child's copy, dup(), a
  * descriptor in flight) makes it false: not provably sole. */
-static __always_inline bool sole_holder(struct sock *sk, struct task_struct *t)
-{
+static __always_inline bool sole_holder(struct sock *sk, struct task_struct *t) {
 	struct socket *so = sk->sk_socket;
 	struct file *f;
 	__s64 refs;
@@ -322,8 +309,7 @@ static __always_inline bool sole_holder(struct sock *sk, struct task_struct *t)
 	return refs == 1 + (users > 1);
 }
 
-static __always_inline void observe_use(struct sock *sk)
-{
+static __always_inline void observe_use(struct sock *sk) {
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;
 	struct task_struct *t;
 	struct sock_owner *o, n = {};
@@ -363,23 +349,20 @@ static __always_inline void observe_use(struct sock *sk)
 }
 
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(owner_send, struct sock *sk, int ret, int flags)
-{
+int BPF_PROG(owner_send, struct sock *sk, int ret, int flags) {
 	observe_use(sk);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(owner_recv, struct sock *sk, int ret, int flags)
-{
+int BPF_PROG(owner_recv, struct sock *sk, int ret, int flags) {
 	observe_use(sk);
 	return 0;
 }
 
 /* A process forked: if it owns sockets, its child now holds them too. */
 SEC("tp_btf/sched_process_fork")
-int BPF_PROG(owner_fork, struct task_struct *parent, struct task_struct *child)
-{
+int BPF_PROG(owner_fork, struct task_struct *parent, struct task_struct *child) {
 	__u32 ptgid = parent->tgid;
 	__u32 *g;
 
@@ -394,8 +377,7 @@ int BPF_PROG(owner_fork, struct task_struct *parent, struct task_struct *child)
 /* ---- cgroups made after the start ---------------------------------------- */
 
 SEC("tp_btf/cgroup_mkdir")
-int BPF_PROG(owner_cgroup_mkdir, struct cgroup *cgrp, const char *path)
-{
+int BPF_PROG(owner_cgroup_mkdir, struct cgroup *cgrp, const char *path) {
 	if (!emit_cgroup_event(cgrp, path))
 		owner_stat(OWNER_STAT_EVENTS_LOST);
 	return 0;

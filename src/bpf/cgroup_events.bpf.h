@@ -32,8 +32,7 @@ struct {
 } event_scratch SEC(".maps");
 
 /* Returns false if the record was lost (ring buffer full). */
-static __always_inline bool emit_cgroup_event(struct cgroup *cgrp, const char *path)
-{
+static __always_inline bool emit_cgroup_event(struct cgroup *cgrp, const char *path) {
 	__u32 zero = 0;
 	struct cgroup_event *e;
 	long n;

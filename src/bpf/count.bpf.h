@@ -22,9 +22,8 @@ const volatile __be16 cfg_l2_proto = 0; /* non-zero: L3 device, frames start at 
 FLOW_TABLE(struct flow_tuple); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
-static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts,
-					__u32 dir, __u32 ifindex, __be16 l2_proto)
-{
+static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts, __u32 dir,
+                                        __u32 ifindex, __be16 l2_proto) {
 	struct flow_tuple key;
 	struct dir_stats *st;
 	__u32 side = current_side();

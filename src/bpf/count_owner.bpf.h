@@ -20,16 +20,14 @@ FLOW_TABLE(struct flow_key); /* flows, flows1, flow_sides (flow_add.bpf.h) */
  * `side`, or as overflow in `st` (that side's counters) when the table has
  * no room for a new flow. */
 static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now,
-					   struct dir_stats *st)
-{
+                                           struct dir_stats *st) {
 	add_to_side(side, key, len, now, st, true);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */
 static __always_inline void count_owned_frame(void *data, void *data_end, __u64 len, __u64 now, __u32 dir,
-					      __be16 l2_proto, const struct sock_owner *owner,
-					      __u64 cgroup_id)
-{
+                                              __be16 l2_proto, const struct sock_owner *owner,
+                                              __u64 cgroup_id) {
 	struct flow_key key;
 	struct dir_stats *st;
 	__u32 side = current_side();

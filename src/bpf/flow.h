@@ -115,10 +115,10 @@ struct sock_owner {
 	__u32 pid;   /* TGID; 0 = unknown or shared */
 	__u32 flags; /* enum sock_owner_flags */
 	char comm[16];
-	__u32 gen;   /* the owner's fork generation when this was recorded: if
-		      * the process has forked since, its child may hold the
-		      * socket too, so the owner is uncertain until the process
-		      * is next seen using the socket alone */
+	__u32 gen; /* the owner's fork generation when this was recorded: if
+	            * the process has forked since, its child may hold the
+	            * socket too, so the owner is uncertain until the process
+	            * is next seen using the socket alone */
 	__u32 _pad;
 };
 FLOW_STATIC_ASSERT(sizeof(struct sock_owner) == 32, "sock_owner layout");
@@ -141,18 +141,18 @@ struct cgroup_event {
 };
 
 enum owner_stat {
-	OWNER_STAT_CREATED = 0,   /* sock_create recorded an owner */
-	OWNER_STAT_RELEASED,      /* sock_release marked one */
-	OWNER_STAT_INHERITED,     /* accepted connection took its listener's owner */
-	OWNER_STAT_UNCLAIMED,     /* accepted connection of an unknown or shared listener */
-	OWNER_STAT_CLAIMED,       /* a process seen using a socket alone became its owner */
-	OWNER_STAT_SHARED,        /* a second process was seen using a socket */
-	OWNER_STAT_MAP_FULL,      /* an owner could not be stored */
-	OWNER_STAT_EVENTS_LOST,   /* cgroup_mkdir records the ring buffer had no room for */
-	OWNER_STAT_EVICTED,       /* a socket released without its entry: the LRU map pushed
-				   * out the owner of a live socket */
-	OWNER_STAT_REAP_LOST,     /* a released socket the queue had no room for (its entry
-				   * stays until the LRU map pushes it out) */
+	OWNER_STAT_CREATED = 0, /* sock_create recorded an owner */
+	OWNER_STAT_RELEASED,    /* sock_release marked one */
+	OWNER_STAT_INHERITED,   /* accepted connection took its listener's owner */
+	OWNER_STAT_UNCLAIMED,   /* accepted connection of an unknown or shared listener */
+	OWNER_STAT_CLAIMED,     /* a process seen using a socket alone became its owner */
+	OWNER_STAT_SHARED,      /* a second process was seen using a socket */
+	OWNER_STAT_MAP_FULL,    /* an owner could not be stored */
+	OWNER_STAT_EVENTS_LOST, /* cgroup_mkdir records the ring buffer had no room for */
+	OWNER_STAT_EVICTED,     /* a socket released without its entry: the LRU map pushed
+	                         * out the owner of a live socket */
+	OWNER_STAT_REAP_LOST,   /* a released socket the queue had no room for (its entry
+	                         * stays until the LRU map pushes it out) */
 	OWNER_STAT_NR,
 };
 

@@ -62,14 +62,12 @@ struct {
 
 /* The side of this program run: read once, then used for the flow map and
  * the counters alike. */
-static __always_inline __u32 current_side(void)
-{
+static __always_inline __u32 current_side(void) {
 	return *(volatile __u32 *)&flow_side & 1;
 }
 
 /* The conservation counters of `side` and `dir` (dir < FLOW_DIR_NR). */
-static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir)
-{
+static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir) {
 	__u32 i = side * FLOW_DIR_NR + dir;
 
 	return bpf_map_lookup_elem(&stats, &i);
@@ -80,15 +78,15 @@ static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir)
  * where it is inlined): stamps only grow, as a live clock's do; otherwise
  * (replay: a capture file need not be in time order) first and last seen
  * are the earliest and the latest stamp. */
-static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, struct dir_stats *st,
-					bool in_order)
-{
+static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now,
+                                        struct dir_stats *st, bool in_order) {
 	struct flow_value *v = bpf_map_lookup_elem(map, key);
 
 	if (v) {
-hit:
+	hit:
 		if (!v->packets || (!in_order && now < v->first_seen_ns))
-			v->first_seen_ns = now; /* (!packets: this CPU's first packet of a flow another CPU made) */
+			v->first_seen_ns =
+			    now; /* (!packets: this CPU's first packet of a flow another CPU made) */
 		v->packets++;
 		v->bytes += len;
 		if (in_order || now > v->last_seen_ns)
@@ -97,10 +95,10 @@ hit:
 	}
 
 	struct flow_value init = {
-		.packets = 1,
-		.bytes = len,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
+	    .packets = 1,
+	    .bytes = len,
+	    .first_seen_ns = now,
+	    .last_seen_ns = now,
 	};
 	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 
@@ -121,26 +119,26 @@ hit:
  * is a map libbpf makes and frees at load (a preallocated per-CPU hash):
  * one entry, since the kernel does not compare a hash inner map's size
  * (Linux 5.10+). */
-#define FLOW_TABLE(key_type)                                                                     \
-	struct flow_side_template { /* only the shape flow_sides' values must have */            \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
-		__uint(max_entries, 1);                                                          \
-		__type(key, key_type);                                                           \
-		__type(value, struct flow_value);                                                \
-	};                                                                                       \
-	struct {                                                                                 \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                          \
-		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */           \
-		__type(key, key_type);                                                           \
-		__type(value, struct flow_value);                                                \
-	} flows SEC(".maps"), flows1 SEC(".maps");                                               \
-	struct {                                                                                 \
-		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                        \
-		__uint(max_entries, 2);                                                          \
-		__type(key, __u32);                                                              \
-		__array(values, struct flow_side_template);                                      \
-	} flow_sides SEC(".maps") = {                                                            \
-		.values = {(void *)&flows, (void *)&flows1},                                     \
+#define FLOW_TABLE(key_type)                                                                                 \
+	struct flow_side_template { /* only the shape flow_sides' values must have */                        \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                                      \
+		__uint(max_entries, 1);                                                                      \
+		__type(key, key_type);                                                                       \
+		__type(value, struct flow_value);                                                            \
+	};                                                                                                   \
+	struct {                                                                                             \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                                      \
+		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */                      \
+		__type(key, key_type);                                                                       \
+		__type(value, struct flow_value);                                                            \
+	} flows SEC(".maps"), flows1 SEC(".maps");                                                           \
+	struct {                                                                                             \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                                    \
+		__uint(max_entries, 2);                                                                      \
+		__type(key, __u32);                                                                          \
+		__array(values, struct flow_side_template);                                                  \
+	} flow_sides SEC(".maps") = {                                                                        \
+	    .values = {(void *)&flows, (void *)&flows1},                                                     \
 	}
 
 /* add_to_flow into side `side` of the FLOW_TABLE (a missing side cannot
@@ -148,24 +146,24 @@ hit:
  * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
  * alternative it was measured against, a branch between the two named maps. */
 #ifdef PKTSTAT_BENCH_SIDE_BRANCH
-#define add_to_side(side, key, len, now, st, in_order)                                                   \
-	do {                                                                                     \
-		if (side)                                                                        \
-			add_to_flow(&flows1, key, len, now, st, in_order);                                 \
-		else                                                                             \
-			add_to_flow(&flows, key, len, now, st, in_order);                                  \
+#define add_to_side(side, key, len, now, st, in_order)                                                       \
+	do {                                                                                                 \
+		if (side)                                                                                    \
+			add_to_flow(&flows1, key, len, now, st, in_order);                                   \
+		else                                                                                         \
+			add_to_flow(&flows, key, len, now, st, in_order);                                    \
 	} while (0)
 #else
-#define add_to_side(side, key, len, now, st, in_order)                                                   \
-	do {                                                                                     \
-		__u32 side_ = (side);                                                            \
-		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                           \
-		if (map_) {                                                                      \
-			add_to_flow(map_, key, len, now, st, in_order);                                    \
-		} else {                                                                         \
-			(st)->overflow_packets++;                                                \
-			(st)->overflow_bytes += (len);                                           \
-		}                                                                                \
+#define add_to_side(side, key, len, now, st, in_order)                                                       \
+	do {                                                                                                 \
+		__u32 side_ = (side);                                                                        \
+		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                                       \
+		if (map_) {                                                                                  \
+			add_to_flow(map_, key, len, now, st, in_order);                                      \
+		} else {                                                                                     \
+			(st)->overflow_packets++;                                                            \
+			(st)->overflow_bytes += (len);                                                       \
+		}                                                                                            \
 	} while (0)
 #endif
 

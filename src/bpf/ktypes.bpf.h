@@ -64,7 +64,7 @@ struct file {
 	struct {
 		struct {
 			__s64 counter;
-		} refcnt; /* references - 1 */
+		} refcnt;   /* references - 1 */
 	} f_ref;            /* file_ref_t, 6.13+ */
 	void *private_data; /* a socket's file: its struct socket */
 };

@@ -55,8 +55,7 @@ struct vlan_tag {
 };
 
 /* Minimal L4 header that must be present for ports/type/code to be read. */
-static __always_inline __u32 l4_min_len(__u8 proto)
-{
+static __always_inline __u32 l4_min_len(__u8 proto) {
 	switch (proto) {
 	case IPPROTO_TCP:
 		return 20;
@@ -75,9 +74,7 @@ static __always_inline __u32 l4_min_len(__u8 proto)
 
 /* l4 points at the upper-layer header; `room` is how many bytes of the IP
  * datagram remain from l4 on (from the IP length fields). */
-static __always_inline void parse_l4(void *l4, void *data_end, __u32 room,
-				     struct flow_tuple *t)
-{
+static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t) {
 	__u32 need = l4_min_len(t->proto);
 
 	if (!need || need > room)
@@ -93,8 +90,7 @@ static __always_inline void parse_l4(void *l4, void *data_end, __u32 room,
 	}
 }
 
-static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t)
-{
+static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t) {
 	struct iphdr *ip = l3;
 	__u32 hlen, tot_len;
 
@@ -124,8 +120,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tupl
 	return 0;
 }
 
-static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t)
-{
+static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t) {
 	struct ipv6hdr *ip6 = l3;
 	__u32 off = sizeof(*ip6), plen;
 	__u8 nh;
@@ -147,8 +142,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tupl
 		__u8 *ext = l3 + off;
 
 		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_FRAGMENT &&
-		    nh != NEXTHDR_AUTH && nh != NEXTHDR_DEST && nh != NEXTHDR_HIP &&
-		    nh != NEXTHDR_SHIM6)
+		    nh != NEXTHDR_AUTH && nh != NEXTHDR_DEST && nh != NEXTHDR_HIP && nh != NEXTHDR_SHIM6)
 			break;
 		if (nh == NEXTHDR_FRAGMENT) {
 			if ((void *)(ext + 8) > data_end)
@@ -181,9 +175,7 @@ stop:
 
 /* l2_proto == 0: the frame starts with an Ethernet header. Otherwise the frame
  * starts at the network header and l2_proto (network byte order) names it. */
-static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto,
-				       struct flow_tuple *t)
-{
+static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, struct flow_tuple *t) {
 	void *l3 = data;
 	__be16 proto = l2_proto;
 

@@ -105,11 +105,11 @@ struct peer {
 	__u32 l4len;    /* receive: the L4 length the IP header gives (~0: unknown) */
 	__u16 rport;    /* host order; for ICMP: type << 8 | code */
 	__u16 lport;
-	__u16 icmp_id;  /* receive: the echo identifier */
+	__u16 icmp_id; /* receive: the echo identifier */
 	__u8 ipver;
-	__u8 proto;     /* receive: the L4 protocol; 0 = take the socket's */
+	__u8 proto; /* receive: the L4 protocol; 0 = take the socket's */
 	__u8 has_raddr;
-	__u8 has_icmp;  /* icmp_type/code are known */
+	__u8 has_icmp; /* icmp_type/code are known */
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 _pad[4];
@@ -125,7 +125,7 @@ enum send_kind {
 struct send_ctx {
 	__u64 sk;  /* whose send: struct sock * (fentry, kprobe) or struct file * (tracepoint) */
 	__u64 vec; /* sendmmsg: user pointer to the struct mmsghdr vector; sendto: the
-		    * buffer; sendmsg: the struct user_msghdr (raw sockets: the payload's head) */
+	            * buffer; sendmsg: the struct user_msghdr (raw sockets: the payload's head) */
 	__u32 vlen;
 	__u32 idx;
 	__u8 kind;
@@ -181,24 +181,21 @@ const volatile bool cfg_recvmsg_hooks = false; /* rx_slots is filled */
 /* Retransmissions and socket ends from the tracepoints in every backend:
  * the kernel may inline the functions around them (6.1 does). */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(proc_tp_retrans, struct sock *sk, struct sk_buff *skb)
-{
+int BPF_PROG(proc_tp_retrans, struct sock *sk, struct sk_buff *skb) {
 	count_retransmit(sk, skb->len);
 	return 0;
 }
 
 /* 6.13+: the tracepoint also fires for failed retransmissions, with err. */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err)
-{
+int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err) {
 	if (!err)
 		count_retransmit(sk, skb->len);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate)
-{
+int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate) {
 	__u64 key = (__u64)sk;
 
 	if (newstate == TCP_CLOSE)
@@ -207,8 +204,7 @@ int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate)
 }
 
 SEC("tp_btf/cgroup_mkdir")
-int BPF_PROG(proc_cgroup_mkdir, struct cgroup *cgrp, const char *path)
-{
+int BPF_PROG(proc_cgroup_mkdir, struct cgroup *cgrp, const char *path) {
 	emit_cgroup_event(cgrp, path);
 	return 0;
 }

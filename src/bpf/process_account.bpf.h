@@ -12,8 +12,7 @@
 
 /* ---- accounting ---------------------------------------------------------------- */
 
-static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 dir)
-{
+static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 dir) {
 	__u32 side = current_side();
 	struct dir_stats *st = side_stats(side, dir);
 
@@ -30,8 +29,7 @@ static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 di
 
 /* The calling process: TGID, the name of its main thread (what
  * /proc/<pid>/comm shows), its cgroup v2 id. */
-static __always_inline void current_owner(struct flow_key *k)
-{
+static __always_inline void current_owner(struct flow_key *k) {
 	struct task_struct *t = bpf_get_current_task_btf();
 	const __u64 *comm = (const __u64 *)t->group_leader->comm;
 
@@ -44,8 +42,7 @@ static __always_inline void current_owner(struct flow_key *k)
 }
 
 /* Remember who sends on a TCP socket, for its retransmissions. */
-static __always_inline void note_owner(__u64 sk, const struct flow_key *k)
-{
+static __always_inline void note_owner(__u64 sk, const struct flow_key *k) {
 	struct proc_owner *o = bpf_map_lookup_elem(&process_owners, &sk);
 	struct proc_owner n = {};
 
@@ -59,9 +56,8 @@ static __always_inline void note_owner(__u64 sk, const struct flow_key *k)
 
 /* One event of the socket `si`. `p`: the datagram's peer (NULL: the
  * socket's). `owner`: who to attribute it to (NULL: the calling process). */
-static __always_inline void count_event(const struct sk_info *si, __u64 bytes, __u32 dir, const struct peer *p,
-					const struct proc_owner *owner, __u8 kind)
-{
+static __always_inline void count_event(const struct sk_info *si, __u64 bytes, __u32 dir,
+                                        const struct peer *p, const struct proc_owner *owner, __u8 kind) {
 	struct flow_key key;
 	struct flow_tuple *t = &key.tuple;
 	__u16 lport = si->lport, rport = si->rport;
@@ -101,7 +97,7 @@ static __always_inline void count_event(const struct sk_info *si, __u64 bytes, _
 			icode = p->icmp_code;
 		} else if (si->type == SOCK_DGRAM) { /* a ping socket sends echo requests only */
 			itype = dir == FLOW_DIR_EGRESS ? (si->proto == IPPROTO_ICMP ? 8 : 128)
-						       : (si->proto == IPPROTO_ICMP ? 0 : 129);
+			                               : (si->proto == IPPROTO_ICMP ? 0 : 129);
 		}
 		/* the wire's protocol: an IPv6 socket talking IPv4 would not be ICMP */
 		t->proto = t->ipver == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
@@ -130,8 +126,7 @@ static __always_inline void count_event(const struct sk_info *si, __u64 bytes, _
 }
 
 /* The end of a send call that moved `ret` bytes. */
-static __always_inline void finish_send(const struct sk_info *si, long ret)
-{
+static __always_inline void finish_send(const struct sk_info *si, long ret) {
 	struct thread_state *ts = si->type != SOCK_STREAM ? thread(false) : NULL;
 	struct peer p;
 	bool have = false;
@@ -149,8 +144,7 @@ static __always_inline void finish_send(const struct sk_info *si, long ret)
  * datagram's peer, each checked against the socket: the address the kernel
  * gave the caller (cgroup/recvmsg hooks), then the datagram last consumed
  * by this thread. Both are used up. */
-static __always_inline void finish_recv(const struct sk_info *si, long ret, int flags)
-{
+static __always_inline void finish_recv(const struct sk_info *si, long ret, int flags) {
 	__u64 id;
 	struct thread_state *ts;
 	struct peer p;
@@ -186,8 +180,7 @@ static __always_inline void finish_recv(const struct sk_info *si, long ret, int 
 
 /* A datagram is being consumed by a receive of the calling thread: its peer,
  * for the receive's end. `sk`: its socket where known (0: checked at the end). */
-static __always_inline void stash_rx(__u64 sk, unsigned char *head, __u16 nh, __u16 th, __be16 l3)
-{
+static __always_inline void stash_rx(__u64 sk, unsigned char *head, __u16 nh, __u16 th, __be16 l3) {
 	struct thread_state *ts;
 	struct peer p = {};
 
@@ -202,8 +195,7 @@ static __always_inline void stash_rx(__u64 sk, unsigned char *head, __u16 nh, __
 
 /* Start of a send through a kernel msghdr (fentry/kprobe backends): what the
  * end needs, for a datagram socket. */
-static __always_inline void stash_send_msg(struct sock *sk, short type, struct msghdr *msg)
-{
+static __always_inline void stash_send_msg(struct sock *sk, short type, struct msghdr *msg) {
 	struct thread_state *ts;
 	struct send_ctx c = {};
 
@@ -221,8 +213,7 @@ static __always_inline void stash_send_msg(struct sock *sk, short type, struct m
 		ts->send = c;
 }
 
-static __always_inline void count_retransmit(struct sock *sk, __u64 len)
-{
+static __always_inline void count_retransmit(struct sock *sk, __u64 len) {
 	__u64 key = (__u64)sk;
 	struct proc_owner *o = bpf_map_lookup_elem(&process_owners, &key);
 	struct proc_owner nobody = {};

@@ -12,43 +12,39 @@
 
 /* ---- fentry backend --------------------------------------------------------------- */
 
-#define FENTRY_SEND(name, fn)                                                                           \
-	SEC("fentry/" #fn)                                                                               \
-	int BPF_PROG(proc_fe_##name, struct socket *sock, struct msghdr *msg, __u64 size)               \
-	{                                                                                                \
-		stash_send_msg(sock->sk, sock->type, msg);                                               \
-		return 0;                                                                                \
-	}                                                                                                \
-	SEC("fexit/" #fn)                                                                                \
-	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int ret)      \
-	{                                                                                                \
-		struct sk_info si;                                                                       \
-		if (sk_info_btf(sock->sk, &si))                                                          \
-			finish_send(&si, ret);                                                           \
-		return 0;                                                                                \
+#define FENTRY_SEND(name, fn)                                                                                \
+	SEC("fentry/" #fn)                                                                                   \
+	int BPF_PROG(proc_fe_##name, struct socket *sock, struct msghdr *msg, __u64 size) {                  \
+		stash_send_msg(sock->sk, sock->type, msg);                                                   \
+		return 0;                                                                                    \
+	}                                                                                                    \
+	SEC("fexit/" #fn)                                                                                    \
+	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int ret) {         \
+		struct sk_info si;                                                                           \
+		if (sk_info_btf(sock->sk, &si))                                                              \
+			finish_send(&si, ret);                                                               \
+		return 0;                                                                                    \
 	}
 
 FENTRY_SEND(send4, inet_sendmsg)
 FENTRY_SEND(send6, inet6_sendmsg)
 
 /* IPv6 raw and ping sockets (inet6_sockraw_ops) receive through sock_common_recvmsg. */
-#define FEXIT_RECV(name, fn)                                                                            \
-	SEC("fexit/" #fn)                                                                                \
-	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int flags,    \
-		     int ret)                                                                            \
-	{                                                                                                \
-		struct sk_info si;                                                                       \
-		if (sk_info_btf(sock->sk, &si))                                                          \
-			finish_recv(&si, ret, flags);                                                    \
-		return 0;                                                                                \
+#define FEXIT_RECV(name, fn)                                                                                 \
+	SEC("fexit/" #fn)                                                                                    \
+	int BPF_PROG(proc_fx_##name, struct socket *sock, struct msghdr *msg, __u64 size, int flags,         \
+	             int ret) {                                                                              \
+		struct sk_info si;                                                                           \
+		if (sk_info_btf(sock->sk, &si))                                                              \
+			finish_recv(&si, ret, flags);                                                        \
+		return 0;                                                                                    \
 	}
 
 FEXIT_RECV(recv4, inet_recvmsg)
 FEXIT_RECV(recv6, inet6_recvmsg)
 FEXIT_RECV(recv_common, sock_common_recvmsg)
 
-static __always_inline void fe_consume(struct sock *sk, struct sk_buff *skb)
-{
+static __always_inline void fe_consume(struct sock *sk, struct sk_buff *skb) {
 	__u16 family = sk->__sk_common.skc_family;
 
 	if ((family != AF_INET && family != AF_INET6) || sk->sk_type == SOCK_STREAM)
@@ -57,15 +53,13 @@ static __always_inline void fe_consume(struct sock *sk, struct sk_buff *skb)
 }
 
 SEC("fentry/skb_consume_udp")
-int BPF_PROG(proc_fe_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
-{
+int BPF_PROG(proc_fe_consume_udp, struct sock *sk, struct sk_buff *skb, int len) {
 	fe_consume(sk, skb);
 	return 0;
 }
 
 SEC("fentry/skb_free_datagram")
-int BPF_PROG(proc_fe_free_datagram, struct sock *sk, struct sk_buff *skb)
-{
+int BPF_PROG(proc_fe_free_datagram, struct sock *sk, struct sk_buff *skb) {
 	fe_consume(sk, skb);
 	return 0;
 }

@@ -12,46 +12,40 @@
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static __always_inline void proc_stat_add(__u32 i, __u64 v)
-{
+static __always_inline void proc_stat_add(__u32 i, __u64 v) {
 	__u64 *c = bpf_map_lookup_elem(&proc_stats, &i);
 
 	if (c)
 		*c += v;
 }
 
-static __always_inline void set_v4(__u8 *a, __be32 addr)
-{
+static __always_inline void set_v4(__u8 *a, __be32 addr) {
 	__builtin_memset(a, 0, 10);
 	a[10] = 0xff;
 	a[11] = 0xff;
 	__builtin_memcpy(a + 12, &addr, 4);
 }
 
-static __always_inline bool v4mapped(const __u8 *a)
-{
+static __always_inline bool v4mapped(const __u8 *a) {
 	const __u32 *w = (const __u32 *)a;
 
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
 
-static __always_inline bool all_zero(const __u8 *a)
-{
+static __always_inline bool all_zero(const __u8 *a) {
 	const __u64 *w = (const __u64 *)a;
 
 	return w[0] == 0 && w[1] == 0;
 }
 
-static __always_inline bool icmp_proto(__u16 proto)
-{
+static __always_inline bool icmp_proto(__u16 proto) {
 	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
 }
 
 /* The calling thread's state (created on first use when `create`). */
-static __always_inline struct thread_state *thread(bool create)
-{
+static __always_inline struct thread_state *thread(bool create) {
 	return bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
-				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	                            create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 /* ---- what a socket says about itself --------------------------------------------
@@ -67,8 +61,7 @@ struct sk_info {
 	__u8 ipver;
 };
 
-static __always_inline bool sk_info_btf(struct sock *sk, struct sk_info *si)
-{
+static __always_inline bool sk_info_btf(struct sock *sk, struct sk_info *si) {
 	si->family = sk->__sk_common.skc_family;
 	if (si->family != AF_INET && si->family != AF_INET6)
 		return false;
@@ -91,8 +84,7 @@ static __always_inline bool sk_info_btf(struct sock *sk, struct sk_info *si)
 	return true;
 }
 
-static __always_inline bool sk_info_probe(struct sock *sk, struct sk_info *si)
-{
+static __always_inline bool sk_info_probe(struct sock *sk, struct sk_info *si) {
 	si->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (si->family != AF_INET && si->family != AF_INET6)
 		return false;
@@ -117,8 +109,7 @@ static __always_inline bool sk_info_probe(struct sock *sk, struct sk_info *si)
 
 /* A sockaddr (user or kernel memory) -> peer. Reads 16 bytes first so that a
  * sockaddr_in at the end of a page is never over-read. */
-static __always_inline bool read_sockaddr(const void *addr, int len, bool user, struct peer *p)
-{
+static __always_inline bool read_sockaddr(const void *addr, int len, bool user, struct peer *p) {
 	__u8 sa[28];
 	__u16 family;
 	long err;
@@ -136,7 +127,8 @@ static __always_inline bool read_sockaddr(const void *addr, int len, bool user, 
 	} else if (family == AF_INET6) {
 		if (len < 24)
 			return false;
-		err = user ? bpf_probe_read_user(sa + 16, 8, addr + 16) : bpf_probe_read_kernel(sa + 16, 8, addr + 16);
+		err = user ? bpf_probe_read_user(sa + 16, 8, addr + 16)
+		           : bpf_probe_read_kernel(sa + 16, 8, addr + 16);
 		if (err)
 			return false;
 		__builtin_memcpy(p->raddr, sa + 8, 16);
@@ -149,8 +141,7 @@ static __always_inline bool read_sockaddr(const void *addr, int len, bool user, 
 }
 
 /* The first two payload bytes (an ICMP message's type and code) from user memory. */
-static __always_inline void read_head(const void *ubuf, struct peer *p)
-{
+static __always_inline void read_head(const void *ubuf, struct peer *p) {
 	__u8 h[2];
 
 	if (ubuf && !bpf_probe_read_user(h, sizeof(h), ubuf)) {
@@ -162,8 +153,7 @@ static __always_inline void read_head(const void *ubuf, struct peer *p)
 
 /* The first payload bytes of a kernel msghdr (its iov_iter has not been
  * consumed yet: call at function entry). */
-static __always_inline void read_msg_head(struct msghdr *msg, struct peer *p)
-{
+static __always_inline void read_msg_head(struct msghdr *msg, struct peer *p) {
 	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
 	const struct iovec___k *iov;
 	void *base = NULL;
@@ -185,8 +175,7 @@ static __always_inline void read_msg_head(struct msghdr *msg, struct peer *p)
  * interpretations of the first L4 bytes (ports, ICMP type/code/id): the
  * receiving socket's protocol decides which applies. The skb's own fields
  * come as arguments (the caller reads them as its program type allows). */
-static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __be16 l3, struct peer *p)
-{
+static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __be16 l3, struct peer *p) {
 	unsigned char *l4;
 	__u8 h[8];
 
@@ -195,7 +184,8 @@ static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __
 
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) || ip.version != 4 || ip.ihl < 5)
 			return false;
-		if (ip.protocol != IPPROTO_UDP && ip.protocol != IPPROTO_UDPLITE && ip.protocol != IPPROTO_ICMP)
+		if (ip.protocol != IPPROTO_UDP && ip.protocol != IPPROTO_UDPLITE &&
+		    ip.protocol != IPPROTO_ICMP)
 			return false;
 		p->proto = ip.protocol;
 		set_v4(p->raddr, ip.saddr);
@@ -212,7 +202,8 @@ static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __
 		p->l4len = bpf_ntohs(ip6.payload_len);
 		l4 = head + nh + sizeof(ip6);
 		p->proto = ip6.nexthdr;
-		if (ip6.nexthdr != IPPROTO_UDP && ip6.nexthdr != IPPROTO_UDPLITE && ip6.nexthdr != IPPROTO_ICMPV6) {
+		if (ip6.nexthdr != IPPROTO_UDP && ip6.nexthdr != IPPROTO_UDPLITE &&
+		    ip6.nexthdr != IPPROTO_ICMPV6) {
 			/* extension headers: the stack has found the L4 header */
 			if (th == 0xffff || th <= nh + sizeof(ip6))
 				return false;
@@ -236,8 +227,7 @@ static __always_inline bool skb_peer(unsigned char *head, __u16 nh, __u16 th, __
 }
 
 /* Is `p` (a datagram's stashed peer) the datagram this receive returned? */
-static __always_inline bool rx_matches(const struct sk_info *si, const struct peer *p, long ret)
-{
+static __always_inline bool rx_matches(const struct sk_info *si, const struct peer *p, long ret) {
 	if (p->sk && p->sk != si->sk)
 		return false;
 	if (p->proto && p->proto != si->proto)

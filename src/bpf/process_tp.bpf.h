@@ -21,12 +21,12 @@ struct pt_regs___arm64 {
 } __attribute__((preserve_access_index));
 
 #if defined(__TARGET_ARCH_x86)
-#define SYSCALL_ARG(r, n)                                                                               \
-	((n) == 0   ? BPF_CORE_READ((struct pt_regs___x86 *)(r), di)                                     \
-	 : (n) == 1 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), si)                                     \
-	 : (n) == 2 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), dx)                                     \
-	 : (n) == 4 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), r8)                                     \
-		    : BPF_CORE_READ((struct pt_regs___x86 *)(r), r9))
+#define SYSCALL_ARG(r, n)                                                                                    \
+	((n) == 0   ? BPF_CORE_READ((struct pt_regs___x86 *)(r), di)                                         \
+	 : (n) == 1 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), si)                                         \
+	 : (n) == 2 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), dx)                                         \
+	 : (n) == 4 ? BPF_CORE_READ((struct pt_regs___x86 *)(r), r8)                                         \
+	            : BPF_CORE_READ((struct pt_regs___x86 *)(r), r9))
 #elif defined(__TARGET_ARCH_arm64)
 #define SYSCALL_ARG(r, n) BPF_CORE_READ((struct pt_regs___arm64 *)(r), regs[n])
 #else
@@ -48,8 +48,7 @@ struct user_msghdr64 {
 #define MMSGHDR64_SIZE 64
 
 /* The file behind descriptor `fd` of the calling task, or NULL. */
-static __always_inline __u64 fd_file(int fd)
-{
+static __always_inline __u64 fd_file(int fd) {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = t->files->fdt;
 	struct file **fds;
@@ -63,8 +62,7 @@ static __always_inline __u64 fd_file(int fd)
 	return f;
 }
 
-static __always_inline void read_user_msghdr(__u64 uptr, bool raw, struct peer *p)
-{
+static __always_inline void read_user_msghdr(__u64 uptr, bool raw, struct peer *p) {
 	struct user_msghdr64 m;
 	__u64 base;
 
@@ -80,8 +78,7 @@ static __always_inline void read_user_msghdr(__u64 uptr, bool raw, struct peer *
  * for the sock_send_length calls that follow on the socket of that file
  * (matched by file: the socket's type is not read here, a send() without a
  * destination costs one lookup). */
-static __always_inline void sys_send_start(long id, __u64 a0, __u64 a1, __u64 a2, __u64 a4, __u64 a5)
-{
+static __always_inline void sys_send_start(long id, __u64 a0, __u64 a1, __u64 a2, __u64 a4, __u64 a5) {
 	struct thread_state *ts;
 	struct send_ctx c = {};
 	__u64 f = fd_file((int)a0);
@@ -120,39 +117,34 @@ struct syscall_enter_args {
 };
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int proc_tp_sendto(struct syscall_enter_args *ctx)
-{
+int proc_tp_sendto(struct syscall_enter_args *ctx) {
 	sys_send_start(__NR_sendto, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[4], ctx->args[5]);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int proc_tp_sendmsg(struct syscall_enter_args *ctx)
-{
+int proc_tp_sendmsg(struct syscall_enter_args *ctx) {
 	sys_send_start(__NR_sendmsg, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int proc_tp_sendmmsg(struct syscall_enter_args *ctx)
-{
+int proc_tp_sendmmsg(struct syscall_enter_args *ctx) {
 	sys_send_start(__NR_sendmmsg, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
 	return 0;
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(proc_tp_sys_enter, struct pt_regs *regs, long id)
-{
+int BPF_PROG(proc_tp_sys_enter, struct pt_regs *regs, long id) {
 	if (id != __NR_sendto && id != __NR_sendmsg && id != __NR_sendmmsg)
 		return 0;
-	sys_send_start(id, SYSCALL_ARG(regs, 0), SYSCALL_ARG(regs, 1), SYSCALL_ARG(regs, 2), SYSCALL_ARG(regs, 4),
-		       SYSCALL_ARG(regs, 5));
+	sys_send_start(id, SYSCALL_ARG(regs, 0), SYSCALL_ARG(regs, 1), SYSCALL_ARG(regs, 2),
+	               SYSCALL_ARG(regs, 4), SYSCALL_ARG(regs, 5));
 	return 0;
 }
 
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(proc_tp_send, struct sock *sk, int ret, int flags)
-{
+int BPF_PROG(proc_tp_send, struct sock *sk, int ret, int flags) {
 	struct thread_state *ts;
 	struct socket *so;
 	struct sk_info si;
@@ -165,8 +157,8 @@ int BPF_PROG(proc_tp_send, struct sock *sk, int ret, int flags)
 	    ts->send.sk == (__u64)so->file) {
 		if (ts->send.kind == SEND_MMSG) {
 			if (ts->send.idx < ts->send.vlen) {
-				read_user_msghdr(ts->send.vec + (__u64)ts->send.idx * MMSGHDR64_SIZE, si.type == SOCK_RAW,
-						 &p);
+				read_user_msghdr(ts->send.vec + (__u64)ts->send.idx * MMSGHDR64_SIZE,
+				                 si.type == SOCK_RAW, &p);
 				have = true;
 			}
 			if (++ts->send.idx >= ts->send.vlen)
@@ -189,8 +181,7 @@ int BPF_PROG(proc_tp_send, struct sock *sk, int ret, int flags)
 }
 
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(proc_tp_recv, struct sock *sk, int ret, int flags)
-{
+int BPF_PROG(proc_tp_recv, struct sock *sk, int ret, int flags) {
 	struct sk_info si;
 
 	if (sk_info_btf(sk, &si))
@@ -202,8 +193,7 @@ int BPF_PROG(proc_tp_recv, struct sock *sk, int ret, int flags)
  * skb_free_datagram): the peer, for the sock_recv_length that follows. This
  * fires for every skb the kernel frees normally: cheap checks first. */
 SEC("tp_btf/consume_skb")
-int BPF_PROG(proc_tp_consume, struct sk_buff *skb)
-{
+int BPF_PROG(proc_tp_consume, struct sk_buff *skb) {
 	__be16 l3 = skb->protocol;
 	struct task_struct *t;
 
@@ -219,8 +209,7 @@ int BPF_PROG(proc_tp_consume, struct sk_buff *skb)
 /* recvmsg()/recvfrom() asking for the source address of a UDP datagram:
  * the kernel has just written it (the datagram itself is freed without a
  * tracepoint on Linux 6.18+). Never changes what the caller gets. */
-static __always_inline void stash_recvmsg_addr(struct bpf_sock_addr *ctx, bool v6)
-{
+static __always_inline void stash_recvmsg_addr(struct bpf_sock_addr *ctx, bool v6) {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct bpf_sock *sk = ctx->sk;
 	struct peer p = {};
@@ -254,15 +243,13 @@ static __always_inline void stash_recvmsg_addr(struct bpf_sock_addr *ctx, bool v
 }
 
 SEC("cgroup/recvmsg4")
-int proc_tp_recvmsg4(struct bpf_sock_addr *ctx)
-{
+int proc_tp_recvmsg4(struct bpf_sock_addr *ctx) {
 	stash_recvmsg_addr(ctx, false);
 	return 1;
 }
 
 SEC("cgroup/recvmsg6")
-int proc_tp_recvmsg6(struct bpf_sock_addr *ctx)
-{
+int proc_tp_recvmsg6(struct bpf_sock_addr *ctx) {
 	stash_recvmsg_addr(ctx, true);
 	return 1;
 }

@@ -16,8 +16,7 @@
  * (see enum replay_cb), direction is unknown and there is no interface. */
 const volatile bool cfg_replay = false;
 
-static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir)
-{
+static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir) {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
@@ -27,20 +26,18 @@ static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir)
 		count_frame(data, data_end, skb->cb[REPLAY_CB_WIRE_LEN], false, ts, FLOW_DIR_NONE, 0, 0);
 	} else {
 		count_frame(data, data_end, skb->len, true, 0, dir, skb->ifindex,
-			    cfg_l2_proto ? skb->protocol : 0);
+		            cfg_l2_proto ? skb->protocol : 0);
 	}
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
-int tc_ingress(struct __sk_buff *skb)
-{
+int tc_ingress(struct __sk_buff *skb) {
 	return tc_count(skb, FLOW_DIR_INGRESS);
 }
 
 SEC("tc")
-int tc_egress(struct __sk_buff *skb)
-{
+int tc_egress(struct __sk_buff *skb) {
 	return tc_count(skb, FLOW_DIR_EGRESS);
 }
 

@@ -33,8 +33,7 @@ struct {
 } tick_clock SEC(".maps");
 
 /* CLOCK_MONOTONIC, read at most once per tick on this CPU (see above). */
-static __always_inline __u64 tick_ns(void)
-{
+static __always_inline __u64 tick_ns(void) {
 	__u32 zero = 0;
 	struct tick_clock *c = bpf_map_lookup_elem(&tick_clock, &zero);
 	__u64 j = bpf_jiffies64();

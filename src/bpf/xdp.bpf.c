@@ -38,8 +38,7 @@ enum xdp_buff_flags___pktstat {
 /* Weak: on kernels without it the program loads and it is NULL. */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
-static __always_inline __u64 frame_len(struct xdp_md *ctx, void *data, void *data_end)
-{
+static __always_inline __u64 frame_len(struct xdp_md *ctx, void *data, void *data_end) {
 	if (!cfg_buff_len)
 		return data_end - data;
 	if (bpf_cast_to_kern_ctx &&
@@ -47,15 +46,15 @@ static __always_inline __u64 frame_len(struct xdp_md *ctx, void *data, void *dat
 		struct xdp_buff___pktstat *xdp = bpf_cast_to_kern_ctx(ctx);
 
 		if (bpf_core_field_exists(xdp->flags) &&
-		    !(xdp->flags & bpf_core_enum_value(enum xdp_buff_flags___pktstat, XDP_FLAGS_HAS_FRAGS___pktstat)))
+		    !(xdp->flags &
+		      bpf_core_enum_value(enum xdp_buff_flags___pktstat, XDP_FLAGS_HAS_FRAGS___pktstat)))
 			return data_end - data; /* single buffer: the linear part is the frame */
 	}
 	return bpf_xdp_get_buff_len(ctx);
 }
 
 SEC("xdp")
-int xdp_count(struct xdp_md *ctx)
-{
+int xdp_count(struct xdp_md *ctx) {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 len = frame_len(ctx, data, data_end);

@@ -3,24 +3,37 @@
 namespace pktstat {
 
 // ---- dtypes derived from the compiled structs -------------------------------
-#define REC_FIELD(name, member, fmt) Field{name, fmt, offsetof(flow_record, member), sizeof(flow_record::member)}
+#define REC_FIELD(name, member, fmt)                                                                         \
+	Field {                                                                                              \
+		name, fmt, offsetof(flow_record, member), sizeof(flow_record::member)                        \
+	}
 const std::vector<Field> &record_fields() {
 	static const std::vector<Field> f = {
-	    REC_FIELD("saddr", key.tuple.saddr, "(16,)u1"), REC_FIELD("daddr", key.tuple.daddr, "(16,)u1"),
-	    REC_FIELD("sport", key.tuple.sport, "u2"),      REC_FIELD("dport", key.tuple.dport, "u2"),
-	    REC_FIELD("proto", key.tuple.proto, "u1"),      REC_FIELD("dir", key.tuple.dir, "u1"),
-	    REC_FIELD("ipver", key.tuple.ipver, "u1"),      REC_FIELD("kind", key.tuple.kind, "u1"),
+	    REC_FIELD("saddr", key.tuple.saddr, "(16,)u1"),
+	    REC_FIELD("daddr", key.tuple.daddr, "(16,)u1"),
+	    REC_FIELD("sport", key.tuple.sport, "u2"),
+	    REC_FIELD("dport", key.tuple.dport, "u2"),
+	    REC_FIELD("proto", key.tuple.proto, "u1"),
+	    REC_FIELD("dir", key.tuple.dir, "u1"),
+	    REC_FIELD("ipver", key.tuple.ipver, "u1"),
+	    REC_FIELD("kind", key.tuple.kind, "u1"),
 	    REC_FIELD("ifindex", key.tuple.ifindex, "u4"),
-	    REC_FIELD("pid", key.pid, "u4"),                REC_FIELD("cgroup_id", key.cgroup_id, "u8"),
-	    REC_FIELD("comm", key.comm, "S16"),             REC_FIELD("packets", value.packets, "u8"),
-	    REC_FIELD("bytes", value.bytes, "u8"),          REC_FIELD("first_seen", value.first_seen_ns, "M8[ns]"),
+	    REC_FIELD("pid", key.pid, "u4"),
+	    REC_FIELD("cgroup_id", key.cgroup_id, "u8"),
+	    REC_FIELD("comm", key.comm, "S16"),
+	    REC_FIELD("packets", value.packets, "u8"),
+	    REC_FIELD("bytes", value.bytes, "u8"),
+	    REC_FIELD("first_seen", value.first_seen_ns, "M8[ns]"),
 	    REC_FIELD("last_seen", value.last_seen_ns, "M8[ns]"),
 	};
 	return f;
 }
 #undef REC_FIELD
 
-#define IV_FIELD(name, member, fmt) Field{name, fmt, offsetof(interval_record, member), sizeof(interval_record::member)}
+#define IV_FIELD(name, member, fmt)                                                                          \
+	Field {                                                                                              \
+		name, fmt, offsetof(interval_record, member), sizeof(interval_record::member)                \
+	}
 // A flow_record's fields, then what each kind of record adds.
 static std::vector<Field> record_fields_plus(size_t base, std::vector<Field> extra) {
 	std::vector<Field> f;
@@ -41,16 +54,23 @@ const std::vector<Field> &interval_fields() {
 }
 #undef IV_FIELD
 
-#define END_FIELD(name, member, fmt) Field{name, fmt, offsetof(ended_record, member), sizeof(ended_record::member)}
+#define END_FIELD(name, member, fmt)                                                                         \
+	Field {                                                                                              \
+		name, fmt, offsetof(ended_record, member), sizeof(ended_record::member)                      \
+	}
 const std::vector<Field> &ended_fields() {
-	static const std::vector<Field> f = record_fields_plus(
-	    offsetof(ended_record, rec), {END_FIELD("delta_packets", delta_packets, "u8"),
-	                                  END_FIELD("delta_bytes", delta_bytes, "u8"), END_FIELD("reason", reason, "u1")});
+	static const std::vector<Field> f =
+	    record_fields_plus(offsetof(ended_record, rec), {END_FIELD("delta_packets", delta_packets, "u8"),
+	                                                     END_FIELD("delta_bytes", delta_bytes, "u8"),
+	                                                     END_FIELD("reason", reason, "u1")});
 	return f;
 }
 #undef END_FIELD
 
-#define STAT_FIELD(m) Field{#m, "u8", offsetof(dir_stats, m), sizeof(dir_stats::m)}
+#define STAT_FIELD(m)                                                                                        \
+	Field {                                                                                              \
+#m, "u8", offsetof(dir_stats, m), sizeof(dir_stats::m)                                       \
+	}
 const std::vector<Field> &stats_fields() {
 	static const std::vector<Field> f = {STAT_FIELD(packets),          STAT_FIELD(bytes),
 	                                     STAT_FIELD(unparsed_packets), STAT_FIELD(unparsed_bytes),
@@ -108,7 +128,8 @@ PyInterval to_python(Interval &&iv) {
 }
 
 void bind_interval(py::module_ &m) {
-	py::class_<PyInterval>(m, "Interval", "One drained interval of a collector's or replayer's flow table.")
+	py::class_<PyInterval>(m, "Interval",
+	                       "One drained interval of a collector's or replayer's flow table.")
 	    .def_readonly("start_ns", &PyInterval::start_ns)
 	    .def_readonly("end_ns", &PyInterval::end_ns)
 	    .def_readonly("records", &PyInterval::records)
@@ -123,7 +144,6 @@ void bind_interval(py::module_ &m) {
 	m.attr("interval_dtype") = interval_dtype();
 	m.attr("ended_dtype") = ended_dtype();
 
-
 	m.attr("FLOW_END_IDLE") = static_cast<int>(FLOW_END_IDLE);
 	m.attr("FLOW_END_ACTIVE") = static_cast<int>(FLOW_END_ACTIVE);
 	m.attr("FLOW_END_END") = static_cast<int>(FLOW_END_END);
@@ -132,15 +152,16 @@ void bind_interval(py::module_ &m) {
 
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize) {
 	py::dict d;
-	for (const Field &f : fields) d[f.name] = py::make_tuple(f.offset, f.size);
+	for (const Field &f : fields)
+		d[f.name] = py::make_tuple(f.offset, f.size);
 	d["__itemsize__"] = py::make_tuple(0, itemsize);
 	return d;
 }
 
-
 py::str path_str(const std::string &s) {
 	PyObject *o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-	if (!o) throw py::error_already_set();
+	if (!o)
+		throw py::error_already_set();
 	return py::reinterpret_steal<py::str>(o);
 }
 

@@ -32,12 +32,15 @@ struct Field {
 // An engine message as Python text. It may carry a file or interface name
 // that is not UTF-8: decoded as os.fsdecode does (surrogateescape), so it
 // never fails and the name reads back as Python spells it.
-inline PyObject *message_text(const char *s) { return PyUnicode_DecodeUTF8(s, std::strlen(s), "surrogateescape"); }
+inline PyObject *message_text(const char *s) {
+	return PyUnicode_DecodeUTF8(s, std::strlen(s), "surrogateescape");
+}
 
 // Raise `type` (an exception class) with message `what` (see message_text).
 inline void set_error(PyObject *type, const char *what) {
 	PyObject *msg = message_text(what);
-	if (!msg) return; // (a Python error is already set)
+	if (!msg)
+		return; // (a Python error is already set)
 	PyErr_SetObject(type, msg);
 	Py_DECREF(msg);
 }
@@ -58,7 +61,8 @@ template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 	auto *owned = new std::vector<T>(std::move(v)); // freed by the capsule
 	py::capsule base(owned, [](void *p) {
 		auto *vec = static_cast<std::vector<T> *>(p);
-		if constexpr (std::is_same_v<T, flow_record>) release_records(std::move(*vec));
+		if constexpr (std::is_same_v<T, flow_record>)
+			release_records(std::move(*vec));
 		delete vec;
 	});
 	return py::array(dt, {static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
@@ -95,45 +99,45 @@ void bind_flow_table(py::class_<C> &cls, Drainer drainer, DrainFn drain_fn) {
 	       py::arg("use_batch") = true)
 	    .def("flows",
 	         [drainer](C &c) {
-		         std::vector<flow_record> recs;
-		         {
-			         py::gil_scoped_release nogil;
-			         recs = drainer(c).flows();
-		         }
-		         return to_numpy(std::move(recs), record_dtype());
-	         })
+			 std::vector<flow_record> recs;
+			 {
+				 py::gil_scoped_release nogil;
+				 recs = drainer(c).flows();
+			 }
+			 return to_numpy(std::move(recs), record_dtype());
+		 })
 	    .def(
-	        "set_flow_limits",
-	        [drainer](C &c, uint64_t idle_timeout_ns, uint64_t active_timeout_ns, uint64_t max_flows) {
-		        FlowLimits l;
-		        l.idle_timeout_ns = idle_timeout_ns;
-		        l.active_timeout_ns = active_timeout_ns;
-		        l.max_flows = max_flows;
-		        drainer(c).set_limits(l);
-	        },
-	        py::arg("idle_timeout_ns") = FlowLimits{}.idle_timeout_ns,
-	        py::arg("active_timeout_ns") = FlowLimits{}.active_timeout_ns,
-	        py::arg("max_flows") = FlowLimits{}.max_flows)
+		"set_flow_limits",
+		[drainer](C &c, uint64_t idle_timeout_ns, uint64_t active_timeout_ns, uint64_t max_flows) {
+			FlowLimits l;
+			l.idle_timeout_ns = idle_timeout_ns;
+			l.active_timeout_ns = active_timeout_ns;
+			l.max_flows = max_flows;
+			drainer(c).set_limits(l);
+		},
+		py::arg("idle_timeout_ns") = FlowLimits{}.idle_timeout_ns,
+		py::arg("active_timeout_ns") = FlowLimits{}.active_timeout_ns,
+		py::arg("max_flows") = FlowLimits{}.max_flows)
 	    .def_property_readonly("flow_limits",
 	                           [drainer](C &c) {
-		                           const FlowLimits l = drainer(c).limits();
-		                           return py::dict(py::arg("idle_timeout_ns") = l.idle_timeout_ns,
+					   const FlowLimits l = drainer(c).limits();
+					   return py::dict(py::arg("idle_timeout_ns") = l.idle_timeout_ns,
 		                                           py::arg("active_timeout_ns") = l.active_timeout_ns,
 		                                           py::arg("max_flows") = l.max_flows);
-	                           })
+				   })
 	    .def_property_readonly("drains", [drainer](C &c) { return drainer(c).drains(); })
 	    .def(
-	        "read_flows",
-	        [drain_fn, drainer](C &c, bool use_batch) {
-		        std::vector<flow_record> recs;
-		        {
-			        py::gil_scoped_release nogil;
-			        (void)drain_fn(c, std::nullopt, false, false, use_batch);
-			        recs = drainer(c).flows();
-		        }
-		        return to_numpy(std::move(recs), record_dtype());
-	        },
-	        py::arg("use_batch") = true);
+		"read_flows",
+		[drain_fn, drainer](C &c, bool use_batch) {
+			std::vector<flow_record> recs;
+			{
+				py::gil_scoped_release nogil;
+				(void)drain_fn(c, std::nullopt, false, false, use_batch);
+				recs = drainer(c).flows();
+			}
+			return to_numpy(std::move(recs), record_dtype());
+		},
+		py::arg("use_batch") = true);
 }
 
 // read_stats() of a live mode: the run's counters (drained intervals and
@@ -154,9 +158,9 @@ template <class C> void bind_live_flow_table(py::class_<C> &cls) {
 	auto drainer = [](C &c) -> FlowDrain & { return c.drainer(); };
 	bind_flow_table(cls, drainer,
 	                [](C &c, std::optional<uint64_t> now_ns, bool timeouts, bool end, bool use_batch) {
-		                const uint64_t now = now_ns ? *now_ns : epoch_now_ns(c.epoch_offset_ns());
-		                return c.drainer().drain(now, timeouts, end, use_batch);
-	                });
+				const uint64_t now = now_ns ? *now_ns : epoch_now_ns(c.epoch_offset_ns());
+				return c.drainer().drain(now, timeouts, end, use_batch);
+			});
 	bind_read_stats(cls, drainer);
 }
 
@@ -175,7 +179,8 @@ template <class C> void bind_cgroup_resolver(py::class_<C> &cls) {
 			paths = c.resolve_cgroups(ids);
 		}
 		py::dict d;
-		for (const auto &[id, path] : paths) d[py::int_(id)] = path_str(path);
+		for (const auto &[id, path] : paths)
+			d[py::int_(id)] = path_str(path);
 		return d;
 	});
 }

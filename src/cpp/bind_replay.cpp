@@ -11,8 +11,8 @@ namespace {
 
 py::dict file_dict(const FileResult &res) {
 	return py::dict(py::arg("linktype") = res.linktype, py::arg("linktype_name") = res.linktype_name,
-	                py::arg("linktype_description") = res.linktype_description, py::arg("frames") = res.frames,
-	                py::arg("damage") = res.damage);
+	                py::arg("linktype_description") = res.linktype_description,
+	                py::arg("frames") = res.frames, py::arg("damage") = res.damage);
 }
 
 // The engine calls progress without the GIL: take it, let Ctrl-C through
@@ -20,8 +20,10 @@ py::dict file_dict(const FileResult &res) {
 ProgressFn progress_fn(py::object progress) {
 	return [progress](uint64_t frames, uint64_t offset, uint64_t size) {
 		py::gil_scoped_acquire gil;
-		if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-		if (!progress.is_none()) progress(frames, offset, size);
+		if (PyErr_CheckSignals() != 0)
+			throw py::error_already_set();
+		if (!progress.is_none())
+			progress(frames, offset, size);
 	};
 }
 
@@ -30,12 +32,16 @@ ProgressFn progress_fn(py::object progress) {
 void register_replay(py::module_ &m) {
 	// Never freed, like the dtypes: a static py::object would outlive the interpreter.
 	static auto *capture_error = new py::exception<CaptureError>(m, "CaptureError", PyExc_ValueError);
-	static auto *linktype_error = new py::exception<CaptureError>(m, "LinkTypeError", capture_error->ptr());
+	static auto *linktype_error =
+	    new py::exception<CaptureError>(m, "LinkTypeError", capture_error->ptr());
 	py::register_exception_translator([](std::exception_ptr p) {
 		try {
-			if (p) std::rethrow_exception(p);
+			if (p)
+				std::rethrow_exception(p);
 		} catch (const CaptureError &e) {
-			set_error((e.kind() == CaptureError::LinkType ? linktype_error : capture_error)->ptr(), e.what());
+			set_error(
+			    (e.kind() == CaptureError::LinkType ? linktype_error : capture_error)->ptr(),
+			    e.what());
 		}
 	});
 
@@ -48,36 +54,37 @@ void register_replay(py::module_ &m) {
 			    py::gil_scoped_release nogil;
 			    any = capture_time_range(path, earliest, latest);
 		    }
-		    if (!any) return py::none();
+		    if (!any)
+			    return py::none();
 		    return py::make_tuple(earliest, latest);
 	    },
 	    py::arg("path"), "(earliest, latest) timestamp of a capture file's records in Unix ns, or None.");
 
 	py::class_<Replayer> cls(m, "Replayer");
 	cls.def(py::init([](uint32_t max_entries) {
-		        py::gil_scoped_release nogil;
-		        return std::make_unique<Replayer>(max_entries);
-	        }),
+			py::gil_scoped_release nogil;
+			return std::make_unique<Replayer>(max_entries);
+		}),
 	        py::arg("max_entries") = 65536)
 	    .def(
-	        "open_file",
-	        [](Replayer &r, const std::string &path) {
-		        {
-			        py::gil_scoped_release nogil;
-			        r.open_file(path);
-		        }
-		        return file_dict(r.file());
-	        },
-	        py::arg("path"), "Open a capture for advance(); checks it whole first.")
+		"open_file",
+		[](Replayer &r, const std::string &path) {
+			{
+				py::gil_scoped_release nogil;
+				r.open_file(path);
+			}
+			return file_dict(r.file());
+		},
+		py::arg("path"), "Open a capture for advance(); checks it whole first.")
 	    .def(
-	        "advance",
-	        [](Replayer &r, uint64_t until_ts_ns, py::object progress, uint64_t every) {
-		        ProgressFn fn = progress_fn(progress);
-		        py::gil_scoped_release nogil;
-		        return r.advance(until_ts_ns, fn, every);
-	        },
-	        py::arg("until_ts_ns"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
-	        "Run the open file's frames stamped before until_ts_ns; True while frames remain.")
+		"advance",
+		[](Replayer &r, uint64_t until_ts_ns, py::object progress, uint64_t every) {
+			ProgressFn fn = progress_fn(progress);
+			py::gil_scoped_release nogil;
+			return r.advance(until_ts_ns, fn, every);
+		},
+		py::arg("until_ts_ns"), py::arg("progress") = py::none(), py::arg("every") = 1 << 16,
+		"Run the open file's frames stamped before until_ts_ns; True while frames remain.")
 	    .def_property_readonly("next_ts", &Replayer::next_ts)
 	    .def_property_readonly("file", [](const Replayer &r) { return file_dict(r.file()); })
 	    .def("clear", &Replayer::clear, py::call_guard<py::gil_scoped_release>())
@@ -85,9 +92,12 @@ void register_replay(py::module_ &m) {
 	    .def_property_readonly("counters", [](const Replayer &r) {
 		    const ReplayCounters &c = r.counters();
 		    return py::dict(py::arg("frames") = c.frames, py::arg("bytes") = c.bytes,
-		                    py::arg("kernel_frames") = c.kernel_frames, py::arg("engine_unparsed_frames") = c.engine_unparsed_frames,
-		                    py::arg("engine_unparsed_bytes") = c.engine_unparsed_bytes, py::arg("clipped_frames") = c.clipped_frames,
-		                    py::arg("earliest_ts_ns") = c.earliest_ts_ns, py::arg("latest_ts_ns") = c.latest_ts_ns);
+		                    py::arg("kernel_frames") = c.kernel_frames,
+		                    py::arg("engine_unparsed_frames") = c.engine_unparsed_frames,
+		                    py::arg("engine_unparsed_bytes") = c.engine_unparsed_bytes,
+		                    py::arg("clipped_frames") = c.clipped_frames,
+		                    py::arg("earliest_ts_ns") = c.earliest_ts_ns,
+		                    py::arg("latest_ts_ns") = c.latest_ts_ns);
 	    });
 	// read_stats: the kernel counters plus the engine's own unparsed frames.
 	cls.def("read_stats", [](const Replayer &r) {

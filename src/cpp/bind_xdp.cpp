@@ -9,15 +9,20 @@ namespace pktstat {
 namespace {
 
 XdpMode parse_mode(const std::string &m) {
-	if (m == "auto") return XdpMode::Auto;
-	if (m == "native") return XdpMode::Native;
-	if (m == "generic") return XdpMode::Generic;
-	if (m == "offload") return XdpMode::Offload;
+	if (m == "auto")
+		return XdpMode::Auto;
+	if (m == "native")
+		return XdpMode::Native;
+	if (m == "generic")
+		return XdpMode::Generic;
+	if (m == "offload")
+		return XdpMode::Offload;
 	throw py::value_error("XDP mode must be auto, native, generic or offload, not " + m);
 }
 
 py::dict state_dict(const XdpState &s) {
-	return py::dict(py::arg("prog_id") = s.prog_id, py::arg("mode") = s.mode, py::arg("name") = s.prog_name);
+	return py::dict(py::arg("prog_id") = s.prog_id, py::arg("mode") = s.mode,
+	                py::arg("name") = s.prog_name);
 }
 
 } // namespace
@@ -33,18 +38,19 @@ void register_xdp(py::module_ &m) {
 		    }
 		    return state_dict(s);
 	    },
-	    py::arg("ifindex"), "The XDP program attached to ifindex: {prog_id, mode, name} (prog_id 0: none).");
+	    py::arg("ifindex"),
+	    "The XDP program attached to ifindex: {prog_id, mode, name} (prog_id 0: none).");
 
 	py::class_<XdpCollector> cls(m, "XdpCollector");
 	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device) {
-		        XdpOptions o;
-		        o.ifindex = ifindex;
-		        o.max_entries = max_entries;
-		        o.mode = parse_mode(mode);
-		        o.l3_device = l3_device;
-		        py::gil_scoped_release nogil;
-		        return std::make_unique<XdpCollector>(o);
-	        }),
+			XdpOptions o;
+			o.ifindex = ifindex;
+			o.max_entries = max_entries;
+			o.mode = parse_mode(mode);
+			o.l3_device = l3_device;
+			py::gil_scoped_release nogil;
+			return std::make_unique<XdpCollector>(o);
+		}),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto",
 	        py::arg("l3_device") = false)
 	    .def("attach", &XdpCollector::attach, py::call_guard<py::gil_scoped_release>())
@@ -53,7 +59,8 @@ void register_xdp(py::module_ &m) {
 	    .def_property_readonly("attach_path", &XdpCollector::attach_path)
 	    .def_property_readonly("native_refusal", &XdpCollector::native_refusal)
 	    .def_property_readonly("buff_len", &XdpCollector::buff_len)
-	    .def_property_readonly("max_entries", [](const XdpCollector &c) { return c.options().max_entries; });
+	    .def_property_readonly("max_entries",
+	                           [](const XdpCollector &c) { return c.options().max_entries; });
 	bind_live_flow_table(cls);
 }
 

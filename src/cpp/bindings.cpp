@@ -35,15 +35,20 @@ namespace {
 int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 	char buf[2048];
 	int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
-	if (n <= 0) return n;
+	if (n <= 0)
+		return n;
 	std::string msg(buf, std::min<size_t>(static_cast<size_t>(n), sizeof(buf) - 1));
-	while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-	if (!Py_IsInitialized() || msg.empty()) return n;
+	while (!msg.empty() && msg.back() == '\n')
+		msg.pop_back();
+	if (!Py_IsInitialized() || msg.empty())
+		return n;
 	py::gil_scoped_acquire gil;
 	try {
 		static const int levels[] = {30 /*WARN*/, 20 /*INFO*/, 10 /*DEBUG*/};
 		auto text = py::reinterpret_steal<py::str>(message_text(msg.c_str()));
-		py::module_::import("logging").attr("getLogger")("pktstat_bpf.libbpf").attr("log")(levels[level], text);
+		py::module_::import("logging")
+		    .attr("getLogger")("pktstat_bpf.libbpf")
+		    .attr("log")(levels[level], text);
 	} catch (py::error_already_set &e) {
 		e.discard_as_unraisable(__func__);
 	}
@@ -53,7 +58,8 @@ int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args) {
 // Engine notices (map_memory.hpp) -> Python logging ("pktstat_bpf", INFO:
 // the CLI shows it unless -q), from any thread, GIL held or not.
 void log_notice(const std::string &line) {
-	if (!Py_IsInitialized()) return;
+	if (!Py_IsInitialized())
+		return;
 	py::gil_scoped_acquire gil;
 	try {
 		py::module_::import("logging").attr("getLogger")("pktstat_bpf").attr("info")(line);
@@ -73,7 +79,8 @@ PYBIND11_MODULE(_core, m) {
 	// FileNotFoundError for ENOENT ...); ENODEV -> LookupError.
 	py::register_exception_translator([](std::exception_ptr p) {
 		try {
-			if (p) std::rethrow_exception(p);
+			if (p)
+				std::rethrow_exception(p);
 		} catch (const SysError &e) {
 			if (e.err() == ENODEV) {
 				set_error(PyExc_LookupError, e.what());
@@ -81,7 +88,8 @@ PYBIND11_MODULE(_core, m) {
 			}
 			py::object exc = py::reinterpret_steal<py::object>(
 			    PyObject_CallFunction(PyExc_OSError, "iN", e.err(), message_text(e.what())));
-			if (!exc) return; // Python error already set
+			if (!exc)
+				return; // Python error already set
 			PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
 		}
 	});
@@ -94,7 +102,8 @@ PYBIND11_MODULE(_core, m) {
 	static auto *table_too_large = new py::exception<TableTooLarge>(m, "TableTooLarge", PyExc_OSError);
 	py::register_exception_translator([](std::exception_ptr p) {
 		try {
-			if (p) std::rethrow_exception(p);
+			if (p)
+				std::rethrow_exception(p);
 		} catch (const FeatureMissing &e) {
 			set_error(feature_missing->ptr(), e.what());
 		} catch (const TableTooLarge &e) {
@@ -116,7 +125,8 @@ PYBIND11_MODULE(_core, m) {
 
 	m.attr("record_dtype") = record_dtype();
 	m.attr("stats_dtype") = stats_dtype();
-	m.def("_drop_spare_records", &drop_spare_records, "Free the record buffer kept for the next read_flows (tests).");
+	m.def("_drop_spare_records", &drop_spare_records,
+	      "Free the record buffer kept for the next read_flows (tests).");
 	m.def("libbpf_version", [] { return std::string(libbpf_version_string()); });
 
 	bind_interval(m);

@@ -23,18 +23,25 @@ namespace {
 constexpr long kCgroup2Magic = 0x63677270; // CGROUP2_SUPER_MAGIC
 constexpr uint8_t kTcpListen = 10;
 
-std::string join(const std::string &root, const std::string &rel) { return rel == "/" ? root : root + rel; }
+std::string join(const std::string &root, const std::string &rel) {
+	return rel == "/" ? root : root + rel;
+}
 
 } // namespace
 
-CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), cgroups_(opts.mount_root, opts.rel_path, opts.hier_root, opts.path_cache) {
-	if (opts.max_entries == 0 || opts.owner_entries == 0) throw SysError("map sizes must be positive", EINVAL);
+CgroupCollector::CgroupCollector(const CgroupOptions &opts)
+    : opts_(opts), cgroups_(opts.mount_root, opts.rel_path, opts.hier_root, opts.path_cache) {
+	if (opts.max_entries == 0 || opts.owner_entries == 0)
+		throw SysError("map sizes must be positive", EINVAL);
 	const std::string dir = join(opts.mount_root, opts.rel_path);
 	cgroup_fd_ = UniqueFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	if (!cgroup_fd_) throw SysError("open cgroup " + dir, errno);
+	if (!cgroup_fd_)
+		throw SysError("open cgroup " + dir, errno);
 	struct statfs fs {};
-	if (::fstatfs(cgroup_fd_.get(), &fs) < 0) throw SysError("statfs " + dir, errno);
-	if (fs.f_type != kCgroup2Magic) throw SysError(dir + " is not on a cgroup v2 file system", ENOTDIR);
+	if (::fstatfs(cgroup_fd_.get(), &fs) < 0)
+		throw SysError("statfs " + dir, errno);
+	if (fs.f_type != kCgroup2Magic)
+		throw SysError(dir + " is not on a cgroup v2 file system", ENOTDIR);
 	cgroup_id_ = cgroup_id_of(dir);
 
 	// The socket tracepoints came in 6.3; without them a process is still
@@ -52,32 +59,39 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts) : opts_(opts), cgrou
 	skel_->rodata->cfg_dfl_hierarchy = 0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
 	set_flow_table_size(skel_->obj, opts.max_entries);
 	check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries), "set owner map size");
-	check_libbpf(bpf_map__set_max_entries(skel_->maps.released, opts.owner_entries), "set release queue size");
+	check_libbpf(bpf_map__set_max_entries(skel_->maps.released, opts.owner_entries),
+	             "set release queue size");
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
-	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
+	drain_ =
+	    std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 	drain_->set_after_drain([this] { reap_released(); });
 
 	cgroups_.listen(bpf_map__fd(skel_->maps.cgroup_events));
 }
 
-CgroupCollector::~CgroupCollector() { detach(); }
+CgroupCollector::~CgroupCollector() {
+	detach();
+}
 
 void CgroupCollector::attach() {
-	if (attached()) return;
+	if (attached())
+		return;
 	int step = 0;
 	auto add = [&](bpf_link *l, const char *what) {
 		if (injected_attach_fault(step++)) {
 			bpf_link__destroy(l);
 			throw SysError("attach (injected test fault)", EIO);
 		}
-		if (!l) throw SysError(std::string("attach ") + what, errno ? errno : EINVAL);
+		if (!l)
+			throw SysError(std::string("attach ") + what, errno ? errno : EINVAL);
 		links_.emplace_back(l);
 	};
 	const int cg = cgroup_fd_.get();
 	try {
 		if (bpf_program__autoload(skel_->progs.owner_cgroup_mkdir))
-			add(bpf_program__attach_trace(skel_->progs.owner_cgroup_mkdir), "tp_btf/cgroup_mkdir");
+			add(bpf_program__attach_trace(skel_->progs.owner_cgroup_mkdir),
+			    "tp_btf/cgroup_mkdir");
 		add(bpf_program__attach_trace(skel_->progs.owner_fork), "tp_btf/sched_process_fork");
 		if (have_sock_tps_) {
 			add(bpf_program__attach_trace(skel_->progs.owner_send), "tp_btf/sock_send_length");
@@ -92,7 +106,8 @@ void CgroupCollector::attach() {
 		auto t0 = std::chrono::steady_clock::now();
 		subtree_.clear();
 		scan_.cgroups = cgroups_.scan(&subtree_);
-		if (opts_.scan_sockets) scan_existing_sockets();
+		if (opts_.scan_sockets)
+			scan_existing_sockets();
 		scan_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
 		add(bpf_program__attach_cgroup(skel_->progs.owner_skb_egress, cg), "cgroup_skb/egress");
@@ -104,15 +119,20 @@ void CgroupCollector::attach() {
 }
 
 void CgroupCollector::detach() noexcept {
-	while (!links_.empty()) links_.pop_back(); // cgroup_skb first, the owner hooks last
+	while (!links_.empty())
+		links_.pop_back(); // cgroup_skb first, the owner hooks last
 }
 
-std::string CgroupCollector::attach_path() const { return links_.empty() ? std::string() : "cgroup_skb"; }
+std::string CgroupCollector::attach_path() const {
+	return links_.empty() ? std::string() : "cgroup_skb";
+}
 
 std::vector<std::string> CgroupCollector::owner_sources() const {
 	std::vector<std::string> s{"sock_create", "sock_ops"};
-	if (have_sock_tps_) s.emplace_back("send/recv tracepoints");
-	if (opts_.scan_sockets) s.emplace_back("start scan");
+	if (have_sock_tps_)
+		s.emplace_back("send/recv tracepoints");
+	if (opts_.scan_sockets)
+		s.emplace_back("start scan");
 	return s;
 }
 
@@ -122,8 +142,10 @@ void CgroupCollector::scan_existing_sockets() {
 	std::vector<const DiagSocket *> ours;
 	std::unordered_set<uint32_t> wanted;
 	for (const DiagSocket &s : socks) {
-		if (s.has_cgroup && !subtree_.count(s.cgroup_id)) continue; // not in our subtree
-		if (!s.inode || !s.cookie) continue; // no file: TIME_WAIT, a request, an orphan
+		if (s.has_cgroup && !subtree_.count(s.cgroup_id))
+			continue; // not in our subtree
+		if (!s.inode || !s.cookie)
+			continue; // no file: TIME_WAIT, a request, an orphan
 		ours.push_back(&s);
 		wanted.insert(s.inode);
 	}
@@ -141,21 +163,24 @@ void CgroupCollector::scan_existing_sockets() {
 			bpf_map_lookup_elem(ffd, &o.pid, &o.gen);
 		}
 		int rc = bpf_map_update_elem(ofd, &s->cookie, &o, BPF_NOEXIST);
-		if (rc < 0 && rc != -EEXIST && errno != EEXIST) throw SysError("fill the owner map", errno);
+		if (rc < 0 && rc != -EEXIST && errno != EEXIST)
+			throw SysError("fill the owner map", errno);
 		if (o.flags & OWNER_SHARED)
 			++scan_.shared;
 		else if (o.pid)
 			++scan_.owned;
 		else
 			++scan_.unclaimed;
-		if (s->protocol != IPPROTO_TCP || s->state != kTcpListen) continue;
+		if (s->protocol != IPPROTO_TCP || s->state != kTcpListen)
+			continue;
 		// Listeners: one owner per (netns, port), or ambiguous (cookie 0).
 		auto key = std::make_pair(s->netns_cookie, s->sport);
 		auto [pos, fresh] = listeners.emplace(key, std::make_pair(s->cookie, o));
 		if (!fresh) {
 			const sock_owner &a = pos->second.second;
 			bool one = a.pid && o.pid && a.pid == o.pid && !((a.flags | o.flags) & OWNER_SHARED);
-			if (!one) pos->second.first = 0;
+			if (!one)
+				pos->second.first = 0;
 		}
 	}
 	const int lfd = bpf_map__fd(skel_->maps.listeners);
@@ -183,11 +208,13 @@ void CgroupCollector::reap_released() {
 	const uint64_t now = epoch_now_ns(0);
 	const int qfd = bpf_map__fd(skel_->maps.released), ofd = bpf_map__fd(skel_->maps.owners);
 	uint64_t cookie = 0;
-	while (bpf_map_lookup_and_delete_elem(qfd, nullptr, &cookie) == 0) released_.emplace_back(now, cookie);
+	while (bpf_map_lookup_and_delete_elem(qfd, nullptr, &cookie) == 0)
+		released_.emplace_back(now, cookie);
 	while (!released_.empty() && released_.front().first + kReapGraceNs <= now) {
 		cookie = released_.front().second;
 		released_.pop_front();
-		if (bpf_map_delete_elem(ofd, &cookie) == 0) ++removed_;
+		if (bpf_map_delete_elem(ofd, &cookie) == 0)
+			++removed_;
 	}
 }
 
@@ -197,7 +224,8 @@ std::vector<uint64_t> CgroupCollector::owner_stats() const {
 	const int fd = bpf_map__fd(skel_->maps.owner_stats);
 	for (uint32_t i = 0; i < OWNER_STAT_NR; ++i) {
 		check_libbpf(bpf_map_lookup_elem(fd, &i, per_cpu.data()), "read owner counters");
-		for (uint64_t v : per_cpu) out[i] += v;
+		for (uint64_t v : per_cpu)
+			out[i] += v;
 	}
 	return out;
 }
@@ -211,7 +239,8 @@ std::vector<CgroupCollector::OwnerEntry> CgroupCollector::owners() const {
 		key = next;
 		have = true;
 		OwnerEntry e{key, {}};
-		if (bpf_map_lookup_elem(fd, &key, &e.owner) == 0) out.push_back(e);
+		if (bpf_map_lookup_elem(fd, &key, &e.owner) == 0)
+			out.push_back(e);
 	}
 	return out;
 }

@@ -56,7 +56,7 @@ struct ScanStats {
 };
 
 class CgroupCollector {
-public:
+      public:
 	explicit CgroupCollector(const CgroupOptions &opts); // opens, configures, loads
 	CgroupCollector(const CgroupCollector &) = delete;
 	CgroupCollector &operator=(const CgroupCollector &) = delete;
@@ -98,7 +98,7 @@ public:
 	FlowDrain &drainer() const { return *drain_; }
 	const CgroupOptions &options() const noexcept { return opts_; }
 
-private:
+      private:
 	void scan_existing_sockets();
 	void reap_released(); // after each drain
 
@@ -113,7 +113,8 @@ private:
 	CgroupResolver cgroups_;
 	std::unordered_set<uint64_t> subtree_;
 	ScanStats scan_;
-	std::deque<std::pair<uint64_t, uint64_t>> released_; // (CLOCK_MONOTONIC ns seen, cookie), oldest first
+	std::deque<std::pair<uint64_t, uint64_t>>
+	    released_; // (CLOCK_MONOTONIC ns seen, cookie), oldest first
 	std::atomic<uint64_t> removed_{0};
 };
 

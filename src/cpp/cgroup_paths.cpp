@@ -34,7 +34,8 @@ uint64_t id_at(int dirfd, const char *name) {
 		return h.id;
 	// Kernels or filesystems without handles: the inode number is the id on 64-bit.
 	struct stat st {};
-	if (::fstatat(dirfd, name, &st, 0) == 0) return st.st_ino;
+	if (::fstatat(dirfd, name, &st, 0) == 0)
+		return st.st_ino;
 	return 0;
 }
 
@@ -44,7 +45,8 @@ bool cgroup_event_path(const void *data, size_t size, const std::string &hier_ro
                        std::string &path) {
 	const auto *e = static_cast<const cgroup_event *>(data);
 	const size_t head = offsetof(cgroup_event, path);
-	if (size <= head || e->len == 0) return false;
+	if (size <= head || e->len == 0)
+		return false;
 	size_t n = std::min<size_t>({e->len, size - head, sizeof(e->path)});
 	path.assign(e->path, strnlen(e->path, n));
 	if (hier_root != "/") { // hierarchy path -> path relative to the mount
@@ -59,7 +61,8 @@ bool cgroup_event_path(const void *data, size_t size, const std::string &hier_ro
 
 uint64_t cgroup_id_of(const std::string &dir) {
 	uint64_t id = id_at(AT_FDCWD, dir.c_str());
-	if (!id) throw SysError("cgroup id of " + dir, errno ? errno : ENOENT);
+	if (!id)
+		throw SysError("cgroup id of " + dir, errno ? errno : ENOENT);
 	return id;
 }
 
@@ -81,7 +84,8 @@ void CgroupPathCache::put(uint64_t id, std::string path) {
 
 std::optional<std::string> CgroupPathCache::get(uint64_t id) {
 	auto it = index_.find(id);
-	if (it == index_.end()) return std::nullopt;
+	if (it == index_.end())
+		return std::nullopt;
 	lru_.splice(lru_.begin(), lru_, it->second);
 	return it->second->second;
 }
@@ -98,16 +102,22 @@ size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, C
 		todo.pop_back();
 		const std::string full = path == "/" ? mount_root : mount_root + path;
 		UniqueFd dfd(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-		if (!dfd) continue; // removed meanwhile
+		if (!dfd)
+			continue; // removed meanwhile
 		uint64_t id = id_at(dfd.get(), ".");
-		if (!id) continue;
+		if (!id)
+			continue;
 		cache.put(id, path);
-		if (ids) ids->insert(id);
+		if (ids)
+			ids->insert(id);
 		++seen;
 		DIR *d = ::fdopendir(::fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0));
-		if (!d) continue;
+		if (!d)
+			continue;
 		while (dirent *e = ::readdir(d)) {
-			if (e->d_type != DT_DIR || !std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+			if (e->d_type != DT_DIR || !std::strcmp(e->d_name, ".") ||
+			    !std::strcmp(e->d_name, ".."))
+				continue;
 			todo.push_back(path == "/" ? "/" + std::string(e->d_name) : path + "/" + e->d_name);
 		}
 		::closedir(d);
@@ -115,14 +125,19 @@ size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, C
 	return seen;
 }
 
-CgroupResolver::CgroupResolver(std::string mount_root, std::string rel, std::string hier_root, size_t capacity)
-    : mount_root_(std::move(mount_root)), rel_(std::move(rel)), hier_root_(std::move(hier_root)), paths_(capacity) {}
+CgroupResolver::CgroupResolver(std::string mount_root, std::string rel, std::string hier_root,
+                               size_t capacity)
+    : mount_root_(std::move(mount_root)), rel_(std::move(rel)), hier_root_(std::move(hier_root)),
+      paths_(capacity) {}
 
-CgroupResolver::~CgroupResolver() { ring_buffer__free(events_); }
+CgroupResolver::~CgroupResolver() {
+	ring_buffer__free(events_);
+}
 
 void CgroupResolver::listen(int ringbuf_fd) {
 	events_ = ring_buffer__new(ringbuf_fd, &CgroupResolver::on_event, this, nullptr);
-	if (!events_) throw SysError("ring_buffer__new", errno ? errno : EINVAL);
+	if (!events_)
+		throw SysError("ring_buffer__new", errno ? errno : EINVAL);
 }
 
 int CgroupResolver::on_event(void *ctx, void *data, size_t size) {
@@ -135,12 +150,15 @@ int CgroupResolver::on_event(void *ctx, void *data, size_t size) {
 }
 
 bool CgroupResolver::under_target(const std::string &path) const {
-	if (rel_ == "/") return true;
-	return path.compare(0, rel_.size(), rel_) == 0 && (path.size() == rel_.size() || path[rel_.size()] == '/');
+	if (rel_ == "/")
+		return true;
+	return path.compare(0, rel_.size(), rel_) == 0 &&
+	       (path.size() == rel_.size() || path[rel_.size()] == '/');
 }
 
 void CgroupResolver::take_events() {
-	if (events_) ring_buffer__consume(events_);
+	if (events_)
+		ring_buffer__consume(events_);
 }
 
 size_t CgroupResolver::scan(std::unordered_set<uint64_t> *ids) {
@@ -153,7 +171,8 @@ std::unordered_map<uint64_t, std::string> CgroupResolver::resolve(const std::vec
 	std::unordered_map<uint64_t, std::string> out;
 	bool rescanned = false;
 	for (uint64_t id : ids) {
-		if (!id || out.count(id)) continue;
+		if (!id || out.count(id))
+			continue;
 		auto p = paths_.get(id);
 		if (!p && !rescanned) { // made and missed (ring full), or evicted: look again, once
 			rescanned = true;

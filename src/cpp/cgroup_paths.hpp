@@ -23,7 +23,7 @@ uint64_t cgroup_id_of(const std::string &dir);
 
 // A bounded id -> path cache, least recently used entries evicted first.
 class CgroupPathCache {
-public:
+      public:
 	explicit CgroupPathCache(size_t capacity) : capacity_(capacity ? capacity : 1) {}
 	void put(uint64_t id, std::string path);
 	std::optional<std::string> get(uint64_t id); // refreshes the entry
@@ -31,7 +31,7 @@ public:
 	size_t capacity() const noexcept { return capacity_; }
 	uint64_t evictions() const noexcept { return evictions_; }
 
-private:
+      private:
 	using Entry = std::pair<uint64_t, std::string>;
 	size_t capacity_;
 	std::list<Entry> lru_; // front: most recent
@@ -58,7 +58,7 @@ size_t scan_cgroup_tree(const std::string &mount_root, const std::string &rel, C
 // root in the hierarchy is `hier_root`). Records outside the subtree are
 // dropped.
 class CgroupResolver {
-public:
+      public:
 	CgroupResolver(std::string mount_root, std::string rel, std::string hier_root, size_t capacity);
 	~CgroupResolver();
 	CgroupResolver(const CgroupResolver &) = delete;
@@ -73,7 +73,7 @@ public:
 	// pending records and, if some id is still unknown, one rescan.
 	std::unordered_map<uint64_t, std::string> resolve(const std::vector<uint64_t> &ids);
 
-private:
+      private:
 	static int on_event(void *ctx, void *data, size_t size);
 	bool under_target(const std::string &path) const;
 

@@ -8,7 +8,7 @@
 namespace pktstat {
 
 class UniqueFd {
-public:
+      public:
 	UniqueFd() = default;
 	explicit UniqueFd(int fd) noexcept : fd_(fd) {}
 	UniqueFd(UniqueFd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
@@ -26,11 +26,12 @@ public:
 	int get() const noexcept { return fd_; }
 	explicit operator bool() const noexcept { return fd_ >= 0; }
 	void reset() noexcept {
-		if (fd_ >= 0) ::close(fd_);
+		if (fd_ >= 0)
+			::close(fd_);
 		fd_ = -1;
 	}
 
-private:
+      private:
 	int fd_ = -1;
 };
 

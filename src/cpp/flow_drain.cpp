@@ -120,7 +120,8 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	iv.live_flows = table_.size();
 	iv.evicted_flows = table_.evicted();
 	++drains_;
-	if (after_drain_) after_drain_();
+	if (after_drain_)
+		after_drain_();
 	iv.fold_ns = ns_since(t2);
 	return iv;
 }

@@ -14,7 +14,9 @@
 namespace pktstat {
 namespace {
 
-constexpr uint32_t round8(uint32_t n) { return (n + 7) & ~7U; }
+constexpr uint32_t round8(uint32_t n) {
+	return (n + 7) & ~7U;
+}
 
 // Fold the values of one key (one per CPU, or just one) into a record.
 void fold_value(const char *vals, const MapShape &s, int ncpu, int64_t off, flow_value &out) {
@@ -25,11 +27,14 @@ void fold_value(const char *vals, const MapShape &s, int ncpu, int64_t off, flow
 	for (int c = 0; c < n; ++c) {
 		flow_value v;
 		std::memcpy(&v, vals + static_cast<size_t>(c) * stride, sizeof(v));
-		if (!v.packets) continue;
+		if (!v.packets)
+			continue;
 		out.packets += v.packets;
 		out.bytes += v.bytes;
-		if (!any || v.first_seen_ns < out.first_seen_ns) out.first_seen_ns = v.first_seen_ns;
-		if (!any || v.last_seen_ns > out.last_seen_ns) out.last_seen_ns = v.last_seen_ns;
+		if (!any || v.first_seen_ns < out.first_seen_ns)
+			out.first_seen_ns = v.first_seen_ns;
+		if (!any || v.last_seen_ns > out.last_seen_ns)
+			out.last_seen_ns = v.last_seen_ns;
 		any = true;
 	}
 	if (any) {
@@ -60,7 +65,8 @@ std::vector<flow_record> take_spare_records(std::size_t room) {
 	{
 		Spare &sp = spare();
 		std::lock_guard<std::mutex> lock(sp.mu);
-		if (sp.records.capacity() >= room && sp.records.capacity() <= 2 * room) v.swap(sp.records);
+		if (sp.records.capacity() >= room && sp.records.capacity() <= 2 * room)
+			v.swap(sp.records);
 	}
 	v.clear();
 	v.reserve(room);
@@ -89,7 +95,8 @@ void drop_spare_records() noexcept {
 int possible_cpus() {
 	static const int n = [] {
 		int c = libbpf_num_possible_cpus();
-		if (c <= 0) throw SysError("libbpf_num_possible_cpus", c ? -c : EINVAL);
+		if (c <= 0)
+			throw SysError("libbpf_num_possible_cpus", c ? -c : EINVAL);
 		return c;
 	}();
 	return n;
@@ -105,7 +112,8 @@ MapShape map_shape(int fd) {
 	s.max_entries = info.max_entries;
 	s.percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
 	           info.type == BPF_MAP_TYPE_PERCPU_ARRAY;
-	if ((s.key_size != sizeof(flow_tuple) && s.key_size != sizeof(flow_key)) || s.value_size != sizeof(flow_value))
+	if ((s.key_size != sizeof(flow_tuple) && s.key_size != sizeof(flow_key)) ||
+	    s.value_size != sizeof(flow_value))
 		throw SysError("flow map has an unexpected key/value size", EPROTO);
 	return s;
 }
@@ -119,7 +127,8 @@ std::vector<flow_record> take_by_keys(int fd, const MapShape &s, int ncpu, size_
 	const char *prev = nullptr;
 	for (;;) {
 		int rc = bpf_map_get_next_key(fd, prev, next.data());
-		if (rc == -ENOENT) break;
+		if (rc == -ENOENT)
+			break;
 		check_libbpf(rc, "bpf_map_get_next_key");
 		keys.insert(keys.end(), next.begin(), next.end());
 		prev = keys.data() + keys.size() - s.key_size;
@@ -127,10 +136,12 @@ std::vector<flow_record> take_by_keys(int fd, const MapShape &s, int ncpu, size_
 	for (size_t k = 0; k < keys.size(); k += s.key_size) {
 		const char *key = keys.data() + k;
 		int rc = bpf_map_lookup_elem(fd, key, vals.data());
-		if (rc == -ENOENT) continue;
+		if (rc == -ENOENT)
+			continue;
 		check_libbpf(rc, "bpf_map_lookup_elem");
 		rc = bpf_map_delete_elem(fd, key);
-		if (rc != -ENOENT) check_libbpf(rc, "bpf_map_delete_elem");
+		if (rc != -ENOENT)
+			check_libbpf(rc, "bpf_map_delete_elem");
 		flow_record r;
 		fill_key(key, s, r.key);
 		fold_value(vals.data(), s, ncpu, off, r.value);
@@ -165,7 +176,8 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 		out = take_spare_records(std::min<uint32_t>(s.max_entries, 1u << 22));
 	}
 
-	if (use_batch && forced_missing("map_batch")) use_batch = false; // tests: a kernel without batch ops
+	if (use_batch && forced_missing("map_batch"))
+		use_batch = false; // tests: a kernel without batch ops
 	if (use_batch) {
 		uint32_t chunk = std::clamp<uint32_t>(s.max_entries, 256, 8192);
 		std::vector<char> keys, vals;
@@ -176,19 +188,23 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 			vals.resize(static_cast<size_t>(chunk) * vstride);
 			uint32_t count = chunk;
 			LIBBPF_OPTS(bpf_map_batch_opts, opts);
-			int rc = take ? bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &token_in, &token_out,
-			                                                keys.data(), vals.data(), &count, &opts)
-			              : bpf_map_lookup_batch(fd, first ? nullptr : &token_in, &token_out, keys.data(),
-			                                     vals.data(), &count, &opts);
+			int rc = take ? bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &token_in,
+			                                                &token_out, keys.data(), vals.data(),
+			                                                &count, &opts)
+			              : bpf_map_lookup_batch(fd, first ? nullptr : &token_in, &token_out,
+			                                     keys.data(), vals.data(), &count, &opts);
 			int err = rc < 0 ? -rc : 0;
 			if (err && err != ENOENT) {
 				if (err == ENOSPC && chunk < (1u << 24)) { // a bucket larger than the buffer
 					chunk *= 2;
 					continue;
 				}
-				if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */))
-					return read_flows_impl(fd, off, false, take, &out); // kernel without batch ops
-				throw SysError(take ? "bpf_map_lookup_and_delete_batch" : "bpf_map_lookup_batch", err);
+				if (first &&
+				    (err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */))
+					return read_flows_impl(fd, off, false, take,
+					                       &out); // kernel without batch ops
+				throw SysError(
+				    take ? "bpf_map_lookup_and_delete_batch" : "bpf_map_lookup_batch", err);
 			}
 			for (uint32_t i = 0; i < count; ++i) {
 				// Built in cache, then written once to the (cold) output.
@@ -197,24 +213,28 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 				fold_value(vals.data() + i * vstride, s, ncpu, off, r.value);
 				out.push_back(r);
 			}
-			if (err == ENOENT) break;
+			if (err == ENOENT)
+				break;
 			token_in = token_out;
 			first = false;
 		}
 		return out;
 	}
 
-	if (take) return take_by_keys(fd, s, ncpu, vstride, off, std::move(out));
+	if (take)
+		return take_by_keys(fd, s, ncpu, vstride, off, std::move(out));
 	std::vector<char> key(s.key_size), next(s.key_size), vals(vstride);
 	bool have = false;
 	for (;;) {
 		int rc = bpf_map_get_next_key(fd, have ? key.data() : nullptr, next.data());
-		if (rc == -ENOENT) break;
+		if (rc == -ENOENT)
+			break;
 		check_libbpf(rc, "bpf_map_get_next_key");
 		key.swap(next);
 		have = true;
 		rc = bpf_map_lookup_elem(fd, key.data(), vals.data());
-		if (rc == -ENOENT) continue; // deleted meanwhile
+		if (rc == -ENOENT)
+			continue; // deleted meanwhile
 		check_libbpf(rc, "bpf_map_lookup_elem");
 		flow_record r;
 		fill_key(key.data(), s, r.key);

@@ -8,7 +8,7 @@
 namespace pktstat {
 
 class KernelBtf {
-public:
+      public:
 	KernelBtf(); // loads vmlinux BTF; none where the kernel lacks it (or a test says so: "btf")
 	~KernelBtf();
 	KernelBtf(const KernelBtf &) = delete;
@@ -23,7 +23,7 @@ public:
 	int tracepoint_args(const char *name) const;
 	bool has_function(const char *name) const;
 
-private:
+      private:
 	btf *btf_;
 };
 

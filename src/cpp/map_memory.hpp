@@ -17,7 +17,7 @@ namespace pktstat {
 // The flow table (--max-entries) needs more kernel memory than there is.
 // The message is complete; Python sees _core.TableTooLarge, a usage error.
 class TableTooLarge : public std::runtime_error {
-public:
+      public:
 	using std::runtime_error::runtime_error;
 };
 

@@ -14,7 +14,8 @@ namespace pktstat {
 struct PcapSource::Impl {
 	pcap_t *p = nullptr;
 	~Impl() {
-		if (p) pcap_close(p); // closes the FILE too
+		if (p)
+			pcap_close(p); // closes the FILE too
 	}
 };
 
@@ -24,7 +25,8 @@ PcapSource::PcapSource(const std::string &file) : impl_(std::make_unique<Impl>()
 	std::FILE *fp = nullptr;
 	if (file == "-") {
 		int fd = ::dup(STDIN_FILENO);
-		if (fd < 0) throw SysError("open standard input", errno);
+		if (fd < 0)
+			throw SysError("open standard input", errno);
 		fp = ::fdopen(fd, "rb");
 		if (!fp) {
 			int err = errno;
@@ -34,7 +36,8 @@ PcapSource::PcapSource(const std::string &file) : impl_(std::make_unique<Impl>()
 	} else {
 		fp = std::fopen(file.c_str(), "rb");
 	}
-	if (!fp) throw SysError("open " + path, errno);
+	if (!fp)
+		throw SysError("open " + path, errno);
 	struct stat st {};
 	int err = ::fstat(::fileno(fp), &st) < 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
 	if (err) {
@@ -50,7 +53,8 @@ PcapSource::PcapSource(const std::string &file) : impl_(std::make_unique<Impl>()
 	impl_->p = pcap_fopen_offline_with_tstamp_precision(fp, PCAP_TSTAMP_PRECISION_NANO, errbuf);
 	if (!impl_->p) {
 		std::fclose(fp);
-		throw CaptureError(CaptureError::Format, path + ": not a pcap or pcapng capture (" + errbuf + ")");
+		throw CaptureError(CaptureError::Format,
+		                   path + ": not a pcap or pcapng capture (" + errbuf + ")");
 	}
 	dlt_ = pcap_datalink(impl_->p);
 }
@@ -61,13 +65,17 @@ uint64_t PcapSource::timestamp_ns(int64_t sec, int64_t frac_ns) {
 	// A pcap record's seconds are an unsigned 32-bit field (as Wireshark
 	// reads it), which libpcap hands over sign-extended: 0xffffff14 arrives
 	// as -236 and is 2106-02-07, not 1969.
-	if (sec < 0 && sec >= INT32_MIN) sec += int64_t{1} << 32;
-	if (sec < 0) return kMaxTimestampNs; // pcapng seconds past 2^63
+	if (sec < 0 && sec >= INT32_MIN)
+		sec += int64_t{1} << 32;
+	if (sec < 0)
+		return kMaxTimestampNs; // pcapng seconds past 2^63
 	// The fraction is a record field too (a corrupt one may exceed a second,
 	// or be negative): the sum is clamped to [0, kMaxTimestampNs].
 	const __int128 ns = static_cast<__int128>(sec) * 1000000000 + frac_ns;
-	if (ns < 0) return 0;
-	if (ns > static_cast<__int128>(kMaxTimestampNs)) return kMaxTimestampNs;
+	if (ns < 0)
+		return 0;
+	if (ns > static_cast<__int128>(kMaxTimestampNs))
+		return kMaxTimestampNs;
 	return static_cast<uint64_t>(ns);
 }
 
@@ -83,7 +91,8 @@ int PcapSource::next(const uint8_t *&data, uint32_t &caplen, uint32_t &wire_len,
 		ts_ns = timestamp_ns(h->ts.tv_sec, h->ts.tv_usec);
 		return 1;
 	}
-	if (rc == PCAP_ERROR_BREAK) return 0;
+	if (rc == PCAP_ERROR_BREAK)
+		return 0;
 	error_ = pcap_geterr(impl_->p);
 	return -1;
 }
@@ -111,8 +120,10 @@ bool capture_time_range(const std::string &path, uint64_t &earliest, uint64_t &l
 	uint64_t ts;
 	bool any = false;
 	while (src.next(data, caplen, wire, ts) == 1) {
-		if (!any || ts < earliest) earliest = ts;
-		if (!any || ts > latest) latest = ts;
+		if (!any || ts < earliest)
+			earliest = ts;
+		if (!any || ts > latest)
+			latest = ts;
 		any = true;
 	}
 	return any;

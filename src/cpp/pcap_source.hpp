@@ -14,17 +14,17 @@ namespace pktstat {
 // A capture file problem (not a system error): unreadable format, unsupported
 // link type. `kind` says which, for the caller's exit code.
 class CaptureError : public std::runtime_error {
-public:
+      public:
 	enum Kind { Format, LinkType };
 	CaptureError(Kind k, const std::string &msg) : std::runtime_error(msg), kind_(k) {}
 	Kind kind() const noexcept { return kind_; }
 
-private:
+      private:
 	Kind kind_;
 };
 
 class PcapSource {
-public:
+      public:
 	// Opens the file ("-": standard input; timestamps in nanoseconds). Throws SysError when it
 	// cannot be opened or is a directory, CaptureError when it is empty or
 	// libpcap does not recognise it.
@@ -55,7 +55,7 @@ public:
 	static std::string dlt_name(int dlt);
 	static std::string dlt_description(int dlt);
 
-private:
+      private:
 	struct Impl;
 	std::unique_ptr<Impl> impl_;
 	int dlt_ = 0;

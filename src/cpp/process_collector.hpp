@@ -41,13 +41,13 @@ const char *backend_name(ProcessBackend b);
 struct ProcessOptions {
 	uint32_t max_entries = 65536;
 	ProcessBackend backend = ProcessBackend::Auto;
-	std::string cgroup_mount; // cgroup v2 mount for id -> path ("" = none)
+	std::string cgroup_mount;    // cgroup v2 mount for id -> path ("" = none)
 	std::string hier_root = "/"; // where the mount sits in the hierarchy
 	uint32_t path_cache = 16384;
 };
 
 class ProcessCollector {
-public:
+      public:
 	explicit ProcessCollector(const ProcessOptions &opts); // probes, opens, loads
 	ProcessCollector(const ProcessCollector &) = delete;
 	ProcessCollector &operator=(const ProcessCollector &) = delete;
@@ -74,7 +74,7 @@ public:
 	FlowDrain &drainer() const { return *drain_; }
 	const ProcessOptions &options() const noexcept { return opts_; }
 
-private:
+      private:
 	ProcessOptions opts_;
 	std::unique_ptr<Skeleton<process_bpf>> skel_;
 	ProcessBackend backend_ = ProcessBackend::Auto;

@@ -19,14 +19,18 @@ namespace {
 std::string linktype_text(int dlt) {
 	std::string name = PcapSource::dlt_name(dlt), desc = PcapSource::dlt_description(dlt);
 	std::string s = name.empty() ? "DLT " + std::to_string(dlt) : name;
-	if (!desc.empty()) s += " (" + desc + ")";
-	else if (name.empty()) s += " (unknown)";
+	if (!desc.empty())
+		s += " (" + desc + ")";
+	else if (name.empty())
+		s += " (unknown)";
 	return s;
 }
 
 } // namespace
 
-bool Replayer::link_kind(int dlt, LinkKind &out) { return pktstat::link_kind(dlt, out); }
+bool Replayer::link_kind(int dlt, LinkKind &out) {
+	return pktstat::link_kind(dlt, out);
+}
 
 // The per-frame work: turn a record into test-run data and run it. Owns the
 // buffer for synthesised Ethernet headers and a prepared syscall attribute,
@@ -52,13 +56,17 @@ struct Replayer::Run {
 	// Frame of `caplen` captured bytes, `wire` bytes on the wire, at `ts`.
 	void frame(const uint8_t *p, uint32_t caplen, uint32_t wire, uint64_t ts) {
 		ReplayCounters &c = r.counters_;
-		if (!c.frames || ts < c.earliest_ts_ns) c.earliest_ts_ns = ts;
-		if (!c.frames || ts > c.latest_ts_ns) c.latest_ts_ns = ts;
+		if (!c.frames || ts < c.earliest_ts_ns)
+			c.earliest_ts_ns = ts;
+		if (!c.frames || ts > c.latest_ts_ns)
+			c.latest_ts_ns = ts;
 		c.frames++;
 		c.bytes += wire;
 		const FramePlan plan = plan_frame(kind, p, caplen, r.max_data_, buf.data());
-		if (plan.action == FramePlan::EngineUnparsed) return engine_unparsed(wire);
-		if (plan.clipped) c.clipped_frames++;
+		if (plan.action == FramePlan::EngineUnparsed)
+			return engine_unparsed(wire);
+		if (plan.clipped)
+			c.clipped_frames++;
 		run(plan.data, plan.len, wire, ts);
 	}
 
@@ -77,13 +85,15 @@ struct Replayer::Run {
 		attr.test.ctx_size_out = 0;  // would make the next run fail with ENOSPC
 		// The raw syscall: libbpf's wrapper would rebuild the attribute each time.
 		if (::syscall(__NR_bpf, BPF_PROG_TEST_RUN, &attr, sizeof(attr)) < 0)
-			throw SysError("BPF_PROG_TEST_RUN (frame " + std::to_string(r.counters_.frames) + ")", errno);
+			throw SysError("BPF_PROG_TEST_RUN (frame " + std::to_string(r.counters_.frames) + ")",
+			               errno);
 		r.counters_.kernel_frames++;
 	}
 };
 
 Replayer::Replayer(uint32_t max_entries) : max_entries_(max_entries) {
-	if (max_entries == 0) throw SysError("max_entries must be positive", EINVAL);
+	if (max_entries == 0)
+		throw SysError("max_entries must be positive", EINVAL);
 	skel_->rodata->cfg_replay = true;
 	set_flow_table_size(skel_->obj, max_entries);
 	// Only tc_ingress runs here: do not spend verifier time on tc_egress.
@@ -108,8 +118,8 @@ void Replayer::probe_max_data() {
 		return bpf_prog_test_run_opts(prog_fd_, &o) == 0;
 	};
 	if (!accepted(ETH_HLEN)) {
-		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = zeros.data(), .data_size_in = ETH_HLEN, .ctx_in = &ctx,
-		            .ctx_size_in = sizeof(ctx));
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = zeros.data(), .data_size_in = ETH_HLEN,
+		            .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
 		check_libbpf(bpf_prog_test_run_opts(prog_fd_, &o), "BPF_PROG_TEST_RUN");
 	}
 	uint32_t lo = ETH_HLEN, hi = page + 1; // lo accepted, hi refused
@@ -146,7 +156,8 @@ std::vector<dir_stats> engine_unparsed(const ReplayCounters &now, const ReplayCo
 } // namespace
 
 std::vector<dir_stats> Replayer::read_stats() const {
-	std::vector<dir_stats> s = drain_->totals(true); // drained intervals (engine frames included) + side 0
+	std::vector<dir_stats> s =
+	    drain_->totals(true); // drained intervals (engine frames included) + side 0
 	const std::vector<dir_stats> e = engine_unparsed(counters_, drained_);
 	dir_stats &none = s.at(FLOW_DIR_NONE);
 	none.packets += e[FLOW_DIR_NONE].packets;
@@ -176,7 +187,8 @@ const FileResult &Replayer::open_file(const std::string &path) {
 	LinkKind kind;
 	if (!link_kind(res.linktype, kind))
 		throw CaptureError(CaptureError::LinkType,
-		                   (path == "-" ? "standard input" : path) + ": link type " + linktype_text(res.linktype) +
+		                   (path == "-" ? "standard input" : path) + ": link type " +
+		                       linktype_text(res.linktype) +
 		                       " is not supported; replay reads Ethernet, Linux cooked (SLL, SLL2), "
 		                       "raw IPv4/IPv6 and BSD loopback captures");
 	run_ = std::make_unique<Run>(*this, kind);
@@ -186,24 +198,30 @@ const FileResult &Replayer::open_file(const std::string &path) {
 }
 
 bool Replayer::advance(uint64_t until_ts_ns, const ProgressFn &progress, uint64_t every) {
-	if (!src_) return false;
-	if (!every) every = 1 << 16;
+	if (!src_)
+		return false;
+	if (!every)
+		every = 1 << 16;
 	for (;;) {
 		if (!next_.valid) {
 			int rc = src_->next(next_.data, next_.caplen, next_.wire, next_.ts);
 			if (rc <= 0) {
-				if (rc < 0) file_.damage = src_->error();
-				if (progress) progress(file_.frames, src_->size(), src_->size());
+				if (rc < 0)
+					file_.damage = src_->error();
+				if (progress)
+					progress(file_.frames, src_->size(), src_->size());
 				run_.reset();
 				src_.reset();
 				return false;
 			}
 			next_.valid = true;
 		}
-		if (until_ts_ns != UINT64_MAX && next_.ts >= until_ts_ns) return true; // MAX: everything
+		if (until_ts_ns != UINT64_MAX && next_.ts >= until_ts_ns)
+			return true; // MAX: everything
 		next_.valid = false;
 		run_->frame(next_.data, next_.caplen, next_.wire, next_.ts);
-		if (++file_.frames % every == 0 && progress) progress(file_.frames, src_->offset(), src_->size());
+		if (++file_.frames % every == 0 && progress)
+			progress(file_.frames, src_->offset(), src_->size());
 	}
 }
 
@@ -213,19 +231,21 @@ FileResult Replayer::replay_file(const std::string &path, const ProgressFn &prog
 	return file_;
 }
 
-void Replayer::replay_frames(int dlt, const std::vector<std::string> &frames, const std::vector<uint64_t> &ts_ns,
-                             const std::vector<uint32_t> &wire_len) {
+void Replayer::replay_frames(int dlt, const std::vector<std::string> &frames,
+                             const std::vector<uint64_t> &ts_ns, const std::vector<uint32_t> &wire_len) {
 	LinkKind kind;
 	if (!link_kind(dlt, kind))
-		throw CaptureError(CaptureError::LinkType, "link type " + linktype_text(dlt) + " is not supported");
-	if ((!ts_ns.empty() && ts_ns.size() != frames.size()) || (!wire_len.empty() && wire_len.size() != frames.size()))
+		throw CaptureError(CaptureError::LinkType,
+		                   "link type " + linktype_text(dlt) + " is not supported");
+	if ((!ts_ns.empty() && ts_ns.size() != frames.size()) ||
+	    (!wire_len.empty() && wire_len.size() != frames.size()))
 		throw SysError("replay_frames: ts_ns and wire_len need one value per frame", EINVAL);
 	Run run(*this, kind);
 	for (size_t i = 0; i < frames.size(); ++i) {
 		const std::string &f = frames[i];
 		const uint32_t caplen = static_cast<uint32_t>(f.size());
-		run.frame(reinterpret_cast<const uint8_t *>(f.data()), caplen, wire_len.empty() ? caplen : wire_len[i],
-		          ts_ns.empty() ? 0 : ts_ns[i]);
+		run.frame(reinterpret_cast<const uint8_t *>(f.data()), caplen,
+		          wire_len.empty() ? caplen : wire_len[i], ts_ns.empty() ? 0 : ts_ns[i]);
 	}
 }
 

@@ -35,16 +35,16 @@ namespace pktstat {
 
 // Engine-side counters: what happened to frames before the kernel saw them.
 struct ReplayCounters {
-	uint64_t frames = 0;         // records read (files) or given (frames API)
-	uint64_t bytes = 0;          // sum of their original lengths
-	uint64_t kernel_frames = 0;  // run through the program
+	uint64_t frames = 0;        // records read (files) or given (frames API)
+	uint64_t bytes = 0;         // sum of their original lengths
+	uint64_t kernel_frames = 0; // run through the program
 	// Frames the kernel refuses as test-run data, counted here as unparsed
 	// (the program's parser would count them unparsed too): an incomplete
 	// link-layer header, or an IPv4/IPv6 ethertype followed by less than a
 	// whole IPv4/IPv6 header (6.x kernels reject those with EINVAL).
 	uint64_t engine_unparsed_frames = 0;
 	uint64_t engine_unparsed_bytes = 0;
-	uint64_t clipped_frames = 0; // longer than the test-run limit: given clipped
+	uint64_t clipped_frames = 0;                   // longer than the test-run limit: given clipped
 	uint64_t earliest_ts_ns = 0, latest_ts_ns = 0; // of all frames (files need not be in order)
 };
 
@@ -62,7 +62,7 @@ struct FileResult {
 using ProgressFn = std::function<void(uint64_t, uint64_t, uint64_t)>;
 
 class Replayer {
-public:
+      public:
 	explicit Replayer(uint32_t max_entries); // opens, configures, loads, probes the size limit
 	~Replayer();
 	Replayer(const Replayer &) = delete;
@@ -72,7 +72,8 @@ public:
 	// cannot be opened, CaptureError for an unreadable header or a link type
 	// replay does not decode. A read error mid-file ends the loop and is
 	// returned in `damage`, with what was counted so far kept.
-	FileResult replay_file(const std::string &path, const ProgressFn &progress = {}, uint64_t every = 1 << 16);
+	FileResult replay_file(const std::string &path, const ProgressFn &progress = {},
+	                       uint64_t every = 1 << 16);
 
 	// The same in steps, for interval streams: open_file() checks the file
 	// (throwing as replay_file does), advance(until) runs the frames whose
@@ -87,8 +88,8 @@ public:
 	// Run frames given in memory, as if read from a file of link type `dlt`
 	// (tests, tools). ts_ns and wire_len may be empty (0 and the frame's
 	// length) or hold one value per frame.
-	void replay_frames(int dlt, const std::vector<std::string> &frames, const std::vector<uint64_t> &ts_ns,
-	                   const std::vector<uint32_t> &wire_len);
+	void replay_frames(int dlt, const std::vector<std::string> &frames,
+	                   const std::vector<uint64_t> &ts_ns, const std::vector<uint32_t> &wire_len);
 
 	// Delete every flow and zero every counter (kernel and engine side).
 	void clear();
@@ -110,7 +111,7 @@ public:
 	// The link kind replay uses for a DLT value, or false if it has none.
 	static bool link_kind(int dlt, LinkKind &out);
 
-private:
+      private:
 	struct Run; // the per-frame machinery (buffers, prepared syscall attrs)
 	void probe_max_data();
 	void zero_stats();

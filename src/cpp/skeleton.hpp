@@ -18,25 +18,28 @@ namespace pktstat {
 template <class Skel> struct SkelOps; // specialised next to each skeleton
 
 template <class Skel> class Skeleton {
-public:
+      public:
 	// Every engine object opens its skeleton first: the test seam is read here.
 	Skeleton() : faults_(load_test_faults()), skel_(SkelOps<Skel>::open()) {
-		if (!skel_) throw SysError(std::string("open BPF object ") + SkelOps<Skel>::name, errno ? errno : EINVAL);
+		if (!skel_)
+			throw SysError(std::string("open BPF object ") + SkelOps<Skel>::name,
+			               errno ? errno : EINVAL);
 	}
 	Skeleton(Skeleton &&) noexcept = default;
 	Skeleton &operator=(Skeleton &&) noexcept = default;
 
 	void load() {
 		const std::string op = std::string("load BPF object ") + SkelOps<Skel>::name;
-		if (forced_missing("bpf")) throw SysError(op, ENOSYS); // as a kernel without CONFIG_BPF_SYSCALL
-		check_flow_table(skel_->obj); // before the maps are made: refuse one that cannot fit
+		if (forced_missing("bpf"))
+			throw SysError(op, ENOSYS); // as a kernel without CONFIG_BPF_SYSCALL
+		check_flow_table(skel_->obj);       // before the maps are made: refuse one that cannot fit
 		check_libbpf(SkelOps<Skel>::load(skel_.get()), op);
 	}
 
 	Skel *operator->() const noexcept { return skel_.get(); }
 	Skel *get() const noexcept { return skel_.get(); }
 
-private:
+      private:
 	struct Deleter {
 		void operator()(Skel *s) const noexcept { SkelOps<Skel>::destroy(s); }
 	};
@@ -44,12 +47,12 @@ private:
 	std::unique_ptr<Skel, Deleter> skel_;
 };
 
-#define PKTSTAT_SKEL_OPS(T)                                                                        \
-	template <> struct SkelOps<T> {                                                            \
-		static constexpr const char *name = #T;                                            \
-		static T *open() { return T##__open(); }                                           \
-		static int load(T *s) { return T##__load(s); }                                     \
-		static void destroy(T *s) { T##__destroy(s); }                                     \
+#define PKTSTAT_SKEL_OPS(T)                                                                                  \
+	template <> struct SkelOps<T> {                                                                      \
+		static constexpr const char *name = #T;                                                      \
+		static T *open() { return T##__open(); }                                                     \
+		static int load(T *s) { return T##__load(s); }                                               \
+		static void destroy(T *s) { T##__destroy(s); }                                               \
 	}
 
 } // namespace pktstat

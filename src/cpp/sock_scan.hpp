@@ -34,7 +34,7 @@ struct DiagSocket {
 std::vector<DiagSocket> diag_all_sockets(size_t *netns_seen = nullptr);
 
 struct SocketHolders {
-	std::vector<uint32_t> pids;  // distinct TGIDs holding an fd to it
+	std::vector<uint32_t> pids; // distinct TGIDs holding an fd to it
 	std::vector<std::string> comms;
 };
 

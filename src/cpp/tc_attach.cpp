@@ -23,8 +23,12 @@
 namespace pktstat {
 namespace {
 
-bpf_tc_attach_point to_point(TcDir d) { return d == TcDir::Ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS; }
-const char *dir_name(TcDir d) { return d == TcDir::Ingress ? "ingress" : "egress"; }
+bpf_tc_attach_point to_point(TcDir d) {
+	return d == TcDir::Ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+}
+const char *dir_name(TcDir d) {
+	return d == TcDir::Ingress ? "ingress" : "egress";
+}
 
 uint32_t prog_id_of(int prog_fd) {
 	bpf_prog_info info{};
@@ -37,7 +41,8 @@ uint32_t prog_id_of(int prog_fd) {
 // RTM_GETTFILTER dump. Throws on netlink errors other than "no qdisc".
 size_t count_filters(int ifindex, uint32_t parent) {
 	UniqueFd sock(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-	if (!sock) throw SysError("socket(NETLINK_ROUTE)", errno);
+	if (!sock)
+		throw SysError("socket(NETLINK_ROUTE)", errno);
 	struct {
 		nlmsghdr nh;
 		tcmsg tc;
@@ -49,25 +54,31 @@ size_t count_filters(int ifindex, uint32_t parent) {
 	req.tc.tcm_family = AF_UNSPEC;
 	req.tc.tcm_ifindex = ifindex;
 	req.tc.tcm_parent = parent;
-	if (::send(sock.get(), &req, sizeof(req), 0) < 0) throw SysError("netlink send RTM_GETTFILTER", errno);
+	if (::send(sock.get(), &req, sizeof(req), 0) < 0)
+		throw SysError("netlink send RTM_GETTFILTER", errno);
 
 	size_t count = 0;
 	alignas(nlmsghdr) char buf[16384];
 	for (;;) {
 		ssize_t n = ::recv(sock.get(), buf, sizeof(buf), 0);
 		if (n < 0) {
-			if (errno == EINTR) continue;
+			if (errno == EINTR)
+				continue;
 			throw SysError("netlink recv RTM_GETTFILTER", errno);
 		}
 		for (auto *nh = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n)) {
-			if (nh->nlmsg_type == NLMSG_DONE) return count;
+			if (nh->nlmsg_type == NLMSG_DONE)
+				return count;
 			if (nh->nlmsg_type == NLMSG_ERROR) {
 				int err = -static_cast<nlmsgerr *>(NLMSG_DATA(nh))->error;
-				if (err == 0) return count;
-				if (err == EINVAL || err == ENOENT) return 0; // no clsact qdisc
+				if (err == 0)
+					return count;
+				if (err == EINVAL || err == ENOENT)
+					return 0; // no clsact qdisc
 				throw SysError("netlink RTM_GETTFILTER", err);
 			}
-			if (nh->nlmsg_type == RTM_NEWTFILTER) ++count;
+			if (nh->nlmsg_type == RTM_NEWTFILTER)
+				++count;
 		}
 	}
 }
@@ -92,14 +103,16 @@ bool same_file(int fd, uint64_t dev, uint64_t ino) {
 
 Netns::Netns() : fd_(::open(kThreadNetns, O_RDONLY | O_CLOEXEC)) {
 	struct stat st {};
-	if (!fd_ || ::fstat(fd_.get(), &st) < 0) throw SysError(std::string("open ") + kThreadNetns, errno);
+	if (!fd_ || ::fstat(fd_.get(), &st) < 0)
+		throw SysError(std::string("open ") + kThreadNetns, errno);
 	dev_ = st.st_dev;
 	ino_ = st.st_ino;
 }
 
 bool Netns::run_in(const std::function<void()> &f) const noexcept {
 	UniqueFd here(::open(kThreadNetns, O_RDONLY | O_CLOEXEC));
-	if (!here) return false;
+	if (!here)
+		return false;
 	if (same_file(here.get(), dev_, ino_)) {
 		try {
 			f();
@@ -107,7 +120,8 @@ bool Netns::run_in(const std::function<void()> &f) const noexcept {
 		}
 		return true;
 	}
-	if (::setns(fd_.get(), CLONE_NEWNET) < 0) return false;
+	if (::setns(fd_.get(), CLONE_NEWNET) < 0)
+		return false;
 	try {
 		f();
 	} catch (...) {
@@ -126,12 +140,15 @@ std::shared_ptr<ClsactQdisc> ClsactQdisc::acquire(int ifindex) {
 	static std::mutex mu;
 	static std::map<std::tuple<uint64_t, uint64_t, int>, std::weak_ptr<ClsactQdisc>> owners;
 	struct stat st {};
-	if (::stat(kThreadNetns, &st) < 0) throw SysError(std::string("stat ") + kThreadNetns, errno);
-	const auto key = std::make_tuple(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), ifindex);
+	if (::stat(kThreadNetns, &st) < 0)
+		throw SysError(std::string("stat ") + kThreadNetns, errno);
+	const auto key =
+	    std::make_tuple(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), ifindex);
 	std::lock_guard<std::mutex> lock(mu);
 	for (auto it = owners.begin(); it != owners.end();) // forget the owners that are gone
 		it = it->second.expired() ? owners.erase(it) : std::next(it);
-	if (auto q = owners[key].lock()) return q;
+	if (auto q = owners[key].lock())
+		return q;
 	auto q = std::make_shared<ClsactQdisc>(ifindex);
 	owners[key] = q;
 	return q;
@@ -141,13 +158,15 @@ ClsactQdisc::ClsactQdisc(int ifindex) : ifindex_(ifindex) {
 	ClaimLock lock; // making the qdisc and claiming it are one step for other processes
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
 	int rc = bpf_tc_hook_create(&hook);
-	if (rc != -EEXIST) check_libbpf(rc, "create clsact qdisc");
+	if (rc != -EEXIST)
+		check_libbpf(rc, "create clsact qdisc");
 	created_ = rc == 0;
 	claimed_ = join_qdisc_claim(lock, netns_, ifindex, created_);
 }
 
 ClsactQdisc::~ClsactQdisc() {
-	if (!created_ && !claimed_) return;
+	if (!created_ && !claimed_)
+		return;
 	// Throwing means the interface is gone (and its qdisc with it): nothing to undo.
 	netns_.run_in([this] { release_clsact(ifindex_, created_, ::getpid()); });
 }
@@ -174,13 +193,15 @@ LegacyTcFilter::~LegacyTcFilter() {
 bool remove_stale_filter(int ifindex, TcDir dir, uint32_t handle, uint32_t priority, uint32_t prog_id) {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = to_point(dir));
 	LIBBPF_OPTS(bpf_tc_opts, query, .handle = handle, .priority = priority);
-	if (bpf_tc_query(&hook, &query) < 0 || query.prog_id != prog_id) return false;
+	if (bpf_tc_query(&hook, &query) < 0 || query.prog_id != prog_id)
+		return false;
 	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
 	return bpf_tc_detach(&hook, &opts) == 0;
 }
 
 std::string TcAttachment::describe() const {
-	if (is_tcx()) return "tcx";
+	if (is_tcx())
+		return "tcx";
 	return "tc-legacy";
 }
 
@@ -192,15 +213,19 @@ TcAttachment attach_tc(int prog_fd, int ifindex, TcDir dir, TcAttachMode mode,
 		int type = dir == TcDir::Ingress ? kBpfTcxIngress : kBpfTcxEgress;
 		LIBBPF_OPTS(bpf_link_create_opts, first, .flags = kBpfFBefore);
 		const bool no_tcx = forced_missing("tcx"); // tests: a kernel before 6.6 answers EINVAL
-		int fd = no_tcx ? -EINVAL : bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
+		int fd = no_tcx
+		             ? -EINVAL
+		             : bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), &first);
 		if (fd == -EINVAL && !no_tcx)
 			fd = bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(type), nullptr);
-		if (fd >= 0) return TcAttachment{TcxLink{UniqueFd(fd)}};
+		if (fd >= 0)
+			return TcAttachment{TcxLink{UniqueFd(fd)}};
 		// EINVAL: this kernel has no TCX attach types. Anything else is real.
 		if (mode == TcAttachMode::Tcx || fd != -EINVAL)
 			throw SysError(std::string("attach tcx (") + dir_name(dir) + ")", -fd);
 	}
-	if (!qdisc) qdisc = ClsactQdisc::acquire(ifindex);
+	if (!qdisc)
+		qdisc = ClsactQdisc::acquire(ifindex);
 	return TcAttachment{std::make_unique<LegacyTcFilter>(qdisc, dir, prog_fd)};
 }
 

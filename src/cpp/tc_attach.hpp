@@ -36,7 +36,7 @@ inline constexpr uint32_t kBpfFBefore = 1U << 3;
 // the collector has since moved to another namespace: otherwise they would
 // remove whatever sits under the same ifindex where that thread is.
 class Netns {
-public:
+      public:
 	Netns();
 	// Run f with the calling thread in this namespace, switching there and
 	// back only if it is elsewhere (which needs CAP_SYS_ADMIN). False, and f
@@ -45,7 +45,7 @@ public:
 	uint64_t dev() const noexcept { return dev_; } // the namespace's nsfs inode: names it
 	uint64_t ino() const noexcept { return ino_; }
 
-private:
+      private:
 	UniqueFd fd_;
 	uint64_t dev_ = 0, ino_ = 0;
 };
@@ -56,7 +56,7 @@ private:
 // one made by anyone else is never removed. Collectors of one process on one
 // interface share one owner (acquire()).
 class ClsactQdisc {
-public:
+      public:
 	explicit ClsactQdisc(int ifindex); // creates it if missing
 	ClsactQdisc(const ClsactQdisc &) = delete;
 	ClsactQdisc &operator=(const ClsactQdisc &) = delete;
@@ -68,7 +68,7 @@ public:
 	int ifindex() const noexcept { return ifindex_; }
 	const Netns &netns() const noexcept { return netns_; }
 
-private:
+      private:
 	int ifindex_;
 	Netns netns_;
 	bool created_ = false;
@@ -77,7 +77,7 @@ private:
 
 // A legacy cls_bpf filter we added; removed on destruction.
 class LegacyTcFilter {
-public:
+      public:
 	LegacyTcFilter(std::shared_ptr<ClsactQdisc> qdisc, TcDir dir, int prog_fd);
 	LegacyTcFilter(const LegacyTcFilter &) = delete;
 	LegacyTcFilter &operator=(const LegacyTcFilter &) = delete;
@@ -86,7 +86,7 @@ public:
 	uint32_t priority() const noexcept { return priority_; }
 	uint32_t prog_id() const noexcept { return prog_id_; }
 
-private:
+      private:
 	std::shared_ptr<ClsactQdisc> qdisc_; // destroyed after the filter
 	TcDir dir_;
 	uint32_t handle_ = 0, priority_ = 0, prog_id_ = 0;

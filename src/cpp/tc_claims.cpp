@@ -42,17 +42,21 @@ struct Claim {
 std::optional<unsigned long long> start_time_of(long pid) {
 	std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
 	std::string line;
-	if (!std::getline(f, line)) return std::nullopt;
+	if (!std::getline(f, line))
+		return std::nullopt;
 	auto paren = line.rfind(')');
-	if (paren == std::string::npos) return std::nullopt;
+	if (paren == std::string::npos)
+		return std::nullopt;
 	std::istringstream rest(line.substr(paren + 1));
 	std::string state, field;
 	rest >> state; // field 3
-	if (state == "Z" || state == "X" || state == "x") return std::nullopt;
+	if (state == "Z" || state == "X" || state == "x")
+		return std::nullopt;
 	for (int i = 4; i < 22 && rest >> field; ++i) {
 	}
 	unsigned long long start = 0;
-	if (!(rest >> start)) return std::nullopt; // field 22
+	if (!(rest >> start))
+		return std::nullopt; // field 22
 	return start;
 }
 
@@ -87,8 +91,10 @@ std::string claim_path(const Netns &ns, int ifindex) {
 std::optional<Claim> read_claim(const std::string &path, int ifindex) {
 	std::ifstream f(path);
 	Claim c;
-	if (!std::getline(f, c.ifname)) return std::nullopt;
-	for (Holder h; f >> h.pid >> h.start;) c.holders.push_back(h);
+	if (!std::getline(f, c.ifname))
+		return std::nullopt;
+	for (Holder h; f >> h.pid >> h.start;)
+		c.holders.push_back(h);
 	if (c.ifname != ifname_of(ifindex)) {
 		::unlink(path.c_str());
 		return std::nullopt;
@@ -101,8 +107,10 @@ bool write_claim(const std::string &path, const Claim &c) {
 	{
 		std::ofstream f(tmp, std::ios::trunc);
 		f << c.ifname << "\n";
-		for (const auto &h : c.holders) f << h.pid << " " << h.start << "\n";
-		if (!f.flush()) return false;
+		for (const auto &h : c.holders)
+			f << h.pid << " " << h.start << "\n";
+		if (!f.flush())
+			return false;
 	}
 	return ::rename(tmp.c_str(), path.c_str()) == 0;
 }
@@ -117,9 +125,11 @@ void drop_holders(Claim &c, long pid) {
 bool release_locked(const ClaimLock &lock, const Netns &here, int ifindex, bool created, long pid) {
 	const std::string path = claim_path(here, ifindex);
 	std::optional<Claim> claim;
-	if (lock.ok()) claim = read_claim(path, ifindex);
+	if (lock.ok())
+		claim = read_claim(path, ifindex);
 	if (!claim) { // no claim (none could be written): the creator decides alone
-		if (!created || clsact_has_filters(ifindex)) return false;
+		if (!created || clsact_has_filters(ifindex))
+			return false;
 		destroy_clsact(ifindex);
 		return true;
 	}
@@ -129,20 +139,25 @@ bool release_locked(const ClaimLock &lock, const Netns &here, int ifindex, bool 
 		return false;
 	}
 	::unlink(path.c_str());
-	if (clsact_has_filters(ifindex)) return false; // another's filter: the qdisc is theirs now
+	if (clsact_has_filters(ifindex))
+		return false; // another's filter: the qdisc is theirs now
 	destroy_clsact(ifindex);
 	return true;
 }
 } // namespace
 
 ClaimLock::ClaimLock() {
-	if (::mkdir(kClaimDir, 0700) < 0 && errno != EEXIST) return;
-	fd_ = UniqueFd(::open((std::string(kClaimDir) + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-	if (fd_ && ::flock(fd_.get(), LOCK_EX) < 0) fd_ = UniqueFd();
+	if (::mkdir(kClaimDir, 0700) < 0 && errno != EEXIST)
+		return;
+	fd_ =
+	    UniqueFd(::open((std::string(kClaimDir) + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	if (fd_ && ::flock(fd_.get(), LOCK_EX) < 0)
+		fd_ = UniqueFd();
 }
 
 bool join_qdisc_claim(const ClaimLock &lock, const Netns &ns, int ifindex, bool created) {
-	if (!lock.ok()) return false;
+	if (!lock.ok())
+		return false;
 	const std::string path = claim_path(ns, ifindex);
 	std::optional<Claim> claim;
 	if (created) {
@@ -172,7 +187,9 @@ bool release_clsact(int ifindex, bool created, long pid) {
 // handle, priority, program id). Made and locked under the ClaimLock, so a
 // sweep (also under it) never sees a live collector's record unlocked.
 namespace {
-const char *dir_word(TcDir d) { return d == TcDir::Ingress ? "ingress" : "egress"; }
+const char *dir_word(TcDir d) {
+	return d == TcDir::Ingress ? "ingress" : "egress";
+}
 
 std::string record_prefix(const Netns &ns) {
 	return "legacy-" + std::to_string(ns.dev()) + "-" + std::to_string(ns.ino()) + "-";
@@ -181,10 +198,13 @@ std::string record_prefix(const Netns &ns) {
 
 LegacyRecord::LegacyRecord(const Netns &ns, int ifindex, const std::vector<LegacyFilterId> &filters) {
 	ClaimLock lock;
-	if (!lock.ok()) return;
-	std::string path = std::string(kClaimDir) + "/" + record_prefix(ns) + std::to_string(ifindex) + "-XXXXXX";
+	if (!lock.ok())
+		return;
+	std::string path =
+	    std::string(kClaimDir) + "/" + record_prefix(ns) + std::to_string(ifindex) + "-XXXXXX";
 	UniqueFd fd(::mkostemp(path.data(), O_CLOEXEC));
-	if (!fd) return;
+	if (!fd)
+		return;
 	if (::flock(fd.get(), LOCK_EX) < 0) {
 		::unlink(path.c_str());
 		return;
@@ -204,7 +224,8 @@ LegacyRecord::LegacyRecord(const Netns &ns, int ifindex, const std::vector<Legac
 }
 
 LegacyRecord::~LegacyRecord() {
-	if (path_.empty()) return;
+	if (path_.empty())
+		return;
 	ClaimLock lock;
 	::unlink(path_.c_str());
 }
@@ -212,18 +233,22 @@ LegacyRecord::~LegacyRecord() {
 int sweep_stale_tc() {
 	const Netns here;
 	ClaimLock lock;
-	if (!lock.ok()) return 0;
+	if (!lock.ok())
+		return 0;
 	std::unique_ptr<DIR, int (*)(DIR *)> dir(::opendir(kClaimDir), ::closedir);
-	if (!dir) return 0;
+	if (!dir)
+		return 0;
 	const std::string prefix = record_prefix(here);
 	std::vector<std::string> names;
 	while (const dirent *e = ::readdir(dir.get()))
-		if (std::string(e->d_name).rfind(prefix, 0) == 0) names.emplace_back(e->d_name);
+		if (std::string(e->d_name).rfind(prefix, 0) == 0)
+			names.emplace_back(e->d_name);
 	int undone = 0;
 	for (const auto &name : names) {
 		const std::string path = std::string(kClaimDir) + "/" + name;
 		UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-		if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) continue; // its collector lives
+		if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) < 0)
+			continue; // its collector lives
 		const int ifindex = std::atoi(name.c_str() + prefix.size());
 		std::ifstream f(path);
 		std::string ifname, word;
@@ -231,15 +256,18 @@ int sweep_stale_tc() {
 		std::getline(f, ifname);
 		f >> h.pid >> h.start;
 		bool removed = false;
-		if (f && ifindex > 0 && ifname == ifname_of(ifindex)) { // else the interface went, and all on it
+		if (f && ifindex > 0 &&
+		    ifname == ifname_of(ifindex)) { // else the interface went, and all on it
 			for (LegacyFilterId id{}; f >> word >> id.handle >> id.priority >> id.prog_id;) {
 				id.dir = word == "ingress" ? TcDir::Ingress : TcDir::Egress;
 				try {
-					removed |= remove_stale_filter(ifindex, id.dir, id.handle, id.priority, id.prog_id);
+					removed |= remove_stale_filter(ifindex, id.dir, id.handle,
+					                               id.priority, id.prog_id);
 				} catch (...) {
 				}
 			}
-			try { // its holder is dead: dropped with every other dead one (not by pid, which may be reused)
+			try { // its holder is dead: dropped with every other dead one (not by pid, which may
+			      // be reused)
 				removed |= release_locked(lock, here, ifindex, false, -1);
 			} catch (...) { // the interface went meanwhile
 			}

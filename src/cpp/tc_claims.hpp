@@ -24,11 +24,11 @@ namespace pktstat {
 // directory cannot be made or written (no privilege over /run): then no
 // claim or record is kept and each process undoes only its own attachment.
 class ClaimLock {
-public:
+      public:
 	ClaimLock();
 	bool ok() const noexcept { return static_cast<bool>(fd_); }
 
-private:
+      private:
 	UniqueFd fd_; // closing it releases the lock
 };
 
@@ -53,14 +53,14 @@ struct LegacyFilterId {
 // locked on construction (nothing, silently, without a writable claim
 // directory), removed on destruction: after the filters are gone.
 class LegacyRecord {
-public:
+      public:
 	LegacyRecord(const Netns &ns, int ifindex, const std::vector<LegacyFilterId> &filters);
 	LegacyRecord(const LegacyRecord &) = delete;
 	LegacyRecord &operator=(const LegacyRecord &) = delete;
 	~LegacyRecord();
 	const std::string &path() const noexcept { return path_; }
 
-private:
+      private:
 	std::string path_;
 	UniqueFd fd_; // holds the record's lock while we live
 };

@@ -33,7 +33,7 @@ struct LegacyFilterInfo {
 };
 
 class TcCollector {
-public:
+      public:
 	explicit TcCollector(const TcOptions &opts); // opens, configures, loads
 	TcCollector(const TcCollector &) = delete;
 	TcCollector &operator=(const TcCollector &) = delete;
@@ -56,7 +56,7 @@ public:
 	FlowDrain &drainer() const { return *drain_; }
 	const TcOptions &options() const noexcept { return opts_; }
 
-private:
+      private:
 	TcOptions opts_;
 	Skeleton<tc_bpf> skel_;
 	int64_t epoch_offset_ns_ = 0;

@@ -28,17 +28,20 @@ const char *mode_name(uint32_t flags) {
 
 std::string prog_name(uint32_t id) {
 	UniqueFd fd(bpf_prog_get_fd_by_id(id));
-	if (!fd) return "";
+	if (!fd)
+		return "";
 	bpf_prog_info info{};
 	uint32_t len = sizeof(info);
-	if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) < 0) return "";
+	if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) < 0)
+		return "";
 	return std::string(info.name, strnlen(info.name, sizeof(info.name)));
 }
 
 } // namespace
 
 bool xdp_kernel_has_buff_len() {
-	static const bool has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
+	static const bool has =
+	    libbpf_probe_bpf_helper(BPF_PROG_TYPE_XDP, BPF_FUNC_xdp_get_buff_len, nullptr) == 1;
 	return has && !forced_missing("xdp_buff_len");
 }
 
@@ -66,16 +69,19 @@ XdpState xdp_query(int ifindex) {
 	default:
 		return s;
 	}
-	if (s.prog_id) s.prog_name = prog_name(s.prog_id);
+	if (s.prog_id)
+		s.prog_name = prog_name(s.prog_id);
 	return s;
 }
 
 XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
-	if (opts.max_entries == 0) throw SysError("max_entries must be positive", EINVAL);
+	if (opts.max_entries == 0)
+		throw SysError("max_entries must be positive", EINVAL);
 	bpf_program *prog = skel_->progs.xdp_count;
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
 	// Offloaded programs cannot call bpf_xdp_get_buff_len; keep them linear.
-	buff_len_ = opts.mode != XdpMode::Offload && test_faults()->xdp_buff_len.value_or(xdp_kernel_has_buff_len());
+	buff_len_ =
+	    opts.mode != XdpMode::Offload && test_faults()->xdp_buff_len.value_or(xdp_kernel_has_buff_len());
 	skel_->rodata->cfg_buff_len = buff_len_;
 	if (buff_len_)
 		check_libbpf(bpf_program__set_flags(prog, bpf_program__flags(prog) | BPF_F_XDP_HAS_FRAGS),
@@ -89,17 +95,21 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 	}
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
-	drain_ = std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
+	drain_ =
+	    std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));
 }
 
 void XdpCollector::attach() {
-	if (attached()) return;
+	if (attached())
+		return;
 	// Never touch an interface that runs someone else's XDP program (a link
 	// would refuse anyway; this names the program in the error).
 	XdpState there = xdp_query(opts_.ifindex);
-	if (there.prog_id) throw XdpBusy("the interface already has an XDP program", there);
+	if (there.prog_id)
+		throw XdpBusy("the interface already has an XDP program", there);
 
-	if (injected_attach_fault(0)) throw SysError("attach (injected test fault)", EIO);
+	if (injected_attach_fault(0))
+		throw SysError("attach (injected test fault)", EIO);
 	const int prog_fd = bpf_program__fd(skel_->progs.xdp_count);
 	auto link = [&](uint32_t flags) {
 		// tests: a driver without native XDP, a kernel without generic XDP
@@ -112,7 +122,8 @@ void XdpCollector::attach() {
 	auto fail = [&](int rc, uint32_t flags) {
 		if (rc == -EBUSY || rc == -EEXIST) { // someone attached meanwhile
 			XdpState now = xdp_query(opts_.ifindex);
-			if (now.prog_id) throw XdpBusy("the interface already has an XDP program", now);
+			if (now.prog_id)
+				throw XdpBusy("the interface already has an XDP program", now);
 		}
 		throw SysError(std::string("attach XDP in ") + mode_name(flags) + " mode", -rc);
 	};
@@ -134,14 +145,16 @@ void XdpCollector::attach() {
 			native_refusal_.clear();
 			return linked(fd, XDP_FLAGS_DRV_MODE);
 		}
-		if (fd == -EBUSY || fd == -EEXIST || fd == -EPERM || fd == -EACCES) fail(fd, XDP_FLAGS_DRV_MODE);
+		if (fd == -EBUSY || fd == -EEXIST || fd == -EPERM || fd == -EACCES)
+			fail(fd, XDP_FLAGS_DRV_MODE);
 		native_refusal_ = std::strerror(-fd); // the driver cannot: generic XDP works everywhere
 		flags = XDP_FLAGS_SKB_MODE;
 		break;
 	}
 	}
 	int fd = link(flags);
-	if (fd < 0) fail(fd, flags);
+	if (fd < 0)
+		fail(fd, flags);
 	linked(fd, flags);
 }
 
@@ -160,7 +173,8 @@ void XdpCollector::detach() noexcept {
 }
 
 std::string XdpCollector::attach_path() const {
-	if (!link_) return "";
+	if (!link_)
+		return "";
 	return std::string("xdp-") + mode_name(link_flags_);
 }
 

@@ -28,9 +28,9 @@ enum class XdpMode { Auto, Native, Generic, Offload };
 
 // What is attached to an interface at XDP, as the kernel reports it.
 struct XdpState {
-	uint32_t prog_id = 0;   // 0: nothing attached
-	std::string mode;       // "native", "generic", "offload", "multi" or ""
-	std::string prog_name;  // "" if it could not be read
+	uint32_t prog_id = 0;  // 0: nothing attached
+	std::string mode;      // "native", "generic", "offload", "multi" or ""
+	std::string prog_name; // "" if it could not be read
 };
 
 // ifindex's XDP attachments (in the calling thread's network namespace).
@@ -38,11 +38,11 @@ XdpState xdp_query(int ifindex);
 
 // The interface already runs an XDP program: we do not replace it.
 class XdpBusy : public SysError {
-public:
+      public:
 	XdpBusy(const std::string &what, XdpState s) : SysError(what, EBUSY), state_(std::move(s)) {}
 	const XdpState &state() const noexcept { return state_; }
 
-private:
+      private:
 	XdpState state_;
 };
 
@@ -54,7 +54,7 @@ struct XdpOptions {
 };
 
 class XdpCollector {
-public:
+      public:
 	explicit XdpCollector(const XdpOptions &opts); // opens, configures, loads
 	XdpCollector(const XdpCollector &) = delete;
 	XdpCollector &operator=(const XdpCollector &) = delete;
@@ -79,7 +79,7 @@ public:
 	FlowDrain &drainer() const { return *drain_; }
 	const XdpOptions &options() const noexcept { return opts_; }
 
-private:
+      private:
 	void linked(int fd, uint32_t flags); // keep the link made with `flags`
 
 	XdpOptions opts_;

@@ -94,8 +94,15 @@ class Tcp:
         src, dst = (self.client, self.server) if from_client else (self.server, self.client)
         macs = (self.ws_mac, self.peer_mac) if from_client else (self.peer_mac, self.ws_mac)
         sp, dp = (self.sport, self.dport) if from_client else (self.dport, self.sport)
-        tcp = TCP(sport=sp, dport=dp, flags=flags, seq=self.seq[from_client], window=502,
-                  ack=self.seq[not from_client] if "A" in flags else 0, options=options or [])  # fmt: skip
+        tcp = TCP(
+            sport=sp,
+            dport=dp,
+            flags=flags,
+            seq=self.seq[from_client],
+            window=502,
+            ack=self.seq[not from_client] if "A" in flags else 0,
+            options=options or [],
+        )
         pkt = l2(*macs) / ip(self.cap, src, dst) / tcp
         if payload:
             pkt = pkt / Raw(bytes(payload))
@@ -139,8 +146,9 @@ class Tcp:
         return t + rtt
 
 
-def udp(cap: Capture, t: float, src: str, dst: str, sport: int, dport: int, payload: int,
-        macs: tuple[str, str]) -> None:  # fmt: skip
+def udp(
+    cap: Capture, t: float, src: str, dst: str, sport: int, dport: int, payload: int, macs: tuple[str, str]
+) -> None:
     cap.add(t, l2(*macs) / ip(cap, src, dst) / UDP(sport=sport, dport=dport) / Raw(bytes(payload)))
 
 

@@ -45,8 +45,11 @@ def run_exporter(opts: Options) -> int:
             server.start()
             log.info(
                 "counting on %s via %s %s (Ctrl-C to stop); metrics on %s",
-                collector.where, collector.status["attach"], until(opts), server.url,
-            )  # fmt: skip
+                collector.where,
+                collector.status["attach"],
+                until(opts),
+                server.url,
+            )
             for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
                 metrics.update(view.apply_interval(iv))
     finally:

@@ -110,49 +110,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-?", "-h", "--help", action="help", help="show this help and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("-i", "--iface", metavar="IFACE", help="interface to read from (default: the default-route interface)")
     p.add_argument(
-        "-t", "--timeout", metavar="DURATION", type=_duration, default=None,
+        "-i", "--iface", metavar="IFACE", help="interface to read from (default: the default-route interface)"
+    )
+    p.add_argument(
+        "-t",
+        "--timeout",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
         help="capture time, Go-style (10s, 1m30s; default 10m, with --prometheus until stopped; 0 = until Ctrl-C)",
-    )  # fmt: skip
+    )
     p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
     p.add_argument(
-        "--json-array", action="store_true",
+        "--json-array",
+        action="store_true",
         help="print the report as pktstat-bpf's bare JSON array of flows (no header: "
-             "the conservation counters are left out)",
-    )  # fmt: skip
+        "the conservation counters are left out)",
+    )
     p.add_argument(
-        "--max-entries", metavar="N", type=_int, default=DEFAULT_MAX_ENTRIES,
+        "--max-entries",
+        metavar="N",
+        type=_int,
+        default=DEFAULT_MAX_ENTRIES,
         help=f"flow table size (default {DEFAULT_MAX_ENTRIES}); flows beyond it are counted as overflow",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--tc-attach", choices=TC_ATTACH, default="auto",
+        "--tc-attach",
+        choices=TC_ATTACH,
+        default="auto",
         help="TC attach path: tcx (kernel >= 6.6), legacy clsact, or auto (tcx, else legacy)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "-x", "--xdp", action="store_true",
+        "-x",
+        "--xdp",
+        action="store_true",
         help="count at XDP instead of TC (ingress only: XDP does not see egress)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--xdp_mode", "--xdp-mode", dest="xdp_mode", choices=XDP_MODES, default="auto",
+        "--xdp_mode",
+        "--xdp-mode",
+        dest="xdp_mode",
+        choices=XDP_MODES,
+        default="auto",
         help="XDP attach mode: native (driver), generic (any device), offload (NIC), "
         "or auto (native, else generic; default)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "-c", "--cgroup", metavar="PATH",
+        "-c",
+        "--cgroup",
+        metavar="PATH",
         help="count the sockets of a cgroup v2 directory and its descendants (cgroup_skb), "
         "with pid, comm and cgroup of each flow's process",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "-k", "--kprobes", action="store_true",
+        "-k",
+        "--kprobes",
+        action="store_true",
         help="process mode: the TCP/UDP/ICMP traffic of every process of the host, with pid, comm and cgroup "
         "(socket layer; the name is pktstat-bpf's: the backend is chosen by probing, see --process-backend)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--process-backend", choices=BACKENDS, default=None,
+        "--process-backend",
+        choices=BACKENDS,
+        default=None,
         help="process mode's hooks: tracepoint (BTF tracepoints, Linux 6.3+), fentry, kprobe, "
         "or auto (the first of these the kernel accepts; default)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--drops",
         action="store_true",
@@ -160,47 +184,66 @@ def build_parser() -> argparse.ArgumentParser:
         "Linux 5.17+); with -i/-x the interface's drops only",
     )
     p.add_argument(
-        "--pcap", metavar="FILE",
+        "--pcap",
+        metavar="FILE",
         help="replay a pcap/pcapng capture file through the counting program instead of capturing "
         "(no interface is touched; bytes are the frames' original lengths; with --jsonl/--plain/-u, "
         "streamed per -r interval of capture time)",
-    )  # fmt: skip
+    )
     live = p.add_argument_group("live views")
-    live.add_argument("-g", "--tui", action="store_true", help="interactive full-screen table of interval rates")
     live.add_argument(
-        "-r", "--refresh", metavar="DURATION", type=_duration, default=1.0,
+        "-g", "--tui", action="store_true", help="interactive full-screen table of interval rates"
+    )
+    live.add_argument(
+        "-r",
+        "--refresh",
+        metavar="DURATION",
+        type=_duration,
+        default=1.0,
         help="interval of the TUI, of streams and of the exporter's map readings (default 1s)",
-    )  # fmt: skip
-    live.add_argument("--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval")
+    )
+    live.add_argument(
+        "--jsonl", action="store_true", help="stream JSON Lines: one object per flow per interval"
+    )
     live.add_argument("--plain", action="store_true", help="stream text lines (pktstat-kube compatible)")
     live.add_argument(
-        "-u", "--unique", action="store_true",
+        "-u",
+        "--unique",
+        action="store_true",
         help="stream each connection only the first time it appears (text, or JSON Lines with --jsonl)",
-    )  # fmt: skip
+    )
     live.add_argument(
-        "--external", action="store_true",
+        "--external",
+        action="store_true",
         help="show only flows whose destination is outside --internal-networks",
-    )  # fmt: skip
+    )
     live.add_argument(
-        "--internal-networks", metavar="CIDR,...", default=",".join(DEFAULT_INTERNAL),
+        "--internal-networks",
+        metavar="CIDR,...",
+        default=",".join(DEFAULT_INTERNAL),
         help="networks --external treats as internal (default: loopback, RFC 1918, "
         "IPv6 loopback, link-local and ULA)",
-    )  # fmt: skip
+    )
     live.add_argument(
-        "--kubeconfig", metavar="PATH",
+        "--kubeconfig",
+        metavar="PATH",
         help="name pod addresses namespace/pod from this cluster (list + watch; needs pktstat-bpf[kube])",
-    )  # fmt: skip
+    )
     g = p.add_argument_group("Prometheus exporter")
     g.add_argument(
-        "--prometheus", metavar="ADDR:PORT",
+        "--prometheus",
+        metavar="ADDR:PORT",
         help="serve /metrics for Prometheus (ADDR defaults to 127.0.0.1; 0.0.0.0:PORT for all addresses); "
         "runs until Ctrl-C/SIGTERM unless -t is given",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--prometheus-top", metavar="N", type=_int, default=None,
+        "--prometheus-top",
+        metavar="N",
+        type=_int,
+        default=None,
         help=f"export per-flow (and per-process) series for the N heaviest only (default {DEFAULT_TOP}; "
         "0: none; totals are always exact)",
-    )  # fmt: skip
+    )
     f = p.add_argument_group("flow records (the final records of a capture or replay)")
     f.add_argument(
         "--ipfix",
@@ -236,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"start a new Parquet file this often (default {format_duration(DEFAULT_ROLL)})",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more diagnostics on stderr (-vv: libbpf log)"
+    )
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer diagnostics on stderr")
     return p
 
@@ -246,14 +291,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     :class:`UsageError` (exit code 2) on bad input."""
     ns = build_parser().parse_args(argv)
     check_max_entries(ns.max_entries)
-    modes = [f for f, on in (("-x/--xdp", ns.xdp), ("-c/--cgroup", ns.cgroup is not None),
-                             ("-k/--kprobes", ns.kprobes)) if on]  # fmt: skip
+    modes = [
+        f
+        for f, on in (
+            ("-x/--xdp", ns.xdp),
+            ("-c/--cgroup", ns.cgroup is not None),
+            ("-k/--kprobes", ns.kprobes),
+        )
+        if on
+    ]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} are different modes: choose one")
     if ns.process_backend is not None and not ns.kprobes:
         raise UsageError("--process-backend chooses the hooks of process mode: use it with -k/--kprobes")
     if ns.kprobes and ns.iface is not None:
-        raise UsageError("-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface")
+        raise UsageError(
+            "-k/--kprobes counts the sockets of every process, not an interface: drop -i/--iface"
+        )
     if modes and ns.tc_attach != "auto":
         raise UsageError(f"--tc-attach chooses how TC mode attaches: drop it with {modes[0]}")
     if ns.cgroup is not None and ns.iface is not None:
@@ -267,7 +321,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         if ns.tui:
             raise UsageError("--pcap replays a file: -g/--tui shows live traffic only")
         if ns.xdp or ns.cgroup is not None or ns.kprobes:
-            raise UsageError("--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes")
+            raise UsageError(
+                "--pcap replays a file through the TC program: drop -x/--xdp, -c/--cgroup and -k/--kprobes"
+            )
         if listen is not None:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
         if ns.drops:
@@ -283,9 +339,18 @@ def _check_outputs(ns: argparse.Namespace) -> None:
     """One output at a time; a positive refresh."""
     if ns.refresh < 0.01:
         raise UsageError(f"-r/--refresh must be at least 10ms, not {format_duration(ns.refresh)}")
-    chosen = [f for f, on in (("-g/--tui", ns.tui), ("-j/--json", ns.json), ("--json-array", ns.json_array),
-                              ("--jsonl", ns.jsonl), ("--plain", ns.plain),
-                              ("--prometheus", ns.prometheus is not None)) if on]  # fmt: skip
+    chosen = [
+        f
+        for f, on in (
+            ("-g/--tui", ns.tui),
+            ("-j/--json", ns.json),
+            ("--json-array", ns.json_array),
+            ("--jsonl", ns.jsonl),
+            ("--plain", ns.plain),
+            ("--prometheus", ns.prometheus is not None),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         raise UsageError(f"choose one output: {' or '.join(chosen)}")
     if ns.unique and (ns.tui or ns.json or ns.json_array or ns.prometheus is not None):

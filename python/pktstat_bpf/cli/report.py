@@ -30,10 +30,15 @@ def write_report(snap: Snapshot, opts: Options) -> None:
 def run_capture(opts: Options) -> int:
     owners = opts.cgroup is not None or opts.kprobes
     # the flow-record outputs open first: a refused collector ends the run before anything is attached
-    with FlowOutputs(opts, direction=True, owners=owners) as flows, live_session(opts) as (collector, view, stop):
+    with (
+        FlowOutputs(opts, direction=True, owners=owners) as flows,
+        live_session(opts) as (collector, view, stop),
+    ):
         st = collector.status
         note = f"; {st['note']}" if st.get("note") else ""
-        log.info("counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until(opts), note)
+        log.info(
+            "counting on %s via %s %s (Ctrl-C to stop)%s", collector.where, st["attach"], until(opts), note
+        )
         if opts.streaming:
             from .stream import run_stream
 

@@ -28,7 +28,9 @@ def setup_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.propagate = False
     # (every clamped level is a key: .get never returns None)
-    root.setLevel(cast(int, {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(max(-1, min(level, 1)))))
+    root.setLevel(
+        cast(int, {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(max(-1, min(level, 1))))
+    )
     # libbpf's own log (verifier output, probes) only with -vv.
     logging.getLogger("pktstat_bpf.libbpf").setLevel(logging.DEBUG if level >= 2 else logging.CRITICAL + 1)
 
@@ -78,7 +80,9 @@ def until(opts: Options) -> str:
 
 
 @contextlib.contextmanager
-def live_session(opts: Options, collector: Collector | None = None) -> Iterator[tuple[Collector, View, StopSignals]]:
+def live_session(
+    opts: Options, collector: Collector | None = None
+) -> Iterator[tuple[Collector, View, StopSignals]]:
     """The view, the started collector and the stop signals of a live job,
     undone in reverse order on the way out (the collector detaches)."""
     collector = collector if collector is not None else collector_for(opts)
@@ -117,4 +121,3 @@ def _watch_iface(collector: Collector, stop: StopSignals, every: float = 0.5) ->
     finally:
         done.set()
         t.join()
-

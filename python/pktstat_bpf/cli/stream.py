@@ -13,7 +13,11 @@ from .session import StopSignals
 
 
 def stream_writer(opts: Options) -> StreamWriter:
-    return StreamWriter(CheckedOut(what="the stream"), "jsonl" if opts.jsonl else "text", UniqueFilter() if opts.unique else None)
+    return StreamWriter(
+        CheckedOut(what="the stream"),
+        "jsonl" if opts.jsonl else "text",
+        UniqueFilter() if opts.unique else None,
+    )
 
 
 def run_stream(opts: Options, collector: Collector, view: View, stop: StopSignals) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..core.collector import Collector
     from ..views.view import View
 
+
 def _draw(scr: curses.window, m: TableModel) -> None:
     height, width = scr.getmaxyx()
     scr.erase()
@@ -138,9 +139,13 @@ def check_terminal() -> None:
     try:
         curses.setupterm(term, sys.stdout.fileno())
     except curses.error:
-        raise UsageError(f"-g/--tui: unknown terminal type TERM={term!r} (terminfo has no entry for it)") from None
+        raise UsageError(
+            f"-g/--tui: unknown terminal type TERM={term!r} (terminfo has no entry for it)"
+        ) from None
     if not (curses.tigetstr("cup") and curses.tigetstr("clear")):
-        raise UsageError(f"-g/--tui: the terminal TERM={term!r} cannot move the cursor (use --plain or --jsonl)")
+        raise UsageError(
+            f"-g/--tui: the terminal TERM={term!r} cannot move the cursor (use --plain or --jsonl)"
+        )
 
 
 def _cursor(visibility: int) -> None:

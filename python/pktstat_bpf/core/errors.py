@@ -64,7 +64,9 @@ def translate_os_error(e: OSError, what: str) -> PktstatError:
     if e.errno in (errno.EPERM, errno.EACCES):
         return PrivilegeError(f"{what}: permission denied; {PRIVILEGE_HINT}")
     if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, 524):  # 524 = ENOTSUPP
-        return FeatureMissingError(f"{what}: the kernel refused it ({e.strerror or e}); see README 'Requirements'")
+        return FeatureMissingError(
+            f"{what}: the kernel refused it ({e.strerror or e}); see README 'Requirements'"
+        )
     if e.errno == errno.ENOMEM:
         return PktstatError(f"{what}: out of memory (lower --max-entries?)")
     return PktstatError(f"{what}: {e.strerror or e}")

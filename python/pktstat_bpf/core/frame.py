@@ -28,9 +28,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The columns of :func:`to_pandas`, in order.
 COLUMNS = (
-    "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "kind",
-    "pid", "comm", "cgroup", "packets", "bytes", "bitrate", "first_seen", "last_seen",
-)  # fmt: skip
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "proto",
+    "iface",
+    "direction",
+    "kind",
+    "pid",
+    "comm",
+    "cgroup",
+    "packets",
+    "bytes",
+    "bitrate",
+    "first_seen",
+    "last_seen",
+)
 
 
 def pandas_module() -> Any:
@@ -39,7 +53,6 @@ def pandas_module() -> Any:
     except ImportError:
         raise ImportError("Snapshot.to_pandas() needs pandas: pip install 'pktstat-bpf[pandas]'") from None
     return pandas
-
 
 
 # -- columns -------------------------------------------------------------------
@@ -181,6 +194,8 @@ def to_pandas(
     df = pd.DataFrame(cols, columns=list(COLUMNS), copy=False)
     for name, values in extra.items():  # extra per-flow columns (interval totals, pod names ...)
         if name == "drop_reasons":  # reason -> packets: "NO_SOCKET:2,NETFILTER_DROP:12" in a frame
-            values = np.array([None if r is None else render.drop_reasons_text(r) for r in values], dtype=object)
+            values = np.array(
+                [None if r is None else render.drop_reasons_text(r) for r in values], dtype=object
+            )
         df[name] = values
     return df

@@ -43,6 +43,7 @@ def _totals_delta(cur: Totals, prev: Totals | None, delta: np.ndarray) -> Totals
         name: getattr(cur, name) - getattr(prev, name) if prev is not None else getattr(cur, name)
         for name in ("ingress", "egress", "none")
     }
+
     def unowned(name: str) -> int | None:  # process modes' events without a pid, in the interval
         now, before = getattr(cur, name), getattr(prev, name) if prev is not None else None
         return None if now is None else now - (before or 0)

@@ -35,6 +35,7 @@ Progress = Callable[[int, int, int], None]
 
 ALL_FRAMES = (1 << 64) - 1  # advance() bound that runs every frame
 
+
 class CaptureFileError(PktstatError):
     """The capture file cannot be replayed: not a pcap/pcapng file, empty,
     or of a link type replay does not decode (exit code 1)."""
@@ -206,7 +207,11 @@ def _seekable(path: str | bytes) -> bool:
 
 
 def _snapshot(
-    engine: _core.Replayer, path: str, info: Mapping[str, Any], start_ns: int | None = None, end_ns: int | None = None
+    engine: _core.Replayer,
+    path: str,
+    info: Mapping[str, Any],
+    start_ns: int | None = None,
+    end_ns: int | None = None,
 ) -> Snapshot:
     records = engine.read_flows()
     stats = engine.read_stats()

@@ -179,9 +179,13 @@ class Snapshot:
         """The flows as JSON-ready dicts, sorted by bitrate."""
         s = self.sorted()
         return render.flow_dicts(
-            s.records, self.duration, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners,
+            s.records,
+            self.duration,
+            ifnames=self.ifnames,
+            cgroups=self.cgroups,
+            owners=self.owners,
             columns=s.columns,
-        )  # fmt: skip
+        )
 
     def header(self) -> dict[str, Any]:
         """Mode, interface, attach path, duration and conservation counters."""
@@ -223,12 +227,18 @@ class Snapshot:
             f"{a.packets} packets, {a.bytes} bytes{dirs}; "
             f"unparsed {a.unparsed_packets} packets/{a.unparsed_bytes} bytes; "
             f"overflow {a.overflow_packets} packets/{a.overflow_bytes} bytes"
-            + (f"; without owner {t.unowned_packets} packets/{t.unowned_bytes} bytes"
-               if t.unowned_packets is not None else "")
+            + (
+                f"; without owner {t.unowned_packets} packets/{t.unowned_bytes} bytes"
+                if t.unowned_packets is not None
+                else ""
+            )
             + (f"; {self.extra['note']}" if self.extra.get("note") else "")
-            + (f"; drops {sum(self.extra['drops'].values())}"
-               + (f" ({render.drop_reasons_text(self.extra['drops'])})" if self.extra["drops"] else "")
-               if "drops" in self.extra else "")
+            + (
+                f"; drops {sum(self.extra['drops'].values())}"
+                + (f" ({render.drop_reasons_text(self.extra['drops'])})" if self.extra["drops"] else "")
+                if "drops" in self.extra
+                else ""
+            )
         )
 
     def to_text(self, header: bool = True) -> str:

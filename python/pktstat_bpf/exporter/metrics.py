@@ -192,9 +192,7 @@ class FlowMetrics:
             return
         cols = {k: v[active] for k, v in d.columns.items() if k not in ("total_packets", "total_bytes")}
         lifetime = np.stack([d.columns["total_packets"][active], d.columns["total_bytes"][active]], axis=1)
-        self.flows.add(
-            lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=key_hashes(r)
-        )
+        self.flows.add(lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=key_hashes(r))
         if self.owners:
             pk = np.empty(len(r), _PROCESS_KEY)
             for f in cast("tuple[str, ...]", _PROCESS_KEY.names):  # a structured dtype: names set
@@ -325,7 +323,13 @@ class FlowMetrics:
                 rows, 1.0, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners, columns=cols
             )
             for i, row, d in zip(idx, rows, dicts):
-                lv = [d.get("iface", ""), protocols.direction(int(row["dir"])), d["proto"], d["srcIp"], d["dstIp"]]
+                lv = [
+                    d.get("iface", ""),
+                    protocols.direction(int(row["dir"])),
+                    d["proto"],
+                    d["srcIp"],
+                    d["dstIp"],
+                ]
                 lv += [str(d["srcPort"]), str(d["dstPort"])]
                 if self.kinds:
                     lv += [d.get("kind", "data")]
@@ -361,8 +365,6 @@ class FlowMetrics:
             fam_b.add_metric(lv, int(b))
         yield fam_p
         yield fam_b
-
-
 
 
 def make_registry(metrics: FlowMetrics) -> Any:

@@ -73,8 +73,14 @@ class TopTracker:
     kernel).
     """
 
-    def __init__(self, capacity: int, *, window: float = RANK_WINDOW, forget: float = IDLE_FORGET,
-                 accumulate: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        window: float = RANK_WINDOW,
+        forget: float = IDLE_FORGET,
+        accumulate: bool = False,
+    ) -> None:
         self.capacity = capacity
         self.window = window
         self.forget = forget
@@ -100,9 +106,15 @@ class TopTracker:
         if not keep.all():
             self._take(np.flatnonzero(keep))
 
-    def add(self, keys: np.ndarray | Callable[[np.ndarray], np.ndarray], sent: np.ndarray, values: np.ndarray,
-            rows: np.ndarray, columns: Mapping[str, np.ndarray] | None = None,
-            hashes: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        keys: np.ndarray | Callable[[np.ndarray], np.ndarray],
+        sent: np.ndarray,
+        values: np.ndarray,
+        rows: np.ndarray,
+        columns: Mapping[str, np.ndarray] | None = None,
+        hashes: np.ndarray | None = None,
+    ) -> None:
         """Merge the keys (unique, ``V<n>``) that sent in the interval just
         :meth:`advance`-d over. `keys` may be a function giving the keys at
         some positions (only those are then made), with their 64-bit

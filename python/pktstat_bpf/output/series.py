@@ -47,10 +47,25 @@ Source = Union[Iterable[Interval], str, "os.PathLike[str]"]
 #: The columns of :func:`timeseries`, in order (extra per-flow columns of
 #: the intervals, such as pod names, follow).
 COLUMNS = (
-    "timestamp", "interval", "flow",
-    "src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "pid", "comm", "cgroup",
-    "packets", "bytes", "bitrate", "total_packets", "total_bytes",
-)  # fmt: skip
+    "timestamp",
+    "interval",
+    "flow",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "proto",
+    "iface",
+    "direction",
+    "pid",
+    "comm",
+    "cgroup",
+    "packets",
+    "bytes",
+    "bitrate",
+    "total_packets",
+    "total_bytes",
+)
 
 _KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "pid", "comm", "cgroup")
 
@@ -160,7 +175,7 @@ def _frame(
     for name in extras:
         data[name] = np.concatenate(
             [p["extra"].get(name, np.full(len(p["records"]), None, object)) for p in parts]
-        )  # fmt: skip
+        )
     return pd.DataFrame(data, columns=list(COLUMNS) + extras, copy=False)
 
 

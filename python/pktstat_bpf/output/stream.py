@@ -14,7 +14,6 @@ from ..views.filters import UniqueFilter
 from .checked import TextSink
 
 if TYPE_CHECKING:
-
     import numpy as np
 
 

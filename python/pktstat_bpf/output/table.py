@@ -41,8 +41,11 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
         keys += [r[a][:, i] for i in range(15, -1, -1)]
         keys += [r["ipver"]]
     else:
-        val = {"bitrate": r["bytes"], "packets": iv.cumulative.records["packets"],
-               "bytes": iv.cumulative.records["bytes"]}[by]  # fmt: skip
+        val = {
+            "bitrate": r["bytes"],
+            "packets": iv.cumulative.records["packets"],
+            "bytes": iv.cumulative.records["bytes"],
+        }[by]
         keys += [~val]
     return np.lexsort(keys)
 
@@ -54,8 +57,12 @@ class Column:
     right: bool = False
 
 
-BASE_COLUMNS = [Column("BITRATE", 12, True), Column("PACKETS", 10, True), Column("BYTES", 12, True),
-                Column("PROTO", 9)]  # fmt: skip
+BASE_COLUMNS = [
+    Column("BITRATE", 12, True),
+    Column("PACKETS", 10, True),
+    Column("BYTES", 12, True),
+    Column("PROTO", 9),
+]
 OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)]
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
 
@@ -64,19 +71,35 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     """The text of each cell of `rows` (positions in `iv`), escaped."""
     sub = iv.delta.take(rows)
     dicts = render.flow_dicts(
-        sub.records, sub.duration, ifnames=sub.ifnames, cgroups=sub.cgroups, owners=sub.owners, columns=sub.columns
+        sub.records,
+        sub.duration,
+        ifnames=sub.ifnames,
+        cgroups=sub.cgroups,
+        owners=sub.owners,
+        columns=sub.columns,
     )
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
-        proto = d["proto"] + ("/rtx" if d.get("kind") == "retransmit" else "")  # process mode's retransmissions
-        row = [render.format_bitrate(d["bitrate"]), str(d["totalPackets"]), str(d["totalBytes"]), proto,
-               src, dst]  # fmt: skip
+        proto = d["proto"] + (
+            "/rtx" if d.get("kind") == "retransmit" else ""
+        )  # process mode's retransmissions
+        row = [
+            render.format_bitrate(d["bitrate"]),
+            str(d["totalPackets"]),
+            str(d["totalBytes"]),
+            proto,
+            src,
+            dst,
+        ]
         if "drops" in sub.columns:
             row.insert(4, str(d.get("drops") or ""))
         if sub.owners:
-            row += [str(d.get("pid", 0) or ""), render.escape_text(d.get("comm", "")),
-                    render.escape_text(d.get("cgroup", ""))]  # fmt: skip
+            row += [
+                str(d.get("pid", 0) or ""),
+                render.escape_text(d.get("comm", "")),
+                render.escape_text(d.get("cgroup", "")),
+            ]
         out.append(row)
     return out
 
@@ -89,7 +112,9 @@ def header_line(iv: Interval | None, mode: str, where: str, attach: str) -> str:
     rate = 8.0 * iv.delta.totals.all.bytes / iv.duration if iv.duration > 0 else 0.0
     dirs = ""
     if t.ingress.packets or t.egress.packets:  # as the text header: what each direction saw
-        dirs = f"  ingress: {t.ingress.packets}/{t.ingress.bytes}  egress: {t.egress.packets}/{t.egress.bytes}"
+        dirs = (
+            f"  ingress: {t.ingress.packets}/{t.ingress.bytes}  egress: {t.egress.packets}/{t.egress.bytes}"
+        )
     return (
         f"{head}  flows: {t.flows}  packets: {a.packets}  bytes: {a.bytes}  rate: {render.format_bitrate(rate)}"
         f"  unparsed: {a.unparsed_packets}/{a.unparsed_bytes}  overflow: {a.overflow_packets}/{a.overflow_bytes}"
@@ -228,8 +253,10 @@ class TableModel:
         parts = [f"sort: {self.sort}", f"refresh: {format_duration(self.refresh)}"]
         total = len(self.interval.delta) if self.interval is not None else 0
         if self.filter or self.editing is not None:
-            parts.append(f"filter: {render.escape_text(self.filter if self.editing is None else self.editing)!s}"
-                         f" ({self.count} of {total} flows)")  # fmt: skip
+            parts.append(
+                f"filter: {render.escape_text(self.filter if self.editing is None else self.editing)!s}"
+                f" ({self.count} of {total} flows)"
+            )
         if self.count:
             parts.append(f"rows {self.offset + 1}-{min(self.offset + self.page, self.count)} of {self.count}")
         if self.paused:

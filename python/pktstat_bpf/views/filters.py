@@ -121,6 +121,7 @@ class NetworkSet:
 #: Default size of the ``--unique`` table: 2**20 slots of 8 bytes = 8 MiB.
 UNIQUE_SLOTS = 1 << 20
 
+
 def connection_hashes(records: np.ndarray) -> np.ndarray:
     """A 64-bit fingerprint of each record's connection: addresses, ports,
     protocol, address family, pid and comm (not direction, interface or

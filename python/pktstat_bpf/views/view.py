@@ -45,8 +45,10 @@ class FillWarning:
         log.warning(
             "flow table is %d%% full (%d of %d entries); new flows will be counted as overflow: "
             "raise --max-entries (the kernel table needs room for the flows of one interval)",
-            100 * len(snap) // snap.max_entries, len(snap), snap.max_entries,
-        )  # fmt: skip
+            100 * len(snap) // snap.max_entries,
+            len(snap),
+            snap.max_entries,
+        )
 
 
 @dataclass

@@ -133,9 +133,14 @@ class CgroupMode(OwnerMode):
 
         self.engine = _core.CgroupCollector(
             # (paths as bytes: a directory name need not be UTF-8)
-            os.fsencode(self.mount_root), os.fsencode(self.rel), self.max_entries, self.owner_entries, 16384,
-            self.scan_sockets, os.fsencode(self.hier_root),
-        )  # fmt: skip
+            os.fsencode(self.mount_root),
+            os.fsencode(self.rel),
+            self.max_entries,
+            self.owner_entries,
+            16384,
+            self.scan_sockets,
+            os.fsencode(self.hier_root),
+        )
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = {"cgroup": display_path(self.rel), "cgroup_dir": display_path(self.path)}
@@ -152,9 +157,12 @@ class CgroupMode(OwnerMode):
             scan = self.engine.scan_stats
             extra["ownerSources"] = list(self.engine.owner_sources)
             extra["startScan"] = {
-                "sockets": scan["in_cgroup"], "owned": scan["owned"], "shared": scan["shared"],
-                "unclaimed": scan["unclaimed"], "listeners": scan["listeners"],
-            }  # fmt: skip
+                "sockets": scan["in_cgroup"],
+                "owned": scan["owned"],
+                "shared": scan["shared"],
+                "unclaimed": scan["unclaimed"],
+                "listeners": scan["listeners"],
+            }
         return extra
 
     def unowned(self, records: np.ndarray) -> tuple[int, int]:
@@ -162,4 +170,3 @@ class CgroupMode(OwnerMode):
         shared (pid 0): Snapshot.totals carries them."""
         none = records[records["pid"] == 0] if len(records) else records
         return int(none["packets"].sum(dtype=np.uint64)), int(none["bytes"].sum(dtype=np.uint64))
-

@@ -50,7 +50,9 @@ class ProcessMode(OwnerMode):
         iface: str | None = None,
     ) -> None:
         if iface is not None:
-            raise UsageError("process mode counts the sockets of every process, not an interface: drop the interface")
+            raise UsageError(
+                "process mode counts the sockets of every process, not an interface: drop the interface"
+            )
         if backend not in BACKENDS:
             raise UsageError(f"--process-backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.backend = backend
@@ -100,4 +102,3 @@ class ProcessMode(OwnerMode):
             extra["backendsRefused"] = refused
         extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
         return extra
-
