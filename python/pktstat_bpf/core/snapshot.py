@@ -177,14 +177,17 @@ class Snapshot:
 
     def flows(self) -> list[dict[str, Any]]:
         """The flows as JSON-ready dicts, sorted by bitrate."""
-        s = self.sorted()
+        return self.sorted().flow_dicts()
+
+    def flow_dicts(self) -> list[dict[str, Any]]:
+        """The flows as JSON-ready dicts, in the order of ``records``."""
         return render.flow_dicts(
-            s.records,
+            self.records,
             self.duration,
             ifnames=self.ifnames,
             cgroups=self.cgroups,
             owners=self.owners,
-            columns=s.columns,
+            columns=self.columns,
         )
 
     def header(self) -> dict[str, Any]:

@@ -44,30 +44,13 @@ if TYPE_CHECKING:  # pragma: no cover
 #: What :func:`timeseries` reads: intervals, or the path of a capture file.
 Source = Union[Iterable[Interval], str, "os.PathLike[str]"]
 
+#: The flow key's columns, as :data:`pktstat_bpf.core.frame.COLUMNS` names them.
+_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "pid", "comm", "cgroup")
 #: The columns of :func:`timeseries`, in order (extra per-flow columns of
 #: the intervals, such as pod names, follow).
 COLUMNS = (
-    "timestamp",
-    "interval",
-    "flow",
-    "src_ip",
-    "dst_ip",
-    "src_port",
-    "dst_port",
-    "proto",
-    "iface",
-    "direction",
-    "pid",
-    "comm",
-    "cgroup",
-    "packets",
-    "bytes",
-    "bitrate",
-    "total_packets",
-    "total_bytes",
+    ("timestamp", "interval", "flow") + _KEY + ("packets", "bytes", "bitrate", "total_packets", "total_bytes")
 )
-
-_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction", "pid", "comm", "cgroup")
 
 
 def timeseries(

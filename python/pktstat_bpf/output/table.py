@@ -70,14 +70,7 @@ DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the s
 def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     """The text of each cell of `rows` (positions in `iv`), escaped."""
     sub = iv.delta.take(rows)
-    dicts = render.flow_dicts(
-        sub.records,
-        sub.duration,
-        ifnames=sub.ifnames,
-        cgroups=sub.cgroups,
-        owners=sub.owners,
-        columns=sub.columns,
-    )
+    dicts = sub.flow_dicts()
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
