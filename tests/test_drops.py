@@ -184,7 +184,7 @@ def test_the_reason_names_are_the_kernels_own(bpf):
         name, _, value = ln.strip().rstrip(",").partition(" = ")
         long = "SKB_DROP_REASON_"
         theirs[int(value)] = name[len(long) :] if name.startswith(long) else name.removeprefix("SKB_")
-    assert _core.kernel_drop_reasons() == theirs
+    assert _core.DropWatcher().reasons == theirs  # (read at construction; nothing attached)
     assert {"NOT_DROPPED_YET", "NOT_SPECIFIED", "NO_SOCKET", "NETFILTER_DROP", "SOCKET_RCVBUFF"} <= set(
         theirs.values()
     )
@@ -240,9 +240,9 @@ def test_the_drop_dtype_is_the_compiled_struct():
     size agree with it, and the key is the 52 bytes drops.h asserts."""
     from pktstat_bpf.core.engine import _core
 
-    layout, dt = _core.drop_layout(), _core.drop_dtype
-    assert layout.pop("__itemsize__") == (0, dt.itemsize) == (0, 72)
-    assert {name: (dt.fields[name][1], dt.fields[name][0].itemsize) for name in dt.names} == layout
+    dt = _core.drop_dtype
+    layout = {name: (dt.fields[name][1], dt.fields[name][0].itemsize) for name in dt.names}
+    assert dt.itemsize == 72 and layout["saddr"] == (0, 16) and layout["ifindex"] == (40, 4)
     assert layout["reason"] == (44, 4) and layout["netns"] == (48, 4) and layout["packets"] == (56, 8)
 
 

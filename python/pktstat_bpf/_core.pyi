@@ -325,9 +325,6 @@ class Replayer(_MapReaders):
 
 drop_dtype: np.dtype[np.void]
 
-def drop_layout() -> dict[str, tuple[int, int]]: ...
-def kernel_drop_reasons() -> dict[int, str]: ...
-
 @type_check_only
 class DropValue(TypedDict):
     packets: int

@@ -47,15 +47,6 @@ py::dict value_dict(const drop_value &v) {
 
 void register_drops(py::module_ &m) {
 	m.attr("drop_dtype") = drop_dtype();
-	m.def("drop_layout", [] { return layout_of(drop_fields(), sizeof(DropEntry)); });
-	m.def("kernel_drop_reasons", [] {
-		std::map<uint32_t, std::string> r;
-		{
-			py::gil_scoped_release nogil;
-			r = kernel_drop_reasons();
-		}
-		return r;
-	});
 
 	py::class_<DropWatcher>(m, "DropWatcher")
 	    .def(py::init([](uint32_t ifindex, uint32_t netns, uint32_t max_entries) {
