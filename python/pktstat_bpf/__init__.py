@@ -79,10 +79,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RECORD_DTYPE":
-        from .core.about import record_dtype
-
-        return record_dtype()
+    if name == "RECORD_DTYPE":  # (imported by name, as every export here: see _WHERE)
+        return importlib.import_module(".core.about", __name__).record_dtype()
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(name)
