@@ -133,9 +133,11 @@ class Collector:
                 self._mode.attach()
                 if self._drops is not None:
                     self._drops.attach()
-            except BaseException:
+            except BaseException:  # all or nothing, also on a restart (maps kept)
                 if fresh:
                     self.close()
+                else:
+                    self.stop()
                 raise
         except PktstatError:
             raise
