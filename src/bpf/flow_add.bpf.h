@@ -84,9 +84,9 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 
 	if (v) {
 	hit:
+		/* !packets: this CPU's first packet of a flow another CPU made */
 		if (!v->packets || (!in_order && now < v->first_seen_ns))
-			v->first_seen_ns =
-			    now; /* (!packets: this CPU's first packet of a flow another CPU made) */
+			v->first_seen_ns = now;
 		v->packets++;
 		v->bytes += len;
 		if (in_order || now > v->last_seen_ns)
