@@ -89,7 +89,7 @@ class Runner:
 
 
 def key_of(r):
-    from pktstat_bpf.core.render import format_addr
+    from pktstat_bpf.core.addresses import format_addr
 
     v = int(r["ipver"])
     return (
@@ -103,7 +103,7 @@ def key_of(r):
 
 
 def model_key(k):
-    from pktstat_bpf.core.render import format_addr
+    from pktstat_bpf.core.addresses import format_addr
 
     s, d, sp, dp, proto, v = k
     return (format_addr(s, v), format_addr(d, v), proto, sp, dp, v)

@@ -171,7 +171,7 @@ class Text:
 
 def address_text(addrs: np.ndarray, ipver: np.ndarray) -> Text:
     """Addresses stored as 16 bytes (IPv4 v4-mapped, ``ipver`` 4) formatted
-    as :func:`pktstat_bpf.render.format_addr` formats them."""
+    as :func:`format_addr` formats them."""
     n = len(addrs)
     v4 = np.asarray(ipver) == 4
     if v4.all():

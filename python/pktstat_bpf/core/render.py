@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from . import protocols
-from .addresses import address_strings, format_addr  # noqa: F401 - format_addr: the scalar form
+from .addresses import address_strings
 
 KINDS = ("data", "retransmit")  # enum flow_kind: what a flow's counts are
 
