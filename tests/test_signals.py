@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -193,3 +194,23 @@ def test_a_signal_at_any_moment(env, sig):  # noqa: F811 - env: the fixture of t
     if len(ENDINGS[sig]) == len(CASES) and signum != signal.SIGKILL:  # the whole sweep of this signal ran
         met = set().union(*ENDINGS[sig].values())
         assert {0, LINE[signum][0]} <= met, ENDINGS[sig]
+
+
+def test_a_signal_landing_inside_the_stop_events_lock_still_ends_the_wait():
+    """The handler takes no lock: a signal that lands while the main thread
+    holds the stop event's own lock (inside ``Event.wait``, between waking
+    and returning; a capture loop waits there every interval) used to
+    deadlock in ``Event.set``. Here the signal is raised while that lock is
+    held; the run still sees it and its wait ends."""
+    code = (
+        "import signal, threading\n"
+        "from pktstat_bpf.cli.signals import StopSignals\n"
+        "stop = StopSignals()\n"
+        "with stop:\n"
+        "    with stop.event._cond:\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "    assert stop.event.wait(5), 'the wait did not end'\n"
+        "    print(stop.name)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "SIGTERM\n", "")
