@@ -176,3 +176,32 @@ def tcp_v6(size: int = 74) -> bytes:
     ip = struct.pack("!IHBB", 0x60000000, size - 54, 6, 64) + src + dst
     tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 1, 0x50, 0x10, 65535, 0, 0)
     return (eth(0x86DD) + ip + tcp).ljust(size, b"\0")
+
+
+def drained(records, totals=None, end_ns: int = 0, start_ns: int = 0):
+    """A drain's outcome (what ``_core`` drain() returns) made in memory:
+    `records` (record dtype) are the interval's flows, `totals` (two
+    columns: lifetime packets, bytes) their lifetime counts (the interval's
+    when None). For the Python side of an interval without a kernel."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from pktstat_bpf import _core
+
+    iv = np.zeros(len(records), _core.interval_dtype)
+    for name in records.dtype.names:
+        iv[name] = records[name]
+    iv["total_packets"] = records["packets"] if totals is None else totals[:, 0]
+    iv["total_bytes"] = records["bytes"] if totals is None else totals[:, 1]
+    iv["flow_first_seen"] = records["first_seen"]
+    stats = np.zeros(3, _core.stats_dtype)
+    return SimpleNamespace(
+        start_ns=start_ns,
+        end_ns=end_ns,
+        records=iv,
+        stats=stats,
+        ended=np.zeros(0, _core.ended_dtype),
+        totals=stats,
+        live_flows=len(records),
+        evicted_flows=0,
+    )

@@ -27,40 +27,41 @@ def _records(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def run(quick: bool = False) -> dict:
-    from pktstat_bpf import _core
-    from pktstat_bpf.core.intervals import IntervalTracker
-    from pktstat_bpf.core.snapshot import Snapshot, Totals
+    from _bench import drained
+    from pktstat_bpf.core.intervals import DrainTracker, RunTotals
+    from pktstat_bpf.core.snapshot import Snapshot
     from pktstat_bpf.exporter import FlowMetrics
     from prometheus_client import CollectorRegistry, generate_latest
 
     rng = np.random.default_rng(11)
-    stats = np.zeros(3, _core.stats_dtype)
     out: dict = {}
     sizes = (65_536,) if quick else (65_536, 1_000_000)
     for n in sizes:
         base = _records(n, rng)
         for share in (1.0, 0.1):
-            tracker = IntervalTracker()
+            tracker, run = DrainTracker(), RunTotals(keep_retired=False)
             metrics = FlowMetrics(top=100)
             reg = CollectorRegistry(auto_describe=False)
             reg.register(metrics)
             r = base.copy()
             refresh, scrape = [], []
             for step in range(3 if quick else 6):
-                if step:
+                hot = np.ones(n, dtype=bool)
+                if step:  # the active flows send 3 packets, 2100 bytes in the interval
                     hot = rng.random(n) < share
                     r["packets"][hot] += 3
                     r["bytes"][hot] += 2100
-                snap = Snapshot(
-                    r.copy(),
-                    Totals.from_arrays(stats, r),
-                    step + 1.0,
-                    0.0,
-                    step + 1.0,
-                    "tc",
-                    ifnames={1: "eth0"},
-                )
-                iv = tracker.advance(snap)
+                got = r[hot].copy()
+                if step:
+                    got["packets"], got["bytes"] = 3, 2100
+                lifetime = np.stack([r["packets"][hot], r["bytes"][hot]], axis=1)
+                raw = drained(got, lifetime, end_ns=(step + 1) * 1_000_000_000)
+                run.fold(raw, None, False)
+
+                def make(rec, totals, t0, t1, dur, cols):
+                    return Snapshot(rec, totals, dur, t0, t1, "tc", ifnames={1: "eth0"}, columns=cols)
+
+                iv = tracker.advance(raw, make, run, None, float(step))
                 t = time.perf_counter()
                 metrics.update(iv)
                 refresh.append(time.perf_counter() - t)

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from cumulative import IntervalTracker
 from pktstat_bpf import _core
-from pktstat_bpf.core.intervals import IntervalTracker
 from pktstat_bpf.core.keys import flow_keys, match
 from pktstat_bpf.core.snapshot import Snapshot, Totals
 from pktstat_bpf.output.stream import StreamWriter

@@ -254,7 +254,9 @@ def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(
             "direction=ingress": 0.0,
         }
         assert prom.scalar("pktstat_bpf_flow_table_max_entries") == 65536
-        assert prom.scalar("pktstat_bpf_flow_table_entries") >= 4  # X, Y, echo request, echo reply (+ NDP)
+        assert prom.scalar("pktstat_bpf_flows_live") >= 4  # X, Y, echo request, echo reply (+ NDP)
+        # the kernel table holds one interval's flows: its fill level is the most of one interval
+        assert 1 <= prom.scalar("pktstat_bpf_flow_table_entries") <= 4
         assert prom.scalar("count(pktstat_bpf_flow_bytes_total)") == 1
         (info,) = prom.query("pktstat_bpf_build_info")
         assert (info["metric"]["mode"], info["metric"]["attach"]) == ("tc", "tcx")
@@ -279,6 +281,51 @@ def test_prometheus_stores_exact_counts_and_flow_counters_never_go_backwards(
         if prom is not None:
             prom.stop()
             assert not prom.dir.exists()
+        peer.kill()
+
+
+def test_flow_counter_goes_on_across_the_engines_retirement_of_the_flow(netns: NetnsPair, prometheus_bin):
+    """The engine retires a flow idle past --idle-timeout and starts a new
+    lifetime when it sends again; its series goes on from where it was:
+    Prometheus stores a counter that never goes down, whose increase over
+    the run is what the flow sent."""
+    peer = netns.peer("udp", "5311")
+    exp = Exporter(netns, "-r", "100ms", "--idle-timeout", "400ms")
+    prom = None
+    try:
+        prom = Prometheus(prometheus_bin, netns, exp.port)
+        prom.wait(lambda: prom.series('up{job="pktstat"}') == {"": 1.0}, "the first successful scrape")
+        started = time.time()
+        v4 = ETH + IP4 + UDP + 100
+        with netns.in_a():
+            x = Sender(netns.B4, 5311)
+            x.burst(4, 100)
+        sel = f'pktstat_bpf_flow_bytes_total{{src_port="{x.sport}"}}'
+
+        def value() -> float:
+            got = prom.series(sel)
+            return next(iter(got.values())) if got else -1.0
+
+        prom.wait(lambda: value() == 4 * v4, "the first burst")
+        prom.wait(
+            lambda: prom.series('pktstat_bpf_flow_records_total{reason="idle"}') != {}, "the flow retired"
+        )
+        with netns.in_a():
+            x.burst(6, 100)
+        prom.wait(lambda: value() == 10 * v4, "the second burst, on top of the first")
+        window = f"{int(time.time() - started) + 5}s"
+        assert prom.scalar(f"resets({sel}[{window}])") == 0
+        (rng,) = prom.query(f"{sel}[{window}]")
+        values = [float(v) for _, v in rng["values"]]
+        assert values == sorted(values) and set(values) == {4 * v4, 10 * v4}
+        x.sock.close()
+        rc, out, err = exp.stop(signal.SIGTERM)
+        assert (rc, out) == (0, ""), err
+    finally:
+        if exp.p.poll() is None:
+            exp.p.kill()
+        if prom is not None:
+            prom.stop()
         peer.kill()
 
 

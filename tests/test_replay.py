@@ -403,13 +403,27 @@ def test_intervals_step_through_capture_time(bpf, gappy):
     # the deltas add up to the whole replay
     whole = pktstat_bpf.replay(gappy)
     assert sum(iv.delta.totals.all.bytes for iv in ivs) == whole.totals.all.bytes == 124 + 142 + 42 + 42 + 42
-    assert table(ivs[-1].cumulative) == table(whole)
+    # the last step ends the capture: every flow's end record, with its lifetime counts
+    assert table(ivs[-1].ended) == table(whole)
+    assert set(ivs[-1].ended.columns["end_reason"]) == {"end"}
+    assert all(iv.ended is None for iv in ivs[:-1])
 
 
 def test_cli_streams_json_lines_per_interval_of_capture_time(bpf, gappy):
     p = cli("--pcap", str(gappy), "--jsonl", "-r", "2s")
     assert p.returncode == 0, p.stderr
-    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    docs = [json.loads(line) for line in p.stdout.splitlines()]
+    rows = [r for r in docs if "event" not in r]
+    # after the flow lines, the end of the file ends every flow: one end record each, its totals
+    ends = [
+        (r["timestamp"], r["reason"], r["srcIp"], r["dstIp"], r["packets"], r["bytes"])
+        for r in docs[len(rows) :]
+    ]
+    assert sorted(ends) == [
+        ("2023-11-14T22:13:29.500000000Z", "end", A4, B4, 2, 124),
+        ("2023-11-14T22:13:29.500000000Z", "end", A4, C4, 2, 84),
+        ("2023-11-14T22:13:29.500000000Z", "end", B4, A4, 1, 142),
+    ]
     got = [
         (r["timestamp"], r["srcIp"], r["dstIp"], r["packets"], r["bytes"], r["interval"], r["bitrate"])
         for r in rows
@@ -434,7 +448,7 @@ def test_cli_stream_of_a_damaged_file_warns_and_exits_1(bpf, gappy, tmp_path):
         p.stderr.startswith(f"pktstat-bpf: warning: {cut}: damaged after 5 frames")
         and p.stderr.count("\n") == 1
     )
-    lines = p.stdout.splitlines()
+    lines = [x for x in p.stdout.splitlines() if not x.split(" ", 1)[1].startswith("end: ")]
     # steps [0,1) and [1,2), then the last ends at the last frame read (+2.5 s)
     assert len(lines) == 5
     assert lines[-2] == (
@@ -664,7 +678,8 @@ def test_progress_bar_on_a_terminal_for_report_and_stream(bpf, longish, out):
     if not out:
         assert stdout.startswith(f"# replay of {longish}, 49.00s: 1 flows, 500000 packets, 21000000 bytes;")
     else:
-        assert len(stdout.splitlines()) == 50  # one line per second of capture time
+        lines = stdout.splitlines()  # one line per second of capture time, then the flow's end record
+        assert len(lines) == 51 and ("event" in lines[-1] or " end: end, " in lines[-1])
 
 
 def test_progress_bar_and_stream_lines_on_one_terminal(bpf, longish):
@@ -672,7 +687,7 @@ def test_progress_bar_and_stream_lines_on_one_terminal(bpf, longish):
     code, tty, _ = _on_a_terminal("--pcap", str(longish), "--jsonl", stdout_too=True)
     assert code == 0, tty
     assert BAR.search(tty), tty
-    lines = [x for x in tty.split("\r\n") if '{"' in x]
+    lines = [x for x in tty.split("\r\n") if '{"' in x and '"event": "end"' not in x]
     assert len(lines) == 50
     for x in lines:
         before, _, rest = x.partition("{")
@@ -723,4 +738,10 @@ def test_corrupt_record_header_reports_the_frames_before_it(bpf, tmp_path, caplo
     p = cli("--pcap", str(path), "--jsonl")
     assert (p.returncode, p.stderr) == (1, warning)
     rows = [json.loads(x) for x in p.stdout.splitlines()]
-    assert [(r["packets"], r["totalPackets"], r["totalBytes"]) for r in rows] == [(1, 1, 142), (1, 2, 284)]
+    # two steps, then the end record of the flow (the damage ends the capture)
+    assert [(r["packets"], r["totalPackets"], r["totalBytes"]) for r in rows] == [
+        (1, 1, 142),
+        (1, 2, 284),
+        (2, 2, 284),
+    ]
+    assert [r.get("event") for r in rows] == [None, None, "end"]

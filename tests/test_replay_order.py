@@ -75,7 +75,11 @@ def test_streams_and_report_agree(bpf, capture, step):
         return r.stdout
 
     report = json.loads(run("-j"))
-    lines = [json.loads(ln) for ln in run("--jsonl", "-r", step).splitlines()]
+    docs = [json.loads(ln) for ln in run("--jsonl", "-r", step).splitlines()]
+    lines = [d for d in docs if "event" not in d]
+    # each flow's end record, once, at the end of the file: its totals
+    ends = {d["srcPort"]: (d["reason"], d["packets"], d["bytes"]) for d in docs if "event" in d}
+    assert ends == {sport: ("end", p, b) for sport, (p, b, _, _) in _want().items()}
     assert report["duration"] == 6.5
     for sport, (packets, size, _, _) in _want().items():
         mine = [d for d in lines if d["srcPort"] == sport]

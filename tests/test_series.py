@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pktstat_bpf
 import pytest
+from cumulative import IntervalTracker
 from pktstat_bpf import _core
 from pktstat_bpf.core.errors import UsageError
-from pktstat_bpf.core.intervals import IntervalTracker
 from pktstat_bpf.core.snapshot import Snapshot, Totals
 from pktstat_bpf.output.series import COLUMNS
 

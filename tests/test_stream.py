@@ -55,9 +55,10 @@ def cli(netns: NetnsPair, *args: str) -> subprocess.Popen:
     return p
 
 
-def udp_lines(out: str, port: int) -> list[dict]:
+def udp_lines(out: str, port: int, event: str | None = None) -> list[dict]:
+    """The flow lines to UDP `port` (or its end records, with `event="end"`)."""
     docs = [json.loads(line) for line in out.splitlines()]
-    return [d for d in docs if d["proto"] == "UDP" and d["dstPort"] == port]
+    return [d for d in docs if d["proto"] == "UDP" and d["dstPort"] == port and d.get("event") == event]
 
 
 def test_collector_stream_deltas_are_exact_and_add_up(netns: NetnsPair):
@@ -143,6 +144,15 @@ def test_jsonl_one_object_per_flow_per_interval_until_timeout(netns: NetnsPair):
         assert d["direction"] == "egress" and d["iface"] == "va"
     stamps = [d["timestamp"] for d in json.loads("[" + ",".join(out.splitlines()) + "]")]
     assert stamps == sorted(stamps)
+    # the capture's end hands out each flow's record once: all of its packets, after its last line
+    ends = udp_lines(out, 5102, "end")
+    e4 = [d for d in ends if d["srcPort"] == s4.sport and d["dstIp"] == netns.B4]
+    e6 = [d for d in ends if d["srcPort"] == s6.sport and d["dstIp"] == netns.B6]
+    assert [(d["reason"], d["packets"], d["bytes"], d["totalPackets"], d["totalBytes"]) for d in e4] == [
+        ("end", 8, 8 * size4, 8, 8 * size4)
+    ]
+    assert [(d["reason"], d["packets"], d["totalBytes"]) for d in e6] == [("end", 2, 2 * size6)]
+    assert "bitrate" not in e4[0] and e4[0]["timestamp"] >= v4[-1]["timestamp"]
 
 
 def test_plain_text_lines_and_sigterm_exit_0(netns: NetnsPair):
@@ -236,8 +246,10 @@ def test_external_keeps_only_destinations_outside(netns: NetnsPair):
     assert p.returncode == 0, err
     docs = [json.loads(line) for line in out.splitlines()]
     assert docs and all(d["dstIp"] not in (netns.A4, netns.B6, netns.A6) for d in docs)
-    mine = [d for d in docs if d["srcPort"] == s4 and d["dstPort"] == 5107]
+    mine = [d for d in docs if d["srcPort"] == s4 and d["dstPort"] == 5107 and "event" not in d]
     assert sum(d["packets"] for d in mine) == 3
+    ends = [d for d in docs if d["srcPort"] == s4 and d["dstPort"] == 5107 and "event" in d]
+    assert [(d["event"], d["reason"], d["packets"]) for d in ends] == [("end", "end", 3)]
     assert not [d for d in docs if d["srcPort"] == s6]
 
 

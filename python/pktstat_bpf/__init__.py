@@ -26,7 +26,6 @@ _WHERE = {
     "PrivilegeError": ".core.errors",
     "UsageError": ".core.errors",
     "Interval": ".core.intervals",
-    "IntervalTracker": ".core.intervals",
     "CaptureFileError": ".core.replay",
     "DamagedCaptureError": ".core.replay",
     "Replayer": ".core.replay",
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from .core.capture import Capture, capture
     from .core.collector import Collector
     from .core.errors import FeatureMissingError, PktstatError, PrivilegeError, UsageError
-    from .core.intervals import Interval, IntervalTracker
+    from .core.intervals import Interval
     from .core.replay import CaptureFileError, DamagedCaptureError, Replayer, replay
     from .core.snapshot import Counters, Snapshot, Totals
     from .output.parquet import read_flows
@@ -63,7 +62,6 @@ __all__ = [
     "DamagedCaptureError",
     "FeatureMissingError",
     "Interval",
-    "IntervalTracker",
     "PktstatError",
     "PrivilegeError",
     "Replayer",

@@ -12,7 +12,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NoReturn, Sequence
 
-from ..core.collector import DEFAULT_MAX_ENTRIES, check_max_entries
+from ..core.collector import (
+    DEFAULT_ACTIVE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_FLOWS,
+    check_flow_limits,
+    check_max_entries,
+)
 from ..core.durations import format_duration, parse_duration
 from ..core.errors import UsageError
 from ..core.modes.process import BACKENDS
@@ -20,9 +27,10 @@ from ..core.modes.tc import TC_ATTACH
 from ..core.modes.xdp import XDP_MODES
 from ..exporter.metrics import DEFAULT_TOP, MAX_TOP
 from ..exporter.server import parse_listen
-from ..output.ipfix import DEFAULT_TEMPLATE_REFRESH, parse_target
+from ..output.ipfix import DEFAULT_TEMPLATE_REFRESH
 from ..output.parquet import DEFAULT_ROLL
 from ..views.filters import DEFAULT_INTERNAL, NetworkSet
+from .record_flags import check_flow_records
 
 PROG = "pktstat-bpf"
 DEFAULT_TIMEOUT = 600.0
@@ -43,6 +51,9 @@ class Options:
     json: bool = False
     json_array: bool = False
     max_entries: int = DEFAULT_MAX_ENTRIES
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    active_timeout: float = DEFAULT_ACTIVE_TIMEOUT
+    max_flows: int = DEFAULT_MAX_FLOWS
     tc_attach: str = "auto"
     xdp: bool = False
     xdp_mode: str = "auto"
@@ -133,7 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=_int,
         default=DEFAULT_MAX_ENTRIES,
-        help=f"flow table size (default {DEFAULT_MAX_ENTRIES}); flows beyond it are counted as overflow",
+        help=f"kernel flow table size (default {DEFAULT_MAX_ENTRIES}): room for the flows of one -r interval; "
+        "flows beyond it are counted as overflow",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="DURATION",
+        type=_duration,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help=f"retire a flow idle this long, with an end record (default {format_duration(DEFAULT_IDLE_TIMEOUT)}; 0: never)",
+    )
+    p.add_argument(
+        "--active-timeout",
+        metavar="DURATION",
+        type=_duration,
+        default=DEFAULT_ACTIVE_TIMEOUT,
+        help=f"a record of a long flow this often (default {format_duration(DEFAULT_ACTIVE_TIMEOUT)}; 0: never)",
+    )
+    p.add_argument(
+        "--max-flows",
+        metavar="N",
+        type=_int,
+        default=DEFAULT_MAX_FLOWS,
+        help=f"flows the user-space table holds (default {DEFAULT_MAX_FLOWS}); beyond, the longest idle is retired",
     )
     p.add_argument(
         "--tc-attach",
@@ -291,6 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     :class:`UsageError` (exit code 2) on bad input."""
     ns = build_parser().parse_args(argv)
     check_max_entries(ns.max_entries)
+    check_flow_limits(ns.idle_timeout, ns.active_timeout, ns.max_flows)
     modes = [
         f
         for f, on in (
@@ -328,7 +362,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
         if ns.drops:
             raise UsageError("--pcap replays a file: --drops watches the kernel's live drops only")
-    flows = _check_flow_records(ns, listen is not None)
+    flows = check_flow_records(ns, listen is not None)
     if ns.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         ns.timeout = 0.0 if listen is not None else DEFAULT_TIMEOUT
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(Options) if hasattr(ns, f.name)}
@@ -368,65 +402,3 @@ def _check_exporter(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, int
     if not 0 <= top <= MAX_TOP:
         raise UsageError(f"--prometheus-top must be between 0 and {MAX_TOP}, not {top}")
     return listen, top
-
-
-def _check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, object]:
-    """--ipfix and --parquet and their settings, as Options fields."""
-    out: dict[str, object] = {
-        "ipfix": None,
-        "ipfix_target": "",
-        "ipfix_domain": 0,
-        "ipfix_template_refresh": DEFAULT_TEMPLATE_REFRESH,
-        "parquet_roll": DEFAULT_ROLL,
-    }
-    if ns.ipfix is None:
-        unused = {
-            "--ipfix-transport": ns.ipfix_transport,
-            "--ipfix-domain": ns.ipfix_domain,
-            "--ipfix-template-refresh": ns.ipfix_template_refresh,
-        }
-        for flag, value in unused.items():
-            if value is not None:
-                raise UsageError(f"{flag} needs --ipfix")
-    else:
-        try:
-            transport, host, port = parse_target(ns.ipfix, ns.ipfix_transport)
-        except ValueError as e:
-            raise UsageError(f"--ipfix: invalid collector {ns.ipfix!r}: {e}") from None
-        if ns.ipfix_transport is not None and "://" in ns.ipfix and transport != ns.ipfix_transport:
-            raise UsageError(f"--ipfix {ns.ipfix} and --ipfix-transport {ns.ipfix_transport} disagree")
-        domain = 0 if ns.ipfix_domain is None else ns.ipfix_domain
-        if not 0 <= domain <= 0xFFFFFFFF:
-            raise UsageError(f"--ipfix-domain must be between 0 and 4294967295, not {domain}")
-        refresh = DEFAULT_TEMPLATE_REFRESH if ns.ipfix_template_refresh is None else ns.ipfix_template_refresh
-        if refresh <= 0:
-            raise UsageError("--ipfix-template-refresh must be positive")
-        out.update(
-            ipfix=(transport, host, port),
-            ipfix_target=ns.ipfix,
-            ipfix_domain=domain,
-            ipfix_template_refresh=refresh,
-        )
-    if ns.parquet is None:
-        if ns.parquet_roll is not None:
-            raise UsageError("--parquet-roll needs --parquet")
-    else:
-        if ns.parquet == "":
-            raise UsageError("--parquet needs a directory")
-        roll = DEFAULT_ROLL if ns.parquet_roll is None else ns.parquet_roll
-        if roll <= 0:
-            raise UsageError("--parquet-roll must be positive")
-        out["parquet_roll"] = roll
-    if ns.ipfix is not None or ns.parquet is not None:
-        flag = "--ipfix" if ns.ipfix is not None else "--parquet"
-        outputs = {
-            "-g/--tui": ns.tui,
-            "--prometheus": prometheus,
-            "--jsonl": ns.jsonl,
-            "--plain": ns.plain,
-            "-u/--unique": ns.unique,
-        }
-        other = [f for f, on in outputs.items() if on]
-        if other:
-            raise UsageError(f"{flag} writes the final flow records of a report or a replay: drop {other[0]}")
-    return out

@@ -1,14 +1,16 @@
 """The flow-record outputs of a run (``--ipfix``, ``--parquet``), opened before
 the capture starts (a collector that refuses a TCP connection, or a directory
 that cannot be written, ends the run before anything is attached) and handed
-the run's final records at its end."""
+the records of a live run as its intervals end flows, or the final records
+of a replay at its end."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..core.intervals import Interval
 from ..core.snapshot import Snapshot
-from ..output.flowrecords import FlowBatch, from_snapshot
+from ..output.flowrecords import FlowBatch, from_ended, from_snapshot
 from .options import Options
 
 
@@ -55,12 +57,19 @@ class FlowOutputs:
         for w in self.writers:
             w.write(batch)
 
-    def final(self, snap: Snapshot) -> None:
-        """The run's final records (reason: end of capture); then closes
+    def interval(self, iv: Interval) -> None:
+        """The records an interval of a live run handed out (flows that
+        ended, active-timeout records)."""
+        if self.writers and iv.ended is not None and len(iv.ended):
+            self.write(from_ended(iv.ended))
+
+    def final(self, snap: Snapshot | None = None) -> None:
+        """A replay's final records (reason: end of capture); then closes
         (a Parquet writer writes its last files)."""
         if self.writers:
             try:
-                self.write(from_snapshot(snap))
+                if snap is not None:
+                    self.write(from_snapshot(snap))
             finally:
                 self.close()
 

@@ -44,10 +44,14 @@ def run_capture(opts: Options) -> int:
 
             run_stream(opts, collector, view, stop)
             return stop.job_exit_code
-        stop.wait(opts.timeout)
+        # each interval drains the kernel tables (they need room for one interval's flows only)
+        # and hands the flows it ended to --ipfix/--parquet; the last one ends every flow
+        for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
+            flows.interval(view.apply_interval(iv))
         collector.stop()
+        flows.interval(view.apply_interval(collector.drain(end=True)))  # counted before the detach
         snap = collector.snapshot()
     snap = view.apply(snap)  # (the view warns once if the table is nearly full)
     write_report(snap, opts)
-    flows.final(snap)  # --ipfix, --parquet: the final records
+    flows.final()  # --ipfix, --parquet: closed (Parquet writes its last files)
     return stop.job_exit_code

@@ -9,7 +9,7 @@ import logging
 import socket
 import sys
 import threading
-from typing import Iterator, cast
+from typing import Any, Iterator, cast
 
 from ..core.collector import Collector
 from ..core.durations import format_duration
@@ -53,15 +53,24 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ig
 
 
 def collector_for(opts: Options) -> Collector:
-    """The Collector the mode flags ask for (nothing is loaded yet)."""
-    n, drops = opts.max_entries, opts.drops
+    """The Collector the mode flags ask for (nothing is loaded yet). Only
+    the report keeps the records of retired flows (it lists every flow of
+    the run); the continuous views hand them out and forget them."""
+    common: dict[str, Any] = {
+        "max_entries": opts.max_entries,
+        "drops": opts.drops,
+        "idle_timeout": opts.idle_timeout,
+        "active_timeout": opts.active_timeout,
+        "max_flows": opts.max_flows,
+        "keep_retired": not (opts.streaming or opts.tui or opts.prometheus is not None),
+    }
     if opts.cgroup is not None:
-        return Collector(mode="cgroup", max_entries=n, drops=drops, cgroup=opts.cgroup)
+        return Collector(mode="cgroup", cgroup=opts.cgroup, **common)
     if opts.kprobes:
-        return Collector(mode="process", max_entries=n, drops=drops, backend=opts.process_backend or "auto")
+        return Collector(mode="process", backend=opts.process_backend or "auto", **common)
     if opts.xdp:
-        return Collector(opts.iface, "xdp", max_entries=n, drops=drops, xdp_mode=opts.xdp_mode)
-    return Collector(opts.iface, "tc", max_entries=n, drops=drops, tc_attach=opts.tc_attach)
+        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, **common)
+    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, **common)
 
 
 def view_for(opts: Options) -> View:

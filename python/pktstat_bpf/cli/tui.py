@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..core.durations import Pacer
 from ..core.errors import UsageError
-from ..core.intervals import IntervalTracker
 from ..output.table import QUIT, TableModel, header_line
 from .options import Options
 from .session import live_session
@@ -83,7 +82,6 @@ def tui_loop(
     """Read, draw and handle keys until q/x, -t or a signal."""
     st = collector.status
     m = TableModel(mode=collector.mode, where=collector.where, attach=st["attach"], refresh=opts.refresh)
-    tracker = IntervalTracker()
     _cursor(0)
     scr.keypad(True)
     start = clock()
@@ -95,7 +93,7 @@ def tui_loop(
         if stop_event.is_set() or (deadline is not None and now >= deadline):
             return
         if now >= pacer.next_at:
-            m.update(view.apply_interval(tracker.advance(collector.snapshot())))
+            m.update(view.apply_interval(collector.drain(rows="live")))
             pacer.advance()
             _draw(scr, m)
             continue

@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
+
 from . import modes
 from .drops import DropWatch, netns_inode
 from .durations import Pacer
 from .errors import PktstatError, UsageError, translate_os_error
+from .intervals import DrainTracker, Interval, RunTotals
+from .keys import merge_flows
 from .snapshot import Snapshot, Totals
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .intervals import Interval
+    from .drops import DropReading
+    from .intervals import Drained
 
 log = logging.getLogger("pktstat_bpf")
 
 DEFAULT_MAX_ENTRIES = 65536
 MAX_MAX_ENTRIES = 1 << 26  # 64M flows: beyond this the kernel map alone needs many GB
+
+
+#: The lifetime table's defaults (``--idle-timeout``, ``--active-timeout``,
+#: ``--max-flows``): a flow idle for a minute is retired; a long one gets a
+#: record every 5 minutes, as flow exporters do.
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_ACTIVE_TIMEOUT = 300.0
+DEFAULT_MAX_FLOWS = 1_000_000
+MAX_MAX_FLOWS = (1 << 32) - 2
+
+
+def check_flow_limits(idle: Any, active: Any, max_flows: Any) -> dict[str, int]:
+    """The lifetime table's limits as the engine takes them (timeouts in
+    ns, 0 = never), or a UsageError naming the flag."""
+    out = {}
+    for flag, v, key in (
+        ("--idle-timeout", idle, "idle_timeout_ns"),
+        ("--active-timeout", active, "active_timeout_ns"),
+    ):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise UsageError(f"{flag} must be a duration of 0 (never) or more seconds, not {v!r}")
+        out[key] = round(v * 1e9)
+    if isinstance(max_flows, bool) or not isinstance(max_flows, int) or not 1 <= max_flows <= MAX_MAX_FLOWS:
+        raise UsageError(f"--max-flows must be an integer from 1 to {MAX_MAX_FLOWS}, not {max_flows!r}")
+    out["max_flows"] = max_flows
+    return out
 
 
 def check_max_entries(n: Any) -> int:
@@ -77,9 +109,14 @@ class Collector:
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         drops: bool = False,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        keep_retired: bool = True,
         **options: Any,
     ) -> None:
         self.max_entries = check_max_entries(max_entries)
+        self.flow_limits = check_flow_limits(idle_timeout, active_timeout, max_flows)
         if iface is not None:
             options["iface"] = iface
         self._mode = modes.get(mode)(max_entries=self.max_entries, **options)
@@ -93,6 +130,12 @@ class Collector:
         self._started_mono: float | None = None
         self._started_wall: float | None = None
         self._stopped_mono: float | None = None
+        self._run = RunTotals(keep_retired)
+        self._tracker: DrainTracker | None = None
+        self._streaming = 0
+        self._last_unowned: tuple[int, int] | None = None
+        self._drops_reading: DropReading | None = None
+        self._interval_start = 0.0
 
     @property
     def iface(self) -> str | None:
@@ -121,6 +164,8 @@ class Collector:
             except OSError as e:
                 self._mode.engine = None
                 raise translate_os_error(e, "cannot load the BPF programs") from None
+            self._mode.engine.set_flow_limits(**self.flow_limits)
+            self._run = RunTotals(self._run.keep_retired)
             if self._drops is not None:
                 try:
                     self._drops.load()
@@ -147,7 +192,7 @@ class Collector:
             raise translate_os_error(e, f"cannot attach to {self._mode.where}") from None
         self._attach_path = self._mode.attach_path
         self._started_mono = time.monotonic()
-        self._started_wall = time.time()
+        self._started_wall = self._run.started_at = time.time()
         self._stopped_mono = None
         log.debug("attached to %s (%s)", self._mode.where, self._attach_path)
         return self
@@ -211,25 +256,35 @@ class Collector:
         end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()
         return end - self._started_mono
 
-    def snapshot(self, *, use_batch: bool = True) -> Snapshot:
-        """Read all flows and counters now."""
+    # -- reading ------------------------------------------------------------
+    def _drain(self, timeouts: bool = True, end: bool = False) -> Drained:
+        """One drain of the kernel tables into the lifetime table, accounted
+        in the run's totals (and its retired flows)."""
         if not self._loaded:
             raise PktstatError("collector was never started (call start() or use 'with')")
-        records, stats = self._mode.read(use_batch)
-        duration = self.elapsed()
-        started = self._started_wall if self._started_wall is not None else time.time()
+        raw = self._mode.engine.drain(None, timeouts, end)
+        unowned = self._mode.unowned(raw.records)
+        self._last_unowned = self._run.fold(raw, unowned, self._mode.unowned_running)
+        return raw
+
+    def _make(
+        self,
+        records: np.ndarray,
+        totals: Totals,
+        started_at: float,
+        taken_at: float,
+        duration: float,
+        columns: dict[str, np.ndarray],
+    ) -> Snapshot:
         extra = self._mode.report_extra() if hasattr(self._mode, "report_extra") else {}
-        columns = {}
-        if self._drops is not None:
-            reading = self._drops.read()
-            extra = {**extra, **reading.header()}
-            columns = reading.columns(records)
+        if self._drops_reading is not None:
+            extra = {**extra, **self._drops_reading.header()}
         return Snapshot(
             records=records,
-            totals=Totals.from_arrays(stats, records, self._mode.unowned(records)),
+            totals=totals,
             duration=duration,
-            started_at=started,
-            taken_at=started + duration,
+            started_at=started_at,
+            taken_at=taken_at,
             mode=self.mode,
             iface=self.iface,
             attach=self._attach_path,
@@ -239,7 +294,50 @@ class Collector:
             extra=extra,
             columns=columns,
             owners=bool(self._mode.owners),
+            peak_flows=self._run.peak_flows,
         )
+
+    def _drop_columns(self, records: np.ndarray) -> dict[str, Any]:
+        return self._drops_reading.columns(records) if self._drops_reading is not None else {}
+
+    def _read_drops(self) -> None:
+        self._drops_reading = self._drops.read() if self._drops is not None else None
+
+    def snapshot(self) -> Snapshot:
+        """Every flow of the run so far, with its lifetime counts: the flows
+        of the lifetime table and those retired (idle or evicted) since the
+        start, one row per flow. Drains the kernel tables first, except
+        while a :meth:`stream` runs (then it is as of the stream's last
+        interval)."""
+        if not self._loaded:
+            raise PktstatError("collector was never started (call start() or use 'with')")
+        if not self._streaming or self._run.stats is None:
+            self._drain(timeouts=False)
+        live = self._mode.engine.flows()
+        records = merge_flows(np.concatenate([*self._run.retired, live])) if self._run.retired else live
+        self._mode.name_cgroups(records)
+        self._read_drops()
+        duration = self.elapsed()
+        started = self._started_wall if self._started_wall is not None else time.time()
+        totals = dataclasses.replace(self._run.totals(len(records)))
+        return self._make(records, totals, started, started + duration, duration, self._drop_columns(records))
+
+    def drain(self, *, end: bool = False, rows: str = "recent") -> Interval:
+        """One interval: drain the kernel tables now and return what was
+        counted since the previous drain (see :meth:`stream`). `end`: the
+        capture ends here, every flow is retired with an end record."""
+        if self._tracker is None or self._tracker.rows != rows:
+            self._tracker = DrainTracker(rows)
+            self._interval_start = self._started_wall if self._started_wall is not None else time.time()
+        raw = self._drain(timeouts=True, end=end)
+        self._mode.name_cgroups(raw.records, raw.ended)
+        self._read_drops()
+        live = self._mode.engine.flows if rows == "live" else None
+        iv = self._tracker.advance(
+            raw, self._make, self._run, self._last_unowned, self._interval_start, live, self._drop_columns
+        )
+        self._interval_start = iv.end
+        return iv
 
     def stream(
         self,
@@ -247,50 +345,57 @@ class Collector:
         *,
         duration: float | None = None,
         stop: threading.Event | None = None,
+        rows: str = "recent",
     ) -> Iterator[Interval]:
-        """Yield an :class:`~pktstat_bpf.live.Interval` every `interval`
+        """Yield an :class:`~pktstat_bpf.Interval` every `interval`
         seconds: per-flow packets, bytes and bitrate over that interval, plus
-        lifetime totals. Starts the collector if it is not running (and then
-        leaves it running: stopping stays with the caller).
+        lifetime totals, and the records of flows that ended. Starts the
+        collector if it is not running (and then leaves it running: stopping
+        stays with the caller).
+
+        Each interval is one drain of the kernel tables (docs/counting.md,
+        "Continuous capture"): the kernel table needs room only for the
+        flows of one interval, flows idle past the idle timeout are retired
+        (with an end record) and every packet lands in exactly one interval.
+        ``rows="live"`` gives every live flow in each interval instead of
+        the recent ones.
 
         Ends after `duration` seconds of capture (counted from ``start()``),
         when `stop` is set, or when the collector is stopped; the last,
-        possibly shorter, interval is yielded before it ends, so the deltas
-        of all intervals add up to the final cumulative counts. Readings are
-        paced on the monotonic clock without drift.
+        possibly shorter, interval ends the capture (every flow gets its end
+        record), so the deltas of all intervals add up to the run's totals.
+        Readings are paced on the monotonic clock without drift.
 
         >>> with Collector(iface="eth0") as c:              # doctest: +SKIP
         ...     for iv in c.stream(1.0, duration=5):
         ...         print(iv.delta.to_text(header=False))
         """
-        from .intervals import IntervalTracker
-
         if not interval > 0:
             raise UsageError(f"interval must be positive, not {interval!r}")
         if not self.running:
             self.start()
-        tracker = IntervalTracker()
         wait = stop.wait if stop is not None else time.sleep
         pacer = Pacer(interval, time.monotonic())
-        while True:
-            if stop is not None and stop.is_set():
-                last = True
-            else:
-                now = time.monotonic()
-                end_at = (self._started_mono or now) + duration if duration else None
-                target = pacer.next_at if end_at is None else min(pacer.next_at, end_at)
-                if target > now:
-                    wait(target - now)
-                last = (
-                    (stop is not None and stop.is_set())
-                    or not self.running
-                    or (end_at is not None and time.monotonic() >= end_at)
-                )
-            prev = tracker.previous
-            snap = self.snapshot()
-            if last and prev is not None and snap.duration <= prev.duration:
-                return  # nothing happened since the last reading
-            yield tracker.advance(snap)
-            if last:
-                return
-            pacer.advance()  # (a slow consumer skips readings rather than bursting)
+        self._tracker = None
+        self._streaming += 1
+        try:
+            while True:
+                if stop is not None and stop.is_set():
+                    last = True
+                else:
+                    now = time.monotonic()
+                    end_at = (self._started_mono or now) + duration if duration else None
+                    target = pacer.next_at if end_at is None else min(pacer.next_at, end_at)
+                    if target > now:
+                        wait(target - now)
+                    last = (
+                        (stop is not None and stop.is_set())
+                        or not self.running
+                        or (end_at is not None and time.monotonic() >= end_at)
+                    )
+                yield self.drain(end=last, rows=rows)
+                if last:
+                    return
+                pacer.advance()  # (a slow consumer skips readings rather than bursting)
+        finally:
+            self._streaming -= 1

@@ -155,3 +155,51 @@ def copy_records(records: np.ndarray) -> np.ndarray:
     out = np.empty_like(src)
     out.view(np.uint8)[...] = src.view(np.uint8)
     return out
+
+
+def leading_records(rows: np.ndarray) -> np.ndarray:
+    """The flow records at the start of each row of `rows` (an engine array
+    whose rows begin with a ``struct flow_record``: an interval's or an
+    ended record), as a contiguous array of the record dtype, byte for
+    byte (padding included, so the keys compare equal)."""
+    fields = rows.dtype.fields
+    assert fields is not None
+    end = fields["last_seen"][1] + 8
+    keep = [(name, f[0], f[1]) for name, f in fields.items() if f[1] + f[0].itemsize <= end]
+    dtype = np.dtype(
+        {
+            "names": [k[0] for k in keep],
+            "formats": [k[1] for k in keep],
+            "offsets": [k[2] for k in keep],
+            "itemsize": end,
+        }
+    )
+    out = np.empty(len(rows), dtype=dtype)
+    if len(rows):
+        src = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
+        out.view(np.uint8).reshape(len(rows), end)[...] = src[:, :end]
+    return out
+
+
+def merge_flows(records: np.ndarray) -> np.ndarray:
+    """Records of the same flow (a flow retired and seen again) made one:
+    packets and bytes summed, the earliest first seen, the latest last seen.
+    Rows of distinct flows are kept as they are, in their order."""
+    if len(records) < 2:
+        return records
+    first, codes = group(key_words(records))
+    if len(first) == len(records):
+        return records
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(first)))
+    out = copy_records(records[first])
+    for name in ("packets", "bytes"):
+        out[name] = np.add.reduceat(records[name][order], starts)
+    out["first_seen"] = np.minimum.reduceat(records["first_seen"].view(np.int64)[order], starts).view(
+        records["first_seen"].dtype
+    )
+    out["last_seen"] = np.maximum.reduceat(records["last_seen"].view(np.int64)[order], starts).view(
+        records["last_seen"].dtype
+    )
+    pos = np.argsort(first, kind="stable")  # in the order of each flow's first row
+    return out[pos]

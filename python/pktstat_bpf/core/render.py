@@ -198,3 +198,35 @@ def stamped_text_line(d: Mapping[str, Any], timestamp: str, **fields: Any) -> st
 
 
 STREAM_FORMATS = {"jsonl": jsonl_line, "text": stamped_text_line}
+
+
+def end_record(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A flow dict of an end record (``Interval.ended``) as the streams
+    write it: ``event`` and ``reason`` first, ``packets``/``bytes`` what
+    the flow did since its previous record (so a flow's records sum to its
+    totals), ``totalPackets``/``totalBytes`` its lifetime counts; no bitrate."""
+    out: dict[str, Any] = {"event": "end", "reason": d["endReason"]}
+    skip = {"bitrate", "endReason", "deltaPackets", "deltaBytes", "packets", "bytes"}
+    for k, v in d.items():
+        if k == "packets":
+            out["packets"] = d["deltaPackets"]
+        elif k == "bytes":
+            out["bytes"] = d["deltaBytes"]
+        if k not in skip:
+            out[k] = v
+    out["totalPackets"], out["totalBytes"] = d["packets"], d["bytes"]
+    return out
+
+
+def jsonl_end_line(d: Mapping[str, Any], timestamp: str) -> str:
+    """``{"timestamp": ..., "event": "end", "reason": ..., <flow>}``."""
+    return dumps({"timestamp": timestamp, **end_record(d)})
+
+
+def stamped_end_line(d: Mapping[str, Any], timestamp: str) -> str:
+    """``<timestamp> end: <reason>, packets: <total>, bytes: <total>, proto: ...``."""
+    line = text_line({**d, "bitrate": 0.0}).split(", ", 1)[1]
+    return f"{timestamp} end: {escape_text(str(d['endReason']))}, {line}"
+
+
+END_FORMATS = {"jsonl": jsonl_end_line, "text": stamped_end_line}

@@ -19,9 +19,12 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
+import numpy as np
+
 from . import render
 from .collector import DEFAULT_MAX_ENTRIES, check_max_entries
 from .errors import PktstatError, UsageError, translate_os_error
+from .keys import merge_flows
 from .snapshot import Snapshot, Totals
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +93,7 @@ class Replayer:
         *,
         progress: Optional[Progress] = None,
         strict: bool = False,
+        rows: str = "recent",
     ) -> Iterator[Interval]:
         """Replay in steps of `interval` seconds of *capture* time, yielding
         an :class:`~pktstat_bpf.live.Interval` per step, as
@@ -102,10 +106,15 @@ class Replayer:
         idle stretch of more than one step (a gap in the capture) is one
         interval, after one empty step that lets stopped flows show once.
         The deltas of all intervals add up to what :meth:`replay` reports.
+        Each step drains the flow table (docs/counting.md, "Continuous
+        capture"): ``max_entries`` needs room for one step's flows only, and
+        flows idle for a minute of capture time get their end record
+        (``Interval.ended``). ``rows="live"``: every live flow in each
+        interval (as the interactive table), not only the recent ones.
         Damage ends the steps as it ends :meth:`replay` (with `strict`, the
         :class:`DamagedCaptureError` comes after the last interval).
         """
-        from .intervals import IntervalTracker
+        from .intervals import DrainTracker, RunTotals
 
         if not interval > 0:
             raise UsageError(f"interval must be positive, not {interval!r}")
@@ -113,8 +122,7 @@ class Replayer:
         engine = self._engine
         self._open(path)
         step = max(1, round(interval * 1e9))
-        tracker = IntervalTracker()
-        snap = None
+        tracker, run = DrainTracker(rows), RunTotals()
         more = engine.advance(0)  # reads the first frame, runs nothing
         start = engine.next_ts if more else 0
         if more and _seekable(path):
@@ -126,25 +134,44 @@ class Replayer:
             if span is not None:
                 start = min(start, span[0])
         end = start
+        run.started_at = start / 1e9
+
+        def drain(until: int, last: bool) -> Interval:
+            """One step: drained at its end (capture time), idle flows retired then."""
+            raw = engine.drain(until, True, last)
+            run.fold(raw, None, False)
+
+            def make(records: Any, totals: Totals, t0: float, t1: float, dur: float, cols: Any) -> Snapshot:
+                first = (
+                    start if t0 == run.started_at and t0 != begin / 1e9 else begin
+                )  # (cumulative: the run's)
+                return _snapshot(engine, path, engine.file, records, totals, first, until, cols)
+
+            iv = tracker.advance(raw, make, run, None, begin / 1e9, engine.flows)
+            return iv
+
         idle = 0
         while more:
             nxt = engine.next_ts
+            begin = end
             if idle >= 1 and nxt >= end + step:
                 # the rest of an idle stretch, up to the step the next frame is in, as one interval
                 end = start + (nxt - start) // step * step
-                snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=end)
-                yield tracker.advance(snap)
+                yield drain(end, False)
+                begin = end
             end += step
             more = engine.advance(min(end, ALL_FRAMES), progress)  # (frame times end in 2262)
             stop = end if more else max(engine.counters["latest_ts_ns"], start)
-            snap = _snapshot(engine, path, engine.file, start_ns=start, end_ns=stop)
-            iv = tracker.advance(snap)
+            iv = drain(stop, not more)
             idle = 0 if iv.active.any() else idle + 1
             yield iv
         info = engine.file
-        if snap is None:
-            snap = _snapshot(engine, path, info)
-        self._check_damage(path, info, snap, strict)
+        if info["damage"]:
+            live = engine.flows()
+            records = merge_flows(np.concatenate([*run.retired, live])) if run.retired else live
+            totals = run.totals(len(records)) if run.stats is not None else None
+            snap = _snapshot(engine, path, info, records, totals)
+            self._check_damage(path, info, snap, strict)
 
     def _open(self, path: str) -> None:
         from .engine import _core
@@ -210,11 +237,18 @@ def _snapshot(
     engine: _core.Replayer,
     path: str,
     info: Mapping[str, Any],
+    records: np.ndarray | None = None,
+    totals: Totals | None = None,
     start_ns: int | None = None,
     end_ns: int | None = None,
+    columns: Mapping[str, np.ndarray] | None = None,
 ) -> Snapshot:
-    records = engine.read_flows()
-    stats = engine.read_stats()
+    """A replay's Snapshot: of the whole file so far (a drain, then every
+    flow), or of `records` with `totals` (an interval of capture time)."""
+    if records is None:
+        records = engine.read_flows()
+    if totals is None:
+        totals = Totals.from_arrays(engine.read_stats(), records)
     c = engine.counters
     first = c["earliest_ts_ns"] if start_ns is None else start_ns
     last = c["latest_ts_ns"] if end_ns is None else end_ns
@@ -233,11 +267,12 @@ def _snapshot(
         extra["damage"] = info["damage"]
     return Snapshot(
         records=records,
-        totals=Totals.from_arrays(stats, records),
+        totals=totals,
         duration=max(0, last - first) / 1e9,
         started_at=first / 1e9,
         taken_at=last / 1e9,
         mode="replay",
         max_entries=engine.max_entries,
         extra=extra,
+        columns=dict(columns or {}),
     )

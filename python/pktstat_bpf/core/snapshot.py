@@ -137,6 +137,10 @@ class Snapshot:
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
     #: True in modes that attribute flows to processes (pid, comm, cgroup)
     owners: bool = False
+    #: The most flows one drained interval put in the kernel table (what
+    #: ``max_entries`` must hold); 0 where the reading was one pass, when it
+    #: is the number of records.
+    peak_flows: int = 0
 
     def __len__(self) -> int:
         return len(self.records)

@@ -111,12 +111,15 @@ class FlowMetrics:
         self.top = top
         self.info = dict(info or {})
         capacity = max(TRACK_FACTOR * top, 256) if top > 0 else 0
-        self.flows = TopTracker(capacity, window=window, forget=forget)
+        self.flows = TopTracker(capacity, window=window, forget=forget, accumulate=True)
         self.processes = TopTracker(capacity, window=window, forget=forget, accumulate=True)
         #: (ifindex, direction, family, proto) -> [packets, bytes]
         self.traffic: dict[tuple[int, int, int, int], list[int]] = {}
         self.conservation: dict[str, Counters] = {"ingress": Counters(), "egress": Counters()}
         self.table_entries = 0
+        self.live_flows = 0
+        #: flow records handed out (retired flows, active-timeout records), by reason
+        self.ended: dict[str, int] = {}
         self.max_entries = max_entries
         self.last_read: float | None = None
         self.update_seconds = 0.0
@@ -158,7 +161,12 @@ class FlowMetrics:
         self.ifnames.update(d.ifnames)
         self.cgroups = d.cgroups
         self.max_entries = d.max_entries or self.max_entries
-        self.table_entries = iv.cumulative.totals.flows
+        # the most flows one drain found in the kernel table: what --max-entries must hold
+        self.table_entries = max(self.table_entries, d.totals.flows)
+        self.live_flows = iv.cumulative.totals.flows
+        if iv.ended is not None:
+            for reason in iv.ended.columns["end_reason"].tolist():
+                self.ended[reason] = self.ended.get(reason, 0) + 1
         self.last_read = iv.end
         self.updates += 1
         if "drops" in iv.cumulative.extra:  # --drops: lifetime counts per reason, read as they are
@@ -192,7 +200,12 @@ class FlowMetrics:
             return
         cols = {k: v[active] for k, v in d.columns.items() if k not in ("total_packets", "total_bytes")}
         lifetime = np.stack([d.columns["total_packets"][active], d.columns["total_bytes"][active]], axis=1)
-        self.flows.add(lambda idx: flow_keys(r[idx]), r["bytes"], lifetime, r, cols, hashes=key_hashes(r))
+        delta = np.stack([r["packets"], r["bytes"]], axis=1)
+        # a flow's series: its lifetime counts when first ranked, then the sum of its deltas (never
+        # down: a flow the engine retired and sees again starts a new lifetime there, not here)
+        self.flows.add(
+            lambda idx: flow_keys(r[idx]), r["bytes"], delta, r, cols, hashes=key_hashes(r), initial=lifetime
+        )
         if self.owners:
             pk = np.empty(len(r), _PROCESS_KEY)
             for f in cast("tuple[str, ...]", _PROCESS_KEY.names):  # a structured dtype: names set
@@ -257,9 +270,26 @@ class FlowMetrics:
                     fam.add_metric([dir_name], getattr(c, f"{field}{unit}"))
                 yield fam
 
-        entries = GaugeMetricFamily(f"{PREFIX}_flow_table_entries", "Flows in the kernel flow table")
+        entries = GaugeMetricFamily(
+            f"{PREFIX}_flow_table_entries",
+            "The most flows one interval put in the kernel flow table since the start (--max-entries must hold them)",
+        )
         entries.add_metric([], self.table_entries)
         yield entries
+        live = GaugeMetricFamily(
+            f"{PREFIX}_flows_live", "Flows in the lifetime table: those that sent within the idle timeout"
+        )
+        live.add_metric([], self.live_flows)
+        yield live
+        ended = CounterMetricFamily(
+            f"{PREFIX}_flow_records",
+            "Flow records handed out, by reason (idle: retired; active: a long flow's periodic record; "
+            "evicted: retired early, the lifetime table was full)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.ended.items()):
+            ended.add_metric([reason], n)
+        yield ended
         size = GaugeMetricFamily(
             f"{PREFIX}_flow_table_max_entries",
             "Size of the kernel flow table (--max-entries); new flows beyond it are counted as overflow",

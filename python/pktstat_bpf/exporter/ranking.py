@@ -68,9 +68,9 @@ class TopTracker:
     :meth:`add` merges the keys that sent in it (unique): their bytes in it,
     the packets/bytes to export and one record each (for the labels). At
     most `capacity` keys are kept, the heaviest. With ``accumulate`` the
-    exported values are summed over updates (per-process sums of deltas);
-    without, they are replaced (a flow's lifetime count read from the
-    kernel).
+    exported values are summed over updates (sums of deltas, so they never
+    go down, also when the engine retires a flow and sees it again);
+    without, they are replaced.
     """
 
     def __init__(
@@ -114,11 +114,14 @@ class TopTracker:
         rows: np.ndarray,
         columns: Mapping[str, np.ndarray] | None = None,
         hashes: np.ndarray | None = None,
+        initial: np.ndarray | None = None,
     ) -> None:
         """Merge the keys (unique, ``V<n>``) that sent in the interval just
         :meth:`advance`-d over. `keys` may be a function giving the keys at
         some positions (only those are then made), with their 64-bit
-        `hashes` given."""
+        `hashes` given. `initial`: the values a key not tracked yet starts
+        from (default `values`; with ``accumulate``, e.g. a flow's lifetime
+        counts while `values` are the interval's)."""
         if self.capacity <= 0 or len(sent) == 0:
             return
         columns = columns or {}
@@ -151,7 +154,8 @@ class TopTracker:
             self.keys = np.concatenate([self.keys, key_at(new)])
             self.hashes = np.concatenate([self.hashes, hashes[new]])
             self.score = np.concatenate([self.score, sent[new].astype(np.float64)])
-            self.values = np.concatenate([self.values, values[new].astype(np.uint64)])
+            start = values if initial is None else initial
+            self.values = np.concatenate([self.values, start[new].astype(np.uint64)])
             self.idle = np.concatenate([self.idle, np.zeros(len(new))])
             self.rows = np.concatenate([self.rows, rows[new]])
             self.columns = {k: np.concatenate([v, columns[k][new]]) for k, v in self.columns.items()}

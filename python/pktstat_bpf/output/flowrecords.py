@@ -7,10 +7,10 @@ record covers (delta counts), each with the reason it was handed out
 the interval the counts cover (what a bitrate is taken over), plus what
 names the records' numbers (interface names, cgroup paths) and the mode.
 
-Today a run hands out one batch, its final records, all with the reason
-"end of capture" (:func:`from_snapshot`). Flow-end (idle) and active-timeout
-records of a continuous capture are batches of the same type with reasons
-``IDLE`` and ``ACTIVE``: the writers take them unchanged.
+A live run hands out a batch at every interval that ended flows
+(:func:`from_ended`: idle and evicted flows, active-timeout records, and
+every live flow when the capture ends); a replay one batch of its final
+records (:func:`from_snapshot`). The writers take them unchanged.
 """
 
 from __future__ import annotations
@@ -107,6 +107,35 @@ def from_snapshot(snap: Snapshot, reason: int = END_OF_CAPTURE) -> FlowBatch:
         owners=snap.owners,
         ifnames=dict(snap.ifnames),
         cgroups=dict(snap.cgroups),
+    )
+
+
+#: Interval.ended's reasons as flowEndReason
+END_REASONS = {"idle": IDLE, "active": ACTIVE, "end": END_OF_CAPTURE, "evicted": LACK_OF_RESOURCES}
+
+
+def from_ended(ended: Snapshot) -> FlowBatch:
+    """The end records of an interval (:attr:`Interval.ended`) as flow
+    records: the counts since each flow's previous record, the flow's first
+    and last packet as the span, and from its first packet to the end of the
+    interval as the interval."""
+    r = ended.records.copy()
+    n = len(r)
+    r["packets"] = ended.columns["delta_packets"]
+    r["bytes"] = ended.columns["delta_bytes"]
+    first = np.ascontiguousarray(r["first_seen"]).view(np.int64)
+    reasons = [END_REASONS[str(x)] for x in ended.columns["end_reason"]]
+    return FlowBatch(
+        records=r,
+        reason=np.array(reasons, np.uint8).reshape(n),
+        start_ns=first,
+        end_ns=np.ascontiguousarray(r["last_seen"]).view(np.int64),
+        interval_start_ns=first,
+        interval_end_ns=np.full(n, int(round(ended.taken_at * 1e9)), np.int64),
+        mode=ended.mode,
+        owners=ended.owners,
+        ifnames=dict(ended.ifnames),
+        cgroups=dict(ended.cgroups),
     )
 
 

@@ -77,8 +77,10 @@ def timeseries(
     interval first.
 
     A flow has a row for each interval it sent in; with ``idle=True``, also
-    one (with 0) for each later interval while it is in the flow table,
-    so that every interval of a flow's life is there (a dense series). The
+    one (with 0) for each later interval while it is live (until it has been
+    idle for the idle timeout: a minute of capture time), so that every
+    interval of a flow's life is there (a dense series; a stream of
+    intervals gives it with ``rows="live"``). The
     deltas of all rows add up to the cumulative counts of the last interval.
     """
     pd = frame.pandas_module()
@@ -86,7 +88,7 @@ def timeseries(
     ifnames: dict[int, str] = {}
     cgroups: dict[int, str] = {}
     extra_names: dict[str, None] = {}
-    for iv in _intervals(source, interval, max_entries):
+    for iv in _intervals(source, interval, max_entries, "live" if idle else "recent"):
         d = iv.delta
         keep = np.arange(len(d.records)) if idle else np.flatnonzero(iv.active)
         keep = keep[np.argsort(~d.records["bytes"][keep], kind="stable")]  # heaviest first
@@ -108,11 +110,11 @@ def timeseries(
     return _frame(pd, parts, ifnames, cgroups, list(extra_names))
 
 
-def _intervals(source: Source, interval: float | None, max_entries: int) -> Iterable[Interval]:
+def _intervals(source: Source, interval: float | None, max_entries: int, rows: str) -> Iterable[Interval]:
     if isinstance(source, (str, os.PathLike)):
         from ..core.replay import Replayer
 
-        return Replayer(max_entries).intervals(source, 1.0 if interval is None else interval)
+        return Replayer(max_entries).intervals(source, 1.0 if interval is None else interval, rows=rows)
     if interval is not None:
         raise UsageError("interval applies to a capture file; a stream of intervals has its own")
     return source

@@ -26,13 +26,15 @@ class StreamWriter:
     Without `unique`, every flow that sent in the interval (or in the one
     before, so a stopped flow shows once with bitrate 0) is written, with
     the interval's packets, bytes and bitrate and the lifetime
-    ``totalPackets``/``totalBytes``. With `unique`, a connection is written
-    only the first interval it sends in.
+    ``totalPackets``/``totalBytes``, then the interval's end records
+    (:func:`~pktstat_bpf.core.render.end_record`). With `unique`, a
+    connection is written only the first interval it sends in.
     """
 
     def __init__(self, out: TextSink, fmt: str = "jsonl", unique: UniqueFilter | None = None) -> None:
         self.out = out
         self.line = render.STREAM_FORMATS[fmt]
+        self.end_line = render.END_FORMATS[fmt]
         self.unique = unique
         self.lines = 0
 
@@ -44,13 +46,18 @@ class StreamWriter:
         return mask
 
     def write(self, iv: Interval) -> int:
+        """The interval's flow lines, then (without `unique`) one line per
+        end record: ``"event": "end"`` with its reason."""
         flows = iv.delta.take(self.rows(iv)).flows()
-        if not flows:
+        ended = iv.ended.flows() if iv.ended is not None and self.unique is None else []
+        if not flows and not ended:
             return 0
         ts = render.rfc3339(round(iv.end * 1e6) * 1000)  # the wall clock is good to ~1 us
         interval = round(iv.duration, 9)  # ns: bitrate = 8 * bytes / interval holds to 1e-9
-        for d in flows:
-            self.out.write(self.line(d, ts, interval=interval) + "\n")
+        lines = [self.line(d, ts, interval=interval) for d in flows]
+        lines += [self.end_line(d, ts) for d in ended]
+        for line in lines:
+            self.out.write(line + "\n")
             self.out.flush()
-        self.lines += len(flows)
-        return len(flows)
+        self.lines += len(lines)
+        return len(lines)

@@ -24,16 +24,21 @@ log = logging.getLogger("pktstat_bpf")
 FULL_FRACTION = 0.9
 
 
+def table_fill(snap: Snapshot) -> int:
+    """The most flows the kernel table held in one interval of `snap`'s run."""
+    return snap.peak_flows or len(snap)
+
+
 def nearly_full(snap: Snapshot) -> bool:
-    """True when `snap` (a reading of the whole table) holds at least 90% of
-    the flow table's entries: new flows will soon be counted as overflow."""
-    return bool(snap.max_entries) and len(snap) >= FULL_FRACTION * snap.max_entries
+    """True when the kernel flow table of `snap`'s run held at least 90% of
+    its entries in one interval: new flows will soon be counted as overflow."""
+    return bool(snap.max_entries) and table_fill(snap) >= FULL_FRACTION * snap.max_entries
 
 
 class FillWarning:
     """Logs one warning, the first time a reading shows the flow table past
-    90% of ``--max-entries`` (flows are never deleted during a capture, so
-    the table only fills up: once is enough)."""
+    90% of ``--max-entries`` in one interval (once is enough: the flags
+    that would change it need a restart)."""
 
     def __init__(self) -> None:
         self.warned = False
@@ -45,8 +50,8 @@ class FillWarning:
         log.warning(
             "flow table is %d%% full (%d of %d entries); new flows will be counted as overflow: "
             "raise --max-entries (the kernel table needs room for the flows of one interval)",
-            100 * len(snap) // snap.max_entries,
-            len(snap),
+            100 * table_fill(snap) // snap.max_entries,
+            table_fill(snap),
             snap.max_entries,
         )
 
@@ -88,9 +93,20 @@ class View:
             self.fill.check(iv.cumulative)
         m = self.mask(iv.delta)
         if m is not None:
-            iv = Interval(iv.index, iv.delta.take(m), iv.cumulative.take(m), iv.active[m], iv.recent[m])
+            ended = iv.ended
+            em = self.mask(ended) if ended is not None else None
+            if ended is not None and em is not None:
+                ended = ended.take(em)
+            iv = Interval(
+                iv.index, iv.delta.take(m), iv.cumulative.take(m), iv.active[m], iv.recent[m], ended
+            )
         if self.pods is not None:
-            iv = dataclasses.replace(iv, delta=self._label(iv.delta), cumulative=self._label(iv.cumulative))
+            iv = dataclasses.replace(
+                iv,
+                delta=self._label(iv.delta),
+                cumulative=self._label(iv.cumulative),
+                ended=self._label(iv.ended) if iv.ended is not None else None,
+            )
         return iv
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ A mode class provides:
 - ``attach()`` / ``detach()``: all-or-nothing attach; idempotent detach;
 - ``attach_path`` (str, e.g. ``"tcx"``), ``where`` (str, e.g. ``"eth0"``),
   ``status()`` (dict, extra fields for the status line and JSON header);
-- ``read(use_batch)``: ``(records, stats)`` arrays from the engine;
+- ``engine``: the engine object, whose ``drain()``, ``flows()`` and
+  ``set_flow_limits()`` the Collector calls (every engine class has them);
+- ``name_cgroups(*records)``: learn the cgroup paths of those records;
 - ``ifnames`` and ``cgroups`` mappings used to render records;
 - ``unowned(records)``: ``(packets, bytes)`` without an owner for
   ``Snapshot.totals`` in the modes that attribute flows to processes, None

@@ -32,9 +32,16 @@ class EngineMode:
     def attach_path(self) -> str:
         return self.engine.attach_path if self.engine is not None else ""
 
+    #: True when :meth:`unowned` gives the engine's running count (the
+    #: run's so far) rather than a count of the records it is given.
+    unowned_running = False
+
     def unowned(self, records: np.ndarray) -> tuple[int, int] | None:
         """(packets, bytes) without an owner: None where nothing is owned."""
         return None
+
+    def name_cgroups(self, *records: np.ndarray) -> None:
+        """Learn the names of the cgroup ids in `records` (owner modes)."""
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -75,11 +82,11 @@ class OwnerMode(EngineMode):
 
     @property
     def cgroups(self) -> dict[int, str]:
-        """cgroup id -> path (relative to the cgroup v2 mount) of the ids in the last read."""
+        """cgroup id -> path (relative to the cgroup v2 mount) of the ids last named."""
         return dict(self._paths)
 
-    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        records, stats = self.engine.read_flows(use_batch), self.engine.read_stats()
-        ids: np.ndarray | list[int] = np.unique(records["cgroup_id"]) if len(records) else []
+    def name_cgroups(self, *records: np.ndarray) -> None:
+        """cgroup paths of the ids in `records` (the rows about to be shown):
+        :attr:`cgroups` then holds those ids' paths."""
+        ids = np.unique(np.concatenate([r["cgroup_id"] for r in records])) if records else np.zeros(0)
         self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
-        return records, stats

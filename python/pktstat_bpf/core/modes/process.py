@@ -81,6 +81,8 @@ class ProcessMode(OwnerMode):
             st["events"] = self.engine.proc_stats()
         return st
 
+    unowned_running = True
+
     def unowned(self, records: np.ndarray) -> tuple[int, int]:
         """(events, bytes) the engine counted without a pid (its own counters,
         not derived from `records`): Snapshot.totals carries them."""

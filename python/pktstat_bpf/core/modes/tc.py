@@ -11,7 +11,7 @@ from ..errors import FeatureMissingError
 from .base import InterfaceMode, check_choice
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 TC_ATTACH = ("auto", "tcx", "legacy")
 
@@ -61,6 +61,3 @@ class TcMode(InterfaceMode):
             "ifindex": self.ifindex,
             "created_qdisc": bool(self.engine is not None and self.engine.created_qdisc),
         }
-
-    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        return self.engine.read_flows(use_batch), self.engine.read_stats()

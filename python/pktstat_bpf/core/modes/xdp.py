@@ -17,8 +17,6 @@ from ..errors import FeatureMissingError, PktstatError
 from .base import InterfaceMode, check_choice
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ..engine import _core
 
 XDP_MODES = ("auto", "native", "generic", "offload")
@@ -106,6 +104,3 @@ class XdpMode(InterfaceMode):
     def report_extra(self) -> dict[str, Any]:
         """Fields for the snapshot's JSON header (and its text header note)."""
         return {"directions": ["ingress"], "note": EGRESS_NOTE}
-
-    def read(self, use_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        return self.engine.read_flows(use_batch), self.engine.read_stats()
