@@ -43,6 +43,7 @@ BENCHMARKS = {
     "flowrecords": "bench_flowrecords",
     "drops": "bench_drops",
     "drain": "bench_drain",
+    "day": "bench_day",
 }
 DEFAULT_JSON = HERE / "results.json"
 
@@ -357,6 +358,31 @@ def _drain_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _day_rows(d: dict[str, Any]) -> list[Row]:
+    warm = [s for s in d["samples"] if s["live_flows"]][1:]  # after the first sample: warmed up
+    rss = [s["rss_mb"] for s in warm]
+    kern = [s["kernel_map_mb"] for s in warm]
+    hours = d["simulated_s"] / 3600
+    flat = bool(rss) and max(rss) - min(rss) <= 1.0 and max(kern) == min(kern)
+    return [
+        (
+            "day",
+            f"{hours:g} h simulated, {d['new_flows_per_s']:,} new flows/s: RSS / kernel map memory after warm-up",
+            f"RSS {min(rss, default=0):.1f}-{max(rss, default=0):.1f} MB, kernel {min(kern, default=0):.1f} MB "
+            f"({d['wall_s']:.0f} s)",
+            "flat",
+            "PASS" if flat else "FAIL",
+        ),
+        (
+            "day",
+            "frames sent / packets drained / flows handed out; overflow",
+            f"{d['frames_sent']:,} / {d['packets_drained']:,} / {d['flows_handed_out']:,}; {d['overflow_packets']}",
+            "equal; 0",
+            "PASS" if d["exact"] else "FAIL",
+        ),
+    ]
+
+
 # (benchmark, rows of its results), in the order of the targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
@@ -370,6 +396,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("flowrecords", _flowrecords_rows),
     ("drops", _drops_rows),
     ("drain", _drain_rows),
+    ("day", _day_rows),
 ]
 
 

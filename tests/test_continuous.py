@@ -160,3 +160,52 @@ def test_churn_of_connections_through_a_small_kernel_table(netns_v4only: NetnsPa
     }
     assert doc["totals"]["overflowPackets"] == 0
     assert got == want
+
+
+def test_timeseries_of_more_flows_than_the_kernel_table_holds(bpf, tmp_path):
+    """A capture of 20,000 distinct flows over 100 s of capture time (200 a
+    second): replayed in 1 s steps through a kernel table of 512 entries,
+    each step is drained, so nothing overflows and the totals equal a
+    one-pass replay through a table large enough; the --jsonl stream of the
+    same file hands out each flow's end record once (idle after a minute of
+    capture time, or at the end of the file), with its packets."""
+    import pktstat_bpf
+    from test_replay import T0, udp4, write_pcap
+
+    n, per_s = 20_000, 200
+    recs = [
+        (
+            T0 + i * (1_000_000_000 // per_s),
+            udp4("10.0.0.1", "10.0.0.2", 1024 + i % 50_000, 53 + i // 50_000, i % 5),
+        )
+        for i in range(n)
+    ]
+    path = write_pcap(tmp_path / "many.pcap", recs)
+    df = pktstat_bpf.timeseries(path, interval=1.0, max_entries=512)
+    whole = pktstat_bpf.replay(path, max_entries=32768)
+    assert whole.totals.all.overflow_packets == 0 and len(whole) == n
+    assert int(df["packets"].sum()) == n == whole.totals.flow_packets
+    assert int(df["bytes"].sum()) == whole.totals.flow_bytes
+    assert df["flow"].nunique() == n
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "--pcap",
+            str(path),
+            "--jsonl",
+            "-r",
+            "1s",
+            "--max-entries",
+            "512",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (p.returncode, p.stderr) == (0, "")
+    ends = [d for d in map(json.loads, p.stdout.splitlines()) if d.get("event") == "end"]
+    assert len(ends) == n and sum(d["packets"] for d in ends) == n
+    reasons = {d["reason"] for d in ends}
+    assert reasons == {"idle", "end"}

@@ -553,6 +553,59 @@ def test_cgroup_mode_exports_pid_comm_and_cgroup_as_enterprise_elements(netns_v4
     assert socket.inet_ntop(socket.AF_INET, r[(0, 12)]) == netns.B4
 
 
+def test_live_records_of_retired_flows_reach_nfcapd_during_the_run(netns_v4only: NetnsPair):
+    """A flow idle past --idle-timeout is handed out at once, its record
+    carrying what it sent; when it sends again it is a new record, handed
+    out when the capture ends. nfdump stores both, and they sum to the
+    report's one row of the flow."""
+    ns = netns_v4only
+    port = free_udp_port(ns)
+    nf = Nfcapd(port, ns.ns_a)
+    try:
+        p = ns.exec_a(
+            sys.executable,
+            "-m",
+            "pktstat_bpf",
+            "-i",
+            "va",
+            "-t",
+            "0",
+            "-j",
+            "-r",
+            "100ms",
+            "--idle-timeout",
+            "300ms",
+            "--ipfix",
+            f"127.0.0.1:{port}",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert "counting on va" in p.stderr.readline()
+        with ns.in_a():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for _ in range(3):
+                s.sendto(b"i" * 100, (ns.B4, 7011))
+            time.sleep(0.9)  # retired: its record goes out now
+            for _ in range(6):
+                s.sendto(b"i" * 100, (ns.B4, 7011))
+            sport = s.getsockname()[1]
+            s.close()
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        report = json.loads(out)
+        got = nf.flows()
+    finally:
+        nf.cleanup()
+    mine = [r for r in got if r.get("src4_addr") == ns.A4 and r.get("src_port") == sport]
+    assert sorted((r["in_packets"], r["in_bytes"]) for r in mine) == [(3, 3 * 142), (6, 6 * 142)]
+    (row,) = [f for f in report["flows"] if f["srcPort"] == sport and f["srcIp"] == ns.A4]
+    assert (row["packets"], row["bytes"]) == (9, 9 * 142)
+    assert not ns.ours_attached()
+
+
 def test_a_tcp_collector_that_goes_away_is_one_line_and_exit_1_after_the_report(bpf):
     """The collector accepts, then closes (with the templates unread: a
     reset); the replay's report is still written, then one line, exit 1."""

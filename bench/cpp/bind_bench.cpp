@@ -449,6 +449,15 @@ void register_bench(py::module_ &m) {
 	m.def("_bench_flows_fd", [](const TcCollector &c) { return c.flows_fd(); });
 	m.def("_bench_flows_fd", [](const XdpCollector &c) { return c.flows_fd(); });
 	m.def(
+	    "_bench_replay_fds",
+	    [](const Replayer &r) {
+		    return std::vector<int>{r.drainer().side_fd(0), r.drainer().side_fd(1)};
+	    },
+	    py::arg("replayer"), "The two sides of a Replayer's flow table (map fds).");
+	m.def(
+	    "_bench_replay_prog_fd", [](const Replayer &r) { return r.prog_fd(); }, py::arg("replayer"),
+	    "The program a Replayer runs every frame through (for a rotator's tail call).");
+	m.def(
 	    "_bench_attach_tcx",
 	    [](int prog_fd, int ifindex, bool ingress) {
 		    auto l = std::make_unique<BenchLink>();

@@ -101,6 +101,7 @@ class Replayer {
 
 	int flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->maps.stats); }
+	int prog_fd() const noexcept { return prog_fd_; } // the program every frame runs through
 	// The flow table's drains and the lifetime table (flow_drain.hpp): drain()
 	// adds the engine-side unparsed frames since the previous drain.
 	FlowDrain &drainer() const { return *drain_; }
