@@ -26,7 +26,9 @@ stats_dtype: np.dtype[np.void]
 #: NumPy dtype of a flow active in a drained interval (``struct interval_record``,
 #: src/cpp/flow_life.hpp): the record_dtype fields with the interval's packets,
 #: bytes, first_seen and last_seen, then the flow's lifetime totals after the
-#: interval: total_packets, total_bytes (u8), flow_first_seen (M8[ns]).
+#: interval: total_packets, total_bytes (u8), flow_first_seen (M8[ns]),
+#: flow_tcp_flags (u1: the OR of the flow's TCP flags over its life; the
+#: record's own tcp_flags and SYN/FIN/RST counts are the interval's).
 interval_dtype: np.dtype[np.void]
 #: NumPy dtype of a flow record handed out (``struct ended_record``): the
 #: record_dtype fields with the flow's lifetime packets, bytes, first_seen and

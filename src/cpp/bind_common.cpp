@@ -54,7 +54,8 @@ const std::vector<Field> &interval_fields() {
 	static const std::vector<Field> f = record_fields_plus(
 	    offsetof(interval_record, rec),
 	    {IV_FIELD("total_packets", total_packets, "u8"), IV_FIELD("total_bytes", total_bytes, "u8"),
-	     IV_FIELD("flow_first_seen", flow_first_seen_ns, "M8[ns]")});
+	     IV_FIELD("flow_first_seen", flow_first_seen_ns, "M8[ns]"),
+	     IV_FIELD("flow_tcp_flags", flow_tcp_flags, "u1")});
 	return f;
 }
 #undef IV_FIELD

@@ -227,6 +227,7 @@ void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interv
 		o.total_packets = en.packets;
 		o.total_bytes = en.bytes;
 		o.flow_first_seen_ns = en.first_ns;
+		o.flow_tcp_flags = en.tcp_flags;
 	}
 }
 

@@ -35,8 +35,10 @@ struct interval_record {
 	uint64_t total_packets;
 	uint64_t total_bytes;
 	uint64_t flow_first_seen_ns; // lifetime first seen
+	uint8_t flow_tcp_flags;      // lifetime OR of the TCP flags (rec has the interval's)
+	uint8_t _pad[7];
 };
-static_assert(sizeof(interval_record) == 144, "interval_record layout");
+static_assert(sizeof(interval_record) == 152, "interval_record layout");
 
 // A flow's record handed out by a timeout, the end of the capture or an
 // eviction: lifetime totals, first/last seen, TCP flags and SYN/FIN/RST
