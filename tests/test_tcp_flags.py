@@ -367,6 +367,7 @@ def test_drained_intervals_lifetime_and_end_records_carry_the_flags(bpf):
         for x in (iv.records for iv in ivs)
     ]
     assert got == [(0x02, 2, 0, 0, 2), (0x18, 0, 0, 0, 2), (0x15, 0, 1, 1, 2)]
+    assert [int(iv.records[0]["flow_tcp_flags"]) for iv in ivs] == [0x02, 0x1A, 0x1F]  # the OR so far
     life = r.flows()
     assert len(life) == 1
     assert (int(life[0]["tcp_flags"]), int(life[0]["syn_packets"]), int(life[0]["fin_packets"])) == (
@@ -419,3 +420,29 @@ def test_interval_rows_and_the_tui_column(replayer, tmp_path):
     flags = {row[titles.index("SRC")]: row[titles.index("FLAGS")] for row in model.visible()}
     assert flags["10.7.0.1:40001"] == "FSPA" and flags["[fd07::2]:443"] == "RA"
     assert flags["10.7.0.1:40009"] == "" and flags["10.7.0.1:40003"] == "FSRPAUEC"
+
+
+def test_cli_json_lines_and_report_carry_the_flags(bpf, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from scapy.utils import wrpcap
+
+    pkts, want = generated_packets()
+    for i, p in enumerate(pkts):  # the handshake in the first second, the rest 1.5 s later
+        p.time = 1_700_000_000 + (0 if i < 2 else 1.5)
+    wrpcap(str(tmp_path / "flags.pcap"), pkts)
+    run = [sys.executable, "-m", "pktstat_bpf", "--pcap", str(tmp_path / "flags.pcap")]
+    p = subprocess.run([*run, "--jsonl", "-r", "1s"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    client = [r for r in rows if (r["srcPort"], r["dstPort"]) == (40001, 80) and r["packets"]]
+    assert [(r["tcpFlags"], r["synPackets"], r["finPackets"]) for r in client] == [
+        ("S", 1, 0),
+        ("FSPA", 0, 1),
+    ]
+    assert not any("tcpFlags" in r for r in rows if r["proto"] == "UDP")
+    p = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert sum(", flags: " in line for line in p.stdout.splitlines()) == sum(1 for v in want.values() if v[0])
