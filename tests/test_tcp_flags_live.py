@@ -168,3 +168,24 @@ def test_cgroup_counts_syn_fin_rst_of_its_sockets(cg, netns: NetnsPair):
     for d in snap.flows():
         if d["proto"] == "TCP" and ports[True] in (d["srcPort"], d["dstPort"]):
             assert d["comm"] == "pbt-flags" and d["cgroup"] == cg.rel(client_cg)
+
+
+def test_process_mode_flows_have_no_tcp_flags(netns: NetnsPair):
+    """Process mode counts socket calls, which carry no TCP header: its TCP
+    flows of the same connections have no flags, and say nothing of them."""
+    snap, ports, _ = run_connections(netns, "v4", lambda: Collector(mode="process"))
+    rows = [
+        (d, r)
+        for d, r in zip(snap.flow_dicts(), snap.records)
+        if d["proto"] == "TCP" and set(ports.values()) & {d["srcPort"], d["dstPort"]}
+    ]
+    assert rows, "process mode saw the connections"
+    for d, r in rows:
+        assert (int(r["tcp_flags"]), int(r["syn_packets"]), int(r["fin_packets"]), int(r["rst_packets"])) == (
+            0,
+            0,
+            0,
+            0,
+        )
+        assert "tcpFlags" not in d and "synPackets" not in d
+    assert ", flags: " not in snap.to_text()
