@@ -29,6 +29,9 @@ NAME becomes the process name (comm). Commands:
                                          the child, once alone, sends COUNT;
                                          prints "PORT CHILD_PID"
   ping DST COUNT PAYLOAD                 ICMP echo on a raw socket; prints replies
+  tcp-flags-client DST PORT ABORT        connects, sends 3000 bytes, closes in
+                                         order (ABORT 0) or with SO_LINGER 0
+                                         (ABORT 1: RST); prints the port
 """
 
 from __future__ import annotations
@@ -127,6 +130,10 @@ def main() -> None:
         port = s.getsockname()[1]
         tcp_finish(s)
         print(port, flush=True)
+    elif cmd == "tcp-flags-client":
+        from traffic import tcp_close_or_abort
+
+        print(tcp_close_or_abort(args[0], int(args[1]), 3000, args[2] == "1"), flush=True)
     elif cmd == "tcp-hold":
         s = socket.create_connection((args[0], int(args[1])), timeout=10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

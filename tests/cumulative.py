@@ -78,6 +78,9 @@ class IntervalTracker:
             reset = (cp < pp) | (cb < pb)
             delta["packets"][found] = np.where(reset, cp, cp - pp)
             delta["bytes"][found] = np.where(reset, cb, cb - pb)
+            for name in ("syn_packets", "fin_packets", "rst_packets"):  # tcp_flags: the OR so far
+                c = cur[name][found]
+                delta[name][found] = np.where(reset, c, c - prev.records[name][at])  # type: ignore[union-attr]
         active = delta["packets"] > 0
         was_active = np.zeros(len(cur), dtype=bool)
         if found.any() and self._prev_active is not None:

@@ -131,9 +131,19 @@ def test_columns_and_dtypes_are_exactly_the_documented_ones():
             "bitrate",
             "first_seen",
             "last_seen",
+            "tcp_flags",
+            "syn_packets",
+            "fin_packets",
+            "rst_packets",
         )
     )
     dt = df.dtypes
+    assert (dt["tcp_flags"], dt["syn_packets"], dt["fin_packets"], dt["rst_packets"]) == (
+        np.uint8,
+        np.uint32,
+        np.uint32,
+        np.uint32,
+    )
     for name in ("src_ip", "dst_ip", "comm", "cgroup"):
         assert pd.api.types.is_string_dtype(dt[name]) and dt[name] != "category", name
         assert all(type(v) is str for v in df[name]), name

@@ -8,7 +8,7 @@ from pktstat_bpf import _core
 def test_dtype_offsets_and_sizes_come_from_the_compiled_structs():
     layout = bench_core.record_layout()
     dt = _core.record_dtype
-    assert dt.itemsize == layout.pop("__itemsize__")[1] == 104
+    assert dt.itemsize == layout.pop("__itemsize__")[1] == 120
     assert set(dt.names) == set(layout)
     for name, (offset, size) in layout.items():
         fdt, foff = dt.fields[name][:2]
@@ -31,6 +31,26 @@ def test_dtype_decodes_a_record_written_by_cpp():
     assert rec["bytes"] == 0x1112131415161718
     assert rec["first_seen"] == np.datetime64(1700000000123456789, "ns")
     assert rec["last_seen"] == np.datetime64(1700000001987654321, "ns")
+    assert rec["syn_packets"] == 0x21222324
+    assert rec["fin_packets"] == 0x31323334
+    assert rec["rst_packets"] == 0x41424344
+    assert rec["tcp_flags"] == 0x92  # SYN | ACK | CWR
+    assert bytes(rec["_pad"]) == b"\0\0\0"
+
+
+def test_tcp_fields_follow_the_times_naturally_aligned():
+    """struct flow_value: the three 32-bit counts, the flag byte and three
+    named padding bytes after the four 64-bit words."""
+    dt = _core.record_dtype
+    at = {n: dt.fields[n][1] for n in dt.names}
+    base = at["packets"]
+    assert [at[n] - base for n in ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "_pad")] == [
+        32,
+        36,
+        40,
+        44,
+        45,
+    ]
 
 
 def test_stats_dtype_matches_dir_stats():

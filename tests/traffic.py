@@ -98,6 +98,25 @@ def tcp_exchange(dst: str, port: int, payload: int) -> tuple[int, int]:
         return s.getsockname()[1], port
 
 
+def tcp_close_or_abort(dst: str, port: int, payload: int, abort: bool) -> int:
+    """One connection: send `payload` bytes, then close in order (FIN, and
+    wait for the peer's FIN) or abort with SO_LINGER 0 (RST, no FIN).
+    Returns the local port."""
+    s = socket.create_connection((dst, port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(b"f" * payload)
+    local = s.getsockname()[1]
+    if abort:
+        time.sleep(0.05)  # the data acknowledged: the RST is the last segment
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+    s.close()
+    return local
+
+
 class Sniffer:
     """AF_PACKET capture of every frame on an interface (in the calling
     thread's namespace), parsed by a small independent Python parser: the

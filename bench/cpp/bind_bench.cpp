@@ -299,6 +299,10 @@ py::bytes test_record() {
 	r.value.bytes = 0x1112131415161718ULL;
 	r.value.first_seen_ns = 1700000000123456789ULL;
 	r.value.last_seen_ns = 1700000001987654321ULL;
+	r.value.syn_packets = 0x21222324;
+	r.value.fin_packets = 0x31323334;
+	r.value.rst_packets = 0x41424344;
+	r.value.tcp_flags = TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_CWR;
 	return py::bytes(reinterpret_cast<const char *>(&r), sizeof(r));
 }
 

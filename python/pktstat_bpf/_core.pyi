@@ -17,14 +17,18 @@ _Progress = Callable[[int, int, int], object] | None
 #: NumPy dtype of one flow record (``struct flow_record`` in src/bpf/flow.h):
 #: saddr, daddr ((16,)u1), sport, dport (u2), proto, dir, ipver (u1), ifindex,
 #: pid (u4), cgroup_id (u8), comm (S16), packets, bytes (u8), first_seen,
-#: last_seen (M8[ns]).
+#: last_seen (M8[ns]), syn_packets, fin_packets, rst_packets (u4: TCP packets
+#: with SYN, FIN, RST set), tcp_flags (u1: the OR of the TCP flag bytes),
+#: _pad ((3,)u1, zero).
 record_dtype: np.dtype[np.void]
 #: NumPy dtype of one direction's counters (``struct dir_stats``).
 stats_dtype: np.dtype[np.void]
 #: NumPy dtype of a flow active in a drained interval (``struct interval_record``,
 #: src/cpp/flow_life.hpp): the record_dtype fields with the interval's packets,
 #: bytes, first_seen and last_seen, then the flow's lifetime totals after the
-#: interval: total_packets, total_bytes (u8), flow_first_seen (M8[ns]).
+#: interval: total_packets, total_bytes (u8), flow_first_seen (M8[ns]),
+#: flow_tcp_flags (u1: the OR of the flow's TCP flags over its life; the
+#: record's own tcp_flags and SYN/FIN/RST counts are the interval's).
 interval_dtype: np.dtype[np.void]
 #: NumPy dtype of a flow record handed out (``struct ended_record``): the
 #: record_dtype fields with the flow's lifetime packets, bytes, first_seen and

@@ -27,6 +27,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	struct flow_tuple key;
 	struct dir_stats *st;
 	__u32 side = current_side();
+	__u8 fl = 0;
 	__u64 now;
 
 	st = side_stats(side, dir);
@@ -36,7 +37,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	st->bytes += len;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_frame(data, data_end, l2_proto, &key) < 0) {
+	if (parse_frame(data, data_end, l2_proto, &key, &fl) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;
@@ -45,7 +46,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	add_to_side(side, &key, len, now, st, live);
+	add_to_side(side, &key, len, now, fl, st, live);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

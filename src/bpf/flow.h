@@ -60,20 +60,42 @@ struct flow_key {
 };
 FLOW_STATIC_ASSERT(sizeof(struct flow_key) == 72, "flow_key layout");
 
+/* TCP header flag bits (byte 13 of the header), as tcp_flags holds them. */
+enum tcp_flag_bits {
+	TCP_FLAG_FIN = 0x01,
+	TCP_FLAG_SYN = 0x02,
+	TCP_FLAG_RST = 0x04,
+	TCP_FLAG_PSH = 0x08,
+	TCP_FLAG_ACK = 0x10,
+	TCP_FLAG_URG = 0x20,
+	TCP_FLAG_ECE = 0x40,
+	TCP_FLAG_CWR = 0x80,
+};
+
+/* A flow's counts. The TCP fields are zero for other protocols, for TCP
+ * packets whose header was not captured whole (parse.bpf.h: no ports, no
+ * flags) and in process mode (socket events carry no TCP header). Merging
+ * (CPUs, intervals, a flow's lifetime): counts add, tcp_flags ORs. The
+ * 32-bit counts saturate at 2^32-1 where user space adds them. */
 struct flow_value {
 	__u64 packets;
 	__u64 bytes;
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
+	__u32 syn_packets; /* packets with SYN set (SYN and SYN-ACK) */
+	__u32 fin_packets; /* packets with FIN set */
+	__u32 rst_packets; /* packets with RST set */
+	__u8 tcp_flags;    /* OR of the flag bytes seen (enum tcp_flag_bits) */
+	__u8 _pad[3];
 };
-FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 32, "flow_value layout");
+FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 48, "flow_value layout");
 
 /* One row of a snapshot as it reaches NumPy (built by the C++ engine). */
 struct flow_record {
 	struct flow_key key;
 	struct flow_value value;
 };
-FLOW_STATIC_ASSERT(sizeof(struct flow_record) == 104, "flow_record layout");
+FLOW_STATIC_ASSERT(sizeof(struct flow_record) == 120, "flow_record layout");
 
 /* Conservation counters, one set per direction: every packet a program sees
  * is counted in `packets`/`bytes` and then exactly once more, in a flow, in

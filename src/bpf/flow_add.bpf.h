@@ -73,12 +73,29 @@ static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir) {
 	return bpf_map_lookup_elem(&stats, &i);
 }
 
-/* Count `len` bytes at `now` in the flow `key` of `map`, or as overflow in
- * `st` when the table has no room for a new flow. `in_order` (a constant
- * where it is inlined): stamps only grow, as a live clock's do; otherwise
- * (replay: a capture file need not be in time order) first and last seen
- * are the earliest and the latest stamp. */
-static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now,
+/* The TCP fields of a flow value for a packet with flag byte `fl` (0: not
+ * TCP, or no complete TCP header). Written only where they change: on an
+ * established flow (ACK, PSH) the OR is already there and no count moves, so
+ * the packet costs one load and compare of the flag byte. */
+static __always_inline void add_tcp_flags(struct flow_value *v, __u8 fl) {
+	if (fl & ~v->tcp_flags)
+		v->tcp_flags |= fl;
+	if (fl & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)) {
+		if (fl & TCP_FLAG_SYN)
+			v->syn_packets++;
+		if (fl & TCP_FLAG_FIN)
+			v->fin_packets++;
+		if (fl & TCP_FLAG_RST)
+			v->rst_packets++;
+	}
+}
+
+/* Count `len` bytes at `now`, with TCP flag byte `fl`, in the flow `key` of
+ * `map`, or as overflow in `st` when the table has no room for a new flow.
+ * `in_order` (a constant where it is inlined): stamps only grow, as a live
+ * clock's do; otherwise (replay: a capture file need not be in time order)
+ * first and last seen are the earliest and the latest stamp. */
+static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, __u8 fl,
                                         struct dir_stats *st, bool in_order) {
 	struct flow_value *v = bpf_map_lookup_elem(map, key);
 
@@ -91,6 +108,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		v->bytes += len;
 		if (in_order || now > v->last_seen_ns)
 			v->last_seen_ns = now;
+		add_tcp_flags(v, fl);
 		return;
 	}
 
@@ -99,6 +117,10 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 	    .bytes = len,
 	    .first_seen_ns = now,
 	    .last_seen_ns = now,
+	    .syn_packets = !!(fl & TCP_FLAG_SYN),
+	    .fin_packets = !!(fl & TCP_FLAG_FIN),
+	    .rst_packets = !!(fl & TCP_FLAG_RST),
+	    .tcp_flags = fl,
 	};
 	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 
@@ -146,20 +168,20 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
  * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
  * alternative it was measured against, a branch between the two named maps. */
 #ifdef PKTSTAT_BENCH_SIDE_BRANCH
-#define add_to_side(side, key, len, now, st, in_order)                                                       \
+#define add_to_side(side, key, len, now, fl, st, in_order)                                                   \
 	do {                                                                                                 \
 		if (side)                                                                                    \
-			add_to_flow(&flows1, key, len, now, st, in_order);                                   \
+			add_to_flow(&flows1, key, len, now, fl, st, in_order);                               \
 		else                                                                                         \
-			add_to_flow(&flows, key, len, now, st, in_order);                                    \
+			add_to_flow(&flows, key, len, now, fl, st, in_order);                                \
 	} while (0)
 #else
-#define add_to_side(side, key, len, now, st, in_order)                                                       \
+#define add_to_side(side, key, len, now, fl, st, in_order)                                                   \
 	do {                                                                                                 \
 		__u32 side_ = (side);                                                                        \
 		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                                       \
 		if (map_) {                                                                                  \
-			add_to_flow(map_, key, len, now, st, in_order);                                      \
+			add_to_flow(map_, key, len, now, fl, st, in_order);                                  \
 		} else {                                                                                     \
 			(st)->overflow_packets++;                                                            \
 			(st)->overflow_bytes += (len);                                                       \

@@ -18,7 +18,9 @@
  *    type at which it stopped;
  *  - ports (or ICMP type/code) come only from a complete minimal L4 header
  *    that lies inside the IP datagram (total/payload length) and inside the
- *    captured frame, and never from a non-first fragment: otherwise they are 0.
+ *    captured frame, and never from a non-first fragment: otherwise they are 0;
+ *  - the TCP flag byte is read under the same rule as the ports (else 0) into
+ *    `*tcp_flags`, which the caller zeroes: it is not part of the key.
  *
  * Returns 0 when the tuple was filled (the packet is a flow), -1 when the
  * frame is not an IP packet we can key (the caller counts it as unparsed).
@@ -74,7 +76,8 @@ static __always_inline __u32 l4_min_len(__u8 proto) {
 
 /* l4 points at the upper-layer header; `room` is how many bytes of the IP
  * datagram remain from l4 on (from the IP length fields). */
-static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t) {
+static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t,
+                                     __u8 *tcp_flags) {
 	__u32 need = l4_min_len(t->proto);
 
 	if (!need || need > room)
@@ -87,10 +90,14 @@ static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struc
 	} else {
 		t->sport = bpf_ntohs(((__be16 *)l4)[0]);
 		t->dport = bpf_ntohs(((__be16 *)l4)[1]);
+		/* need is 20 for TCP, so byte 13 is inside; the verifier is told
+		 * again with a constant bound */
+		if (t->proto == IPPROTO_TCP && l4 + 14 <= data_end)
+			*tcp_flags = ((__u8 *)l4)[13];
 	}
 }
 
-static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t) {
+static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t, __u8 *tcp_flags) {
 	struct iphdr *ip = l3;
 	__u32 hlen, tot_len;
 
@@ -116,11 +123,11 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tupl
 
 	if (ip->frag_off & bpf_htons(0x1fff)) /* non-first fragment */
 		return 0;
-	parse_l4(l3 + hlen, data_end, tot_len - hlen, t);
+	parse_l4(l3 + hlen, data_end, tot_len - hlen, t, tcp_flags);
 	return 0;
 }
 
-static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t) {
+static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t, __u8 *tcp_flags) {
 	struct ipv6hdr *ip6 = l3;
 	__u32 off = sizeof(*ip6), plen;
 	__u8 nh;
@@ -166,7 +173,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tupl
 	}
 	t->proto = nh;
 	if (off < plen)
-		parse_l4(l3 + off, data_end, plen - off, t);
+		parse_l4(l3 + off, data_end, plen - off, t, tcp_flags);
 	return 0;
 stop:
 	t->proto = nh;
@@ -175,7 +182,8 @@ stop:
 
 /* l2_proto == 0: the frame starts with an Ethernet header. Otherwise the frame
  * starts at the network header and l2_proto (network byte order) names it. */
-static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, struct flow_tuple *t) {
+static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, struct flow_tuple *t,
+                                       __u8 *tcp_flags) {
 	void *l3 = data;
 	__be16 proto = l2_proto;
 
@@ -199,9 +207,9 @@ static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_pro
 		}
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(l3, data_end, t);
+		return parse_ipv4(l3, data_end, t, tcp_flags);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(l3, data_end, t);
+		return parse_ipv6(l3, data_end, t, tcp_flags);
 	return -1;
 }
 

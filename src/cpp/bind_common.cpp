@@ -25,6 +25,11 @@ const std::vector<Field> &record_fields() {
 	    REC_FIELD("bytes", value.bytes, "u8"),
 	    REC_FIELD("first_seen", value.first_seen_ns, "M8[ns]"),
 	    REC_FIELD("last_seen", value.last_seen_ns, "M8[ns]"),
+	    REC_FIELD("syn_packets", value.syn_packets, "u4"),
+	    REC_FIELD("fin_packets", value.fin_packets, "u4"),
+	    REC_FIELD("rst_packets", value.rst_packets, "u4"),
+	    REC_FIELD("tcp_flags", value.tcp_flags, "u1"),
+	    REC_FIELD("_pad", value._pad, "(3,)u1"), // named: every byte of a record is a field
 	};
 	return f;
 }
@@ -49,7 +54,8 @@ const std::vector<Field> &interval_fields() {
 	static const std::vector<Field> f = record_fields_plus(
 	    offsetof(interval_record, rec),
 	    {IV_FIELD("total_packets", total_packets, "u8"), IV_FIELD("total_bytes", total_bytes, "u8"),
-	     IV_FIELD("flow_first_seen", flow_first_seen_ns, "M8[ns]")});
+	     IV_FIELD("flow_first_seen", flow_first_seen_ns, "M8[ns]"),
+	     IV_FIELD("flow_tcp_flags", flow_tcp_flags, "u1")});
 	return f;
 }
 #undef IV_FIELD

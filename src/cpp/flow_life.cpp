@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "error.hpp"
+#include "flow_table.hpp"
 
 namespace pktstat {
 
@@ -24,6 +25,13 @@ uint64_t hash_flow_key(const flow_key &k) noexcept {
 }
 
 namespace {
+// The TCP fields of a lifetime entry into a record.
+template <class E> void put_tcp(flow_value &v, const E &en) {
+	v.syn_packets = en.syn;
+	v.fin_packets = en.fin;
+	v.rst_packets = en.rst;
+	v.tcp_flags = en.tcp_flags;
+}
 inline uint32_t tag_of(uint64_t h) {
 	return static_cast<uint32_t>(h >> 32);
 }
@@ -136,6 +144,7 @@ void FlowLifetime::emit(Entry &en, uint8_t reason, std::vector<ended_record> &en
 	r.rec.value.bytes = en.bytes;
 	r.rec.value.first_seen_ns = en.first_ns;
 	r.rec.value.last_seen_ns = en.last_ns;
+	put_tcp(r.rec.value, en);
 	r.delta_packets = en.packets - en.rep_packets;
 	r.delta_bytes = en.bytes - en.rep_bytes;
 	r.reason = reason;
@@ -209,11 +218,16 @@ void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interv
 		Entry &en = entries_[e];
 		en.packets += r.value.packets;
 		en.bytes += r.value.bytes;
+		en.syn = add_count32(en.syn, r.value.syn_packets);
+		en.fin = add_count32(en.fin, r.value.fin_packets);
+		en.rst = add_count32(en.rst, r.value.rst_packets);
+		en.tcp_flags |= r.value.tcp_flags;
 		interval_record &o = out[n];
 		o.rec = r;
 		o.total_packets = en.packets;
 		o.total_bytes = en.bytes;
 		o.flow_first_seen_ns = en.first_ns;
+		o.flow_tcp_flags = en.tcp_flags;
 	}
 }
 
@@ -243,12 +257,13 @@ void FlowLifetime::live(std::vector<flow_record> &out) const {
 	out.reserve(out.size() + live_);
 	for (uint32_t e = idle_.head; e != kNone; e = entries_[e].idle_next) {
 		const Entry &en = entries_[e];
-		flow_record r;
+		flow_record r{};
 		r.key = en.key;
 		r.value.packets = en.packets;
 		r.value.bytes = en.bytes;
 		r.value.first_seen_ns = en.first_ns;
 		r.value.last_seen_ns = en.last_ns;
+		put_tcp(r.value, en);
 		out.push_back(r);
 	}
 }

@@ -1,5 +1,6 @@
 // flow_life.hpp - the user-space lifetime flow table: per flow, the packets
-// and bytes of the whole run and its first and last seen, fed by the drained
+// and bytes of the whole run, its first and last seen, the OR of its TCP
+// flags and its SYN/FIN/RST counts, fed by the drained
 // intervals of a collector (flow_drain.hpp).
 //
 // An update costs time in proportion to the flows active in the interval,
@@ -34,11 +35,14 @@ struct interval_record {
 	uint64_t total_packets;
 	uint64_t total_bytes;
 	uint64_t flow_first_seen_ns; // lifetime first seen
+	uint8_t flow_tcp_flags;      // lifetime OR of the TCP flags (rec has the interval's)
+	uint8_t _pad[7];
 };
-static_assert(sizeof(interval_record) == 128, "interval_record layout");
+static_assert(sizeof(interval_record) == 152, "interval_record layout");
 
 // A flow's record handed out by a timeout, the end of the capture or an
-// eviction: lifetime totals and first/last seen in `rec`, and what the flow
+// eviction: lifetime totals, first/last seen, TCP flags and SYN/FIN/RST
+// counts in `rec`, and what the flow
 // did since its previous record (the deltas of all records of a flow sum to
 // its totals).
 struct ended_record {
@@ -48,7 +52,7 @@ struct ended_record {
 	uint8_t reason; // enum flow_end_reason
 	uint8_t _pad[7];
 };
-static_assert(sizeof(ended_record) == 128, "ended_record layout");
+static_assert(sizeof(ended_record) == 144, "ended_record layout");
 
 struct FlowLimits {
 	uint64_t idle_timeout_ns = 60ULL * 1000000000ULL;    // 0: never
@@ -88,6 +92,8 @@ class FlowLifetime {
 	struct Entry {
 		flow_key key;
 		uint64_t packets, bytes, first_ns, last_ns;
+		uint32_t syn, fin, rst;                  // flow_value's TCP counts, summed (saturating)
+		uint8_t tcp_flags;                       // flow_value's tcp_flags, ORed
 		uint64_t rep_packets, rep_bytes, rep_ns; // at the previous record handed out
 		uint64_t hash;
 		uint32_t idle_prev, idle_next; // by last activity, oldest first

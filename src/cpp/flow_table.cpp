@@ -31,6 +31,7 @@ void fold_value(const char *vals, const MapShape &s, int ncpu, int64_t off, flow
 			continue;
 		out.packets += v.packets;
 		out.bytes += v.bytes;
+		add_tcp_counts(out, v);
 		if (!any || v.first_seen_ns < out.first_seen_ns)
 			out.first_seen_ns = v.first_seen_ns;
 		if (!any || v.last_seen_ns > out.last_seen_ns)

@@ -4,7 +4,7 @@
 // back to get_next_key + lookup on kernels without batch ops. Per-CPU values
 // are summed here, so Python never sees per-CPU arrays: packets and bytes add
 // up, first_seen is the earliest and last_seen the latest of the CPUs that
-// saw the flow.
+// saw the flow, the TCP flag bytes OR and the SYN/FIN/RST counts add up.
 #pragma once
 
 #include <cstddef>
@@ -23,6 +23,20 @@ struct MapShape {
 };
 
 MapShape map_shape(int map_fd);
+
+// a + b for a 32-bit count of flow_value: saturates at 2^32-1.
+inline uint32_t add_count32(uint32_t a, uint32_t b) noexcept {
+	const uint32_t s = a + b;
+	return s < a ? UINT32_MAX : s;
+}
+
+// Fold the TCP fields of `b` into `a` (CPUs, intervals, a flow's lifetime).
+inline void add_tcp_counts(flow_value &a, const flow_value &b) noexcept {
+	a.tcp_flags |= b.tcp_flags;
+	a.syn_packets = add_count32(a.syn_packets, b.syn_packets);
+	a.fin_packets = add_count32(a.fin_packets, b.fin_packets);
+	a.rst_packets = add_count32(a.rst_packets, b.rst_packets);
+}
 
 // All flows of a flow map. `ts_offset_ns` is added to first/last seen (it
 // turns CLOCK_MONOTONIC kernel stamps into Unix-epoch nanoseconds; 0 where

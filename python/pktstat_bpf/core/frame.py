@@ -44,6 +44,10 @@ COLUMNS = (
     "bitrate",
     "first_seen",
     "last_seen",
+    "tcp_flags",
+    "syn_packets",
+    "fin_packets",
+    "rst_packets",
 )
 
 
@@ -155,6 +159,10 @@ def columns(
         "bitrate": np.asarray(bitrate, dtype=np.float64),
         "first_seen": _utc(pd, r["first_seen"]),
         "last_seen": _utc(pd, r["last_seen"]),
+        "tcp_flags": r["tcp_flags"].astype(np.uint8),
+        "syn_packets": r["syn_packets"].astype(np.uint32),
+        "fin_packets": r["fin_packets"].astype(np.uint32),
+        "rst_packets": r["rst_packets"].astype(np.uint32),
     }
 
 
@@ -187,7 +195,10 @@ def to_pandas(
     ``cgroup`` as strings (pandas' string dtype), ports uint16, ``proto``,
     ``iface`` and ``direction`` categoricals, ``pid`` uint32, ``packets``
     and ``bytes`` uint64, ``bitrate`` float64 (8 x bytes / duration),
-    ``first_seen``/``last_seen`` datetime64[ns, UTC]. The `extra` per-flow
+    ``first_seen``/``last_seen`` datetime64[ns, UTC], ``tcp_flags`` uint8
+    (the OR of the TCP flag bytes; :func:`render.tcp_flags_text` spells it) and
+    ``syn_packets``, ``fin_packets``, ``rst_packets`` uint32 (0 for flows
+    other than TCP and in process mode). The `extra` per-flow
     columns follow, under their own names."""
     pd = pandas_module()
     cols = columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups)

@@ -83,7 +83,10 @@ class Interval:
     ``cumulative`` has the same rows with their lifetime counts, and the
     run's totals (``totals.flows``: the flows the lifetime table holds) and
     duration (from the start of the run).
-    Rows of ``delta.records`` and ``cumulative.records`` are aligned.
+    Rows of ``delta.records`` and ``cumulative.records`` are aligned. TCP
+    flags are the OR up to the end of the interval in both; the SYN, FIN and
+    RST counts are the interval's in ``delta`` (and in ``cumulative`` of the
+    recent rows; the live rows carry the flows' lifetime counts).
 
     ``active`` marks the flows that sent in this interval; ``recent`` those
     that sent in this interval or the one before.
@@ -236,6 +239,7 @@ class DrainTracker:
         life = copy_records(cur)  # the same flows, lifetime counts
         life["packets"], life["bytes"] = got["total_packets"], got["total_bytes"]
         life["first_seen"] = cur["first_seen"] = got["flow_first_seen"]
+        life["tcp_flags"] = cur["tcp_flags"] = got["flow_tcp_flags"]  # the OR so far, in both
         n = len(cur)
         if self.rows == "live" and live is not None:
             rows = live()

@@ -20,6 +20,16 @@ from .addresses import address_strings
 
 KINDS = ("data", "retransmit")  # enum flow_kind: what a flow's counts are
 
+#: One letter per TCP flag bit, lowest bit first (FIN 0x01 ... CWR 0x80): the
+#: order tcpdump and SiLK's rwcut print them in; tcpdump's letters except ACK
+#: (tcpdump ".") and CWR (tcpdump "W"), as SiLK spells them.
+TCP_FLAG_LETTERS = "FSRPAUEC"
+
+
+def tcp_flags_text(flags: int) -> str:
+    """The letters of the bits set in a TCP flag byte: ``0x13`` -> ``"FSA"``."""
+    return "".join(ch for i, ch in enumerate(TCP_FLAG_LETTERS) if flags >> i & 1)
+
 
 def format_bitrate(bps: float) -> str:
     """Decimal units, two decimals: ``1234.5`` -> ``"1.23 Kbps"``."""
@@ -105,6 +115,12 @@ def flow_dicts(
             d["comm"] = decode_comm(bytes(r["comm"]))
             cg = int(r["cgroup_id"])
             d["cgroup"] = (cgroups or {}).get(cg, "") if cg else ""
+        flags = int(r["tcp_flags"])
+        if flags:  # a TCP header was seen (never in process mode: no headers there)
+            d["tcpFlags"] = tcp_flags_text(flags)
+            d["synPackets"] = int(r["syn_packets"])
+            d["finPackets"] = int(r["fin_packets"])
+            d["rstPackets"] = int(r["rst_packets"])
         d["firstSeen"] = rfc3339(r["first_seen"])
         d["lastSeen"] = rfc3339(r["last_seen"])
         for name, values in extra:
@@ -154,6 +170,8 @@ def text_line(d: Mapping[str, Any]) -> str:
         body += f", type: {d['srcPort']}, code: {d['dstPort']}"
     if d.get("kind"):
         body += f", kind: {d['kind']}"
+    if d.get("tcpFlags"):
+        body += f", flags: {d['tcpFlags']}, syn: {d['synPackets']}, fin: {d['finPackets']}, rst: {d['rstPackets']}"
     tail = ""
     if d.get("pid"):
         tail += f", pid: {d['pid']}"

@@ -300,8 +300,10 @@ class Snapshot:
         (uint32), ``comm``, ``cgroup`` (strings; 0 and ``""`` outside the
         modes that attribute flows to processes), ``packets``, ``bytes``
         (uint64), ``bitrate`` (float64: 8 x bytes / duration),
-        ``first_seen``, ``last_seen`` (datetime64[ns, UTC]); then the
-        snapshot's extra :attr:`columns`. 1M flows take a few tenths of a
+        ``first_seen``, ``last_seen`` (datetime64[ns, UTC]), ``tcp_flags``
+        (uint8: the OR of the TCP flag bytes seen), ``syn_packets``,
+        ``fin_packets``, ``rst_packets`` (uint32; all 0 for flows other than
+        TCP and in process mode); then the snapshot's extra :attr:`columns`. 1M flows take a few tenths of a
         second (no Python loop over flows).
 
         >>> df = pktstat_bpf.replay("tests/data/office.pcap").to_pandas()

@@ -65,12 +65,19 @@ BASE_COLUMNS = [
 ]
 OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)]
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
+FLAGS_COLUMN = Column("FLAGS", 8)  # TCP flags seen (render.TCP_FLAG_LETTERS), where any flow has them
+
+
+def has_tcp_flags(iv: Interval) -> bool:
+    """Whether any flow of `iv` saw a TCP header (never in process mode)."""
+    return bool(iv.delta.records["tcp_flags"].any())
 
 
 def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     """The text of each cell of `rows` (positions in `iv`), escaped."""
     sub = iv.delta.take(rows)
     dicts = sub.flow_dicts()
+    flags = has_tcp_flags(iv)
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
@@ -87,6 +94,8 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
         ]
         if "drops" in sub.columns:
             row.insert(4, str(d.get("drops") or ""))
+        if flags:
+            row.insert(4, d.get("tcpFlags", ""))
         if sub.owners:
             row += [
                 str(d.get("pid", 0) or ""),
@@ -186,7 +195,14 @@ class TableModel:
     def columns(self) -> list[Column]:
         owners = self.interval is not None and self.interval.delta.owners
         drops = [DROPS_COLUMN] if self.interval is not None and "drops" in self.interval.delta.columns else []
-        return BASE_COLUMNS + drops + [Column("SRC", 0), Column("DST", 0)] + (OWNER_COLUMNS if owners else [])
+        flags = [FLAGS_COLUMN] if self.interval is not None and has_tcp_flags(self.interval) else []
+        return (
+            BASE_COLUMNS
+            + flags
+            + drops
+            + [Column("SRC", 0), Column("DST", 0)]
+            + (OWNER_COLUMNS if owners else [])
+        )
 
     # -- keys -----------------------------------------------------------------
     def scroll(self, n: int) -> None:
