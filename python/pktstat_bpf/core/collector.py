@@ -135,7 +135,6 @@ class Collector:
         self._streaming = 0
         self._last_unowned: tuple[int, int] | None = None
         self._drops_reading: DropReading | None = None
-        self._interval_start = 0.0
 
     @property
     def iface(self) -> str | None:
@@ -328,16 +327,14 @@ class Collector:
         capture ends here, every flow is retired with an end record."""
         if self._tracker is None or self._tracker.rows != rows:
             self._tracker = DrainTracker(rows)
-            self._interval_start = self._started_wall if self._started_wall is not None else time.time()
         raw = self._drain(timeouts=True, end=end)
         self._mode.name_cgroups(raw.records, raw.ended)
         self._read_drops()
         live = self._mode.engine.flows if rows == "live" else None
-        iv = self._tracker.advance(
-            raw, self._make, self._run, self._last_unowned, self._interval_start, live, self._drop_columns
+        start = max(raw.start_ns / 1e9, self._started_wall or 0.0)  # the previous drain, or the attach
+        return self._tracker.advance(
+            raw, self._make, self._run, self._last_unowned, start, live, self._drop_columns
         )
-        self._interval_start = iv.end
-        return iv
 
     def stream(
         self,

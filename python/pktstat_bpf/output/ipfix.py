@@ -16,14 +16,14 @@ pktstat-bpf has a PEN of its own):
   sourceTransportPort 7, destinationTransportPort 11, protocolIdentifier 4,
   icmpTypeCodeIPv4 32 / icmpTypeCodeIPv6 139 (ports 0 for ICMP),
   octetDeltaCount 1, packetDeltaCount 2, flowStartMilliseconds 152,
-  flowEndMilliseconds 153, flowEndReason 136, ingressInterface 10, and
-  flowDirection 61 where the mode knows directions (not in a replay);
+  flowEndMilliseconds 153, flowEndReason 136, ingressInterface 10,
+  tcpControlBits 6 (the OR of the flow's TCP flags; 0 for other protocols),
+  and flowDirection 61 where the mode knows directions (not in a replay);
 - in modes that attribute flows to processes (cgroup, process), templates
   258 and 259 add the enterprise elements processId (1, unsigned32),
   processName (2, string of 16 octets, the comm, NUL-padded), cgroupId
   (3, unsigned64) and flowKind (4, unsigned8: 0 data, 1 retransmission).
 
-tcpControlBits (6) is not exported: the records carry no TCP flags yet.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
         Element("flowEndMilliseconds", 153, 8, ">u8"),
         Element("flowEndReason", 136, 1, "u1"),
         Element("ingressInterface", 10, 4, ">u4"),
+        Element("tcpControlBits", 6, 2, ">u2"),
     ]
     if direction:
         els.append(Element("flowDirection", 61, 1, "u1"))
@@ -175,6 +176,7 @@ def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: 
     out["flowEndMilliseconds"] = (batch.end_ns[rows] // 1_000_000).reshape(shape)
     out["flowEndReason"] = batch.reason[rows].reshape(shape)
     out["ingressInterface"] = col("ifindex")
+    out["tcpControlBits"] = col("tcp_flags")  # the OR of the flow's flags (0 for other protocols)
     if "flowDirection" in names:
         out["flowDirection"] = np.minimum(col("dir"), 1)  # 0 ingress, 1 egress
     if "processId" in names:
