@@ -352,7 +352,7 @@ def test_cli_process_mode_json(bpf):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["mode"] == "process" and doc["attach"] == backend and doc["backend"] == backend
-    assert {"noPeerPackets", "noPeerBytes"} <= set(doc)
+    assert {"noPeerPackets", "noPeerBytes", "ownersEvicted"} <= set(doc)
     assert {"unownedPackets", "unownedBytes"} <= set(doc["totals"])
     assert doc["totals"]["packets"] == doc["totals"]["flowPackets"] + doc["totals"]["overflowPackets"]
 

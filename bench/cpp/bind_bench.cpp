@@ -30,6 +30,7 @@
 #include "error.hpp"
 #include "fd.hpp"
 #include "flow_table.hpp"
+#include "process_collector.hpp"
 #include "replay.hpp"
 #include "sock_scan.hpp"
 #include "tc_attach.hpp"
@@ -441,6 +442,34 @@ void register_bench(py::module_ &m) {
 	    },
 	    py::arg("collector"),
 	    "The socket-cookie -> owner map of a cgroup collector: {cookie: {pid, flags, comm}}.");
+	// process mode's struct sock * -> last sender map, for tests of its
+	// entries' lifetime (tests/test_process_owners.py)
+	m.def(
+	    "process_owners",
+	    [](const ProcessCollector &c) {
+		    std::vector<std::pair<uint64_t, proc_owner>> v;
+		    {
+			    py::gil_scoped_release nogil;
+			    const int fd = c.owners_fd();
+			    uint64_t key = 0, next = 0;
+			    const uint64_t *prev = nullptr;
+			    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+				    proc_owner o{};
+				    if (bpf_map_lookup_elem(fd, &next, &o) == 0)
+					    v.emplace_back(next, o);
+				    key = next;
+				    prev = &key;
+			    }
+		    }
+		    py::dict d;
+		    for (const auto &[sk, o] : v)
+			    d[py::int_(sk)] = py::dict(
+				py::arg("pid") = o.pid, py::arg("cgroup_id") = o.cgroup_id,
+				py::arg("comm") = py::bytes(o.comm, strnlen(o.comm, sizeof(o.comm))));
+		    return d;
+	    },
+	    py::arg("collector"),
+	    "The struct sock * -> last sender map of a process collector: {sock: {pid, cgroup_id, comm}}.");
 	py::dict flags;
 	flags["shared"] = static_cast<int>(OWNER_SHARED);
 	flags["released"] = static_cast<int>(OWNER_RELEASED);

@@ -267,6 +267,8 @@ class ProcessEvents(TypedDict):
     unowned_bytes: int
     no_peer_packets: int
     no_peer_bytes: int
+    owners_released: int
+    owners_evicted: int
 
 class ProcessCollector(_LiveCollector):
     def __init__(
@@ -276,6 +278,7 @@ class ProcessCollector(_LiveCollector):
         cgroup_mount: str = "",
         hier_root: str = "/",
         path_cache: _Int = 16384,
+        owner_entries: _Int = 65536,
     ) -> None: ...
     @property
     def backend(self) -> str: ...

@@ -197,6 +197,9 @@ enum proc_stat {
 	PROC_STAT_UNOWNED_BYTES,
 	PROC_STAT_NO_PEER_PACKETS, /* datagrams of unconnected sockets whose peer was not found */
 	PROC_STAT_NO_PEER_BYTES,
+	PROC_STAT_OWNERS_RELEASED, /* a TCP socket's close removed its process_owners entry */
+	PROC_STAT_OWNERS_EVICTED,  /* a TCP socket that sent data closed without its entry:
+	                            * the LRU map pushed out the owner of a live socket */
 	PROC_STAT_NR,
 };
 

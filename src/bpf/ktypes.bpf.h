@@ -60,6 +60,16 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
+/* Process mode, at a TCP socket's close: did it send data (bytes_sent:
+ * payload only; bytes_acked also counts the SYN and FIN), when last
+ * (lsndtime: the low 32 bits of jiffies), is it an MPTCP subflow (is_mptcp:
+ * CONFIG_MPTCP kernels only, checked before use). */
+struct tcp_sock {
+	__u64 bytes_sent;
+	__u32 lsndtime;
+	__u8 is_mptcp; /* bool */
+};
+
 struct file {
 	struct {
 		struct {

@@ -33,8 +33,10 @@
  *    fentry/skb_consume_udp and skb_free_datagram.
  *  - kprobe: the same functions as kprobes and kretprobes.
  * Every backend counts retransmissions at tp_btf/tcp_retransmit_skb and
- * forgets closed sockets at tp_btf/inet_sock_set_state: the kernel may
- * inline the functions around these tracepoints.
+ * forgets closed TCP sockets at tp_btf/inet_sock_set_state: the kernel may
+ * inline the functions around these tracepoints. process_owners is the one
+ * per-socket map, and it holds TCP sockets only (what retransmissions need);
+ * per-thread state lives in task storage, freed with the thread.
  *
  * This file holds the maps and the programs of every backend; the rest is in
  * its parts (one object, one skeleton): process_sock.bpf.h (socket readers),
@@ -89,13 +91,19 @@ struct {
 	__type(value, __u64);
 } proc_stats SEC(".maps");
 
-/* struct sock * -> the process last seen sending on it (TCP). */
+/* struct sock * -> the process last seen sending on it (TCP, not MPTCP:
+ * MPTCP retransmits on its subflows, and its own state changes do not pass
+ * inet_sock_set_state). Removed at the socket's TCP_CLOSE; sized by the
+ * engine (owner_entries). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct proc_owner);
 } process_owners SEC(".maps");
+
+/* jiffies64 when the first process_owners entry was recorded (0: none yet). */
+__u64 owners_since = 0;
 
 /* A datagram's peer (and, on receive, its local end) as its headers or the
  * caller's msg_name say. */
@@ -194,12 +202,37 @@ int BPF_PROG(proc_tp_retrans_err, struct sock *sk, struct sk_buff *skb, int err)
 	return 0;
 }
 
+/* A TCP socket's close: nothing is sent on it after TCP_CLOSE (a socket
+ * reconnected after a disconnect gets a new entry at its next send), so its
+ * owner goes, and closed sockets never push live sockets' owners out. A
+ * socket without its entry that sent data since the first owner was
+ * recorded (its last data, lsndtime, widened to 64 bits against the clock:
+ * right unless it was idle for 2^32 jiffies) lost its entry to the LRU map
+ * while it lived: counted. Sockets whose last data went before that never
+ * had an entry; MPTCP subflows neither (the MPTCP socket's calls are what
+ * is counted). */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(proc_tp_state, struct sock *sk, int oldstate, int newstate) {
-	__u64 key = (__u64)sk;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u64 key = (__u64)sk, now, last;
 
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&process_owners, &key);
+	if (newstate != TCP_CLOSE)
+		return 0;
+	if (!bpf_map_delete_elem(&process_owners, &key)) {
+		proc_stat_add(PROC_STAT_OWNERS_RELEASED, 1);
+		return 0;
+	}
+	if (!owners_since || sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (bpf_core_field_exists(tp->is_mptcp) && BPF_CORE_READ(tp, is_mptcp))
+		return 0;
+	if (!BPF_CORE_READ(tp, bytes_sent))
+		return 0;
+	now = bpf_jiffies64();
+	last = now - (__u32)((__u32)now - BPF_CORE_READ(tp, lsndtime));
+	/* a jiffy of slack: the first owner's data may leave before its send returns */
+	if (last + 1 >= owners_since)
+		proc_stat_add(PROC_STAT_OWNERS_EVICTED, 1);
 	return 0;
 }
 

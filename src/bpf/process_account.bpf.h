@@ -51,6 +51,8 @@ static __always_inline void note_owner(__u64 sk, const struct flow_key *k) {
 	n.pid = k->pid;
 	n.cgroup_id = k->cgroup_id;
 	__builtin_memcpy(n.comm, k->comm, sizeof(n.comm));
+	if (!owners_since)
+		owners_since = bpf_jiffies64();
 	bpf_map_update_elem(&process_owners, &sk, &n, BPF_ANY);
 }
 
@@ -119,7 +121,7 @@ static __always_inline void count_event(const struct sk_info *si, __u64 bytes, _
 		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
 	} else {
 		current_owner(&key);
-		if (si->type == SOCK_STREAM && dir == FLOW_DIR_EGRESS)
+		if (si->type == SOCK_STREAM && si->proto == IPPROTO_TCP && dir == FLOW_DIR_EGRESS)
 			note_owner(si->sk, &key);
 	}
 	add_flow(&key, bytes, dir);

@@ -20,26 +20,27 @@ ProcessBackend parse_backend(const std::string &b) {
 	throw py::value_error("process backend must be auto, tracepoint, fentry or kprobe, not " + b);
 }
 
-const char *const kProcStatNames[PROC_STAT_NR] = {"unowned_packets", "unowned_bytes", "no_peer_packets",
-                                                  "no_peer_bytes"};
+const char *const kProcStatNames[PROC_STAT_NR] = {"unowned_packets", "unowned_bytes",   "no_peer_packets",
+                                                  "no_peer_bytes",   "owners_released", "owners_evicted"};
 
 } // namespace
 
 void register_process(py::module_ &m) {
 	py::class_<ProcessCollector> cls(m, "ProcessCollector");
 	cls.def(py::init([](uint32_t max_entries, const std::string &backend, const std::string &cgroup_mount,
-	                    const std::string &hier_root, uint32_t path_cache) {
+	                    const std::string &hier_root, uint32_t path_cache, uint32_t owner_entries) {
 			ProcessOptions o;
 			o.max_entries = max_entries;
 			o.backend = parse_backend(backend);
 			o.cgroup_mount = cgroup_mount;
 			o.hier_root = hier_root;
 			o.path_cache = path_cache;
+			o.owner_entries = owner_entries;
 			py::gil_scoped_release nogil;
 			return std::make_unique<ProcessCollector>(o);
 		}),
 	        py::arg("max_entries") = 65536, py::arg("backend") = "auto", py::arg("cgroup_mount") = "",
-	        py::arg("hier_root") = "/", py::arg("path_cache") = 16384)
+	        py::arg("hier_root") = "/", py::arg("path_cache") = 16384, py::arg("owner_entries") = 65536)
 	    .def("attach", &ProcessCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &ProcessCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &ProcessCollector::attached)

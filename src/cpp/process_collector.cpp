@@ -161,7 +161,7 @@ const char *backend_name(ProcessBackend b) {
 
 ProcessCollector::ProcessCollector(const ProcessOptions &opts)
     : opts_(opts), cgroups_(opts.cgroup_mount, "/", opts.hier_root, opts.path_cache) {
-	if (opts.max_entries == 0)
+	if (opts.max_entries == 0 || opts.owner_entries == 0)
 		throw SysError("map sizes must be positive", EINVAL);
 	const KernelBtf btf;
 	btf.require("process mode");
@@ -215,6 +215,8 @@ ProcessCollector::ProcessCollector(const ProcessOptions &opts)
 		(*skel)->rodata->cfg_recvmsg_hooks =
 		    b == ProcessBackend::Tracepoint && !opts.cgroup_mount.empty();
 		set_flow_table_size((*skel)->obj, opts.max_entries);
+		check_libbpf(bpf_map__set_max_entries((*skel)->maps.process_owners, opts.owner_entries),
+		             "set owner map size");
 		try {
 			skel->load();
 		} catch (const SysError &e) {

@@ -44,6 +44,7 @@ struct ProcessOptions {
 	std::string cgroup_mount;    // cgroup v2 mount for id -> path ("" = none)
 	std::string hier_root = "/"; // where the mount sits in the hierarchy
 	uint32_t path_cache = 16384;
+	uint32_t owner_entries = 65536; // TCP sockets whose sender is remembered (LRU)
 };
 
 class ProcessCollector {
@@ -70,6 +71,7 @@ class ProcessCollector {
 	int64_t epoch_offset_ns() const noexcept { return epoch_offset_ns_; }
 	int flows_fd() const { return bpf_map__fd(skel_->get()->maps.flows); }
 	int stats_fd() const { return bpf_map__fd(skel_->get()->maps.stats); }
+	int owners_fd() const { return bpf_map__fd(skel_->get()->maps.process_owners); }
 	// The two-sided flow table's drains and the lifetime table (flow_drain.hpp).
 	FlowDrain &drainer() const { return *drain_; }
 	const ProcessOptions &options() const noexcept { return opts_; }

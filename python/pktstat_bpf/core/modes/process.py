@@ -98,9 +98,12 @@ class ProcessMode(OwnerMode):
             "hooks": list(self.engine.hooks),
             "noPeerPackets": ev["no_peer_packets"],
             "noPeerBytes": ev["no_peer_bytes"],
+            "ownersEvicted": ev["owners_evicted"],
         }
         refused = dict(self.engine.refused)
         if refused:
             extra["backendsRefused"] = refused
-        extra["note"] = f"datagrams without peer {ev['no_peer_packets']}"
+        extra["note"] = (
+            f"datagrams without peer {ev['no_peer_packets']}; owners evicted {ev['owners_evicted']}"
+        )
         return extra
