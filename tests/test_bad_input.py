@@ -170,6 +170,35 @@ FLAGS = [
         2,
         f"--max-entries {1 << 40} is too large (at most 67108864)",
     ),
+    # the lifetime table: --idle-timeout, --active-timeout, --max-flows
+    ("idle-timeout-missing", ["--idle-timeout"], 2, "argument --idle-timeout: expected one argument"),
+    (
+        "idle-timeout-garbage",
+        ["--idle-timeout", "soon"],
+        2,
+        f"argument --idle-timeout: invalid duration 'soon': {DURATION}",
+    ),
+    ("active-timeout-missing", ["--active-timeout"], 2, "argument --active-timeout: expected one argument"),
+    (
+        "active-timeout-garbage",
+        ["--active-timeout", "1x"],
+        2,
+        f"argument --active-timeout: invalid duration '1x': {DURATION}",
+    ),
+    ("max-flows-missing", ["--max-flows"], 2, "argument --max-flows: expected one argument"),
+    ("max-flows-zero", ["--max-flows", "0"], 2, "--max-flows must be an integer from 1 to 4294967294, not 0"),
+    (
+        "max-flows-huge",
+        ["--max-flows", str(1 << 32)],
+        2,
+        f"--max-flows must be an integer from 1 to 4294967294, not {1 << 32}",
+    ),
+    (
+        "max-flows-garbage",
+        ["--max-flows", "many"],
+        2,
+        "argument --max-flows: expected an integer, not 'many'",
+    ),
     # --tc-attach
     ("tc-attach-missing", ["--tc-attach"], 2, "argument --tc-attach: expected one argument"),
     (

@@ -107,7 +107,7 @@ def test_text_report_and_plain_stream_escape_comm_and_cgroup(hostile):
         assert all(
             ln.startswith("# cgroup on ") or ln.startswith("bitrate: ") or re.match(r"^\d{4}-", ln)
             for ln in lines
-        ), out
+        ), out  # (the stream's end records too: "<timestamp> end: ...")
         mine = [ln for ln in lines if f"src: {hostile.ns.A4}:{sport}," in ln]
         tail = f", pid: {pid}, comm: {COMM_ESCAPED}, cgroup: {hostile.rel}/{CGDIR_ESCAPED}"
         assert mine and all(ln.endswith(tail) for ln in mine), mine
@@ -129,7 +129,8 @@ def test_json_and_json_lines_quote_comm_and_cgroup_exactly(hostile):
     assert mine and all(
         (r["pid"], r["comm"], r["cgroup"]) == (pid, COMM, f"{hostile.rel}/{CGDIR}") for r in mine
     )
-    assert sum(r["packets"] for r in mine) == 3
+    assert sum(r["packets"] for r in mine if "event" not in r) == 3
+    assert [(r["event"], r["packets"]) for r in mine if "event" in r] == [("end", 3)]
 
 
 def test_process_mode_escapes_comm_and_cgroup_in_text_and_quotes_them_in_json(hostile):
@@ -342,8 +343,9 @@ def test_capture_times_past_2038_and_past_2262_replay_cleanly(bpf, tmp_path, out
             assert (doc["start"], doc["end"], doc["totals"]["flowPackets"]) == (start, start, 1)
             assert doc["flows"][0]["firstSeen"] == start
         elif output:
-            (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+            row, end = [json.loads(line) for line in r.stdout.splitlines()]  # the flow, its end record
             assert (row["packets"], row["firstSeen"]) == (1, start)
+            assert (end["event"], end["packets"], end["firstSeen"]) == ("end", 1, start)
         else:
             assert "packets: 1, bytes: 46, proto: UDP" in r.stdout
     snap = pktstat_bpf.replay(late)

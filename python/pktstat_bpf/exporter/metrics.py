@@ -149,6 +149,7 @@ class FlowMetrics:
         t0 = time.perf_counter()
         with self._lock:
             self._update(iv)
+            self._prune_cgroups()
             self.updated_at = time.monotonic()
             self.update_seconds = time.perf_counter() - t0
             self._prepare()
@@ -159,7 +160,7 @@ class FlowMetrics:
         self.kinds = d.mode == "process"
         self.pods = "src_pod" in d.columns
         self.ifnames.update(d.ifnames)
-        self.cgroups = d.cgroups
+        self.cgroups = {**self.cgroups, **d.cgroups}  # (pruned to the tracked rows' ids below)
         self.max_entries = d.max_entries or self.max_entries
         # the most flows one drain found in the kernel table: what --max-entries must hold
         self.table_entries = max(self.table_entries, d.totals.flows)
@@ -214,6 +215,14 @@ class FlowMetrics:
                 pk.view(f"V{_PROCESS_KEY.itemsize}"), r["packets"], r["bytes"]
             )
             self.processes.add(uniq, bytes_, np.stack([packets, bytes_], axis=1), r[first])
+
+    def _prune_cgroups(self) -> None:
+        """Keep the cgroup paths of the flows and processes still tracked only."""
+        ids = {
+            int(i) for t in (self.flows, self.processes) if t.rows is not None for i in t.rows["cgroup_id"]
+        }
+        if len(self.cgroups) > len(ids):
+            self.cgroups = {k: v for k, v in self.cgroups.items() if k in ids}
 
     def stale(self, limit: float) -> str | None:
         """Why the metrics are stale (no update for `limit` seconds), or None."""

@@ -85,8 +85,18 @@ class OwnerMode(EngineMode):
         """cgroup id -> path (relative to the cgroup v2 mount) of the ids last named."""
         return dict(self._paths)
 
+    #: cgroup paths kept for rows shown again later (a flow that stopped, an
+    #: end record): at most this many, the oldest forgotten first
+    PATHS_KEPT = 65536
+
     def name_cgroups(self, *records: np.ndarray) -> None:
-        """cgroup paths of the ids in `records` (the rows about to be shown):
-        :attr:`cgroups` then holds those ids' paths."""
+        """Learn the cgroup paths of the ids in `records` (the rows about to
+        be shown): :attr:`cgroups` holds them, with those learnt before."""
         ids = np.unique(np.concatenate([r["cgroup_id"] for r in records])) if records else np.zeros(0)
-        self._paths = self.engine.resolve_cgroups([int(i) for i in ids if i])
+        new = [int(i) for i in ids if i and int(i) not in self._paths]
+        if not new:
+            return
+        paths = {**self._paths, **self.engine.resolve_cgroups(new)}
+        if len(paths) > self.PATHS_KEPT:
+            paths = dict(list(paths.items())[-self.PATHS_KEPT // 2 :])
+        self._paths = paths
