@@ -60,8 +60,8 @@ def collector_for(opts: Options) -> Collector:
     if opts.kprobes:
         return Collector(mode="process", max_entries=n, drops=drops, backend=opts.process_backend or "auto")
     if opts.xdp:
-        return Collector(opts.iface, "xdp", max_entries=n, drops=drops, xdp_mode=opts.xdp_mode)
-    return Collector(opts.iface, "tc", max_entries=n, drops=drops, tc_attach=opts.tc_attach)
+        return Collector(opts.iface, "xdp", max_entries=n, drops=drops, xdp_mode=opts.xdp_mode, arp=opts.arp)
+    return Collector(opts.iface, "tc", max_entries=n, drops=drops, tc_attach=opts.tc_attach, arp=opts.arp)
 
 
 def view_for(opts: Options) -> View:

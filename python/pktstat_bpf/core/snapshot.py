@@ -290,7 +290,8 @@ class Snapshot:
         ``records`` (needs pandas: ``pip install 'pktstat-bpf[pandas]'``).
 
         Columns (:data:`pktstat_bpf.frame.COLUMNS`): ``src_ip``, ``dst_ip``
-        (strings), ``src_port``, ``dst_port`` (uint16; ICMP type and code),
+        (strings), ``src_port``, ``dst_port`` (uint16; the fields of ICMP, ARP,
+        ESP/AH, GRE and OSPF for those: docs/python-api.md),
         ``proto`` (categorical: ``TCP``, ``UDP``, ``ICMPv4`` ...), ``iface``
         and ``direction`` (categoricals; ``""`` where not known), ``pid``
         (uint32), ``comm``, ``cgroup`` (strings; 0 and ``""`` outside the

@@ -179,9 +179,13 @@ def _flow_labels(pd: Any, records: np.ndarray, cols: dict[str, Any]) -> Any:
         src, dst = str(fields["src_ip"][i]), str(fields["dst_ip"][i])
         if proto in protocols.PORTED:
             src, dst = _endpoint(src, int(rec["sport"])), _endpoint(dst, int(rec["dport"]))
-        label = f"{protocols.name(proto)} {src} -> {dst}"
+        name = protocols.flow_name(proto, int(rec["ipver"]))
+        label = f"{name} {src} -> {dst}"
         if proto in protocols.ICMP:
             label += f" type {int(rec['sport'])} code {int(rec['dport'])}"
+        fields = protocols.header_text(protocols.header_fields(name, int(rec["sport"]), int(rec["dport"])))
+        if fields:  # ARP op, ESP/AH spi, GRE, OSPF
+            label += f" {fields}"
         if fields["direction"][i]:
             label += f" {fields['direction'][i]}"
         if several_ifaces and fields["iface"][i]:
