@@ -310,7 +310,7 @@ def test_ipv6_payload_length_limits_l4(rp):
 def test_ipv6_esp_stops_the_walk(rp):
     ext = ext_chain(["hop"], upper=50) + struct.pack("!II", 1, 1) + bytes(16)
     f = bytes(eth() / IPv6(src=A6, dst=B6, nh=0, plen=len(ext))) + ext
-    assert rp.one(f) == (A6, B6, 50, 0, 0, 6)
+    assert rp.one(f) == (A6, B6, 50, 0, 1, 6)  # ESP is the upper layer: SPI 1 in the port slots
 
 
 # ---- truncation at every byte boundary --------------------------------------

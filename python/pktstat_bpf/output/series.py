@@ -183,9 +183,9 @@ def _flow_labels(pd: Any, records: np.ndarray, cols: dict[str, Any]) -> Any:
         label = f"{name} {src} -> {dst}"
         if proto in protocols.ICMP:
             label += f" type {int(rec['sport'])} code {int(rec['dport'])}"
-        fields = protocols.header_text(protocols.header_fields(name, int(rec["sport"]), int(rec["dport"])))
-        if fields:  # ARP op, ESP/AH spi, GRE, OSPF
-            label += f" {fields}"
+        extra = protocols.header_text(protocols.header_fields(name, int(rec["sport"]), int(rec["dport"])))
+        if extra:  # ARP op, ESP/AH spi, GRE, OSPF
+            label += f" {extra}"
         if fields["direction"][i]:
             label += f" {fields['direction'][i]}"
         if several_ifaces and fields["iface"][i]:
