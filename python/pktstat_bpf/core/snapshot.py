@@ -258,7 +258,7 @@ class Snapshot:
 
         >>> t = pktstat_bpf.replay("tests/data/office.pcap").to_arrow()
         >>> t.num_rows, str(t.schema.field("bytes").type), str(t.schema.field("first_seen").type)
-        (23, 'uint64', 'timestamp[ns, tz=UTC]')
+        (25, 'uint64', 'timestamp[ns, tz=UTC]')
         >>> json.loads(t.schema.metadata[b"pktstat_bpf"])["totals"]["packets"]
         6699
         """
@@ -278,7 +278,7 @@ class Snapshot:
         >>> snap.to_parquet(tmp / "office.parquet")
         >>> df = pandas.read_parquet(tmp / "office.parquet")
         >>> df.groupby("proto", observed=True)["bytes"].sum().to_dict()
-        {'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392}
+        {'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392, 'ARP': 252}
         """
         _pyarrow("to_parquet")
         import pyarrow.parquet as pq

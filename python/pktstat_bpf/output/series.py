@@ -11,7 +11,7 @@ and plotting:
 >>> per_proto = ts.pivot_table(index="timestamp", columns="proto", values="bytes", aggfunc="sum",
 ...                            observed=True, fill_value=0)
 >>> per_proto.sum().to_dict()          # the deltas add up to the whole capture's counts
-{'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392}
+{'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392, 'ARP': 252}
 >>> ts.groupby("flow", observed=True)["bytes"].sum().nlargest(2)
 flow
 TCP 203.0.113.10:443 -> 192.168.1.23:51514              2389110
