@@ -132,18 +132,38 @@ static __always_inline void l4_fields(const __u8 *b, struct flow_tuple *t) {
 /* l4 points at the upper-layer header; `room` is how many bytes of the IP
  * datagram remain from l4 on (from the IP length fields). */
 static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t) {
-	__u32 need = l4_min_len(t->proto);
+	__u32 need;
 
-	if (!need || need > room)
-		return;
-	if (l4 + need > data_end)
-		return;
-	if (t->proto == IPPROTO_AH) { /* the SPI is at 4 (need is not a constant to the verifier) */
-		l4 += 4;
-		if (l4 + 4 > data_end)
+	/* One comparison tree: the protocols with ports (and ESP, whose SPI lies
+	 * where ports do) go straight to them, as before the other fields. */
+	switch (t->proto) {
+	case IPPROTO_TCP:
+		need = 20;
+		break;
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_ESP:
+		need = 8;
+		break;
+	case IPPROTO_SCTP:
+		need = 12;
+		break;
+	default: /* ICMP, GRE, OSPF, AH: l4_fields */
+		need = l4_min_len(t->proto);
+		if (!need || need > room || l4 + need > data_end)
 			return;
+		if (t->proto == IPPROTO_AH) { /* the SPI is at 4 (need is not a constant to the verifier) */
+			l4 += 4;
+			if (l4 + 4 > data_end)
+				return;
+		}
+		l4_fields(l4, t);
+		return;
 	}
-	l4_fields(l4, t);
+	if (need > room || l4 + need > data_end)
+		return;
+	t->sport = bpf_ntohs(((__be16 *)l4)[0]);
+	t->dport = bpf_ntohs(((__be16 *)l4)[1]);
 }
 
 static __always_inline int parse_arp(void *l3, void *data_end, struct flow_tuple *t) {
