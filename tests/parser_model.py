@@ -13,7 +13,8 @@ from typing import Optional, Tuple
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 IPV6_EXT = (0, 43, 44, 51, 60, 139, 140)
-L4_MIN = {6: 20, 17: 8, 136: 8, 132: 12, 1: 4, 58: 4}
+L4_MIN = {6: 20, 17: 8, 136: 8, 132: 12, 1: 4, 58: 4, 47: 4, 50: 8, 51: 12, 89: 16}
+ETH_P_ARP = 0x0806
 MAX_EXTHDRS = 8
 
 # (saddr16, daddr16, sport, dport, proto, ipver)
@@ -69,13 +70,20 @@ def _ports(d: bytes, pos: int, room: int, proto: int) -> Tuple[int, int]:
     need = L4_MIN.get(proto, 0)
     if not need or need > room or pos + need > len(d):
         return 0, 0
-    if proto in (1, 58):
+    if proto in (1, 58):  # type, code
         return d[pos], d[pos + 1]
-    return _be16(d, pos), _be16(d, pos + 2)
+    if proto == 47:  # GRE: protocol type, flags and version
+        return _be16(d, pos + 2), _be16(d, pos)
+    if proto == 89:  # OSPF: message type, version
+        return d[pos + 1], d[pos]
+    if proto == 51:  # AH: the SPI at 4
+        pos += 4
+    return _be16(d, pos), _be16(d, pos + 2)  # ports; ESP's SPI
 
 
-def parse(d: bytes) -> Optional[Key]:
-    """The key of an Ethernet frame, or None when it is unparsed."""
+def parse(d: bytes, arp: bool = True) -> Optional[Key]:
+    """The key of an Ethernet frame, or None when it is unparsed. ARP
+    (Ethernet/IPv4 only, 28 bytes) is ipver 0, proto 254, the opcode in sport."""
     n = len(d)
     if n < 14:
         return None
@@ -130,4 +138,16 @@ def parse(d: bytes) -> Optional[Key]:
         if pos < limit:
             return (src, dst, *_ports(d, off + pos, limit - pos, nh), nh, 6)
         return (src, dst, 0, 0, nh, 6)
+    if etype == ETH_P_ARP and arp and off + 28 <= n:
+        if _be16(d, off) != 1 or _be16(d, off + 2) != ETH_P_IP or d[off + 4] != 6 or d[off + 5] != 4:
+            return None
+        mapped = bytes(10) + b"\xff\xff"
+        return (
+            mapped + d[off + 14 : off + 18],
+            mapped + d[off + 24 : off + 28],
+            _be16(d, off + 6),
+            0,
+            254,
+            0,
+        )
     return None

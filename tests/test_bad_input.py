@@ -225,6 +225,20 @@ FLAGS = [
         2,
         "--tc-attach chooses how TC mode attaches: drop it with -k/--kprobes",
     ),
+    # --no-arp
+    ("no-arp-with-value", ["--no-arp=yes"], 2, "argument --no-arp: ignored explicit argument 'yes'"),
+    (
+        "no-arp-with-kprobes",
+        ["-k", "--no-arp"],
+        2,
+        "--no-arp applies to TC, XDP and --pcap: sockets see no ARP",
+    ),
+    (
+        "no-arp-with-cgroup",
+        ["-c", "/sys/fs/cgroup", "--no-arp"],
+        2,
+        "--no-arp applies to TC, XDP and --pcap: sockets see no ARP",
+    ),
     # -x, --xdp_mode
     ("xdp-mode-missing", ["--xdp_mode"], 2, "argument --xdp_mode/--xdp-mode: expected one argument"),
     (

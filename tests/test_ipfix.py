@@ -115,6 +115,8 @@ def ours(flow: dict) -> tuple:
     proto = protocols.NUMBERS[flow["proto"].lower()]
     if proto in protocols.ICMP:
         ports = (-1, -1, flow["srcPort"], flow["dstPort"])  # nfdump's JSON: icmp_type, icmp_code, no ports
+    elif proto in protocols.FIELDED:  # ESP/AH, GRE, OSPF: their fields are not ports, exported as 0
+        ports = (0, 0, -1, -1)
     else:
         ports = (flow["srcPort"], flow["dstPort"], -1, -1)
     return (
@@ -205,7 +207,8 @@ def test_messages_follow_rfc7011():
         assert set_id in (256, 257) and (set_len - 4) % size == 0
         seen += (set_len - 4) // size
         v4 -= (set_len - 4) // size if set_id == 256 else 0
-    assert seen == len(snap.records) == 23 and enc.sequence == 23 and v4 == 0
+    arp = int((snap.records["ipver"] == 0).sum())  # ARP flows: not IP flows, not exported
+    assert arp == 2 and seen == len(snap.records) - arp == 23 and enc.sequence == 23 and v4 == 0
 
 
 def test_owner_templates_carry_the_enterprise_elements():
@@ -254,8 +257,13 @@ def test_replay_to_nfcapd_shows_exactly_our_flows(bpf):
         got = nf.flows()
     finally:
         nf.cleanup()
-    assert sorted(map(theirs, got)) == sorted(map(ours, report["flows"]))
-    assert len(got) == 23 and sum(r["in_packets"] for r in got) == report["totals"]["flowPackets"] == 6691
+    ip_flows = [f for f in report["flows"] if f["proto"] != "ARP"]  # ARP flows are not exported
+    assert sorted(map(theirs, got)) == sorted(map(ours, ip_flows))
+    arp_packets = sum(f["packets"] for f in report["flows"]) - sum(f["packets"] for f in ip_flows)
+    assert (
+        len(got) == 23 and sum(r["in_packets"] for r in got) == report["totals"]["flowPackets"] - arp_packets
+    )
+    assert arp_packets == 6 and report["totals"]["flowPackets"] == 6691 + 6
     assert {r.get("src6_addr") for r in got} - {None}  # both families
     assert "Observation domain 5 from: 127.0.0.1" in nf.log and "Sequence Errors: 0" in nf.log
 
@@ -334,7 +342,8 @@ def test_templates_are_resent_to_a_collector_started_after_the_exporter(bpf):
             nf.cleanup()
         assert len(got) == expect
         if expect:
-            assert sorted(map(theirs, got)) == sorted(map(ours, json.loads(out)["flows"]))
+            ip_flows = [f for f in json.loads(out)["flows"] if f["proto"] != "ARP"]  # ARP: not exported
+            assert sorted(map(theirs, got)) == sorted(map(ours, ip_flows))
         else:
             assert "Flows: 0," in nf.log
 
@@ -359,7 +368,7 @@ def test_a_closed_udp_port_is_warned_about_once_and_the_run_goes_on(bpf):
         "--pcap", str(OFFICE), "-j", "--ipfix", f"127.0.0.1:{port}", "--ipfix-template-refresh", "10ms"
     )
     assert p.returncode == 0
-    assert len(json.loads(p.stdout)["flows"]) == 23
+    assert len(json.loads(p.stdout)["flows"]) == 25  # 23 IP flows, 2 ARP flows
     warnings = [ln for ln in p.stderr.splitlines() if "warning" in ln]
     assert warnings == [
         f"pktstat-bpf: warning: --ipfix: 127.0.0.1:{port} refuses UDP messages (Connection "
@@ -410,7 +419,7 @@ def test_tcp_carries_the_same_records_once_with_templates(bpf):
                 )
             )
     report = json.loads(p.stdout)["flows"]
-    assert pairs == {(f["srcIp"], f["bytes"]) for f in report}
+    assert pairs == {(f["srcIp"], f["bytes"]) for f in report if f["proto"] != "ARP"}  # ARP: not exported
 
 
 def test_a_refused_tcp_collector_ends_the_run_at_the_start(netns_v4only: NetnsPair):
@@ -625,7 +634,7 @@ def test_a_tcp_collector_that_goes_away_is_one_line_and_exit_1_after_the_report(
     t.join(10)
     srv.close()
     assert p.returncode == 1
-    assert len(json.loads(p.stdout)["flows"]) == 23
+    assert len(json.loads(p.stdout)["flows"]) == 25  # 23 IP flows, 2 ARP flows
     assert p.stderr in (
         f"pktstat-bpf: error: --ipfix: cannot send to tcp://127.0.0.1:{port}: {reason}\n"
         for reason in ("Connection reset by peer", "Broken pipe")
@@ -675,6 +684,8 @@ def _expected_tuple(r: np.void, start_ns: int, end_ns: int) -> tuple:
     proto = int(r["proto"])
     if proto in protocols.ICMP:
         ports = (-1, -1, int(r["sport"]), int(r["dport"]))
+    elif proto in protocols.FIELDED:  # ESP/AH, GRE, OSPF: their fields are not ports, exported as 0
+        ports = (0, 0, -1, -1)
     else:
         ports = (int(r["sport"]), int(r["dport"]), -1, -1)
 
@@ -724,7 +735,9 @@ def test_every_capture_of_the_corpus_through_nfcapd(bpf):
     finally:
         nf.cleanup()
     want = [
-        _expected_tuple(r, int(s), int(e)) for r, s, e in zip(batch.records, batch.start_ns, batch.end_ns)
+        _expected_tuple(r, int(s), int(e))
+        for r, s, e in zip(batch.records, batch.start_ns, batch.end_ns)
+        if int(r["ipver"]) != 0  # ARP flows are not exported
     ]
     assert sorted(map(theirs, got)) == sorted(want)
     assert "Sequence Errors: 0" in nf.log

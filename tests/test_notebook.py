@@ -80,7 +80,8 @@ def test_notebook_runs_top_to_bottom_in_the_venv_kernel(bpf):
     # and what it printed is what the capture holds
     by_id = {c.id: c for c in code}
     look = by_id["look"].outputs[0].text
-    assert "58.02s: 23 flows, 6699 packets, 6672777 bytes; unparsed 8 packets/372 bytes" in look
+    # 23 IP flows and 2 ARP flows (its 6 ARP frames, 252 bytes, were unparsed before issue 17)
+    assert "58.02s: 25 flows, 6699 packets, 6672777 bytes; unparsed 2 packets/120 bytes" in look
     assert "every frame accounted for: True" in look
     assert by_id["parquet"].outputs[-1].data["text/plain"] == "6699"
 

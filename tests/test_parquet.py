@@ -80,7 +80,7 @@ def test_replay_to_parquet_reads_back_exactly_in_duckdb_and_read_flows(bpf, tmp_
     assert len(files) == 1 and re.fullmatch(
         r"date=2024-03-14/hour=09/part-\d{8}T\d{6}-\d+-1\.parquet", files[0]
     )
-    assert _duck(out) == _expected(snap) and len(snap.records) == 23
+    assert _duck(out) == _expected(snap) and len(snap.records) == 25  # 23 IP flows, 2 ARP flows
 
     df = pktstat_bpf.read_flows(out)
     want = snap.to_pandas()
@@ -95,7 +95,7 @@ def test_replay_to_parquet_reads_back_exactly_in_duckdb_and_read_flows(bpf, tmp_
     assert (got["interval_end"] - got["interval_start"]).dt.total_seconds().round(6).unique().tolist() == [
         58.0181
     ]
-    assert json.loads(p.stdout)["totals"]["flows"] == 23
+    assert json.loads(p.stdout)["totals"]["flows"] == 25
 
 
 def _batch(n: int, end_ns: np.ndarray, reason: int, sport0: int = 1000) -> FlowBatch:
@@ -249,7 +249,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(bpf, tmp_path):
     )
     after = log.read_text().splitlines()
     assert after == ["rc=1"], after
-    assert p.stdout.startswith("# replay of ") and len(p.stdout.splitlines()) == 24
+    assert p.stdout.startswith("# replay of ") and len(p.stdout.splitlines()) == 26  # 23 IP, 2 ARP flows
     assert re.fullmatch(
         rf"pktstat-bpf: error: --parquet: cannot write {mnt}/out/date=2024-03-14/hour=09/"
         r"part-\d{8}T\d{6}-\d+-1\.parquet: No space left on device\n",

@@ -26,7 +26,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
-from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 A4, B4 = "10.1.2.3", "192.0.2.9"
@@ -310,7 +310,7 @@ def test_ipv6_payload_length_limits_l4(rp):
 def test_ipv6_esp_stops_the_walk(rp):
     ext = ext_chain(["hop"], upper=50) + struct.pack("!II", 1, 1) + bytes(16)
     f = bytes(eth() / IPv6(src=A6, dst=B6, nh=0, plen=len(ext))) + ext
-    assert rp.one(f) == (A6, B6, 50, 0, 0, 6)
+    assert rp.one(f) == (A6, B6, 50, 0, 1, 6)  # ESP is the upper layer: SPI 1 in the port slots
 
 
 # ---- truncation at every byte boundary --------------------------------------
@@ -426,6 +426,14 @@ def _templates():
         v6_frame(["frag"], frag_offset=3),
         v6_frame([], l4=bytes(TCP(sport=3, dport=4)), upper=6),
         bytes(eth() / IPv6(src=A6, dst=B6) / ICMPv6EchoRequest()),
+        bytes(eth() / ARP(op=2, psrc=A4, pdst=B4)),
+        bytes(eth() / Dot1Q(vlan=4) / ARP(op=1, psrc=A4, pdst=B4)),
+        bytes(eth() / IP(src=A4, dst=B4, proto=50) / Raw(struct.pack("!II", 0xDEADBEEF, 1) + bytes(8))),
+        bytes(
+            eth() / IP(src=A4, dst=B4, proto=51) / Raw(struct.pack("!BBHII", 6, 4, 0, 0x1234, 1) + bytes(12))
+        ),
+        bytes(eth() / IP(src=A4, dst=B4, proto=47) / Raw(struct.pack("!HH", 0x2000, 0x0800) + bytes(24))),
+        bytes(eth() / IPv6(src=A6, dst=B6, nh=89) / Raw(struct.pack("!BBH", 3, 1, 16) + bytes(12))),
     ]
 
 
@@ -436,7 +444,7 @@ def _fuzz_frames(rnd: random.Random, count: int):
         kind = rnd.random()
         if kind < 0.3:  # random bytes behind a random (often IP or VLAN) ethertype
             body = rnd.randbytes(rnd.randrange(0, 120))
-            etype = rnd.choice([0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, rnd.randrange(1 << 16)])
+            etype = rnd.choice([0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x0806, rnd.randrange(1 << 16)])
             f = bytes(12) + struct.pack("!H", etype) + body
             if rnd.random() < 0.5 and len(f) > 14:  # make the IP version plausible
                 f = f[:14] + bytes([(4 if etype == 0x0800 else 6) << 4 | (f[14] & 15)]) + f[15:]

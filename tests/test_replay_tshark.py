@@ -10,7 +10,9 @@ Linux cooked, raw IP and BSD loopback alike):
   bytes equal tshark's;
 - per 5-tuple, packets and bytes of unfragmented TCP and UDP equal tshark's;
 - our unparsed frames are exactly the frames tshark finds no IP address in,
-  plus the frames of the listed exceptions.
+  plus the frames of the listed exceptions, less the Ethernet/IPv4 ARP frames
+  (since issue 17 those are ARP flows, not unparsed: per sender and target
+  protocol address and opcode, packets and bytes equal tshark's).
 
 Where tshark and we legitimately differ, EXCEPTIONS lists it per file with
 the reason. An exception either names the layer through which tshark reaches the IP
@@ -62,6 +64,13 @@ FIELDS = [
     "udp.srcport",
     "udp.dstport",
     "udp.checksum",
+    "arp.hw.type",
+    "arp.proto.type",
+    "arp.hw.size",
+    "arp.proto.size",
+    "arp.opcode",
+    "arp.src.proto_ipv4",
+    "arp.dst.proto_ipv4",
 ]
 
 # Layers our parser walks on the way to the outermost IP header (tshark's
@@ -167,6 +176,7 @@ class TsharkView:
         self.unkeyed = [0, 0]  # frames without an outer IP address: packets, bytes
         self.excepted: Counter = Counter()  # layer -> frames excluded by an exception
         self.fragmented: set = set()  # (src, dst, proto) of TCP/UDP fragments
+        self.arp: Counter = Counter()  # (sender, target, opcode) [+ "bytes"] of Ethernet/IPv4 ARP
         for line in text.splitlines():
             c = dict(zip(FIELDS, line.split("\t")))
             flen = int(c["frame.len"])
@@ -174,6 +184,10 @@ class TsharkView:
             self.bytes += flen
             layers = c["frame.protocols"].split(":")
             ip_at = next((i for i, layer in enumerate(layers) if layer in ("ip", "ipv6")), None)
+            if ip_at is None and arp_key(c, layers) is not None:
+                self.arp[arp_key(c, layers)] += 1
+                self.arp[(*arp_key(c, layers), "bytes")] += flen
+                continue
             if ip_at is None:
                 self.unkeyed[0] += 1
                 self.unkeyed[1] += flen
@@ -224,17 +238,34 @@ class TsharkView:
             self.five[(*k, "bytes")] += flen
 
 
+def arp_key(c: dict, layers: list) -> tuple | None:
+    """(sender, target, opcode) of a frame our parser keys as ARP: tshark
+    reaches ARP through walked layers only, and it is Ethernet/IPv4 ARP with
+    all 28 bytes (the target protocol address, its last field, was captured)."""
+    if "arp" not in layers or any(layer not in WALKED for layer in layers[: layers.index("arp")]):
+        return None
+    sizes = (c["arp.hw.type"], c["arp.proto.type"], c["arp.hw.size"], c["arp.proto.size"])
+    if not all(sizes) or tuple(int(v, 0) for v in sizes) != (1, 0x0800, 6, 4) or not c["arp.dst.proto_ipv4"]:
+        return None
+    return (c["arp.src.proto_ipv4"], c["arp.dst.proto_ipv4"], int(c["arp.opcode"], 0))
+
+
 def _ours(snap):
     pairs: Counter = Counter()
     five: Counter = Counter()
+    arp: Counter = Counter()
     for f in snap.flows():
+        if f["proto"] == "ARP":
+            arp[(f["srcIp"], f["dstIp"], f["srcPort"])] += f["packets"]
+            arp[(f["srcIp"], f["dstIp"], f["srcPort"], "bytes")] += f["bytes"]
+            continue
         pairs[(f["srcIp"], f["dstIp"])] += f["packets"]
         pairs[(f["srcIp"], f["dstIp"], "bytes")] += f["bytes"]
         if f["proto"] in ("TCP", "UDP"):
             k = (f["srcIp"], f["dstIp"], f["proto"], f["srcPort"], f["dstPort"])
             five[k] += f["packets"]
             five[(*k, "bytes")] += f["bytes"]
-    return pairs, five
+    return pairs, five, arp
 
 
 def _diff(a: Counter, b: Counter) -> dict:
@@ -253,8 +284,9 @@ def test_corpus_file_matches_tshark(name, replayer, tshark_output):
     assert "damage" not in snap.extra, snap.extra
     assert (a.packets, a.bytes) == (theirs.frames, theirs.bytes)
     assert a.overflow_packets == 0
-    ours_pairs, ours_five = _ours(snap)
+    ours_pairs, ours_five, ours_arp = _ours(snap)
     assert _diff(ours_pairs, theirs.pairs) == {}, "(ours, tshark) per address pair"
+    assert _diff(ours_arp, theirs.arp) == {}, "(ours, tshark) per ARP sender, target and opcode"
     # our unparsed frames are exactly those tshark keys no IP pair for
     assert (a.unparsed_packets, a.unparsed_bytes) == tuple(theirs.unkeyed)
     skip = theirs.fragmented

@@ -220,8 +220,9 @@ def test_the_office_capture_adds_up_to_its_replay(bpf):
     key = ["src_ip", "dst_ip", "src_port", "dst_port", "proto"]
     per_flow = ts.groupby(key, observed=True)[["packets", "bytes"]].sum()
     assert per_flow.to_dict("index") == whole.set_index(key)[["packets", "bytes"]].to_dict("index")
-    # one timestamp per second of capture time that had an IP frame, read from the file itself
-    stamps = _frame_times("tests/data/office.pcap", ip_only=True)
+    # one timestamp per second of capture time that had a frame counted in a flow (IP, or
+    # Ethernet/IPv4 ARP since issue 17), read from the file itself
+    stamps = _frame_times("tests/data/office.pcap", keyed_only=True)
     first = stamps[0]
     seconds = sorted({(t - first) // 10**9 for t in stamps})
     want = [first + (s + 1) * 10**9 for s in seconds[:-1]] + [
@@ -230,14 +231,20 @@ def test_the_office_capture_adds_up_to_its_replay(bpf):
     assert sorted(v.value for v in ts.timestamp.unique()) == want
 
 
-def _frame_times(path: str, ip_only: bool) -> list[int]:
-    """Timestamps (ns) of a microsecond pcap's Ethernet frames."""
+def _frame_times(path: str, keyed_only: bool) -> list[int]:
+    """Timestamps (ns) of a microsecond pcap's Ethernet frames (`keyed_only`:
+    IP frames and complete Ethernet/IPv4 ARP frames, untagged)."""
     data = open(path, "rb").read()
     at, out = 24, []
     while at < len(data):
         sec, usec, caplen, _ = struct.unpack_from("<IIII", data, at)
         ethertype = data[at + 16 + 12 : at + 16 + 14]
-        if not ip_only or ethertype in (b"\x08\x00", b"\x86\xdd"):
+        arp = (
+            ethertype == b"\x08\x06"
+            and caplen >= 42
+            and data[at + 30 : at + 36] == b"\x00\x01\x08\x00\x06\x04"
+        )
+        if not keyed_only or arp or ethertype in (b"\x08\x00", b"\x86\xdd"):
             out.append(sec * 10**9 + usec * 1000)
         at += 16 + caplen
     return sorted(out)

@@ -18,6 +18,7 @@
 
 /* Settings, written by the engine between open and load. */
 const volatile __be16 cfg_l2_proto = 0; /* non-zero: L3 device, frames start at IP */
+const volatile bool cfg_arp = true;     /* key ARP frames (false: --no-arp, they are unparsed) */
 
 FLOW_TABLE(struct flow_tuple); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
@@ -37,7 +38,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	st->bytes += len;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_frame(data, data_end, l2_proto, &key, &fl) < 0) {
+	if (parse_frame(data, data_end, l2_proto, cfg_arp, &key, &fl) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;

@@ -40,7 +40,7 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 	st->bytes += len;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_frame(data, data_end, l2_proto, &key.tuple, &fl) < 0) {
+	if (parse_frame(data, data_end, l2_proto, false, &key.tuple, &fl) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;

@@ -14,8 +14,9 @@
  *
  * The packet: read with bpf_probe_read_kernel from skb->head at
  * network_header (IPv4, IPv6 with its extension headers walked as
- * parse.bpf.h does, whose protocol rules and l4_min_len it reuses), ports
- * from the transport header the IP header points at, both only inside the
+ * parse.bpf.h does, whose protocol rules, l4_min_len and l4_fields it
+ * reuses), ports (or ICMP, ESP, AH, GRE, OSPF fields) from the transport
+ * header the IP header points at, both only inside the
  * linear data (head .. tail). Bytes: the IP packet's length from its
  * header (skb->len where that says none or the packet is not IP). Direction: FLOW_DIR_NONE (a free says
  * nothing about it); ifindex: skb->dev's.
@@ -116,15 +117,9 @@ static __always_inline void skb_l4(unsigned char *head, __u32 off, __u32 tail, _
 
 	if (!need || need > room || off + need > tail)
 		return;
-	if (bpf_probe_read_kernel(l4, sizeof(l4), head + off))
+	if (bpf_probe_read_kernel(l4, sizeof(l4), head + off + l4_fields_at(t->proto)))
 		return;
-	if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6) {
-		t->sport = l4[0];
-		t->dport = l4[1];
-	} else {
-		t->sport = ((__u16)l4[0] << 8) | l4[1];
-		t->dport = ((__u16)l4[2] << 8) | l4[3];
-	}
+	l4_fields(l4, t);
 }
 
 static __always_inline int skb_ipv4(unsigned char *head, __u32 nh, __u32 tail, struct flow_tuple *t) {

@@ -7,8 +7,21 @@
  * Addresses are 16 bytes: IPv6 as is, IPv4 in IPv4-mapped form
  * (::ffff:a.b.c.d). `ipver` says which family the packet really was, so an
  * IPv6 packet carrying a v4-mapped address is never merged with IPv4.
- * Ports are in host byte order. For ICMP/ICMPv6 the type is in `sport` and the
- * code in `dport` (as pktstat-bpf does).
+ * Ports are in host byte order. Protocols without ports keep their own fields
+ * in the port slots (host byte order, as pktstat-bpf does), so the key never
+ * grows for them:
+ *   ICMP/ICMPv6 (1, 58)  sport = type,            dport = code
+ *   ESP (50), AH (51)    sport = SPI >> 16,       dport = SPI & 0xffff
+ *   GRE (47)             sport = protocol type (the inner EtherType),
+ *                        dport = flags and version (the first 16 bits)
+ *   OSPF (89)            sport = message type,    dport = version
+ *
+ * ARP (Ethernet/IPv4 ARP, counted unless --no-arp) is a flow of its own:
+ * ipver = FLOW_IPVER_ARP (0: not an IP packet, so an ARP flow never merges
+ * with an IP flow whatever its protocol number), proto = FLOW_PROTO_ARP
+ * (254, pktstat-bpf's synthetic ARP number; it means ARP only with ipver 0),
+ * saddr/daddr = the sender and target protocol addresses (v4-mapped, as
+ * IPv4), sport = the opcode (1 request, 2 reply ...), dport = 0.
  */
 #ifndef PKTSTAT_FLOW_H
 #define PKTSTAT_FLOW_H
@@ -36,6 +49,9 @@ enum flow_kind {
 	FLOW_KIND_RETRANSMIT = 1,
 };
 
+#define FLOW_IPVER_ARP 0
+#define FLOW_PROTO_ARP 254
+
 /* What a packet says about itself: the key of the TC, XDP and replay maps. */
 struct flow_tuple {
 	__u8 saddr[16];
@@ -44,7 +60,7 @@ struct flow_tuple {
 	__u16 dport;
 	__u8 proto; /* IP protocol of the upper layer (after IPv6 extension headers) */
 	__u8 dir;   /* enum flow_dir */
-	__u8 ipver; /* 4 or 6 */
+	__u8 ipver; /* 4 or 6; FLOW_IPVER_ARP for ARP */
 	__u8 kind;  /* enum flow_kind */
 	__u32 ifindex;
 };

@@ -16,14 +16,21 @@
  *  - `proto` is the upper-layer protocol; where the walk stops early
  *    (truncated extension header, ESP, too many headers) it is the header
  *    type at which it stopped;
- *  - ports (or ICMP type/code) come only from a complete minimal L4 header
- *    that lies inside the IP datagram (total/payload length) and inside the
- *    captured frame, and never from a non-first fragment: otherwise they are 0;
+ *  - ports (or the fields flow.h lists for ICMP, ESP, AH, GRE and OSPF)
+ *    come only from a complete minimal L4 header that lies inside the IP
+ *    datagram (total/payload length) and inside the captured frame, and
+ *    never from a non-first fragment: otherwise they are 0. IPv6 walks AH
+ *    as an extension header (the upper layer behind it is the flow); AH is
+ *    the flow, with its SPI, only where the walk ends at it (the header
+ *    limit reached);
  *  - the TCP flag byte is read under the same rule as the ports (else 0) into
- *    `*tcp_flags`, which the caller zeroes: it is not part of the key.
+ *    `*tcp_flags`, which the caller zeroes: it is not part of the key;
+ *  - ARP (EtherType 0x0806, when the caller asks for it): Ethernet/IPv4 ARP
+ *    only (hardware type 1, protocol type 0x0800, address sizes 6 and 4, the
+ *    28 bytes captured) is a flow (flow.h); anything else is unparsed.
  *
  * Returns 0 when the tuple was filled (the packet is a flow), -1 when the
- * frame is not an IP packet we can key (the caller counts it as unparsed).
+ * frame is not a packet we can key (the caller counts it as unparsed).
  */
 #ifndef PKTSTAT_PARSE_BPF_H
 #define PKTSTAT_PARSE_BPF_H
@@ -33,6 +40,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <stdbool.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -43,6 +51,7 @@
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
 #endif
+#define IPPROTO_OSPF 89
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_FRAGMENT 44
@@ -56,7 +65,20 @@ struct vlan_tag {
 	__be16 encap_proto;
 };
 
-/* Minimal L4 header that must be present for ports/type/code to be read. */
+/* Ethernet/IPv4 ARP (RFC 826): the only ARP the parser keys. */
+struct arp_ipv4 {
+	__be16 htype; /* 1: Ethernet */
+	__be16 ptype; /* 0x0800: IPv4 */
+	__u8 hlen;    /* 6 */
+	__u8 plen;    /* 4 */
+	__be16 oper;  /* 1 request, 2 reply ... */
+	__u8 sha[6];
+	__u8 spa[4]; /* sender protocol address */
+	__u8 tha[6];
+	__u8 tpa[4]; /* target protocol address */
+};
+
+/* Minimal L4 header that must be present for the key fields to be read. */
 static __always_inline __u32 l4_min_len(__u8 proto) {
 	switch (proto) {
 	case IPPROTO_TCP:
@@ -68,9 +90,44 @@ static __always_inline __u32 l4_min_len(__u8 proto) {
 		return 12;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
+	case IPPROTO_GRE: /* flags and version, protocol type */
 		return 4;
+	case IPPROTO_ESP: /* SPI, sequence number */
+		return 8;
+	case IPPROTO_AH: /* next header, length, reserved, SPI, sequence number */
+		return 12;
+	case IPPROTO_OSPF: /* the fixed header OSPFv2 and OSPFv3 share */
+		return 16;
 	default:
 		return 0;
+	}
+}
+
+/* Where the four bytes the key fields come from start in the L4 header. */
+static __always_inline __u32 l4_fields_at(__u8 proto) {
+	return proto == IPPROTO_AH ? 4 : 0;
+}
+
+/* The key fields from those four bytes `b` (flow.h says what each protocol
+ * keeps in sport/dport); drops.bpf.c shares this. */
+static __always_inline void l4_fields(const __u8 *b, struct flow_tuple *t) {
+	switch (t->proto) {
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		t->sport = b[0]; /* type */
+		t->dport = b[1]; /* code */
+		break;
+	case IPPROTO_GRE:
+		t->sport = ((__u16)b[2] << 8) | b[3]; /* protocol type (EtherType) */
+		t->dport = ((__u16)b[0] << 8) | b[1]; /* flags and version */
+		break;
+	case IPPROTO_OSPF:
+		t->sport = b[1]; /* message type */
+		t->dport = b[0]; /* version */
+		break;
+	default: /* ports; ESP/AH: the SPI, high half in sport */
+		t->sport = bpf_ntohs(((const __be16 *)b)[0]);
+		t->dport = bpf_ntohs(((const __be16 *)b)[1]);
 	}
 }
 
@@ -78,23 +135,59 @@ static __always_inline __u32 l4_min_len(__u8 proto) {
  * datagram remain from l4 on (from the IP length fields). */
 static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t,
                                      __u8 *tcp_flags) {
-	__u32 need = l4_min_len(t->proto);
+	__u32 need;
 
-	if (!need || need > room)
+	/* One comparison tree: the protocols with ports (and ESP, whose SPI lies
+	 * where ports do) go straight to them, as before the other fields. */
+	switch (t->proto) {
+	case IPPROTO_TCP:
+		need = 20;
+		break;
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_ESP:
+		need = 8;
+		break;
+	case IPPROTO_SCTP:
+		need = 12;
+		break;
+	default: /* ICMP, GRE, OSPF, AH: l4_fields */
+		need = l4_min_len(t->proto);
+		if (!need || need > room || l4 + need > data_end)
+			return;
+		if (t->proto == IPPROTO_AH) { /* the SPI is at 4 (need is not a constant to the verifier) */
+			l4 += 4;
+			if (l4 + 4 > data_end)
+				return;
+		}
+		l4_fields(l4, t);
 		return;
-	if (l4 + need > data_end)
-		return;
-	if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6) {
-		t->sport = ((__u8 *)l4)[0]; /* type */
-		t->dport = ((__u8 *)l4)[1]; /* code */
-	} else {
-		t->sport = bpf_ntohs(((__be16 *)l4)[0]);
-		t->dport = bpf_ntohs(((__be16 *)l4)[1]);
-		/* need is 20 for TCP, so byte 13 is inside; the verifier is told
-		 * again with a constant bound */
-		if (t->proto == IPPROTO_TCP && l4 + 14 <= data_end)
-			*tcp_flags = ((__u8 *)l4)[13];
 	}
+	if (need > room || l4 + need > data_end)
+		return;
+	t->sport = bpf_ntohs(((__be16 *)l4)[0]);
+	t->dport = bpf_ntohs(((__be16 *)l4)[1]);
+	/* need is 20 for TCP, so byte 13 is inside; the verifier is told again
+	 * with a constant bound */
+	if (t->proto == IPPROTO_TCP && l4 + 14 <= data_end)
+		*tcp_flags = ((__u8 *)l4)[13];
+}
+
+static __always_inline int parse_arp(void *l3, void *data_end, struct flow_tuple *t) {
+	struct arp_ipv4 *a = l3;
+
+	if ((void *)(a + 1) > data_end)
+		return -1;
+	if (a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4)
+		return -1;
+	t->ipver = FLOW_IPVER_ARP;
+	t->proto = FLOW_PROTO_ARP;
+	((__u32 *)t->saddr)[2] = bpf_htonl(0xffff);
+	__builtin_memcpy(t->saddr + 12, a->spa, 4);
+	((__u32 *)t->daddr)[2] = bpf_htonl(0xffff);
+	__builtin_memcpy(t->daddr + 12, a->tpa, 4);
+	t->sport = bpf_ntohs(a->oper);
+	return 0;
 }
 
 static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t, __u8 *tcp_flags) {
@@ -181,9 +274,11 @@ stop:
 }
 
 /* l2_proto == 0: the frame starts with an Ethernet header. Otherwise the frame
- * starts at the network header and l2_proto (network byte order) names it. */
-static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, struct flow_tuple *t,
-                                       __u8 *tcp_flags) {
+ * starts at the network header and l2_proto (network byte order) names it.
+ * `arp`: key ARP (a load-time constant of the caller, so a program without
+ * ARP carries no ARP code). */
+static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, bool arp,
+                                       struct flow_tuple *t, __u8 *tcp_flags) {
 	void *l3 = data;
 	__be16 proto = l2_proto;
 
@@ -210,6 +305,8 @@ static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_pro
 		return parse_ipv4(l3, data_end, t, tcp_flags);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(l3, data_end, t, tcp_flags);
+	if (arp && proto == bpf_htons(ETH_P_ARP))
+		return parse_arp(l3, data_end, t);
 	return -1;
 }
 

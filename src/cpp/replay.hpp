@@ -63,7 +63,8 @@ using ProgressFn = std::function<void(uint64_t, uint64_t, uint64_t)>;
 
 class Replayer {
       public:
-	explicit Replayer(uint32_t max_entries); // opens, configures, loads, probes the size limit
+	// opens, configures, loads, probes the size limit; `arp`: key ARP frames as flows
+	explicit Replayer(uint32_t max_entries, bool arp = true);
 	~Replayer();
 	Replayer(const Replayer &) = delete;
 	Replayer &operator=(const Replayer &) = delete;

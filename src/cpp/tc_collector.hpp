@@ -24,6 +24,7 @@ struct TcOptions {
 	uint32_t max_entries = 65536;
 	TcAttachMode mode = TcAttachMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
+	bool arp = true;        // key ARP frames as flows (false: --no-arp, unparsed)
 };
 
 // A legacy filter's identity, for the janitor that removes it if we die.

@@ -79,6 +79,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 		throw SysError("max_entries must be positive", EINVAL);
 	bpf_program *prog = skel_->progs.xdp_count;
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
+	skel_->rodata->cfg_arp = opts.arp;
 	// Offloaded programs cannot call bpf_xdp_get_buff_len; keep them linear.
 	buff_len_ =
 	    opts.mode != XdpMode::Offload && test_faults()->xdp_buff_len.value_or(xdp_kernel_has_buff_len());

@@ -51,6 +51,7 @@ struct XdpOptions {
 	uint32_t max_entries = 65536;
 	XdpMode mode = XdpMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
+	bool arp = true;        // key ARP frames as flows (false: --no-arp, unparsed)
 };
 
 class XdpCollector {

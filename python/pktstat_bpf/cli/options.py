@@ -57,6 +57,7 @@ class Options:
     tc_attach: str = "auto"
     xdp: bool = False
     xdp_mode: str = "auto"
+    arp: bool = True
     cgroup: str | None = None
     kprobes: bool = False
     process_backend: str | None = None
@@ -188,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="XDP attach mode: native (driver), generic (any device), offload (NIC), "
         "or auto (native, else generic; default)",
+    )
+    p.add_argument(
+        "--no-arp",
+        dest="arp",
+        action="store_false",
+        help="count ARP frames as unparsed, not as ARP flows (TC, XDP and --pcap)",
     )
     p.add_argument(
         "-c",
@@ -346,6 +353,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raise UsageError(f"--tc-attach chooses how TC mode attaches: drop it with {modes[0]}")
     if ns.cgroup is not None and ns.iface is not None:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
+    if not ns.arp and (ns.cgroup is not None or ns.kprobes):
+        raise UsageError("--no-arp applies to TC, XDP and --pcap: sockets see no ARP")
     _check_outputs(ns)
     internal = NetworkSet.parse(ns.internal_networks)
     listen, top = _check_exporter(ns)

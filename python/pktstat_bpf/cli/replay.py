@@ -35,7 +35,9 @@ def run_replay(opts: Options) -> int:
     code = EXIT_OK
     with FlowOutputs(opts, direction=False, owners=False) as flows, view_for(opts) as view:  # (outputs first)
         with STOP as stop:
-            replayer = Replayer(opts.max_entries)  # (loading: the signal is seen once it returns)
+            replayer = Replayer(
+                opts.max_entries, arp=opts.arp
+            )  # (loading: the signal is seen once it returns)
             stop.raise_if_signalled()
             bar = ProgressBar(sys.stderr)
             try:

@@ -69,8 +69,8 @@ def collector_for(opts: Options) -> Collector:
     if opts.kprobes:
         return Collector(mode="process", backend=opts.process_backend or "auto", **common)
     if opts.xdp:
-        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, **common)
-    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, **common)
+        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, arp=opts.arp, **common)
+    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, arp=opts.arp, **common)
 
 
 def view_for(opts: Options) -> View:

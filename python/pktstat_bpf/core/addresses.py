@@ -170,10 +170,11 @@ class Text:
 
 
 def address_text(addrs: np.ndarray, ipver: np.ndarray) -> Text:
-    """Addresses stored as 16 bytes (IPv4 v4-mapped, ``ipver`` 4) formatted
-    as :func:`format_addr` formats them."""
+    """Addresses stored as 16 bytes (IPv4 v4-mapped, ``ipver`` 4; ARP's
+    protocol addresses too, ``ipver`` 0) formatted as :func:`format_addr`
+    formats them."""
     n = len(addrs)
-    v4 = np.asarray(ipver) == 4
+    v4 = (np.asarray(ipver) == 4) | (np.asarray(ipver) == 0)
     if v4.all():
         return Text.from_chars(_ipv4_chars(np.ascontiguousarray(addrs[:, 12:16])))
     chars = np.zeros((n, 41), np.uint8)

@@ -90,7 +90,8 @@ class Collector:
     ``mode="tc"`` (the default) attaches to TC ingress and egress of `iface`
     (default: the default-route interface), through TCX where the kernel has it
     and a legacy clsact filter otherwise (``tc_attach="tcx"|"legacy"`` forces
-    one). Other keyword options belong to the mode (see ``pktstat_bpf.modes``).
+    one). Other keyword options belong to the mode (see ``pktstat_bpf.modes``);
+    ``arp=False`` (TC, XDP) counts ARP frames as unparsed (``--no-arp``).
 
     ``drops=True`` also watches the packets the kernel drops, with its
     reasons (``--drops``; docs/counting.md, "Drops"): per flow (snapshot

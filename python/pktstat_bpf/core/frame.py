@@ -135,7 +135,14 @@ def columns(
 ) -> dict[str, Any]:
     """The :data:`COLUMNS` of `records` as arrays pandas takes as they are."""
     r = records
-    proto_vals, proto_codes = _categories(np.ascontiguousarray(r["proto"]))
+    proto = np.ascontiguousarray(r["proto"])
+    arp = r["ipver"] == protocols.ARP_IPVER
+    if arp.any():  # ARP flows (ipver 0: flow.h) are a category of their own, beside IP protocol 254
+        proto = proto.astype(np.uint16) | (arp.astype(np.uint16) << np.uint16(8))
+    proto_vals, proto_codes = _categories(proto)
+    proto_names = [
+        protocols.flow_name(int(p) & 255, protocols.ARP_IPVER if p >> 8 else 4) for p in proto_vals
+    ]
     if_vals, if_codes = _categories(np.ascontiguousarray(r["ifindex"]))
     comm_codes, comm_names = _comm_codes(r["comm"])
     cg_vals, cg_codes = _categories(np.ascontiguousarray(r["cgroup_id"]))
@@ -147,7 +154,7 @@ def columns(
         "dst_ip": string_column(pd, address_text(r["daddr"], r["ipver"])),
         "src_port": r["sport"].astype(np.uint16),
         "dst_port": r["dport"].astype(np.uint16),
-        "proto": _categorical(pd, proto_codes, [protocols.name(int(p)) for p in proto_vals]),
+        "proto": _categorical(pd, proto_codes, proto_names),
         "iface": _categorical(pd, if_codes, if_names),
         "direction": pd.Categorical.from_codes(direction, list(protocols.FLOW_DIRECTIONS)),
         "kind": pd.Categorical.from_codes(np.minimum(r["kind"], 1).astype(np.int8), list(render.KINDS)),

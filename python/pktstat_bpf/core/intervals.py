@@ -17,7 +17,7 @@ length, flows that sent, bytes in flows):
 
 >>> ivs = list(pktstat_bpf.Replayer().intervals("tests/data/office.pcap", 20.0))
 >>> [(iv.index, round(iv.duration, 2), int(iv.active.sum()), iv.delta.totals.flow_bytes) for iv in ivs]
-[(0, 20.0, 13, 2502225), (1, 20.0, 17, 2463491), (2, 18.02, 11, 1706689)]
+[(0, 20.0, 15, 2502309), (1, 20.0, 19, 2463575), (2, 18.02, 13, 1706773)]
 >>> sum(iv.delta.totals.flow_bytes for iv in ivs) == ivs[-1].cumulative.totals.flow_bytes
 True
 """

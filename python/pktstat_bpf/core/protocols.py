@@ -1,6 +1,9 @@
-"""IP protocol numbers to names (IANA keywords; ICMP names as pktstat-bpf)."""
+"""IP protocol numbers to names (IANA keywords; ICMP names as pktstat-bpf),
+and what the port slots of the flows without ports carry (flow.h)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 NAMES: dict[int, str] = {
     0: "HOPOPT",
@@ -44,11 +47,68 @@ NAMES: dict[int, str] = {
     254: "Experimental-254",
 }
 NUMBERS: dict[str, int] = {v.lower(): k for k, v in NAMES.items()}
+NUMBERS["arp"] = 254  # ARP flows (ipver 0: flow.h)
 
 #: Protocols whose port slots carry ICMP type and code.
 ICMP = frozenset({1, 58})
 #: Protocols with real port numbers.
 PORTED = frozenset({6, 17, 132, 136})
+
+#: ARP flows (flow.h): ``ipver`` 0 (not IP) with this protocol number,
+#: pktstat-bpf's synthetic ARP number; the opcode in ``sport``.
+ARP_IPVER, ARP = 0, 254
+#: Protocols whose port slots carry header fields (flow.h): ICMP type and
+#: code, the ESP/AH SPI, GRE's protocol type and flags, OSPF's type and version.
+GRE, ESP, AH, OSPF = 47, 50, 51, 89
+FIELDED = ICMP | {GRE, ESP, AH, OSPF}
+#: Names of the values, as pktstat-bpf prints them; others print as numbers.
+ARP_OPS = {1: "request", 2: "reply", 3: "rev-req", 4: "rev-reply"}
+OSPF_TYPES = {1: "Hello", 2: "DBDesc", 3: "LSReq", 4: "LSUpd", 5: "LSAck"}
+GRE_INNER = {
+    0x0800: "IPv4",
+    0x86DD: "IPv6",
+    0x6558: "TransEth",
+    0x8847: "MPLS",
+    0x8848: "MPLS-MC",
+    0x0806: "ARP",
+}
+_BY_NAME = {"ARP": ARP, NAMES[ESP]: ESP, NAMES[AH]: AH, NAMES[GRE]: GRE, NAMES[OSPF]: OSPF}
+
+
+def flow_name(proto: int, ipver: int) -> str:
+    """A flow's protocol name: ``ARP`` for ARP flows (``ipver`` 0), else :func:`name`."""
+    return "ARP" if ipver == ARP_IPVER and proto == ARP else name(proto)
+
+
+def header_fields(proto: str, sport: int, dport: int) -> dict[str, Any]:
+    """The JSON fields (pktstat-bpf's names and values) that the port slots
+    of a flow of protocol `proto` (a name) carry: ``arpOp``; ``spi``;
+    ``greFlags``, ``greInner``; ``ospfType``, ``ospfVersion``. Empty for
+    other protocols. 0 (or ``"0"``) is a field the capture did not hold."""
+    p = _BY_NAME.get(proto)
+    if p == ARP:
+        return {"arpOp": ARP_OPS.get(sport, str(sport))}
+    if p in (ESP, AH):
+        return {"spi": (sport << 16) | dport}
+    if p == GRE:
+        return {"greFlags": dport, "greInner": GRE_INNER.get(sport, f"0x{sport:x}")}
+    if p == OSPF:
+        return {"ospfType": OSPF_TYPES.get(sport, str(sport)), "ospfVersion": dport}
+    return {}
+
+
+def header_text(fields: dict[str, Any]) -> str:
+    """:func:`header_fields` as short text: ``request``, ``spi 0x0000d4a5``,
+    ``inner IPv4 flags 0x0000``, ``Hello v2``; empty when there are none."""
+    if "arpOp" in fields:
+        return str(fields["arpOp"])
+    if "spi" in fields:
+        return f"spi 0x{fields['spi']:08x}"
+    if "greInner" in fields:
+        return f"inner {fields['greInner']} flags 0x{fields['greFlags']:04x}"
+    if "ospfType" in fields:
+        return f"{fields['ospfType']} v{fields['ospfVersion']}"
+    return ""
 
 
 #: ``enum flow_dir`` (flow.h) by value: a packet's direction, and the names

@@ -77,7 +77,9 @@ def flow_dicts(
     columns: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
-    in the order of `records`. `owners` adds pid/comm/cgroup; `columns`
+    in the order of `records`; ARP, ESP/AH, GRE and OSPF flows add the fields
+    their port slots carry (:func:`protocols.header_fields`: ``arpOp``,
+    ``spi`` ...). `owners` adds pid/comm/cgroup; `columns`
     (snake_case name -> array aligned with records) adds one camelCase field
     each, left out of a row where its value is None."""
     n = len(records)
@@ -90,17 +92,20 @@ def flow_dicts(
     ifnames = ifnames or {}
     extra = [(camel(k), v) for k, v in (columns or {}).items()]
     for i, r in enumerate(records):
-        proto = int(r["proto"])
+        proto = protocols.flow_name(int(r["proto"]), int(r["ipver"]))
+        sport, dport = int(r["sport"]), int(r["dport"])
         d: dict[str, Any] = {
             "srcIp": src[i],
             "dstIp": dst[i],
-            "proto": protocols.name(proto),
-            "srcPort": int(r["sport"]),
-            "dstPort": int(r["dport"]),
+            "proto": proto,
+            "srcPort": sport,
+            "dstPort": dport,
             "bytes": int(r["bytes"]),
             "packets": int(r["packets"]),
             "bitrate": int(r["bytes"]) * scale,
         }
+        if proto in _FIELDED_NAMES:
+            d.update(protocols.header_fields(proto, sport, dport))
         ifindex = int(r["ifindex"])
         if ifindex:
             d["iface"] = ifnames.get(ifindex, str(ifindex))
@@ -129,6 +134,23 @@ def flow_dicts(
                 d[name] = v.item() if isinstance(v, np.generic) else v
         out.append(d)
     return out
+
+
+_FIELDED_NAMES = frozenset({"ARP"} | {protocols.name(p) for p in protocols.FIELDED - protocols.ICMP})
+
+
+def header_text(d: Mapping[str, Any]) -> str:
+    """The fields of an ARP, ESP/AH, GRE or OSPF flow dict as the text line
+    shows them (``, op: request``, ``, spi: 0x0000d4a5`` ...); empty otherwise."""
+    if "arpOp" in d:
+        return f", op: {d['arpOp']}"
+    if "spi" in d:
+        return f", spi: 0x{d['spi']:08x}"
+    if "greInner" in d:
+        return f", inner: {d['greInner']}, flags: 0x{d['greFlags']:04x}"
+    if "ospfType" in d:
+        return f", type: {d['ospfType']}, version: {d['ospfVersion']}"
+    return ""
 
 
 def camel(name: str) -> str:
@@ -168,6 +190,7 @@ def text_line(d: Mapping[str, Any]) -> str:
     body = f", src: {src}, dst: {dst}"
     if proto_num in protocols.ICMP:
         body += f", type: {d['srcPort']}, code: {d['dstPort']}"
+    body += header_text(d)
     if d.get("kind"):
         body += f", kind: {d['kind']}"
     if d.get("tcpFlags"):

@@ -61,15 +61,17 @@ class Replayer:
     >>> r = pktstat_bpf.Replayer(max_entries=1 << 16)   # doctest: +SKIP
     >>> snaps = [r.replay(p) for p in paths]            # doctest: +SKIP
 
-    Each :meth:`replay` starts from an empty flow table.
+    Each :meth:`replay` starts from an empty flow table. ``arp=False``
+    counts ARP frames as unparsed instead of as ARP flows (``--no-arp``).
     """
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, *, arp: bool = True) -> None:
         self.max_entries = check_max_entries(max_entries)
+        self.arp = bool(arp)
         from .engine import _core
 
         try:
-            self._engine = _core.Replayer(self.max_entries)
+            self._engine = _core.Replayer(self.max_entries, self.arp)
         except OSError as e:
             raise translate_os_error(e, "cannot load the BPF programs") from None
 

@@ -262,7 +262,7 @@ class Snapshot:
 
         >>> t = pktstat_bpf.replay("tests/data/office.pcap").to_arrow()
         >>> t.num_rows, str(t.schema.field("bytes").type), str(t.schema.field("first_seen").type)
-        (23, 'uint64', 'timestamp[ns, tz=UTC]')
+        (25, 'uint64', 'timestamp[ns, tz=UTC]')
         >>> json.loads(t.schema.metadata[b"pktstat_bpf"])["totals"]["packets"]
         6699
         """
@@ -282,7 +282,7 @@ class Snapshot:
         >>> snap.to_parquet(tmp / "office.parquet")
         >>> df = pandas.read_parquet(tmp / "office.parquet")
         >>> df.groupby("proto", observed=True)["bytes"].sum().to_dict()
-        {'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392}
+        {'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392, 'ARP': 252}
         """
         _pyarrow("to_parquet")
         import pyarrow.parquet as pq
@@ -294,7 +294,8 @@ class Snapshot:
         ``records`` (needs pandas: ``pip install 'pktstat-bpf[pandas]'``).
 
         Columns (:data:`pktstat_bpf.frame.COLUMNS`): ``src_ip``, ``dst_ip``
-        (strings), ``src_port``, ``dst_port`` (uint16; ICMP type and code),
+        (strings), ``src_port``, ``dst_port`` (uint16; the fields of ICMP, ARP,
+        ESP/AH, GRE and OSPF for those: docs/python-api.md),
         ``proto`` (categorical: ``TCP``, ``UDP``, ``ICMPv4`` ...), ``iface``
         and ``direction`` (categoricals; ``""`` where not known), ``pid``
         (uint32), ``comm``, ``cgroup`` (strings; 0 and ``""`` outside the

@@ -67,7 +67,7 @@ MAX_TOP = 10_000
 #: Candidates kept for the ranking: this many times N (at least 256), so a
 #: flow just below the top N keeps its weight when it climbs back.
 TRACK_FACTOR = 4
-FAMILIES = {4: "ipv4", 6: "ipv6"}
+FAMILIES = {4: "ipv4", 6: "ipv6", protocols.ARP_IPVER: "arp"}
 
 
 def prometheus_client_module() -> ModuleType:
@@ -259,7 +259,7 @@ class FlowMetrics:
                 self._iface(ifindex),
                 protocols.direction(dirn),
                 FAMILIES.get(ipver, str(ipver)),
-                protocols.name(proto),
+                protocols.flow_name(proto, ipver),
             ]
             fam_p.add_metric(lv, p)
             fam_b.add_metric(lv, b)

@@ -14,7 +14,8 @@ pktstat-bpf has a PEN of its own):
 
 - 256 (IPv4) and 257 (IPv6): source and destination address (8/12, 27/28),
   sourceTransportPort 7, destinationTransportPort 11, protocolIdentifier 4,
-  icmpTypeCodeIPv4 32 / icmpTypeCodeIPv6 139 (ports 0 for ICMP),
+  icmpTypeCodeIPv4 32 / icmpTypeCodeIPv6 139 (ports 0 for ICMP, ESP/AH, GRE
+  and OSPF; ARP flows are not IP flows and are not exported),
   octetDeltaCount 1, packetDeltaCount 2, flowStartMilliseconds 152,
   flowEndMilliseconds 153, flowEndReason 136, ingressInterface 10,
   tcpControlBits 6 (the OR of the flow's TCP flags; 0 for other protocols),
@@ -37,6 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..core import protocols
 from ..core.errors import PktstatError
 from .flowrecords import FlowBatch
 
@@ -75,6 +77,9 @@ class Element:
     length: int
     dtype: str
     pen: int = 0
+
+
+_NOT_PORTS = np.array(sorted(protocols.FIELDED - protocols.ICMP), np.uint8)
 
 
 def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
@@ -166,8 +171,9 @@ def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: 
     out[template.elements[1].name] = daddr.reshape(*shape, -1)
     proto, sport, dport = col("proto"), col("sport"), col("dport")
     icmp = proto == (58 if ipv6 else 1)
-    out["sourceTransportPort"] = np.where(icmp, 0, sport)
-    out["destinationTransportPort"] = np.where(icmp, 0, dport)
+    no_ports = icmp | np.isin(proto, _NOT_PORTS)  # ESP/AH, GRE, OSPF keep other fields there
+    out["sourceTransportPort"] = np.where(no_ports, 0, sport)
+    out["destinationTransportPort"] = np.where(no_ports, 0, dport)
     out[template.elements[5].name] = np.where(icmp, (sport << 8) | (dport & 0xFF), 0)
     out["protocolIdentifier"] = proto
     out["octetDeltaCount"] = col("bytes")
@@ -223,7 +229,8 @@ class Encoder:
         family shorter); the sequence number advances by every record."""
         export = int(time.time() if now is None else now)
         v6 = batch.records["ipver"] == 6
-        for template, mask in zip(self.templates, (~v6, v6)):
+        v4 = batch.records["ipver"] == 4  # ARP flows (ipver 0) are not IP flows: not exported
+        for template, mask in zip(self.templates, (v4, v6)):
             rows = np.flatnonzero(mask)
             if len(rows):
                 yield from self._pack(batch, rows, template, export)

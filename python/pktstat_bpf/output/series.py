@@ -11,7 +11,7 @@ and plotting:
 >>> per_proto = ts.pivot_table(index="timestamp", columns="proto", values="bytes", aggfunc="sum",
 ...                            observed=True, fill_value=0)
 >>> per_proto.sum().to_dict()          # the deltas add up to the whole capture's counts
-{'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392}
+{'ICMPv4': 5880, 'TCP': 3508613, 'UDP': 3157520, 'IPv6-ICMP': 392, 'ARP': 252}
 >>> ts.groupby("flow", observed=True)["bytes"].sum().nlargest(2)
 flow
 TCP 203.0.113.10:443 -> 192.168.1.23:51514              2389110
@@ -181,9 +181,13 @@ def _flow_labels(pd: Any, records: np.ndarray, cols: dict[str, Any]) -> Any:
         src, dst = str(fields["src_ip"][i]), str(fields["dst_ip"][i])
         if proto in protocols.PORTED:
             src, dst = _endpoint(src, int(rec["sport"])), _endpoint(dst, int(rec["dport"]))
-        label = f"{protocols.name(proto)} {src} -> {dst}"
+        name = protocols.flow_name(proto, int(rec["ipver"]))
+        label = f"{name} {src} -> {dst}"
         if proto in protocols.ICMP:
             label += f" type {int(rec['sport'])} code {int(rec['dport'])}"
+        extra = protocols.header_text(protocols.header_fields(name, int(rec["sport"]), int(rec["dport"])))
+        if extra:  # ARP op, ESP/AH spi, GRE, OSPF
+            label += f" {extra}"
         if fields["direction"][i]:
             label += f" {fields['direction'][i]}"
         if several_ifaces and fields["iface"][i]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import render
+from ..core import protocols, render
 from ..core.durations import format_duration
 from ..core.intervals import Interval
 from ..core.keys import key_hashes
@@ -81,6 +81,9 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
+        fields = protocols.header_text(d)  # ARP op, ESP/AH spi, GRE, OSPF: beside the destination
+        if fields:
+            dst += f" {fields}"
         proto = d["proto"] + (
             "/rtx" if d.get("kind") == "retransmit" else ""
         )  # process mode's retransmissions

@@ -47,8 +47,10 @@ def _in(ip: str, nets: Sequence[Network]) -> bool:
 
 
 def _ported(f: dict[str, Any]) -> bool:
-    """False for ICMP, whose port slots hold type and code."""
-    return protocols.NUMBERS.get(str(f["proto"]).lower()) not in protocols.ICMP
+    """False for ICMP, ARP, ESP/AH, GRE and OSPF, whose port slots hold
+    other fields (type and code, opcode, SPI ...)."""
+    name = str(f["proto"]).lower()
+    return name != "arp" and protocols.NUMBERS.get(name) not in protocols.FIELDED
 
 
 def _match(
@@ -97,8 +99,8 @@ def select(
 ) -> list[dict[str, Any]]:
     """The flows (as dicts, see :meth:`Snapshot.flows`) matching every given
     filter. `dst`/`src` take addresses or CIDR networks; `proto` a name
-    (``"TCP"``, any case); ports never match ICMP (whose port slots are its
-    type and code)."""
+    (``"TCP"``, any case); ports never match ICMP, ARP, ESP/AH, GRE or OSPF
+    (whose port slots are other fields)."""
     _check_direction(snap, direction)
     dst_n = _networks([dst] if isinstance(dst, str) else dst) if dst is not None else None
     src_n = _networks([src] if isinstance(src, str) else src) if src is not None else None

@@ -9,6 +9,7 @@ from typing import Any, Union, cast
 
 import numpy as np
 
+from ..core import protocols
 from ..core.errors import UsageError
 from ..core.keys import hash_words
 
@@ -114,8 +115,9 @@ class NetworkSet:
         return out
 
     def external(self, records: np.ndarray) -> np.ndarray:
-        """Boolean mask of the flow records whose destination is outside."""
-        return ~self.contains(records["daddr"], records["ipver"])
+        """Boolean mask of the flow records whose destination is outside
+        (never ARP: it does not leave the link)."""
+        return ~self.contains(records["daddr"], records["ipver"]) & (records["ipver"] != protocols.ARP_IPVER)
 
 
 #: Default size of the ``--unique`` table: 2**20 slots of 8 bytes = 8 MiB.

@@ -19,8 +19,11 @@ TC_ATTACH = ("auto", "tcx", "legacy")
 class TcMode(InterfaceMode):
     name = "tc"
 
-    def __init__(self, *, iface: str | None = None, max_entries: int, tc_attach: str = "auto") -> None:
+    def __init__(
+        self, *, iface: str | None = None, max_entries: int, tc_attach: str = "auto", arp: bool = True
+    ) -> None:
         self.tc_attach = check_choice(tc_attach, TC_ATTACH, "tc attach mode")
+        self.arp = bool(arp)
         super().__init__(iface, max_entries)
         self._janitor: Any = None
 
@@ -28,7 +31,7 @@ class TcMode(InterfaceMode):
         from ..engine import _core
 
         self.engine = _core.TcCollector(
-            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface)
+            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface), self.arp
         )
 
     def attach(self) -> None:

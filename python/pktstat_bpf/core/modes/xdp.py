@@ -32,8 +32,11 @@ def describe_program(state: _core.XdpState) -> str:
 class XdpMode(InterfaceMode):
     name = "xdp"
 
-    def __init__(self, *, iface: str | None = None, max_entries: int, xdp_mode: str = "auto") -> None:
+    def __init__(
+        self, *, iface: str | None = None, max_entries: int, xdp_mode: str = "auto", arp: bool = True
+    ) -> None:
         self.xdp_mode = check_choice(xdp_mode, XDP_MODES, "--xdp_mode")
+        self.arp = bool(arp)
         super().__init__(iface, max_entries)
 
     def load(self) -> None:
@@ -41,7 +44,7 @@ class XdpMode(InterfaceMode):
 
         try:
             self.engine = _core.XdpCollector(
-                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface)
+                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self.arp
             )
         except OSError as e:
             if self.xdp_mode == "offload" and e.errno not in (errno.EPERM, errno.EACCES):
