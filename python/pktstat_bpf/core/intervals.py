@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
+from .about import record_dtype
 from .keys import KeyIndex, copy_records, leading_records
 from .snapshot import Snapshot, Totals
 
@@ -175,7 +176,7 @@ class RunTotals:
         if self.keep_retired and len(raw.ended):
             gone = raw.ended[raw.ended["reason"] != 2]  # (an active-timeout record stays live)
             if len(gone):
-                self.retired.append(leading_records(gone))
+                self.retired.append(leading_records(gone, record_dtype()))
         if unowned is None:
             return None
         before = self.unowned or (0, 0)
@@ -204,7 +205,7 @@ def ended_snapshot(raw: Drained, make: MakeSnapshot, totals: Totals, at: float) 
         return None
     reasons = np.array([END_REASONS.get(int(r), str(int(r))) for r in e["reason"]], dtype=object)
     columns = {"end_reason": reasons, "delta_packets": e["delta_packets"], "delta_bytes": e["delta_bytes"]}
-    return make(leading_records(e), totals, at, at, 0.0, columns)
+    return make(leading_records(e, record_dtype()), totals, at, at, 0.0, columns)
 
 
 class DrainTracker:
@@ -235,7 +236,7 @@ class DrainTracker:
         `start`: the interval's start (Unix s; the first one's is the
         attach); `columns`: extra lifetime columns of given rows (drops)."""
         got = raw.records
-        cur = leading_records(got)  # the interval's counts
+        cur = leading_records(got, record_dtype())  # the interval's counts
         life = copy_records(cur)  # the same flows, lifetime counts
         life["packets"], life["bytes"] = got["total_packets"], got["total_bytes"]
         life["first_seen"] = cur["first_seen"] = got["flow_first_seen"]

@@ -157,23 +157,12 @@ def copy_records(records: np.ndarray) -> np.ndarray:
     return out
 
 
-def leading_records(rows: np.ndarray) -> np.ndarray:
+def leading_records(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The flow records at the start of each row of `rows` (an engine array
     whose rows begin with a ``struct flow_record``: an interval's or an
-    ended record), as a contiguous array of the record dtype, byte for
+    ended record) as a contiguous array of the record `dtype`, byte for
     byte (padding included, so the keys compare equal)."""
-    fields = rows.dtype.fields
-    assert fields is not None
-    end = fields["last_seen"][1] + 8
-    keep = [(name, f[0], f[1]) for name, f in fields.items() if f[1] + f[0].itemsize <= end]
-    dtype = np.dtype(
-        {
-            "names": [k[0] for k in keep],
-            "formats": [k[1] for k in keep],
-            "offsets": [k[2] for k in keep],
-            "itemsize": end,
-        }
-    )
+    end = dtype.itemsize
     out = np.empty(len(rows), dtype=dtype)
     if len(rows):
         src = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
