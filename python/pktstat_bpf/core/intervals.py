@@ -220,6 +220,7 @@ class DrainTracker:
             raise ValueError(f"rows must be 'recent' or 'live', not {rows!r}")
         self.rows = rows
         self._prev: np.ndarray | None = None  # last interval's active rows, lifetime counts
+        self._prev_index: KeyIndex | None = None  # their key index
         self._index = 0
 
     def advance(
@@ -237,7 +238,7 @@ class DrainTracker:
         attach); `columns`: extra lifetime columns of given rows (drops)."""
         got = raw.records
         cur = leading_records(got, record_dtype())  # the interval's counts
-        life = copy_records(cur)  # the same flows, lifetime counts
+        life = copy_records(cur)  # the same flows, lifetime counts (every drained flow sent)
         life["packets"], life["bytes"] = got["total_packets"], got["total_bytes"]
         life["first_seen"] = cur["first_seen"] = got["flow_first_seen"]
         life["tcp_flags"] = cur["tcp_flags"] = got["flow_tcp_flags"]  # the OR so far, in both
@@ -262,7 +263,7 @@ class DrainTracker:
             active = np.zeros(len(delta), dtype=bool)
             active[:n] = cur["packets"] > 0
             was = np.ones(len(delta), dtype=bool)
-        self._prev = life[cur["packets"] > 0]
+        self._prev = life
         extra_cols = columns(lifetime) if columns is not None else {}
         end = raw.end_ns / 1e9
         duration = max(end - start, 0.0)
@@ -283,13 +284,16 @@ class DrainTracker:
         return iv
 
     def _stopped(self, cur: np.ndarray) -> np.ndarray:
-        """Last interval's active flows that did not send in this one."""
-        prev = self._prev
-        if prev is None or not len(prev):
+        """Last interval's active flows that did not send in this one: the
+        previous interval's key index is kept, so each interval builds one."""
+        prev, prev_index = self._prev, self._prev_index
+        index = KeyIndex(cur)
+        self._prev_index = index
+        if prev is None or prev_index is None or not len(prev):
             return cur[:0]
         if not len(cur):
             return copy_records(prev)
-        found = KeyIndex(cur).find(KeyIndex(prev), prev)
+        found = index.find(prev_index, prev)
         return copy_records(prev[found < 0])
 
     def _was_active(self, rows: np.ndarray) -> np.ndarray:

@@ -157,17 +157,15 @@ def copy_records(records: np.ndarray) -> np.ndarray:
     return out
 
 
-def leading_records(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def leading_records(rows: np.ndarray, dtype: np.dtype, copy: bool = True) -> np.ndarray:
     """The flow records at the start of each row of `rows` (an engine array
     whose rows begin with a ``struct flow_record``: an interval's or an
-    ended record) as a contiguous array of the record `dtype`, byte for
-    byte (padding included, so the keys compare equal)."""
-    end = dtype.itemsize
-    out = np.empty(len(rows), dtype=dtype)
-    if len(rows):
-        src = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
-        out.view(np.uint8).reshape(len(rows), end)[...] = src[:, :end]
-    return out
+    ended record) in the record `dtype`: a contiguous copy, byte for byte
+    (padding included, so the keys compare equal), or with ``copy=False`` a
+    strided view into `rows`."""
+    src = np.ascontiguousarray(rows)
+    view = np.ndarray((len(src),), dtype=dtype, buffer=src, offset=0, strides=(src.dtype.itemsize,))
+    return copy_records(view) if copy else view
 
 
 def merge_flows(records: np.ndarray) -> np.ndarray:
