@@ -164,7 +164,8 @@ def leading_records(rows: np.ndarray) -> np.ndarray:
     byte (padding included, so the keys compare equal)."""
     fields = rows.dtype.fields
     assert fields is not None
-    end = fields["last_seen"][1] + 8
+    pad = fields["_pad"]  # the record's last field (struct flow_value's padding)
+    end = pad[1] + pad[0].itemsize
     keep = [(name, f[0], f[1]) for name, f in fields.items() if f[1] + f[0].itemsize <= end]
     dtype = np.dtype(
         {
