@@ -328,9 +328,11 @@ def test_nfcapd_gets_the_idle_records_during_a_live_stream_and_the_rest_at_its_e
                     s.sendto(b"u" * 200, (ns.B4, PORT))
                 udp_port = s.getsockname()[1]
         time.sleep(1.5)  # idle past 500 ms: their records are out
+        stopped = time.time()
         during = nf.flows()  # nfcapd stops; the capture goes on
         nf2 = Nfcapd(port, ns.ns_a)
         time.sleep(1.2)  # a template refresh reaches the new collector
+        phase2 = time.time()
         with ns.in_a():
             held = socket.create_connection((ns.B4, 7200), timeout=5)
             held.sendall(b"h" * 500)
@@ -350,12 +352,17 @@ def test_nfcapd_gets_the_idle_records_during_a_live_stream_and_the_rest_at_its_e
             q.kill()
             q.wait()
     ends = [d for d in map(json.loads, lines) if d.get("event") == "end" and _between_us(ns, d)]
-    idle = sorted(_our_tuple(d) for d in ends if d["reason"] == "idle")
-    final = sorted(_our_tuple(d) for d in ends if d["reason"] == "end")
+    # split by when the run handed them out (the line's timestamp): before the first nfcapd
+    # stopped, and once the second one had the templates (our flows are quiet in between)
+    handed = [(_epoch(d["timestamp"]), d) for d in ends]
+    assert not [d for t, d in handed if stopped <= t < phase2]
+    idle = sorted(_our_tuple(d) for t, d in handed if t < stopped)
+    final = sorted(_our_tuple(d) for t, d in handed if t >= phase2)
+    assert {d["reason"] for t, d in handed if t < stopped} == {"idle"}
     assert sorted(_ipfix_tuple(r) for r in during if r.get("src4_addr") in (ns.A4, ns.B4)) == idle
     assert sorted(_ipfix_tuple(r) for r in after if r.get("src4_addr") in (ns.A4, ns.B4)) == final
-    # the flows themselves: both directions of the closed connection and the UDP flow, idle;
-    # the held connection at the end, without FIN
+    # the flows themselves: both directions of the closed connection and the UDP flow, idle,
+    # during the run; the held connection after, without FIN
     assert {(t[2], t[3]) for t in idle} == {(first_tcp, 7200), (7200, first_tcp), (udp_port, PORT)}
     assert {(t[2], t[3]) for t in final} == {(held_port, 7200), (7200, held_port)}
     syn, fin, ack = 0x02, 0x01, 0x10
