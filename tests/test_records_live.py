@@ -62,15 +62,19 @@ def _start(ns: NetnsPair, out: Path, *extra: str) -> subprocess.Popen:
     return p
 
 
-def _churn(ns: NetnsPair, flows: int, stop: threading.Event | None = None, gap: float = 0.04) -> list[int]:
+def _churn(
+    ns: NetnsPair, flows: int, stop: threading.Event | None = None, gap: float = 0.04, first: int = 20000
+) -> list[int]:
     """Short UDP flows to the peer, one every `gap` s, each 1-3 datagrams
-    from a new socket (a new source port); their source ports."""
+    from a new socket bound to its own source port (`first`, `first` + 1
+    ...: no ephemeral port comes round twice); their source ports."""
     ports = []
     with ns.in_a():
         for i in range(flows):
             if stop is not None and stop.is_set():
                 break
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((ns.A4, first + i))
                 for _ in range(1 + i % 3):
                     s.sendto(b"c" * (60 + i % 50), (ns.B4, PORT))
                 ports.append(s.getsockname()[1])
@@ -110,6 +114,13 @@ def _end_rows(lines: list[str]) -> list[tuple]:
             )
         )
     return sorted(out)
+
+
+def _ended_ports(lines: list[str]) -> set[int]:
+    """The source ports of our UDP flows with an end line so far."""
+    return {
+        d["srcPort"] for d in map(json.loads, list(lines)) if d.get("event") == "end" and d["dstPort"] == PORT
+    }
 
 
 def _as_text(row: tuple) -> tuple:
@@ -157,11 +168,13 @@ def test_rolled_parquet_files_of_a_live_stream_equal_its_end_records(netns: Netn
             sniffer = Sniffer("va")
         ports = _churn(netns, 100, gap=0.05)
         mid_run = sorted(out.rglob("*.parquet"))  # rolled while the capture goes on
-        time.sleep(2.0)  # the last flows go idle (4 idle timeouts): their records are handed out now
-        last = _churn(netns, 1)  # still live when the capture ends: its record comes at the end
+        # the last flows go idle: the run hands out their records (seen on its stream) now
+        assert wait_for(lambda: set(ports) <= _ended_ports(lines), timeout=30)
+        last = _churn(netns, 1, first=21000)  # still live when the capture ends: its record comes at the end
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
+        p.wait(timeout=30)  # (the reader has stdout: communicate() would take lines from it)
         reader.join(timeout=10)
+        err = p.stderr.read()
         frames = sniffer.stop()
     finally:
         stop.set()
@@ -215,9 +228,9 @@ def test_a_sigkilled_live_writer_loses_at_most_the_roll_interval_it_was_in(netns
         reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
         reader.start()
         traffic.start()
-        wait_for(lambda: len(list(out.rglob("*.parquet"))) >= 2, timeout=20)
+        assert wait_for(lambda: len(list(out.rglob("*.parquet"))) >= 2, timeout=20)
         written = len(list(out.rglob("*.parquet")))
-        wait_for(lambda: len(list(out.rglob("*.parquet"))) > written, timeout=20)  # a roll just ended
+        assert wait_for(lambda: len(list(out.rglob("*.parquet"))) > written, timeout=20)  # a roll just ended
         time.sleep(0.5)  # half-way through the next one
         p.kill()
         killed = time.time()
@@ -271,6 +284,13 @@ def _our_tuple(flow: dict) -> tuple:
     from test_ipfix import ours
 
     return (*ours(flow), _flag_bits(flow.get("tcpFlags", "")))
+
+
+def _handed(lines: list[str], ns: NetnsPair, ports: set[int]) -> bool:
+    """Every flow of ours whose either port is in `ports` has its end line
+    (both directions of a TCP connection: 3 flows for a connection and a UDP flow)."""
+    ends = [d for d in map(json.loads, list(lines)) if d.get("event") == "end" and _between_us(ns, d)]
+    return len({(d["srcPort"], d["dstPort"]) for d in ends if {d["srcPort"], d["dstPort"]} & ports}) >= 3
 
 
 def _between_us(ns: NetnsPair, flow: dict) -> bool:
@@ -327,7 +347,9 @@ def test_nfcapd_gets_the_idle_records_during_a_live_stream_and_the_rest_at_its_e
                 for _ in range(4):
                     s.sendto(b"u" * 200, (ns.B4, PORT))
                 udp_port = s.getsockname()[1]
-        time.sleep(1.5)  # idle past 500 ms: their records are out
+        # idle past 500 ms: the run hands out their records (seen on its stream), then nfcapd stops
+        assert wait_for(lambda: _handed(lines, ns, {udp_port, first_tcp}), timeout=30)
+        time.sleep(0.3)  # (nfcapd reads what reached its socket)
         stopped = time.time()
         during = nf.flows()  # nfcapd stops; the capture goes on
         nf2 = Nfcapd(port, ns.ns_a)
@@ -339,8 +361,9 @@ def test_nfcapd_gets_the_idle_records_during_a_live_stream_and_the_rest_at_its_e
             held_port = held.getsockname()[1]
             time.sleep(0.2)
         p.send_signal(signal.SIGINT)  # the last interval ends the open connection
-        _, err = p.communicate(timeout=30)
+        p.wait(timeout=30)  # (the reader has stdout: communicate() would take lines from it)
         reader.join(timeout=10)
+        err = p.stderr.read()
         held.close()
         assert p.returncode == 0, err
         after = nf2.flows()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import NetnsPair
+from netns import NetnsPair, wait_for
 from traffic import Sniffer
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (pip install '.[test]')")
@@ -33,12 +33,14 @@ def _rows(directory: Path) -> list[tuple]:
     return sorted(duckdb.sql(q).fetchall())
 
 
-def _flows(ns: NetnsPair, n: int) -> list[int]:
-    """`n` UDP flows to the peer, 2 datagrams each, 60 ms apart; their source ports."""
+def _flows(ns: NetnsPair, n: int, first: int) -> list[int]:
+    """`n` UDP flows to the peer, 2 datagrams each, 60 ms apart, from source
+    ports `first`, `first` + 1 ...; their source ports."""
     ports = []
     with ns.in_a():
-        for _ in range(n):
+        for i in range(n):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((ns.A4, first + i))
                 s.sendto(b"v" * 80, (ns.B4, PORT))
                 s.sendto(b"v" * 90, (ns.B4, PORT))
                 ports.append(s.getsockname()[1])
@@ -68,11 +70,12 @@ def _live(ns: NetnsPair, out: Path) -> tuple[Sniffer, list[int], list[int]]:
     """Flows that go idle during the run, then one live at its end."""
     with ns.in_a():
         sniffer = Sniffer("va")
-    idle = _flows(ns, 10)
-    time.sleep(1.5)  # idle past 500 ms
-    files_mid_run = len(list(out.rglob("*.parquet")))
-    last = _flows(ns, 1)
-    assert files_mid_run >= 1  # the idle records were written during the run (1 s roll)
+    idle = _flows(ns, 10, 22000)
+    # idle past 500 ms: their records are written during the run (1 s roll)
+    assert wait_for(
+        lambda: any(out.rglob("*.parquet")) and set(idle) <= {r[2] for r in _rows(out)}, timeout=30
+    )
+    last = _flows(ns, 1, 23000)
     return sniffer, idle, last
 
 
