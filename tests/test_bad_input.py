@@ -654,17 +654,30 @@ FLAGS = [
         "--ipfix-domain must be between 0 and 4294967295, not 4294967296",
     ),
     ("ipfix-domain-alone", ["--ipfix-domain", "1"], 2, "--ipfix-domain needs --ipfix"),
+    # --ipfix and --parquet combine with every job: each opens its outputs before anything is attached
     (
-        "ipfix-and-tui",
-        ["-g", "--ipfix", "127.0.0.1:4739"],
+        "ipfix-and-tui-no-terminal",
+        ["-g", "--ipfix", "tcp://127.0.0.1:9"],
         2,
-        "--ipfix writes the final flow records of a report or a replay: drop -g/--tui",
+        "-g/--tui needs a terminal (use --jsonl or --plain to stream into a pipe)",
     ),
     (
-        "ipfix-and-jsonl",
-        ["--jsonl", "--ipfix", "127.0.0.1:4739"],
-        2,
-        "--ipfix writes the final flow records of a report or a replay: drop --jsonl",
+        "ipfix-tcp-refused-jsonl",
+        ["--jsonl", "-t", "1s", "--ipfix", "tcp://127.0.0.1:9"],
+        1,
+        "--ipfix: cannot connect to tcp://127.0.0.1:9: Connection refused",
+    ),
+    (
+        "ipfix-tcp-refused-prometheus",
+        ["--prometheus", "127.0.0.1:0", "-t", "1s", "--ipfix", "tcp://127.0.0.1:9"],
+        1,
+        "--ipfix: cannot connect to tcp://127.0.0.1:9: Connection refused",
+    ),
+    (
+        "ipfix-tcp-refused-replay-stream",
+        ["--pcap", "{d}/one.pcap", "--plain", "--ipfix", "tcp://127.0.0.1:9"],
+        1,
+        "--ipfix: cannot connect to tcp://127.0.0.1:9: Connection refused",
     ),
     # --parquet, --parquet-roll
     ("parquet-missing", ["--parquet"], 2, "argument --parquet: expected one argument"),
@@ -713,10 +726,16 @@ FLAGS = [
     ),
     ("parquet-roll-alone", ["--parquet-roll", "1m"], 2, "--parquet-roll needs --parquet"),
     (
-        "parquet-and-prometheus",
-        ["--prometheus", "9977", "--parquet", "{d}/pq"],
+        "parquet-unwritable-prometheus",
+        ["--prometheus", "127.0.0.1:0", "-t", "1s", "--parquet", "/sys/pbt-flows"],
         2,
-        "--parquet writes the final flow records of a report or a replay: drop --prometheus",
+        "--parquet: cannot write to '/sys/pbt-flows': Operation not permitted",
+    ),
+    (
+        "parquet-unwritable-unique",
+        ["-u", "-t", "1s", "--parquet", "/sys/pbt-flows"],
+        2,
+        "--parquet: cannot write to '/sys/pbt-flows': Operation not permitted",
     ),
     # -v/-q, anything else
     ("verbose-value", ["-v", "3"], 2, "unrecognized arguments: 3"),

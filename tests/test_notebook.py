@@ -84,6 +84,9 @@ def test_notebook_runs_top_to_bottom_in_the_venv_kernel(bpf):
     assert "58.02s: 25 flows, 6699 packets, 6672777 bytes; unparsed 2 packets/120 bytes" in look
     assert "every frame accounted for: True" in look
     assert by_id["parquet"].outputs[-1].data["text/plain"] == "6699"
+    # DuckDB over the flow-record files: the 25 flows, 6672777 bytes less the 120 unparsed
+    assert by_id["flows-duckdb"].outputs[0].text == "25 records, 6672657 bytes\n"
+    assert "192.168.1.23" in by_id["flows-duckdb"].outputs[-1].data["text/plain"]
 
 
 def test_the_readme_figure_is_committed():

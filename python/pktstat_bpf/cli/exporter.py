@@ -10,6 +10,7 @@ from ..core.about import __version__, libbpf_version
 from ..exporter.metrics import FlowMetrics, make_registry, prometheus_client_module
 from ..exporter.server import MetricsServer
 from .options import Options
+from .records import FlowOutputs
 from .session import collector_for, live_session, until
 
 log = logging.getLogger("pktstat_bpf")
@@ -30,7 +31,8 @@ def run_exporter(opts: Options) -> int:
 
     Order: the mode flags are checked and the port is bound before any
     program is loaded, so a bad or busy address fails with nothing attached;
-    serving starts once the programs are attached."""
+    serving starts once the programs are attached. Each interval's end
+    records go to --ipfix/--parquet as they come."""
     prometheus_client_module()
     assert opts.prometheus is not None
     host, port = opts.prometheus
@@ -38,20 +40,27 @@ def run_exporter(opts: Options) -> int:
     metrics = FlowMetrics(top=opts.prometheus_top, max_entries=collector.max_entries)
     # healthy while readings keep coming: a stuck capture loop fails the liveness probe
     limit = 3 * opts.refresh + 10
-    server = MetricsServer(host, port, make_registry(metrics), health=lambda: metrics.stale(limit))
-    try:
-        with live_session(opts, collector) as (collector, view, stop):
-            metrics.set_info(build_info(collector))
-            server.start()
-            log.info(
-                "counting on %s via %s %s (Ctrl-C to stop); metrics on %s",
-                collector.where,
-                collector.status["attach"],
-                until(opts),
-                server.url,
-            )
-            for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
-                metrics.update(view.apply_interval(iv))
-    finally:
-        server.close()
+    owners = opts.cgroup is not None or opts.kprobes
+    # --ipfix/--parquet open first: a refused collector or an unwritable directory ends the run here
+    with FlowOutputs(opts, direction=True, owners=owners) as flows:
+        server = MetricsServer(host, port, make_registry(metrics), health=lambda: metrics.stale(limit))
+        try:
+            with live_session(opts, collector) as (collector, view, stop):
+                metrics.set_info(build_info(collector))
+                server.start()
+                log.info(
+                    "counting on %s via %s %s (Ctrl-C to stop); metrics on %s",
+                    collector.where,
+                    collector.status["attach"],
+                    until(opts),
+                    server.url,
+                )
+                # each interval's end records go to --ipfix/--parquet; the last one ends every flow
+                for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
+                    iv = view.apply_interval(iv)
+                    flows.interval(iv)
+                    metrics.update(iv)
+        finally:
+            server.close()
+        flows.final()
     return stop.job_exit_code

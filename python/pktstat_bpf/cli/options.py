@@ -371,7 +371,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
             raise UsageError("--pcap replays a file: --prometheus exports live counters only")
         if ns.drops:
             raise UsageError("--pcap replays a file: --drops watches the kernel's live drops only")
-    flows = check_flow_records(ns, listen is not None)
+    flows = check_flow_records(ns)
     if ns.timeout is None:  # an exporter runs until stopped; a capture 10m, as pktstat-bpf's
         ns.timeout = 0.0 if listen is not None else DEFAULT_TIMEOUT
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(Options) if hasattr(ns, f.name)}

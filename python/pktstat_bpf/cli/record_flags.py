@@ -11,8 +11,10 @@ from ..output.ipfix import DEFAULT_TEMPLATE_REFRESH, parse_target
 from ..output.parquet import DEFAULT_ROLL
 
 
-def check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, object]:
-    """--ipfix and --parquet and their settings, as Options fields."""
+def check_flow_records(ns: argparse.Namespace) -> dict[str, object]:
+    """--ipfix and --parquet and their settings, as Options fields (they
+    combine with every job: a report, a stream, the exporter, the table,
+    a replay)."""
     out: dict[str, object] = {
         "ipfix": None,
         "ipfix_target": "",
@@ -58,16 +60,4 @@ def check_flow_records(ns: argparse.Namespace, prometheus: bool) -> dict[str, ob
         if roll <= 0:
             raise UsageError("--parquet-roll must be positive")
         out["parquet_roll"] = roll
-    if ns.ipfix is not None or ns.parquet is not None:
-        flag = "--ipfix" if ns.ipfix is not None else "--parquet"
-        outputs = {
-            "-g/--tui": ns.tui,
-            "--prometheus": prometheus,
-            "--jsonl": ns.jsonl,
-            "--plain": ns.plain,
-            "-u/--unique": ns.unique,
-        }
-        other = [f for f, on in outputs.items() if on]
-        if other:
-            raise UsageError(f"{flag} writes the final flow records of a report or a replay: drop {other[0]}")
     return out

@@ -1,8 +1,9 @@
 """The flow-record outputs of a run (``--ipfix``, ``--parquet``), opened before
 the capture starts (a collector that refuses a TCP connection, or a directory
 that cannot be written, ends the run before anything is attached) and handed
-the records of a live run as its intervals end flows, or the final records
-of a replay at its end."""
+the records of a live run (any job: report, stream, exporter, table) or of a
+streamed replay as its intervals end flows, or the final records of a
+replay's report at its end."""
 
 from __future__ import annotations
 
@@ -58,14 +59,22 @@ class FlowOutputs:
             w.write(batch)
 
     def interval(self, iv: Interval) -> None:
-        """The records an interval of a live run handed out (flows that
-        ended, active-timeout records)."""
-        if self.writers and iv.ended is not None and len(iv.ended):
+        """The records an interval of a live run (or a replay's step) handed
+        out: flows that ended, active-timeout records. An interval without
+        any still lets the writers keep time (a Parquet roll that is over
+        is written, an IPFIX template refresh that is due is sent)."""
+        if not self.writers:
+            return
+        if iv.ended is not None and len(iv.ended):
             self.write(from_ended(iv.ended))
+        else:
+            for w in self.writers:
+                w.tick()
 
     def final(self, snap: Snapshot | None = None) -> None:
-        """A replay's final records (reason: end of capture); then closes
-        (a Parquet writer writes its last files)."""
+        """A replay's final records (reason: end of capture), if any (a live
+        run's last interval has handed out its end records); then closes (a
+        Parquet writer writes its last files)."""
         if self.writers:
             try:
                 if snap is not None:

@@ -42,7 +42,7 @@ def run_replay(opts: Options) -> int:
             bar = ProgressBar(sys.stderr)
             try:
                 if streaming:
-                    _replay_stream(opts, replayer, view, stop, bar)
+                    _replay_stream(opts, replayer, view, stop, bar, flows)
                 else:
                     snap = replayer.replay(opts.pcap, progress=_replay_progress(stop, bar), strict=True)
                     stop.raise_if_signalled()
@@ -61,6 +61,8 @@ def run_replay(opts: Options) -> int:
             snap = view.apply(snap)
             write_report(snap, opts)
             flows.final(snap)  # --ipfix, --parquet: the replay's records
+        elif streaming:
+            flows.final()  # the steps handed out every record (up to the damage, if any)
     return code
 
 
@@ -82,10 +84,11 @@ def _fill_warning_due(view: View, snap: Snapshot) -> bool:
 
 
 def _replay_stream(
-    opts: Options, replayer: Replayer, view: View, stop: StopSignals, bar: ProgressBar
+    opts: Options, replayer: Replayer, view: View, stop: StopSignals, bar: ProgressBar, flows: FlowOutputs
 ) -> None:
     """--pcap with --jsonl, --plain or -u: a line per flow per -r interval of
-    capture time (DamagedCaptureError comes after the last interval)."""
+    capture time (DamagedCaptureError comes after the last interval); each
+    step's end records also go to --ipfix/--parquet (`flows`)."""
     assert opts.pcap is not None
     writer = stream_writer(opts)
     try:
@@ -97,4 +100,6 @@ def _replay_stream(
         stop.raise_if_signalled()
         if bar.drawn and (shared_tty or _fill_warning_due(view, iv.cumulative)):
             bar.close()  # a line on the terminal, or the fill warning, starts on a clean line
-        writer.write(view.apply_interval(iv))
+        iv = view.apply_interval(iv)
+        flows.interval(iv)
+        writer.write(iv)

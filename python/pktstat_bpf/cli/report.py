@@ -42,7 +42,8 @@ def run_capture(opts: Options) -> int:
         if opts.streaming:
             from .stream import run_stream
 
-            run_stream(opts, collector, view, stop)
+            run_stream(opts, collector, view, stop, flows)
+            flows.final()  # the last interval handed out every flow's end record
             return stop.job_exit_code
         # each interval drains the kernel tables (they need room for one interval's flows only)
         # and hands the flows it ended to --ipfix/--parquet; the last one ends every flow

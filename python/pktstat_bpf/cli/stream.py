@@ -9,6 +9,7 @@ from ..output.stream import StreamWriter
 from ..views.filters import UniqueFilter
 from ..views.view import View
 from .options import Options
+from .records import FlowOutputs
 from .session import StopSignals
 
 
@@ -20,8 +21,14 @@ def stream_writer(opts: Options) -> StreamWriter:
     )
 
 
-def run_stream(opts: Options, collector: Collector, view: View, stop: StopSignals) -> None:
-    """Stream until -t, a signal (`stop`) or a closed stdout."""
+def run_stream(
+    opts: Options, collector: Collector, view: View, stop: StopSignals, flows: FlowOutputs | None = None
+) -> None:
+    """Stream until -t, a signal (`stop`) or a closed stdout; each
+    interval's end records also go to --ipfix/--parquet (`flows`)."""
     writer = stream_writer(opts)
     for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
-        writer.write(view.apply_interval(iv))
+        iv = view.apply_interval(iv)
+        if flows is not None:
+            flows.interval(iv)
+        writer.write(iv)

@@ -29,6 +29,7 @@ from ..core.durations import Pacer
 from ..core.errors import UsageError
 from ..output.table import QUIT, TableModel, header_line
 from .options import Options
+from .records import FlowOutputs
 from .session import live_session
 
 log = logging.getLogger("pktstat_bpf")
@@ -78,8 +79,10 @@ def tui_loop(
     opts: Options,
     stop_event: threading.Event,
     clock: Callable[[], float] = time.monotonic,
+    flows: FlowOutputs | None = None,
 ) -> None:
-    """Read, draw and handle keys until q/x, -t or a signal."""
+    """Read, draw and handle keys until q/x, -t or a signal; each
+    interval's end records also go to --ipfix/--parquet (`flows`)."""
     st = collector.status
     m = TableModel(mode=collector.mode, where=collector.where, attach=st["attach"], refresh=opts.refresh)
     _cursor(0)
@@ -93,7 +96,10 @@ def tui_loop(
         if stop_event.is_set() or (deadline is not None and now >= deadline):
             return
         if now >= pacer.next_at:
-            m.update(view.apply_interval(collector.drain(rows="live")))
+            iv = view.apply_interval(collector.drain(rows="live"))
+            if flows is not None:
+                flows.interval(iv)
+            m.update(iv)
             pacer.advance()
             _draw(scr, m)
             continue
@@ -121,10 +127,20 @@ def run_tui(opts: Options) -> int:
     for stale in ("LINES", "COLUMNS"):  # ncurses would prefer these to the terminal's real size
         os.environ.pop(stale, None)
     check_terminal()  # before anything is loaded: a terminal curses cannot drive is a usage error
-    with live_session(opts) as (collector, view, stop):
+    owners = opts.cgroup is not None or opts.kprobes
+    with (
+        FlowOutputs(
+            opts, direction=True, owners=owners
+        ) as flows,  # (first: a refused collector ends it here)
+        live_session(opts) as (collector, view, stop),
+    ):
         log.debug("counting on %s via %s", collector.where, collector.status["attach"])
         with _logs_held(sys.stderr.isatty()):
-            curses.wrapper(tui_loop, collector, view, opts, stop.event)
+            curses.wrapper(tui_loop, collector, view, opts, stop.event, flows=flows)
+        if flows.writers:  # the last interval, counted before the detach, ends every flow
+            collector.stop()
+            flows.interval(view.apply_interval(collector.drain(end=True)))
+            flows.final()
     return stop.job_exit_code
 
 

@@ -360,14 +360,19 @@ class Exporter:
                     )
                 self.refused += 1
 
-    def write(self, batch: FlowBatch) -> None:
-        """Send the batch's records (templates first where a refresh is due)."""
+    def tick(self) -> None:
+        """Re-send the templates over UDP if a refresh is due (a collector
+        started later learns them even while no flow ends)."""
         if (
             self.transport == "udp"
             and self._templates_at is not None
             and time.monotonic() - self._templates_at >= self.template_refresh
         ):
             self._send_templates()
+
+    def write(self, batch: FlowBatch) -> None:
+        """Send the batch's records (templates first where a refresh is due)."""
+        self.tick()
         for buf, size in self.encoder.data_messages(batch):
             if self.transport == "tcp":
                 self.messages += len(buf) // size - 1

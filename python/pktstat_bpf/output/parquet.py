@@ -98,6 +98,11 @@ class ParquetWriter:
         if time.monotonic() - self._roll_started >= self.roll:
             self.flush()
 
+    def tick(self) -> None:
+        """Write the roll interval's files if it is over (nothing new)."""
+        if time.monotonic() - self._roll_started >= self.roll:
+            self.flush()
+
     def flush(self) -> None:
         """Write what is kept: one file per hour of flow end."""
         pending, self._pending = self._pending, []
