@@ -46,13 +46,27 @@ TUPLE_DTYPE = np.dtype(
         "itemsize": 44,
     }
 )  # (struct flow_tuple, checked against the engine's record layout below)
-VALUE_DTYPE = np.dtype([("packets", "<u8"), ("bytes", "<u8"), ("first_seen", "<u8"), ("last_seen", "<u8")])
+VALUE_DTYPE = np.dtype(
+    [
+        ("packets", "<u8"),
+        ("bytes", "<u8"),
+        ("first_seen", "<u8"),
+        ("last_seen", "<u8"),
+        ("syn_packets", "<u4"),
+        ("fin_packets", "<u4"),
+        ("rst_packets", "<u4"),
+        ("tcp_flags", "u1"),
+        ("_pad", "(3,)u1"),
+    ]
+)  # (struct flow_value, its size checked against the engine's record below)
 
 
 def _check_layout() -> None:
     from _bench import bench_core
 
     lay = bench_core.record_layout()
+    if lay["packets"][0] + VALUE_DTYPE.itemsize != lay["__itemsize__"][1]:
+        raise AssertionError("struct flow_value changed size (update VALUE_DTYPE in bench/bench_snapshot.py)")
     for name in TUPLE_DTYPE.names:
         if lay[name][0] != TUPLE_DTYPE.fields[name][1]:
             raise AssertionError(f"flow_tuple.{name} moved: {lay[name]} (update bench/bench_snapshot.py)")

@@ -373,11 +373,13 @@ def test_jsonl_and_tui_show_the_fields(known_pcap, bpf, capsys):
     from pktstat_bpf.output import table
 
     assert main(["--pcap", str(known_pcap), "--jsonl"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    lines = [d for d in map(json.loads, capsys.readouterr().out.splitlines()) if "event" not in d]
     gre = [d for d in lines if d["proto"] == "GRE" and d["srcIp"] == A4]
     assert [(d["greInner"], d["greFlags"], d["totalPackets"]) for d in gre] == [("IPv4", 0x2000, 5)]
-    iv = list(pktstat_bpf.Replayer().intervals(known_pcap, 3600.0))[-1]
-    rows = {tuple(r[3:6]): r for r in table.cells(iv, table.order_rows(iv, "bitrate"))}
+    rows = {}  # each flow's row in the interval it sent in (its lifetime packets in column 1)
+    for iv in pktstat_bpf.Replayer().intervals(known_pcap, 3600.0):
+        # (proto, source, destination: the last two cells, after the FLAGS a TCP flow brings)
+        rows.update({(r[3], r[-2], r[-1]): r for r in table.cells(iv, table.order_rows(iv, "bitrate"))})
     assert rows[("ARP", A4, f"{B4} request")][1] == "3"
     assert rows[("IPSEC-ESP", A4, f"{C4} spi 0xdeadbeef")][1] == "4"
     assert rows[("GRE", A4, f"{C4} inner IPv4 flags 0x2000")][1] == "5"
