@@ -164,7 +164,8 @@ def leading_records(rows: np.ndarray) -> np.ndarray:
     byte (padding included, so the keys compare equal)."""
     fields = rows.dtype.fields
     assert fields is not None
-    end = fields["last_seen"][1] + 8
+    pad, at = fields["_pad"][:2]  # the last field of struct flow_record (flow.h)
+    end = at + pad.itemsize
     keep = [(name, f[0], f[1]) for name, f in fields.items() if f[1] + f[0].itemsize <= end]
     dtype = np.dtype(
         {
