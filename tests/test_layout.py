@@ -35,22 +35,20 @@ def test_dtype_decodes_a_record_written_by_cpp():
     assert rec["fin_packets"] == 0x31323334
     assert rec["rst_packets"] == 0x41424344
     assert rec["tcp_flags"] == 0x92  # SYN | ACK | CWR
-    assert bytes(rec["_pad"]) == b"\0\0\0"
+    assert rec["app"] == 9  # L7_APP_WIREGUARD
+    assert rec["app_tries"] == 0xFF  # L7_DONE
+    assert rec["_pad"] == 0
 
 
 def test_tcp_fields_follow_the_times_naturally_aligned():
-    """struct flow_value: the three 32-bit counts, the flag byte and three
-    named padding bytes after the four 64-bit words."""
+    """struct flow_value: the three 32-bit counts, the flag byte, the
+    application label, its tries and one named padding byte after the four
+    64-bit words."""
     dt = _core.record_dtype
     at = {n: dt.fields[n][1] for n in dt.names}
     base = at["packets"]
-    assert [at[n] - base for n in ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "_pad")] == [
-        32,
-        36,
-        40,
-        44,
-        45,
-    ]
+    names = ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "app", "app_tries", "_pad")
+    assert [at[n] - base for n in names] == [32, 36, 40, 44, 45, 46, 47]
 
 
 def test_stats_dtype_matches_dir_stats():

@@ -304,6 +304,8 @@ py::bytes test_record() {
 	r.value.fin_packets = 0x31323334;
 	r.value.rst_packets = 0x41424344;
 	r.value.tcp_flags = TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_CWR;
+	r.value.app = L7_APP_WIREGUARD;
+	r.value.app_tries = L7_DONE;
 	return py::bytes(reinterpret_cast<const char *>(&r), sizeof(r));
 }
 

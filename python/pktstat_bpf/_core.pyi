@@ -19,7 +19,10 @@ _Progress = Callable[[int, int, int], object] | None
 #: pid (u4), cgroup_id (u8), comm (S16), packets, bytes (u8), first_seen,
 #: last_seen (M8[ns]), syn_packets, fin_packets, rst_packets (u4: TCP packets
 #: with SYN, FIN, RST set), tcp_flags (u1: the OR of the TCP flag bytes),
-#: _pad ((3,)u1, zero).
+#: app (u1: the application label, src/bpf/l7.h enum l7_app: 0 not looked at
+#: yet, 1 not recognised, then the protocols; interval and ended records carry
+#: the flow's label over its life), app_tries (u1: payload packets looked at,
+#: 0xff once labelled), _pad (u1, zero).
 record_dtype: np.dtype[np.void]
 #: NumPy dtype of one direction's counters (``struct dir_stats``).
 stats_dtype: np.dtype[np.void]

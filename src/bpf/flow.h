@@ -91,7 +91,9 @@ enum tcp_flag_bits {
 /* A flow's counts. The TCP fields are zero for other protocols, for TCP
  * packets whose header was not captured whole (parse.bpf.h: no ports, no
  * flags) and in process mode (socket events carry no TCP header). Merging
- * (CPUs, intervals, a flow's lifetime): counts add, tcp_flags ORs. The
+ * (CPUs, intervals, a flow's lifetime): counts add, tcp_flags ORs, app
+ * takes the highest value (a label from any CPU or interval beats
+ * "unknown", which beats "not looked at yet"). The
  * 32-bit counts saturate at 2^32-1 where user space adds them. */
 struct flow_value {
 	__u64 packets;
@@ -102,7 +104,11 @@ struct flow_value {
 	__u32 fin_packets; /* packets with FIN set */
 	__u32 rst_packets; /* packets with RST set */
 	__u8 tcp_flags;    /* OR of the flag bytes seen (enum tcp_flag_bits) */
-	__u8 _pad[3];
+	__u8 app;          /* application label (l7.h enum l7_app): 0 not looked at yet,
+	                    * 1 looked at, not recognised, then the protocols (the
+	                    * packet programs do not fill it yet: issue 17) */
+	__u8 app_tries;    /* payload packets looked at (L7_DONE once labelled) */
+	__u8 _pad;
 };
 FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 48, "flow_value layout");
 

@@ -29,7 +29,9 @@ const std::vector<Field> &record_fields() {
 	    REC_FIELD("fin_packets", value.fin_packets, "u4"),
 	    REC_FIELD("rst_packets", value.rst_packets, "u4"),
 	    REC_FIELD("tcp_flags", value.tcp_flags, "u1"),
-	    REC_FIELD("_pad", value._pad, "(3,)u1"), // named: every byte of a record is a field
+	    REC_FIELD("app", value.app, "u1"),
+	    REC_FIELD("app_tries", value.app_tries, "u1"),
+	    REC_FIELD("_pad", value._pad, "u1"), // named: every byte of a record is a field
 	};
 	return f;
 }

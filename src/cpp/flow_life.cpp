@@ -31,6 +31,7 @@ template <class E> void put_tcp(flow_value &v, const E &en) {
 	v.fin_packets = en.fin;
 	v.rst_packets = en.rst;
 	v.tcp_flags = en.tcp_flags;
+	v.app = en.app;
 }
 inline uint32_t tag_of(uint64_t h) {
 	return static_cast<uint32_t>(h >> 32);
@@ -222,8 +223,10 @@ void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interv
 		en.fin = add_count32(en.fin, r.value.fin_packets);
 		en.rst = add_count32(en.rst, r.value.rst_packets);
 		en.tcp_flags |= r.value.tcp_flags;
+		en.app = merge_app(en.app, r.value.app);
 		interval_record &o = out[n];
 		o.rec = r;
+		o.rec.value.app = en.app; // the flow's label, not this interval's guess
 		o.total_packets = en.packets;
 		o.total_bytes = en.bytes;
 		o.flow_first_seen_ns = en.first_ns;

@@ -4,14 +4,17 @@
 // back to get_next_key + lookup on kernels without batch ops. Per-CPU values
 // are summed here, so Python never sees per-CPU arrays: packets and bytes add
 // up, first_seen is the earliest and last_seen the latest of the CPUs that
-// saw the flow, the TCP flag bytes OR and the SYN/FIN/RST counts add up.
+// saw the flow, the TCP flag bytes OR and the SYN/FIN/RST counts add up, the
+// application label is the one any CPU recognised (merge_app).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "flow.h"
+#include "l7.h"
 
 namespace pktstat {
 
@@ -30,8 +33,20 @@ inline uint32_t add_count32(uint32_t a, uint32_t b) noexcept {
 	return s < a ? UINT32_MAX : s;
 }
 
-// Fold the TCP fields of `b` into `a` (CPUs, intervals, a flow's lifetime).
+// The application label of two values of one flow (l7.h enum l7_app): the
+// first recognised label stays; otherwise the higher state ("unknown" over
+// "not looked at yet"). A flow is examined again after each drain (its value
+// in the other side starts empty), so a later interval's guess from mid-stream
+// bytes never replaces the label of its first payload packets.
+inline uint8_t merge_app(uint8_t a, uint8_t b) noexcept {
+	return a > L7_APP_UNKNOWN ? a : std::max(a, b);
+}
+
+// Fold the TCP fields and the application label of `b` into `a` (CPUs,
+// intervals, a flow's lifetime).
 inline void add_tcp_counts(flow_value &a, const flow_value &b) noexcept {
+	a.app = merge_app(a.app, b.app);
+	a.app_tries = std::max(a.app_tries, b.app_tries);
 	a.tcp_flags |= b.tcp_flags;
 	a.syn_packets = add_count32(a.syn_packets, b.syn_packets);
 	a.fin_packets = add_count32(a.fin_packets, b.fin_packets);

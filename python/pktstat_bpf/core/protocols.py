@@ -127,3 +127,32 @@ def direction(d: int) -> str:
 def name(proto: int) -> str:
     """``6`` -> ``"TCP"``; unnamed numbers print as themselves."""
     return NAMES.get(proto, str(proto))
+
+
+#: flow_value.app (src/bpf/l7.h enum l7_app) to the JSON ``appProto`` value:
+#: pktstat-bpf's names for its nine protocols, ours for the others, and the
+#: two states "pending" (no payload packet looked at yet) and "unknown"
+#: (looked at, not recognised).
+APP_NAMES: tuple[str, ...] = (
+    "pending",
+    "unknown",
+    "HTTP",
+    "TLS",
+    "QUIC",
+    "SSH",
+    "RDP",
+    "PostgreSQL",
+    "MQTT",
+    "WireGuard",
+    "Memcached",
+    "DTLS",
+    "DNS",
+    "SMTP",
+    "IMAP",
+    "POP3",
+)
+
+
+def app_name(app: int) -> str:
+    """The ``appProto`` name of a flow_value.app byte (``app<n>`` past the table)."""
+    return APP_NAMES[app] if app < len(APP_NAMES) else f"app{app}"
