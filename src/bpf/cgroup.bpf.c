@@ -39,6 +39,7 @@
 
 #include "ktypes.bpf.h"
 #include "cgroup_events.bpf.h"
+#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include "count_owner.bpf.h"
 
 #define AF_INET 2
@@ -164,7 +165,7 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u32 dir) {
 		if ((void *)(v + 1) <= data_end && (*v >> 4) == 6)
 			proto = bpf_htons(ETH_P_IPV6);
 	}
-	count_owned_frame(data, data_end, skb->len, tick_ns(), dir, proto, o, bpf_skb_cgroup_id(skb));
+	count_owned_frame(skb, data, data_end, skb->len, tick_ns(), dir, proto, o, bpf_skb_cgroup_id(skb));
 	return 1; /* allow: we only count */
 }
 

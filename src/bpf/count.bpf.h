@@ -22,13 +22,14 @@ const volatile bool cfg_arp = true;     /* key ARP frames (false: --no-arp, they
 
 FLOW_TABLE(struct flow_tuple); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
-/* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. */
-static __always_inline void count_frame(void *data, void *data_end, __u64 len, bool live, __u64 ts, __u32 dir,
-                                        __u32 ifindex, __be16 l2_proto) {
+/* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. `ctx`: the
+ * program's context (l7_probe.bpf.h). */
+static __always_inline void count_frame(void *ctx, void *data, void *data_end, __u64 len, bool live, __u64 ts,
+                                        __u32 dir, __u32 ifindex, __be16 l2_proto) {
 	struct flow_tuple key;
 	struct dir_stats *st;
 	__u32 side = current_side();
-	__u8 fl = 0;
+	struct l4_info li;
 	__u64 now;
 
 	st = side_stats(side, dir);
@@ -38,7 +39,8 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	st->bytes += len;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_frame(data, data_end, l2_proto, cfg_arp, &key, &fl) < 0) {
+	__builtin_memset(&li, 0, sizeof(li));
+	if (parse_frame(data, data_end, l2_proto, cfg_arp, &key, &li) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;
@@ -47,7 +49,7 @@ static __always_inline void count_frame(void *data, void *data_end, __u64 len, b
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
 
-	add_to_side(side, &key, len, now, fl, st, live);
+	add_to_side(side, &key, len, now, ctx, &li, st, live);
 }
 
 #endif /* PKTSTAT_COUNT_BPF_H */

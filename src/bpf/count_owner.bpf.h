@@ -18,20 +18,20 @@ FLOW_TABLE(struct flow_key); /* flows, flows1, flow_sides (flow_add.bpf.h) */
 
 /* Count `len` bytes of one packet (or event) in the flow `key` of side
  * `side`, or as overflow in `st` (that side's counters) when the table has
- * no room for a new flow. */
-static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now, __u8 fl,
-                                           struct dir_stats *st) {
-	add_to_side(side, key, len, now, fl, st, true);
+ * no room for a new flow. `ctx` and `li` as for add_to_flow. */
+static __always_inline void add_owned_flow(__u32 side, struct flow_key *key, __u64 len, __u64 now, void *ctx,
+                                           const struct l4_info *li, struct dir_stats *st) {
+	add_to_side(side, key, len, now, ctx, li, st, true);
 }
 
 /* `l2_proto` as for parse_frame. `owner` may be NULL (unknown owner). */
-static __always_inline void count_owned_frame(void *data, void *data_end, __u64 len, __u64 now, __u32 dir,
-                                              __be16 l2_proto, const struct sock_owner *owner,
+static __always_inline void count_owned_frame(void *ctx, void *data, void *data_end, __u64 len, __u64 now,
+                                              __u32 dir, __be16 l2_proto, const struct sock_owner *owner,
                                               __u64 cgroup_id) {
 	struct flow_key key;
 	struct dir_stats *st;
 	__u32 side = current_side();
-	__u8 fl = 0;
+	struct l4_info li;
 
 	st = side_stats(side, dir);
 	if (!st)
@@ -40,7 +40,8 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 	st->bytes += len;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	if (parse_frame(data, data_end, l2_proto, false, &key.tuple, &fl) < 0) {
+	__builtin_memset(&li, 0, sizeof(li));
+	if (parse_frame(data, data_end, l2_proto, false, &key.tuple, &li) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;
@@ -52,7 +53,7 @@ static __always_inline void count_owned_frame(void *data, void *data_end, __u64 
 		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
 	}
 
-	add_owned_flow(side, &key, len, now, fl, st);
+	add_owned_flow(side, &key, len, now, ctx, &li, st);
 }
 
 #endif /* PKTSTAT_COUNT_OWNER_BPF_H */

@@ -29,6 +29,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "flow.h"
+#include "l7_probe.bpf.h"
+#include "parse.bpf.h"
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -90,14 +92,17 @@ static __always_inline void add_tcp_flags(struct flow_value *v, __u8 fl) {
 	}
 }
 
-/* Count `len` bytes at `now`, with TCP flag byte `fl`, in the flow `key` of
- * `map`, or as overflow in `st` when the table has no room for a new flow.
+/* Count `len` bytes at `now`, with what the parser found in `li` (the TCP
+ * flag byte, the payload), in the flow `key` of `map`, or as overflow in `st`
+ * when the table has no room for a new flow. `ctx` is the program's context
+ * (for l7_peek); `li` NULL: no packet (process mode's socket events).
  * `in_order` (a constant where it is inlined): stamps only grow, as a live
  * clock's do; otherwise (replay: a capture file need not be in time order)
  * first and last seen are the earliest and the latest stamp. */
-static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, __u8 fl,
-                                        struct dir_stats *st, bool in_order) {
+static __always_inline void add_to_flow(void *map, const void *key, __u64 len, __u64 now, void *ctx,
+                                        const struct l4_info *li, struct dir_stats *st, bool in_order) {
 	struct flow_value *v = bpf_map_lookup_elem(map, key);
+	__u8 fl = li ? li->tcp_flags : 0;
 
 	if (v) {
 	hit:
@@ -109,6 +114,8 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		if (in_order || now > v->last_seen_ns)
 			v->last_seen_ns = now;
 		add_tcp_flags(v, fl);
+		if (li && li->l7 && v->app_tries < L7_BUDGET)
+			l7_note(v, l7_peek(ctx, li));
 		return;
 	}
 
@@ -122,8 +129,11 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 	    .rst_packets = !!(fl & TCP_FLAG_RST),
 	    .tcp_flags = fl,
 	};
-	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+	long err;
 
+	if (li && li->l7)
+		l7_note(&init, l7_peek(ctx, li));
+	err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)
 		return;
 	if (err == -EEXIST) { /* another CPU inserted it meanwhile */
@@ -168,20 +178,20 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
  * PKTSTAT_BENCH_SIDE_BRANCH (bench/bench_drain.py only, never shipped): the
  * alternative it was measured against, a branch between the two named maps. */
 #ifdef PKTSTAT_BENCH_SIDE_BRANCH
-#define add_to_side(side, key, len, now, fl, st, in_order)                                                   \
+#define add_to_side(side, key, len, now, ctx, li, st, in_order)                                              \
 	do {                                                                                                 \
 		if (side)                                                                                    \
-			add_to_flow(&flows1, key, len, now, fl, st, in_order);                               \
+			add_to_flow(&flows1, key, len, now, ctx, li, st, in_order);                          \
 		else                                                                                         \
-			add_to_flow(&flows, key, len, now, fl, st, in_order);                                \
+			add_to_flow(&flows, key, len, now, ctx, li, st, in_order);                           \
 	} while (0)
 #else
-#define add_to_side(side, key, len, now, fl, st, in_order)                                                   \
+#define add_to_side(side, key, len, now, ctx, li, st, in_order)                                              \
 	do {                                                                                                 \
 		__u32 side_ = (side);                                                                        \
 		void *map_ = bpf_map_lookup_elem(&flow_sides, &side_);                                       \
 		if (map_) {                                                                                  \
-			add_to_flow(map_, key, len, now, fl, st, in_order);                                  \
+			add_to_flow(map_, key, len, now, ctx, li, st, in_order);                             \
 		} else {                                                                                     \
 			(st)->overflow_packets++;                                                            \
 			(st)->overflow_bytes += (len);                                                       \

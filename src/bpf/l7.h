@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * l7.h - the application signatures, written to be shared verbatim by the
- * eBPF packet programs (issue 17; not wired into them yet) and the
+ * eBPF packet programs (through l7_probe.bpf.h) and the
  * user-space test harness (tests/l7_harness.c, built by
  * tests/test_l7_signatures.py with the system compiler); the C++ engine
  * takes only enum l7_app. Plain C, fixed-width types, no helper calls.
@@ -287,16 +287,8 @@ static inline __u64 l7_word(const __u8 *b, int o) {
 	return w;
 }
 
-/* In the eBPF programs a global function: the verifier checks it once, not
- * once per path of its callers (the payload copy forks per captured byte). */
-#ifdef __bpf__
-#define L7_CLASSIFY __attribute__((noinline)) int
-#else
-#define L7_CLASSIFY static inline int
-#endif
-
 /* The enum l7_app label of `in`, or L7_APP_UNKNOWN. */
-L7_CLASSIFY l7_classify(const struct l7_buf *in) {
+static inline int l7_classify(const struct l7_buf *in) {
 	__u64 w0, w1;
 
 	if (!in)

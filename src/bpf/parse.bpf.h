@@ -24,7 +24,11 @@
  *    the flow, with its SPI, only where the walk ends at it (the header
  *    limit reached);
  *  - the TCP flag byte is read under the same rule as the ports (else 0) into
- *    `*tcp_flags`, which the caller zeroes: it is not part of the key;
+ *    `li->tcp_flags`, which the caller zeroes: it is not part of the key; so
+ *    is where a TCP or UDP payload starts (`li->pay_off` from the frame's
+ *    first byte, `li->pay_len` by the headers, `li->l7` its carrier), set
+ *    only when the datagram has payload bytes after a whole L4 header (the
+ *    application label, l7_probe.bpf.h, looks there);
  *  - ARP (EtherType 0x0806, when the caller asks for it): Ethernet/IPv4 ARP
  *    only (hardware type 1, protocol type 0x0800, address sizes 6 and 4, the
  *    28 bytes captured) is a flow (flow.h); anything else is unparsed.
@@ -45,8 +49,18 @@
 #include <bpf/bpf_helpers.h>
 
 #include "flow.h"
+#include "l7.h"
 
 #define PARSE_MAX_EXTHDRS 8
+
+/* What the parser tells beyond the key (zeroed by the caller). */
+struct l4_info {
+	__u32 pay_off;  /* where the TCP or UDP payload starts in the frame */
+	__u32 pay_len;  /* its length by the IP and TCP headers */
+	__u8 tcp_flags; /* the TCP flag byte (enum tcp_flag_bits) */
+	__u8 l7;        /* L7_TCP or L7_UDP (l7.h): there is payload; 0: none */
+	__u8 _pad[6];
+};
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
@@ -131,11 +145,12 @@ static __always_inline void l4_fields(const __u8 *b, struct flow_tuple *t) {
 	}
 }
 
-/* l4 points at the upper-layer header; `room` is how many bytes of the IP
- * datagram remain from l4 on (from the IP length fields). */
-static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struct flow_tuple *t,
-                                     __u8 *tcp_flags) {
-	__u32 need;
+/* l4 points at the upper-layer header, `l4_off` bytes into the frame; `room`
+ * is how many bytes of the IP datagram remain from l4 on (from the IP length
+ * fields). */
+static __always_inline void parse_l4(void *l4, __u32 l4_off, void *data_end, __u32 room, struct flow_tuple *t,
+                                     struct l4_info *li) {
+	__u32 need, hl;
 
 	/* One comparison tree: the protocols with ports (and ESP, whose SPI lies
 	 * where ports do) go straight to them, as before the other fields. */
@@ -167,10 +182,25 @@ static __always_inline void parse_l4(void *l4, void *data_end, __u32 room, struc
 		return;
 	t->sport = bpf_ntohs(((__be16 *)l4)[0]);
 	t->dport = bpf_ntohs(((__be16 *)l4)[1]);
-	/* need is 20 for TCP, so byte 13 is inside; the verifier is told again
-	 * with a constant bound */
-	if (t->proto == IPPROTO_TCP && l4 + 14 <= data_end)
-		*tcp_flags = ((__u8 *)l4)[13];
+	if (t->proto == IPPROTO_UDP) {
+		hl = 8;
+		li->l7 = L7_UDP;
+	} else if (t->proto == IPPROTO_TCP && l4 + 20 <= data_end) {
+		/* need is 20 for TCP; the verifier is told again with a constant */
+		li->tcp_flags = ((__u8 *)l4)[13];
+		hl = (((__u8 *)l4)[12] >> 4) * 4;
+		if (hl < 20)
+			return;
+		li->l7 = L7_TCP;
+	} else {
+		return;
+	}
+	if (hl >= room) { /* no payload */
+		li->l7 = 0;
+		return;
+	}
+	li->pay_off = l4_off + hl;
+	li->pay_len = room - hl;
 }
 
 static __always_inline int parse_arp(void *l3, void *data_end, struct flow_tuple *t) {
@@ -190,7 +220,8 @@ static __always_inline int parse_arp(void *l3, void *data_end, struct flow_tuple
 	return 0;
 }
 
-static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tuple *t, __u8 *tcp_flags) {
+static __always_inline int parse_ipv4(void *l3, __u32 l3_off, void *data_end, struct flow_tuple *t,
+                                      struct l4_info *li) {
 	struct iphdr *ip = l3;
 	__u32 hlen, tot_len;
 
@@ -216,11 +247,12 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_tupl
 
 	if (ip->frag_off & bpf_htons(0x1fff)) /* non-first fragment */
 		return 0;
-	parse_l4(l3 + hlen, data_end, tot_len - hlen, t, tcp_flags);
+	parse_l4(l3 + hlen, l3_off + hlen, data_end, tot_len - hlen, t, li);
 	return 0;
 }
 
-static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tuple *t, __u8 *tcp_flags) {
+static __always_inline int parse_ipv6(void *l3, __u32 l3_off, void *data_end, struct flow_tuple *t,
+                                      struct l4_info *li) {
 	struct ipv6hdr *ip6 = l3;
 	__u32 off = sizeof(*ip6), plen;
 	__u8 nh;
@@ -266,7 +298,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_tupl
 	}
 	t->proto = nh;
 	if (off < plen)
-		parse_l4(l3 + off, data_end, plen - off, t, tcp_flags);
+		parse_l4(l3 + off, l3_off + off, data_end, plen - off, t, li);
 	return 0;
 stop:
 	t->proto = nh;
@@ -278,8 +310,9 @@ stop:
  * `arp`: key ARP (a load-time constant of the caller, so a program without
  * ARP carries no ARP code). */
 static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, bool arp,
-                                       struct flow_tuple *t, __u8 *tcp_flags) {
+                                       struct flow_tuple *t, struct l4_info *li) {
 	void *l3 = data;
+	__u32 l3_off = 0;
 	__be16 proto = l2_proto;
 
 	if (!proto) {
@@ -289,6 +322,7 @@ static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_pro
 			return -1;
 		proto = eth->h_proto;
 		l3 = eth + 1;
+		l3_off = sizeof(*eth);
 		for (int i = 0; i < 2; i++) {
 			struct vlan_tag *vlan = l3;
 
@@ -299,12 +333,13 @@ static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_pro
 				return -1;
 			proto = vlan->encap_proto;
 			l3 = vlan + 1;
+			l3_off += sizeof(*vlan);
 		}
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(l3, data_end, t, tcp_flags);
+		return parse_ipv4(l3, l3_off, data_end, t, li);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(l3, data_end, t, tcp_flags);
+		return parse_ipv6(l3, l3_off, data_end, t, li);
 	if (arp && proto == bpf_htons(ETH_P_ARP))
 		return parse_arp(l3, data_end, t);
 	return -1;

@@ -24,7 +24,7 @@ static __always_inline void add_flow(struct flow_key *key, __u64 bytes, __u32 di
 		proc_stat_add(PROC_STAT_UNOWNED_PACKETS, 1);
 		proc_stat_add(PROC_STAT_UNOWNED_BYTES, bytes);
 	}
-	add_owned_flow(side, key, bytes, tick_ns(), 0, st); /* socket events: no TCP header */
+	add_owned_flow(side, key, bytes, tick_ns(), NULL, NULL, st); /* socket events: no packet */
 }
 
 /* The calling process: TGID, the name of its main thread (what

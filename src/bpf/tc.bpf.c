@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 
+#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include "count.bpf.h"
 
 /* Replay: timestamp and original frame length come from __sk_buff->cb[]
@@ -23,9 +24,9 @@ static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir) {
 	if (cfg_replay) {
 		__u64 ts = ((__u64)skb->cb[REPLAY_CB_TS_HI] << 32) | skb->cb[REPLAY_CB_TS_LO];
 
-		count_frame(data, data_end, skb->cb[REPLAY_CB_WIRE_LEN], false, ts, FLOW_DIR_NONE, 0, 0);
+		count_frame(skb, data, data_end, skb->cb[REPLAY_CB_WIRE_LEN], false, ts, FLOW_DIR_NONE, 0, 0);
 	} else {
-		count_frame(data, data_end, skb->len, true, 0, dir, skb->ifindex,
+		count_frame(skb, data, data_end, skb->len, true, 0, dir, skb->ifindex,
 		            cfg_l2_proto ? skb->protocol : 0);
 	}
 	return TC_ACT_UNSPEC;

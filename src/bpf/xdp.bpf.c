@@ -21,6 +21,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
+#define L7_XDP /* l7_probe.bpf.h: the label read through bpf_xdp_load_bytes */
 #include "count.bpf.h"
 
 /* Settings, written by the engine between open and load. */
@@ -70,7 +71,7 @@ int xdp_count(struct xdp_md *ctx) {
 		else
 			l2 = bpf_htons(ETH_P_IP);
 	}
-	count_frame(data, data_end, len, true, 0, FLOW_DIR_INGRESS, ctx->ingress_ifindex, l2);
+	count_frame(ctx, data, data_end, len, true, 0, FLOW_DIR_INGRESS, ctx->ingress_ifindex, l2);
 	return XDP_PASS;
 }
 
