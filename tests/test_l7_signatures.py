@@ -78,8 +78,16 @@ CASES = [
     ("udp", 64, "03000000aabbccdd", "WireGuard"),
     ("udp", 149, "01000000aabbccdd", "unknown"),
     ("udp", 92, "02000100aabbccdd", "unknown"),
-    ("udp", 32, "04000000aabbccdd", "unknown"),  # transport data
+    ("udp", 32, "04000000aabbccdd0100000000000000", "WireGuard"),  # transport data
+    ("udp", 80, "04000000aabbccdd0100000000000000", "WireGuard"),
+    ("udp", 40, "04000000aabbccdd0100000000000000", "unknown"),  # not a multiple of 16
+    ("udp", 16, "04000000aabbccdd0100000000000000", "unknown"),  # too short
+    ("udp", 32, "04000001aabbccdd0100000000000000", "unknown"),
     ("tcp", 148, "01000000aabbccdd", "unknown"),
+    # an SSLv2-framed ClientHello offering TLS
+    ("tcp", 51, "8031010301001800000010", "TLS"),
+    ("tcp", 51, "8031010305001800000010", "unknown"),  # version 3.5
+    ("tcp", 51, "8031020301001800000010", "unknown"),  # not a ClientHello
     # Memcached binary
     ("tcp", 29, "8000000500000000000000050000", "Memcached"),
     ("tcp", 28, "8100000004000000", "Memcached"),
@@ -91,26 +99,55 @@ CASES = [
     ("udp", 1200, "cf6b3343cf08", "QUIC"),
     ("udp", 1200, "c3ff00001d08", "QUIC"),
     ("udp", 60, "8a0000000008", "QUIC"),
+    ("udp", 1200, "89ff00002208", "QUIC"),  # the fixed bit greased (RFC 9287)
+    ("udp", 1200, "c60a0a0a0a08", "QUIC"),  # a reserved greasing version
+    ("udp", 1200, "c63a4a5afa08", "QUIC"),
+    ("udp", 1200, "c55130353008", "QUIC"),  # Google Q050
+    ("udp", 1200, "c55430353108", "QUIC"),  # Google T051
+    ("udp", 1200, "cafaceb00e08", "QUIC"),  # mvfst
+    ("udp", 1200, "c55130613008", "unknown"),  # Q0a0: not digits
+    ("udp", 1200, "c60a0a0a0b08", "unknown"),
     ("udp", 1200, "430000000108", "unknown"),  # short header
     ("udp", 1200, "c30000000208", "unknown"),
     ("udp", 1200, "c3deadbeef08", "unknown"),
     ("tcp", 1200, "c30000000108", "unknown"),
     # DTLS 1.0 / 1.2 records of epoch 0
-    ("udp", 200, "16fefd0000000000000000", "DTLS"),
-    ("udp", 200, "16feff0000000000000000", "DTLS"),
-    ("udp", 200, "16fefd0001000000000000", "unknown"),  # epoch 1
+    ("udp", 200, "16fefd00000000000000000030", "DTLS"),
+    ("udp", 200, "16feff00000000000000000030", "DTLS"),
+    ("udp", 200, "16fefd0001000000000000", "unknown"),  # 11 bytes: no whole record header
+    ("udp", 200, "17fefd0001000000001a0d04bc", "DTLS"),  # epoch 1: a flow's middle
+    ("udp", 200, "160100000000000000000000560100", "DTLS"),  # OpenSSL's pre-standard version
+    ("udp", 200, "160200000000000000000000560100", "unknown"),
+    ("udp", 200, "18fefd0001000000001a0d04bc", "unknown"),
     ("udp", 200, "16fe030000000000000000", "unknown"),
     # DNS over UDP and TCP by header sanity
     ("udp", 29, "abcd01000001000000000000076578616d706c65", "DNS"),
     ("udp", 45, "abcd81800001000200000000", "DNS"),
     ("udp", 29, "abcd78000001000000000000", "unknown"),  # opcode 15
-    ("udp", 29, "abcd01000002000000000000", "unknown"),  # two questions
+    ("udp", 29, "abcd01000002000000000000", "DNS"),  # two questions (mDNS asks several)
+    ("udp", 29, "abcd01000000000000000000", "unknown"),  # a query without a question
+    ("udp", 29, "abcd84000000000200000000", "DNS"),  # an mDNS response: answers only
+    ("udp", 29, "abcd84000000000000000000", "unknown"),  # a response of nothing
+    ("udp", 29, "abcd04000000000200000000", "unknown"),  # answers only, but a query
     ("udp", 29, "abcd01400001000000000000", "unknown"),  # Z bit
     ("udp", 29, "abcd01000001010000000000", "unknown"),  # 256+ answers
     ("udp", 29, "abcd0100000100000000", "unknown"),  # 10 bytes: no whole header
     ("tcp", 31, "001dabcd01000001000000000000", "DNS"),
     ("tcp", 31, "0020abcd01000001000000000000", "unknown"),  # prefix is not the rest
-    ("tcp", 31, "001dabcd01000002000000000000", "unknown"),
+    ("tcp", 31, "001dabcd01000002000000000000", "DNS"),
+    ("tcp", 31, "001dabcd01000000000000000000", "unknown"),
+    # PostgreSQL: the server's one-byte answers, in a connection seen opening
+    ("tcpo", 1, "47", "PostgreSQL"),
+    ("tcpo", 1, "4e", "PostgreSQL"),
+    ("tcpo", 1, "53", "PostgreSQL"),
+    ("tcp", 1, "53", "unknown"),  # no opening seen: a byte mid-stream
+    ("tcpo", 2, "530a", "unknown"),
+    ("tcpo", 1, "58", "unknown"),
+    # PostgreSQL: the server's authentication request
+    ("tcp", 13, "520000000c00000005ad44ff54", "PostgreSQL"),
+    ("tcp", 9, "52000000080000000053", "PostgreSQL"),
+    ("tcp", 9, "520000000400000000", "unknown"),  # length below 8
+    ("tcp", 9, "520000000c01000005", "unknown"),
     # SMTP, IMAP, POP3
     ("tcp", 40, txt("220 mail.example ESMTP"), "SMTP"),
     ("tcp", 40, txt("220-mail.example"), "SMTP"),
@@ -120,6 +157,12 @@ CASES = [
     ("tcp", 30, txt("* OK [CAPABILITY IMAP4rev1]"), "IMAP"),
     ("tcp", 30, txt("* PREAUTH ready"), "IMAP"),
     ("tcp", 30, txt("* BYE"), "unknown"),
+    ("tcp", 14, txt(". CAPABILITY\r\n"), "IMAP"),
+    ("tcp", 20, txt("a001 LOGIN bob pw\r\n"), "IMAP"),
+    ("tcp", 13, txt("A1 STARTTLS\r\n"), "IMAP"),
+    ("tcp", 25, txt("x1 AUTHENTICATE PLAIN\r\n"), "IMAP"),
+    ("tcp", 20, txt("abcde CAPABILITY\r\n"), "unknown"),  # a 5-byte tag
+    ("tcp", 11, txt("a1 LOGOUT\r\n"), "unknown"),
     ("tcp", 20, txt("+OK POP3 ready\r\n"), "POP3"),
     ("tcp", 20, txt("USER bob\r\n"), "POP3"),
     ("tcp", 20, txt("CAPA\r\n"), "POP3"),

@@ -31,6 +31,7 @@
  *    directories made after the start, to a ring buffer, so flows of
  *    short-lived cgroups still resolve to a path.
  */
+#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include <linux/bpf.h>
 #include <stdbool.h>
 #include <bpf/bpf_core_read.h>
@@ -39,7 +40,6 @@
 
 #include "ktypes.bpf.h"
 #include "cgroup_events.bpf.h"
-#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include "count_owner.bpf.h"
 
 #define AF_INET 2

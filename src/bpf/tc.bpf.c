@@ -5,12 +5,12 @@
  * through BPF_PROG_TEST_RUN. It never changes a packet's fate: it returns
  * TC_ACT_UNSPEC (TCX_NEXT), so the next program or the default action runs.
  */
+#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 
-#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
 #include "count.bpf.h"
 
 /* Replay: timestamp and original frame length come from __sk_buff->cb[]

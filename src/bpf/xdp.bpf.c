@@ -16,12 +16,12 @@
  * for multi-buffer frames only.
  * The parser reads headers from the linear part only, where they always are.
  */
+#define L7_XDP /* l7_probe.bpf.h: the label read through bpf_xdp_load_bytes */
 #include <linux/bpf.h>
 #include <stdbool.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
-#define L7_XDP /* l7_probe.bpf.h: the label read through bpf_xdp_load_bytes */
 #include "count.bpf.h"
 
 /* Settings, written by the engine between open and load. */

@@ -26,6 +26,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "l7.h" // struct l7_sig: the skeleton shows the signature table (.data)
 #include "cgroup.skel.h"
 #include "cgroup_paths.hpp"
 #include "fd.hpp"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "skeleton.hpp"
+#include "l7.h" // struct l7_sig: the skeleton shows the signature table (.data)
 #include "tc.skel.h"
 #include "tc_attach.hpp"
 #include "tc_claims.hpp"

@@ -18,6 +18,7 @@
 #include "error.hpp"
 #include "fd.hpp"
 #include "skeleton.hpp"
+#include "l7.h" // struct l7_sig: the skeleton shows the signature table (.data)
 #include "xdp.skel.h"
 
 namespace pktstat {
