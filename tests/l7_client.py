@@ -5,13 +5,16 @@
               StartupMessage, the server's answer, its Terminate
   smtp        smtplib: reads the greeting, EHLO, NOOP, QUIT
   random-tcp  ROUNDS segments of fixed pseudo-random bytes, each echoed
-              back before the next is sent (so each is its own packet)
+              back before the next is sent (so each is its own packet),
+              each sent from the next CPU in turn (a flow's packets on
+              several CPUs, as a migrating thread's are)
   random-udp  the same as datagrams
   handshake   connects and closes: no payload either way
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import sys
@@ -24,6 +27,12 @@ def random_chunks() -> list[bytes]:
     the test's "unknown" flows: a match would label them)."""
     rng = random.Random(1717)
     return [bytes(rng.randrange(256) for _ in range(64)) for _ in range(ROUNDS)]
+
+
+def next_cpu(i: int) -> None:
+    """The calling thread onto the i-th of its CPUs (modulo their number)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[i % len(cpus)]})
 
 
 def main() -> None:
@@ -41,7 +50,8 @@ def main() -> None:
     elif cmd == "random-tcp":
         with socket.create_connection((host, port), timeout=5) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for chunk in random_chunks():
+            for i, chunk in enumerate(random_chunks()):
+                next_cpu(i)
                 s.sendall(chunk)
                 got = b""
                 while len(got) < len(chunk):
@@ -49,7 +59,8 @@ def main() -> None:
     elif cmd == "random-udp":
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(5)
-            for chunk in random_chunks():
+            for i, chunk in enumerate(random_chunks()):
+                next_cpu(i)
                 s.sendto(chunk, (host, port))
                 s.recvfrom(65536)
     elif cmd == "handshake":

@@ -139,17 +139,24 @@ def smtp(c: socket.socket) -> None:
 
 
 def echo_tcp(c: socket.socket) -> None:
+    """Each segment back, from the next CPU in turn (as the client sends)."""
+    cpus, i = sorted(os.sched_getaffinity(0)), 0
     while data := c.recv(65536):
+        os.sched_setaffinity(0, {cpus[i % len(cpus)]})  # this thread only
         c.sendall(data)
+        i += 1
 
 
 def echo_udp(s: socket.socket) -> None:
+    cpus, i = sorted(os.sched_getaffinity(0)), 0
     with contextlib.suppress(OSError):
         while True:
             data, peer = s.recvfrom(65536)
             if peer is None:  # shut down
                 return
+            os.sched_setaffinity(0, {cpus[i % len(cpus)]})
             s.sendto(data, peer)
+            i += 1
 
 
 def dns_udp(s: socket.socket) -> None:
