@@ -13,6 +13,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator, Sequence
@@ -53,7 +54,7 @@ def root_reason() -> str | None:
     return None
 
 
-def _clang_flags() -> list[str]:
+def _clang_flags(src_bpf: Path = SRC_BPF) -> list[str]:
     arch = os.uname().machine
     flags = [
         "-g",
@@ -65,7 +66,7 @@ def _clang_flags() -> list[str]:
         "-Wall",
         "-Werror",
         "-Wno-unused-function",
-        f"-I{SRC_BPF}",
+        f"-I{src_bpf}",
     ]
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     if multiarch:
@@ -81,6 +82,25 @@ def bench_object(name: str) -> Path:
     if not out.exists() or out.stat().st_mtime < max(p.stat().st_mtime for p in deps):
         OUT.mkdir(parents=True, exist_ok=True)
         subprocess.run(["clang", *_clang_flags(), "-c", str(src), "-o", str(out)], check=True)
+    return out
+
+
+def commit_object(commit: str, name: str) -> Path:
+    """src/bpf/<name>.bpf.c as it was at `commit` (git archive of that src/bpf
+    into a temporary directory), compiled with the flags of today's build:
+    the program before a change, measured beside the shipped one."""
+    out = OUT / f"{name}-{commit}.bpf.o"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["git", "-C", str(REPO), "archive", commit, "src/bpf"]
+        arch = subprocess.run(cmd, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=arch, check=True)
+        src = Path(tmp) / "src" / "bpf"
+        OUT.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["clang", *_clang_flags(src), "-c", str(src / f"{name}.bpf.c"), "-o", str(out)], check=True
+        )
     return out
 
 

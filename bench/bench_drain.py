@@ -26,7 +26,6 @@ import gc
 import shutil
 import statistics
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from _bench import (
     _clang_flags,
     bench_core,
     bench_object,
+    commit_object,
     median_diff,
     package_object,
     ratio,
@@ -101,18 +101,7 @@ def _drain_case(n: int, rounds: int) -> dict[str, Any]:
 
 def _before_object() -> Path:
     """tc.bpf.o as src/bpf was at BEFORE_COMMIT."""
-    out = REPO / "build" / "bench" / f"tc-{BEFORE_COMMIT}.bpf.o"
-    if out.exists():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["git", "-C", str(REPO), "archive", BEFORE_COMMIT, "src/bpf"]
-        arch = subprocess.run(cmd, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=arch, check=True)
-        src = Path(tmp) / "src" / "bpf"
-        flags = [f if not f.startswith("-I") or "src/bpf" not in f else f"-I{src}" for f in _clang_flags()]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["clang", *flags, "-c", str(src / "tc.bpf.c"), "-o", str(out)], check=True)
-    return out
+    return commit_object(BEFORE_COMMIT, "tc")
 
 
 def _branch_object() -> Path:

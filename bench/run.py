@@ -161,6 +161,50 @@ def _hotpath_rows(h: dict[str, Any]) -> list[Row]:
                 rows.append(("1 hot path", measure, result, f"<= {goal}x", _verdict(r["ratio"], goal, True)))
             else:
                 rows.append(("1 hot path", measure, result, "report", ""))
+    return rows + _label_rows(h.get("label"))
+
+
+def _label_rows(lab: dict[str, Any] | None) -> list[Row]:
+    """The application label's cost (bench_hotpath's `label`), TC."""
+    if not lab:
+        return []
+    if "skipped" in lab:
+        return [("label", "", f"skipped: {lab['skipped']}", "", "SKIP")]
+
+    def figures(r: dict[str, Any]) -> str:
+        return (
+            f"{r['ours_ns']:.0f} / {r['before_ns']:.0f} / {r['lean_ns']:.0f} / {r['peer_ns']:.0f} ns "
+            f"({r['ours_minus_before_ns']:+.1f} ns over before; {_x(r['ours_to_peer'])} pktstat-bpf's)"
+        )
+
+    head = "ns over empty, ours / before the label / lean / pktstat-bpf"
+    est = lab["established"]
+    quiet = est["ours_best_ns"] - est["before_best_ns"]
+    goal_ns, goal_peer = lab["goal_ns_over_before"], lab["goal_ratio_to_peer"]
+    frame = f"{lab['frame_bytes']}B TLS frames"
+    rows: list[Row] = [
+        (
+            "label",
+            f"TC established labelled flow, {frame}: {head}",
+            f"{figures(est)}; quietest rounds: {quiet:+.0f} ns over before",
+            f"<= +{goal_ns:.0f} ns",
+            _verdict(est["ours_minus_before_ns"], goal_ns, True),
+        ),
+        (
+            "label",
+            f"TC established labelled flow, {frame}: ours / pktstat-bpf",
+            _x(est["ours_to_peer"]),
+            f"<= {goal_peer}x",
+            _verdict(est["ours_to_peer"], goal_peer, True),
+        ),
+    ]
+    n = _count(lab["flows"])
+    for case, what in (
+        ("first_packet", "first payload packet (insert, looked at)"),
+        ("looking", "2nd and 3rd payload packets (looked at)"),
+        ("spent", "4th packet (budget spent)"),
+    ):
+        rows.append(("label", f"TC {n} new flows in turn, {what}: {head}", figures(lab[case]), "report", ""))
     return rows
 
 
