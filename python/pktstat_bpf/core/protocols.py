@@ -178,12 +178,15 @@ def app_codes(records: np.ndarray, labelled: bool = True) -> np.ndarray:
     label applies: flows other than TCP and UDP (and ARP flows), and every
     flow when not `labelled` (process mode). A value past the table (a
     newer kernel program) counts as "unknown", so the set stays bounded."""
-    n = len(records)
-    if not labelled or n == 0:
-        return np.full(n, -1, np.int8)
-    app = np.asarray(records["app"])
+    if not labelled or len(records) == 0:
+        return np.full(len(records), -1, np.int8)
+    return app_codes_of(records["app"], records["proto"], records["ipver"])
+
+
+def app_codes_of(app: np.ndarray, proto: np.ndarray, ipver: np.ndarray) -> np.ndarray:
+    """:func:`app_codes` of the three fields as arrays (any shape)."""
     codes = np.where(app < len(APP_NAMES), app, 1).astype(np.int8)
-    carrier = np.isin(records["proto"], APP_CARRIERS) & (records["ipver"] != ARP_IPVER)
+    carrier = ((proto == 6) | (proto == 17)) & (ipver != ARP_IPVER)  # APP_CARRIERS
     return np.where(carrier, codes, np.int8(-1))
 
 

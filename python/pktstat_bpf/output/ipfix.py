@@ -195,7 +195,7 @@ def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: 
     if "flowDirection" in names:
         out["flowDirection"] = np.minimum(col("dir"), 1)  # 0 ingress, 1 egress
     if "applicationName" in names:
-        out["applicationName"] = _APP_VALUES[protocols.app_codes(r[rows])].reshape(shape)
+        out["applicationName"] = _APP_VALUES[protocols.app_codes_of(col("app"), proto, col("ipver"))]
     if "processId" in names:
         out["processId"] = col("pid")
         out["processName"] = col("comm")
