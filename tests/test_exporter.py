@@ -266,6 +266,7 @@ def test_totals_are_exact_over_all_flows_while_flow_series_are_capped():
         dst="10.0.0.2",
         src_port="2",
         dst_port="53",
+        app="pending",  # the application label (UDP, not decided: these records carry app 0)
     )
     assert [v for _, v in s["pktstat_bpf_flow_packets_total"]] == [3, 5]
     assert "pktstat_bpf_process_bytes_total" not in s  # tc mode has no owners

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from pktstat_bpf import _core
-from pktstat_bpf.core import addresses, frame, render
+from pktstat_bpf.core import addresses, frame, protocols, render
 from pktstat_bpf.core.snapshot import Snapshot, Totals
 
 pd = pytest.importorskip("pandas")
@@ -120,6 +120,7 @@ def test_columns_and_dtypes_are_exactly_the_documented_ones():
             "src_port",
             "dst_port",
             "proto",
+            "app",
             "iface",
             "direction",
             "kind",
@@ -153,6 +154,14 @@ def test_columns_and_dtypes_are_exactly_the_documented_ones():
         assert isinstance(dt[name], pd.CategoricalDtype), name
     assert list(dt["direction"].categories) == ["ingress", "egress", ""]
     assert list(dt["kind"].categories) == ["data", "retransmit"]  # process mode's TCP retransmissions
+    assert isinstance(dt["app"], pd.CategoricalDtype)
+    assert list(dt["app"].categories) == list(protocols.APP_NAMES)  # all of them, in l7.h's order
+    assert df["app"].astype(object).where(df["app"].notna(), None).tolist() == [
+        "pending",  # TCP: not decided yet
+        "pending",
+        None,  # ICMPv6 and SCTP: no label applies
+        None,
+    ]
     for name in ("first_seen", "last_seen"):
         assert (
             isinstance(dt[name], pd.DatetimeTZDtype) and dt[name].unit == "ns" and str(dt[name].tz) == "UTC"

@@ -188,6 +188,7 @@ def test_messages_follow_rfc7011():
         (136, 1),
         (10, 4),
         (6, 2),  # tcpControlBits
+        (96, 16),  # applicationName: the appProto name, NUL-padded
     ]
     at = 24 + 4 * count
     tid6, count6 = struct.unpack("!HH", tmpl[at : at + 4])
@@ -200,7 +201,7 @@ def test_messages_follow_rfc7011():
     seen = 0
     v4 = int((snap.records["ipver"] == 4).sum())
     sizes = {t.id: t.dtype.itemsize for t in ipfix.templates(direction=False, owners=False)}
-    assert sizes == {256: 54, 257: 78}
+    assert sizes == {256: 70, 257: 94}
     for m in messages:
         version, length, export, seq, domain = struct.unpack("!HHIII", m[:16])
         set_id, set_len = struct.unpack("!HH", m[16:20])
@@ -223,7 +224,10 @@ def test_owner_templates_carry_the_enterprise_elements():
     assert struct.unpack("!HH", rec[:4]) == (258, len(t4.elements))
     # an enterprise specifier: the bit set, then the 4-octet PEN
     assert b"\x80\x01\x00\x04\x00\x00\x7e\xd9" in rec
-    assert [e.ie for e in t4.elements if not e.pen][-1] == 61  # flowDirection where directions are known
+    # flowDirection where directions are known, then applicationName (IE 96) in modes that label flows
+    assert [e.ie for e in t4.elements if not e.pen][-2:] == [61, 96]
+    t4, _ = ipfix.templates(direction=True, owners=True, apps=False)  # process mode: no labels
+    assert [e.ie for e in t4.elements if not e.pen][-1] == 61
 
 
 def test_sequence_numbers_across_batches_and_a_million_records():
@@ -241,8 +245,8 @@ def test_sequence_numbers_across_batches_and_a_million_records():
         for at in range(0, len(buf), size):
             seqs.append(struct.unpack("!I", buf[at + 8 : at + 12])[0])
             assert seqs[-1] == (2**32 - 5 + records) % 2**32
-            records += (struct.unpack("!H", buf[at + 18 : at + 20])[0] - 4) // 55
-    per = (ipfix.UDP_MESSAGE - 20) // 55  # an IPv4 record with flowDirection: 55 octets
+            records += (struct.unpack("!H", buf[at + 18 : at + 20])[0] - 4) // 71
+    per = (ipfix.UDP_MESSAGE - 20) // 71  # an IPv4 record with flowDirection and applicationName: 71 octets
     assert records == 1_000_000 and len(seqs) == -(-1_000_000 // per)
     assert enc.sequence == 2**32 - 5 + 1_000_000
 
@@ -411,7 +415,7 @@ def test_tcp_carries_the_same_records_once_with_templates(bpf):
     pairs = set()
     for m in msgs[1:]:
         v6 = struct.unpack("!H", m[16:18])[0] == 257
-        size = 78 if v6 else 54  # a replay's records: no flowDirection
+        size = 94 if v6 else 70  # a replay's records: no flowDirection; applicationName
         for i in range(20, len(m), size):
             r = m[i : i + size]
             a = 16 if v6 else 4

@@ -291,6 +291,7 @@ def test_stream_writer_jsonl_and_text_share_the_flow_renderer():
         "bytes": 120,
         "packets": 2,
         "bitrate": 960.0,
+        "appProto": "pending",  # TCP, app 0
         "direction": "egress",
         "firstSeen": "1970-01-01T00:00:00.000000000Z",
         "lastSeen": "1970-01-01T00:00:00.000000000Z",

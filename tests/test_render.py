@@ -106,6 +106,7 @@ def test_flow_dicts_from_records():
         "bytes": 300,
         "packets": 3,
         "bitrate": 1200.0,
+        "appProto": "pending",  # a UDP flow not decided yet (no payload looked at)
         "iface": "eth9",
         "direction": "egress",
         "firstSeen": "2023-11-14T22:13:20.000000000Z",

@@ -168,13 +168,13 @@ def test_plain_text_lines_and_sigterm_exit_0(netns: NetnsPair):
         peer.kill()
     assert p.returncode == 0, err
     want = (
-        f" bitrate: .+, packets: 4, bytes: {4 * (ETH + IP6 + UDP + 10)}, proto: UDP, "
+        f" bitrate: .+, packets: 4, bytes: {4 * (ETH + IP6 + UDP + 10)}, proto: UDP, (app: \\?, )?"
         f"src: \\[{netns.A6}\\]:{sp}, dst: \\[{netns.B6}\\]:5103$"
     )
     hits = [line for line in out.splitlines() if re.search(want, line)]
     assert len(hits) == 1, out
     assert RFC3339_UTC.match(hits[0].split(" ", 1)[0])
-    assert re.search(f"packets: 0, bytes: 0, proto: UDP, src: \\[{netns.A6}\\]:{sp}", out)
+    assert re.search(f"packets: 0, bytes: 0, proto: UDP, (app: \\?, )?src: \\[{netns.A6}\\]:{sp}", out)
 
 
 def test_unique_prints_each_connection_once(netns: NetnsPair):

@@ -65,12 +65,15 @@ def stable(rows):
 
 
 def rows_of(screen: list[str]) -> list[list[str]]:
-    """The table rows: [bitrate, packets, bytes, proto, src, dst]."""
+    """The table rows: [bitrate, packets, bytes, proto, src, dst] (the APP
+    and FLAGS cells between proto and src, where shown, left out)."""
     out = []
+    m = re.search(r"  SRC ", screen[2]) if len(screen) > 2 else None
+    at = m.start() + 2 if m else 0  # SRC is left-aligned: its cells start under its title
     for line in screen[3:-1]:
         f = line.split()
-        if len(f) >= 7 and f[1] in ("bps", "Kbps", "Mbps", "Gbps"):
-            out.append([f"{f[0]} {f[1]}"] + f[2:7])
+        if m and len(f) >= 7 and f[1] in ("bps", "Kbps", "Mbps", "Gbps"):
+            out.append([f"{f[0]} {f[1]}"] + f[2:5] + line[at:].split()[:2])
     return out
 
 

@@ -9,7 +9,10 @@ record keeps its frame's original length, which is what replay counts) but
 has the shape of real traffic over time: an HTTPS download, an scp upload
 over SSH, a video call, a software update over QUIC/IPv6, DNS, NTP, pings,
 mDNS, ARP and LLDP. Packets are built with scapy (real headers and
-checksums) from a seeded random generator, so running the script again
+checksums) from a seeded random generator; payloads are zeros except the
+first bytes of each conversation, which are what its protocol starts with
+(a TLS record, an SSH banner, a DNS header, a QUIC long header), so the
+application labels are those of the real protocols, so running the script again
 writes the same bytes (tests/test_notebook.py checks that).
 
 Addresses are from the documentation ranges (RFC 5737, RFC 3849) and the
@@ -90,7 +93,9 @@ class Tcp:
         self.sport, self.dport = sport, dport
         self.seq = {True: cap.rng.getrandbits(32), False: cap.rng.getrandbits(32)}  # True: client side
 
-    def _send(self, t: float, from_client: bool, flags: str, payload: int = 0, options=None) -> None:
+    def _send(
+        self, t: float, from_client: bool, flags: str, payload: int = 0, options=None, head: bytes = b""
+    ) -> None:
         src, dst = (self.client, self.server) if from_client else (self.server, self.client)
         macs = (self.ws_mac, self.peer_mac) if from_client else (self.peer_mac, self.ws_mac)
         sp, dp = (self.sport, self.dport) if from_client else (self.dport, self.sport)
@@ -105,7 +110,7 @@ class Tcp:
         )
         pkt = l2(*macs) / ip(self.cap, src, dst) / tcp
         if payload:
-            pkt = pkt / Raw(bytes(payload))
+            pkt = pkt / Raw(head + bytes(payload - len(head)))
         self.cap.add(t, pkt)
         self.seq[from_client] = (
             self.seq[from_client] + payload + (1 if flags in ("S", "SA", "FA") else 0)
@@ -118,10 +123,13 @@ class Tcp:
         self._send(t + rtt + 0.0001, True, "A")
         return t + rtt + 0.0001
 
-    def exchange(self, t: float, request: int, response: int, rtt: float) -> float:
-        """A request and its response (each one segment at most MSS)."""
-        self._send(t, True, "PA", request)
-        self._send(t + rtt, False, "PA", response)
+    def exchange(
+        self, t: float, request: int, response: int, rtt: float, heads: tuple[bytes, bytes] = (b"", b"")
+    ) -> float:
+        """A request and its response (each one segment at most MSS), their
+        payloads starting with `heads`."""
+        self._send(t, True, "PA", request, head=heads[0])
+        self._send(t + rtt, False, "PA", response, head=heads[1])
         self._send(t + rtt + 0.0002, True, "A")
         return t + rtt + 0.0002
 
@@ -147,9 +155,30 @@ class Tcp:
 
 
 def udp(
-    cap: Capture, t: float, src: str, dst: str, sport: int, dport: int, payload: int, macs: tuple[str, str]
+    cap: Capture,
+    t: float,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    payload: int,
+    macs: tuple[str, str],
+    head: bytes = b"",
 ) -> None:
-    cap.add(t, l2(*macs) / ip(cap, src, dst) / UDP(sport=sport, dport=dport) / Raw(bytes(payload)))
+    data = head + bytes(payload - len(head))
+    cap.add(t, l2(*macs) / ip(cap, src, dst) / UDP(sport=sport, dport=dport) / Raw(data))
+
+
+#: The first bytes of a TLS ClientHello and ServerHello record, an SSH
+#: banner, a QUIC v1 Initial (long header)
+TLS_HELLO = (b"\x16\x03\x01\x02\x00\x01", b"\x16\x03\x03\x05\x70\x02")
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.6\r\n"
+QUIC_INITIAL = b"\xc3\x00\x00\x00\x01"
+
+
+def dns_header(qid: int, answers: int) -> bytes:
+    """A DNS header: a recursive query (answers 0) or its response, one question."""
+    return struct.pack("!HHHHHH", qid, 0x8180 if answers else 0x0100, 1, answers, 0, 0)
 
 
 def out_of_lan(to_gw: bool) -> tuple[str, str]:
@@ -160,8 +189,9 @@ def dns(cap: Capture, t: float, name_len: int, v6: bool = False) -> None:
     """A query and its answer, through the router's resolver."""
     sport = 30000 + cap.rng.randrange(30000)
     src, dst = (WS[1], GW[1]) if v6 else (WS[0], GW[0])
-    udp(cap, t, src, dst, sport, 53, 17 + name_len, out_of_lan(True))
-    udp(cap, t + 0.004 + cap.jitter(0.01), dst, src, 53, sport, 17 + name_len + 32, out_of_lan(False))
+    udp(cap, t, src, dst, sport, 53, 17 + name_len, out_of_lan(True), dns_header(sport, 0))
+    answer = dns_header(sport, 1)
+    udp(cap, t + 0.004 + cap.jitter(0.01), dst, src, 53, sport, 17 + name_len + 32, out_of_lan(False), answer)
 
 
 def build(cap: Capture) -> None:
@@ -194,7 +224,7 @@ def build(cap: Capture) -> None:
     dns(cap, 3.9, 15)
     web = Tcp(cap, WS[0], WEB, GW[2], 51514, 443)
     t = web.open(4.0, 0.018)
-    t = web.exchange(t + 0.001, 517, 1400, 0.019)  # ClientHello / ServerHello ...
+    t = web.exchange(t + 0.001, 517, 1400, 0.019, TLS_HELLO)  # ClientHello / ServerHello ...
     t = web.exchange(t + 0.001, 80, 1200, 0.019)
     t = web.exchange(t + 0.001, 450, 300, 0.02)  # the request, the response headers
     t = web.bulk(t + 0.001, 1_500_000, 4.2e6, from_client=False)
@@ -207,7 +237,7 @@ def build(cap: Capture) -> None:
     # SSH to the file server: keystrokes all along, an scp upload of 1 MB
     ssh = Tcp(cap, WS[0], FILESERVER[0], FILESERVER[2], 40022, 22)
     t = ssh.open(2.0, 0.0004)
-    t = ssh.exchange(t, 41, 41, 0.001)
+    t = ssh.exchange(t, 41, 41, 0.001, (SSH_BANNER, SSH_BANNER))
     t = ssh.exchange(t + 0.01, 1080, 1000, 0.002)
     uploaded = False
     while t < 57.0:
@@ -253,8 +283,8 @@ def build(cap: Capture) -> None:
     # a software update over QUIC (UDP 443, IPv6): 1.2 MB in about 10 s
     dns(cap, 39.9, 18, v6=True)
     t = 40.0
-    udp(cap, t, WS[1], MIRROR, 50123, 443, 1200, out_of_lan(True))  # Initial
-    udp(cap, t + 0.03, MIRROR, WS[1], 443, 50123, 1200, out_of_lan(False))
+    udp(cap, t, WS[1], MIRROR, 50123, 443, 1200, out_of_lan(True), QUIC_INITIAL)  # Initial
+    udp(cap, t + 0.03, MIRROR, WS[1], 443, 50123, 1200, out_of_lan(False), QUIC_INITIAL)
     t += 0.05
     left, n = 1_200_000, 0
     while left > 0:

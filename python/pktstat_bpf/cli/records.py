@@ -39,6 +39,7 @@ class FlowOutputs:
                         template_refresh=opts.ipfix_template_refresh,
                         direction=direction,
                         owners=owners,
+                        apps=not opts.kprobes,  # process mode (-k) never labels flows
                     )
                 )
         except BaseException:

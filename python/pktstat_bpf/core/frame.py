@@ -33,6 +33,7 @@ COLUMNS = (
     "src_port",
     "dst_port",
     "proto",
+    "app",
     "iface",
     "direction",
     "kind",
@@ -132,8 +133,10 @@ def columns(
     bitrate: np.ndarray,
     ifnames: Mapping[int, str],
     cgroups: Mapping[int, str],
+    labels: bool = True,
 ) -> dict[str, Any]:
-    """The :data:`COLUMNS` of `records` as arrays pandas takes as they are."""
+    """The :data:`COLUMNS` of `records` as arrays pandas takes as they are
+    (`labels`: whether the mode labels flows, :func:`protocols.app_labelled`)."""
     r = records
     proto = np.ascontiguousarray(r["proto"])
     arp = r["ipver"] == protocols.ARP_IPVER
@@ -155,6 +158,8 @@ def columns(
         "src_port": r["sport"].astype(np.uint16),
         "dst_port": r["dport"].astype(np.uint16),
         "proto": _categorical(pd, proto_codes, proto_names),
+        # every name a category, in l7.h's order; -1 (no label applies) is missing
+        "app": pd.Categorical.from_codes(protocols.app_codes(r, labels), list(protocols.APP_NAMES)),
         "iface": _categorical(pd, if_codes, if_names),
         "direction": pd.Categorical.from_codes(direction, list(protocols.FLOW_DIRECTIONS)),
         "kind": pd.Categorical.from_codes(np.minimum(r["kind"], 1).astype(np.int8), list(render.KINDS)),
@@ -196,19 +201,22 @@ def to_pandas(
     ifnames: Mapping[int, str],
     cgroups: Mapping[int, str],
     extra: Mapping[str, np.ndarray],
+    labels: bool = True,
 ) -> pandas.DataFrame:
     """One row per flow, in the order of `records`, with the typed
     :data:`COLUMNS`: addresses (``src_ip``, ``dst_ip``), ``comm`` and
     ``cgroup`` as strings (pandas' string dtype), ports uint16, ``proto``,
     ``iface`` and ``direction`` categoricals, ``pid`` uint32, ``packets``
     and ``bytes`` uint64, ``bitrate`` float64 (8 x bytes / duration),
+    ``app`` a categorical of :data:`protocols.APP_NAMES` (missing where no
+    label applies: not TCP or UDP, or not `labels`: process mode),
     ``first_seen``/``last_seen`` datetime64[ns, UTC], ``tcp_flags`` uint8
     (the OR of the TCP flag bytes; :func:`render.tcp_flags_text` spells it) and
     ``syn_packets``, ``fin_packets``, ``rst_packets`` uint32 (0 for flows
     other than TCP and in process mode). The `extra` per-flow
     columns follow, under their own names."""
     pd = pandas_module()
-    cols = columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups)
+    cols = columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups, labels=labels)
     df = pd.DataFrame(cols, columns=list(COLUMNS), copy=False)
     for name, values in extra.items():  # extra per-flow columns (interval totals, pod names ...)
         if name == "drop_reasons":  # reason -> packets: "NO_SOCKET:2,NETFILTER_DROP:12" in a frame

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 NAMES: dict[int, str] = {
     0: "HOPOPT",
     1: "ICMPv4",
@@ -156,3 +158,41 @@ APP_NAMES: tuple[str, ...] = (
 def app_name(app: int) -> str:
     """The ``appProto`` name of a flow_value.app byte (``app<n>`` past the table)."""
     return APP_NAMES[app] if app < len(APP_NAMES) else f"app{app}"
+
+
+#: IP protocols whose flows carry an application label (l7.h: TCP and UDP
+#: payloads are looked at); the others keep app 0 and show no label.
+APP_CARRIERS = (6, 17)
+#: The modes whose programs label flows: every mode but process (its
+#: events carry no payload).
+UNLABELLED_MODES = frozenset({"process"})
+
+
+def app_labelled(mode: str) -> bool:
+    """Whether the flows of `mode` carry application labels (not process mode)."""
+    return mode not in UNLABELLED_MODES
+
+
+def app_codes(records: np.ndarray, labelled: bool = True) -> np.ndarray:
+    """Each record's position in :data:`APP_NAMES` (int8), or -1 where no
+    label applies: flows other than TCP and UDP (and ARP flows), and every
+    flow when not `labelled` (process mode). A value past the table (a
+    newer kernel program) counts as "unknown", so the set stays bounded."""
+    if not labelled or len(records) == 0:
+        return np.full(len(records), -1, np.int8)
+    return app_codes_of(records["app"], records["proto"], records["ipver"])
+
+
+def app_codes_of(app: np.ndarray, proto: np.ndarray, ipver: np.ndarray) -> np.ndarray:
+    """:func:`app_codes` of the three fields as arrays (any shape)."""
+    codes = np.where(app < len(APP_NAMES), app, 1).astype(np.int8)
+    carrier = ((proto == 6) | (proto == 17)) & (ipver != ARP_IPVER)  # APP_CARRIERS
+    return np.where(carrier, codes, np.int8(-1))
+
+
+def app_text(name: str | None) -> str:
+    """An ``appProto`` value as the text line and TUI show it: the name of
+    a recognised protocol, ``?`` for "unknown", empty for "pending" or no label."""
+    if name is None or name == "pending":
+        return ""
+    return "?" if name == "unknown" else name

@@ -75,11 +75,14 @@ def flow_dicts(
     cgroups: Mapping[int, str] | None = None,
     owners: bool = False,
     columns: Mapping[str, np.ndarray] | None = None,
+    labels: bool = True,
 ) -> list[dict[str, Any]]:
     """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
     in the order of `records`; ARP, ESP/AH, GRE and OSPF flows add the fields
     their port slots carry (:func:`protocols.header_fields`: ``arpOp``,
-    ``spi`` ...). `owners` adds pid/comm/cgroup; `columns`
+    ``spi`` ...). TCP and UDP flows carry ``appProto`` (a name of
+    :data:`protocols.APP_NAMES`) unless `labels` is false (process mode:
+    :func:`protocols.app_labelled`). `owners` adds pid/comm/cgroup; `columns`
     (snake_case name -> array aligned with records) adds one camelCase field
     each, left out of a row where its value is None."""
     n = len(records)
@@ -91,6 +94,7 @@ def flow_dicts(
     out = []
     ifnames = ifnames or {}
     extra = [(camel(k), v) for k, v in (columns or {}).items()]
+    apps = protocols.app_codes(records, labels).tolist()
     for i, r in enumerate(records):
         proto = protocols.flow_name(int(r["proto"]), int(r["ipver"]))
         sport, dport = int(r["sport"]), int(r["dport"])
@@ -104,6 +108,8 @@ def flow_dicts(
             "packets": int(r["packets"]),
             "bitrate": int(r["bytes"]) * scale,
         }
+        if apps[i] >= 0:
+            d["appProto"] = protocols.APP_NAMES[apps[i]]
         if proto in _FIELDED_NAMES:
             d.update(protocols.header_fields(proto, sport, dport))
         ifindex = int(r["ifindex"])
@@ -186,6 +192,9 @@ def text_line(d: Mapping[str, Any]) -> str:
         f"bitrate: {format_bitrate(d['bitrate'])}, packets: {d['packets']}, "
         f"bytes: {d['bytes']}, proto: {d['proto']}"
     )
+    app = protocols.app_text(d.get("appProto"))
+    if app:  # pending and process mode: nothing; unknown: "?"
+        head += f", app: {escape_text(app)}"
     src, dst = endpoints(d)
     body = f", src: {src}, dst: {dst}"
     if proto_num in protocols.ICMP:

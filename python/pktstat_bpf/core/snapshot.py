@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from . import render
+from . import protocols, render
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -192,6 +192,7 @@ class Snapshot:
             cgroups=self.cgroups,
             owners=self.owners,
             columns=self.columns,
+            labels=protocols.app_labelled(self.mode),
         )
 
     def header(self) -> dict[str, Any]:
@@ -296,7 +297,10 @@ class Snapshot:
         Columns (:data:`pktstat_bpf.frame.COLUMNS`): ``src_ip``, ``dst_ip``
         (strings), ``src_port``, ``dst_port`` (uint16; the fields of ICMP, ARP,
         ESP/AH, GRE and OSPF for those: docs/python-api.md),
-        ``proto`` (categorical: ``TCP``, ``UDP``, ``ICMPv4`` ...), ``iface``
+        ``proto`` (categorical: ``TCP``, ``UDP``, ``ICMPv4`` ...), ``app``
+        (categorical, categories :data:`protocols.APP_NAMES` in their order:
+        the application label, ``pending``, ``unknown``, ``HTTP``, ``TLS`` ...;
+        missing for flows other than TCP and UDP and in process mode), ``iface``
         and ``direction`` (categoricals; ``""`` where not known), ``pid``
         (uint32), ``comm``, ``cgroup`` (strings; 0 and ``""`` outside the
         modes that attribute flows to processes), ``packets``, ``bytes``
@@ -319,7 +323,12 @@ class Snapshot:
         from .frame import to_pandas
 
         return to_pandas(
-            self.records, self.bitrates(), ifnames=self.ifnames, cgroups=self.cgroups, extra=self.columns
+            self.records,
+            self.bitrates(),
+            ifnames=self.ifnames,
+            cgroups=self.cgroups,
+            extra=self.columns,
+            labels=protocols.app_labelled(self.mode),
         )
 
 

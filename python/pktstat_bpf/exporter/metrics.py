@@ -22,7 +22,8 @@ What is exported (``pktstat_bpf_`` prefix; see docs/exporter.md for the table):
   construction, and cost a fixed number of series.
 - The flow table's fill level (``flow_table_entries``, ``..._max_entries``).
 - Per-flow counters (``flow_packets_total``, ``flow_bytes_total``) for the N
-  heaviest flows only (``--prometheus-top N``), and in modes that know the
+  heaviest flows only (``--prometheus-top N``; label ``app``, the flow's
+  application label, one of a fixed set of names), and in modes that know the
   owning process, per-process counters (``process_*_total``) for the N
   heaviest processes: at most 2 N series each.
 - ``build_info``, the time of the last map reading, and the exporter's own
@@ -129,6 +130,7 @@ class FlowMetrics:
         self.updated_at = time.monotonic()
         self.owners = False
         self.kinds = False  # process mode: TCP retransmissions are flows of their own (label kind)
+        self.apps = False  # modes that label flows (all but process): label app
         self.pods = False
         self.ifnames: dict[int, str] = {}
         self.cgroups: Mapping[int, str] = {}
@@ -158,6 +160,7 @@ class FlowMetrics:
         d = iv.delta
         self.owners = bool(d.owners)
         self.kinds = d.mode == "process"
+        self.apps = protocols.app_labelled(d.mode)
         self.pods = "src_pod" in d.columns
         self.ifnames.update(d.ifnames)
         self.cgroups = {**self.cgroups, **d.cgroups}  # (pruned to the tracked rows' ids below)
@@ -338,6 +341,8 @@ class FlowMetrics:
 
     def flow_label_names(self) -> list[str]:
         names = ["iface", "direction", "proto", "src", "dst", "src_port", "dst_port"]
+        if self.apps:
+            names += ["app"]
         if self.kinds:
             names += ["kind"]
         if self.owners:
@@ -359,7 +364,13 @@ class FlowMetrics:
             rows = t.rows[idx]  # type: ignore[index]
             cols = {k: v[idx] for k, v in t.columns.items()}
             dicts = render.flow_dicts(
-                rows, 1.0, ifnames=self.ifnames, cgroups=self.cgroups, owners=self.owners, columns=cols
+                rows,
+                1.0,
+                ifnames=self.ifnames,
+                cgroups=self.cgroups,
+                owners=self.owners,
+                columns=cols,
+                labels=self.apps,
             )
             for i, row, d in zip(idx, rows, dicts):
                 lv = [
@@ -370,6 +381,8 @@ class FlowMetrics:
                     d["dstIp"],
                 ]
                 lv += [str(d["srcPort"]), str(d["dstPort"])]
+                if self.apps:  # one of protocols.APP_NAMES; "" where no label applies (not TCP/UDP)
+                    lv += [d.get("appProto", "")]
                 if self.kinds:
                     lv += [d.get("kind", "data")]
                 if self.owners:

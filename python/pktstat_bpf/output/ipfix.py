@@ -19,7 +19,10 @@ pktstat-bpf has a PEN of its own):
   octetDeltaCount 1, packetDeltaCount 2, flowStartMilliseconds 152,
   flowEndMilliseconds 153, flowEndReason 136, ingressInterface 10,
   tcpControlBits 6 (the OR of the flow's TCP flags; 0 for other protocols),
-  and flowDirection 61 where the mode knows directions (not in a replay);
+  and flowDirection 61 where the mode knows directions (not in a replay),
+  then applicationName 96 (string of 16 octets, NUL-padded: the JSON
+  ``appProto`` name, ``TLS``, ``pending``, ``unknown`` ...; empty for flows
+  other than TCP and UDP) in every mode but process, which labels no flow;
 - in modes that attribute flows to processes (cgroup, process), templates
   258 and 259 add the enterprise elements processId (1, unsigned32),
   processName (2, string of 16 octets, the comm, NUL-padded), cgroupId
@@ -82,7 +85,11 @@ class Element:
 _NOT_PORTS = np.array(sorted(protocols.FIELDED - protocols.ICMP), np.uint8)
 
 
-def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
+#: applicationName of each APP_NAMES position (index -1, the last: no label applies)
+_APP_VALUES = np.array([n.encode() for n in protocols.APP_NAMES] + [b""], "S16")
+
+
+def _elements(ipv6: bool, direction: bool, owners: bool, apps: bool) -> list[Element]:
     addr = "(16,)u1" if ipv6 else "(4,)u1"
     els = [
         Element(
@@ -108,6 +115,8 @@ def _elements(ipv6: bool, direction: bool, owners: bool) -> list[Element]:
     ]
     if direction:
         els.append(Element("flowDirection", 61, 1, "u1"))
+    if apps:
+        els.append(Element("applicationName", 96, 16, "S16"))
     if owners:
         els += [
             Element("processId", 1, 4, ">u4", PEN),
@@ -143,13 +152,13 @@ class Template:
         return bytes(out)
 
 
-def templates(*, direction: bool, owners: bool) -> tuple[Template, Template]:
+def templates(*, direction: bool, owners: bool, apps: bool = True) -> tuple[Template, Template]:
     """The IPv4 and IPv6 templates of a mode (ids 256/257, or 258/259 with
-    the owner elements)."""
+    the owner elements); `apps`: with applicationName (all modes but process)."""
     base = 258 if owners else 256
     return (
-        Template(base, tuple(_elements(False, direction, owners))),
-        Template(base + 1, tuple(_elements(True, direction, owners))),
+        Template(base, tuple(_elements(False, direction, owners, apps))),
+        Template(base + 1, tuple(_elements(True, direction, owners, apps))),
     )
 
 
@@ -185,6 +194,8 @@ def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: 
     out["tcpControlBits"] = col("tcp_flags")  # the OR of the flow's flags (0 for other protocols)
     if "flowDirection" in names:
         out["flowDirection"] = np.minimum(col("dir"), 1)  # 0 ingress, 1 egress
+    if "applicationName" in names:
+        out["applicationName"] = _APP_VALUES[protocols.app_codes_of(col("app"), proto, col("ipver"))]
     if "processId" in names:
         out["processId"] = col("pid")
         out["processName"] = col("comm")
@@ -198,11 +209,17 @@ class Encoder:
     the data records sent before them (RFC 7011 section 3.1)."""
 
     def __init__(
-        self, *, domain: int = 0, max_message: int = UDP_MESSAGE, direction: bool = True, owners: bool = False
+        self,
+        *,
+        domain: int = 0,
+        max_message: int = UDP_MESSAGE,
+        direction: bool = True,
+        owners: bool = False,
+        apps: bool = True,
     ) -> None:
         self.domain = domain
         self.max_message = max_message
-        self.templates = templates(direction=direction, owners=owners)
+        self.templates = templates(direction=direction, owners=owners, apps=apps)
         self.sequence = 0  # data records sent so far (mod 2^32 on the wire)
 
     def template_message(self, now: float | None = None) -> bytes:
@@ -303,6 +320,7 @@ class Exporter:
         template_refresh: float = DEFAULT_TEMPLATE_REFRESH,
         direction: bool = True,
         owners: bool = False,
+        apps: bool = True,
     ) -> None:
         self.target = target
         self.transport = transport
@@ -312,6 +330,7 @@ class Exporter:
             max_message=UDP_MESSAGE if transport == "udp" else TCP_MESSAGE,
             direction=direction,
             owners=owners,
+            apps=apps,
         )
         self.refused = 0  # UDP messages a closed port refused (ICMP errors seen)
         self.messages = 0

@@ -10,7 +10,8 @@ records of the roll interval it was in (and may leave a temporary file, never
 a visible partial one).
 
 Columns: every column of :func:`pktstat_bpf.core.frame.to_pandas` (strings and
-categoricals stored as plain strings), then ``end_reason`` (idle, active,
+categoricals stored as plain strings: ``app``, the application label, is
+null where no label applies), then ``end_reason`` (idle, active,
 end of capture, forced, lack of resources), ``interval_start`` and
 ``interval_end`` (the interval the counts cover, timestamp[ns, UTC]).
 """
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core import frame
+from ..core import frame, protocols
 from ..core.errors import PktstatError, UsageError
 from .flowrecords import REASONS, FlowBatch, concat
 
@@ -52,7 +53,12 @@ def flow_table(batch: FlowBatch) -> pyarrow.Table:
     pa = _pyarrow()
     pd = frame.pandas_module()
     df = frame.to_pandas(
-        batch.records, batch.bitrates(), ifnames=batch.ifnames, cgroups=batch.cgroups, extra={}
+        batch.records,
+        batch.bitrates(),
+        ifnames=batch.ifnames,
+        cgroups=batch.cgroups,
+        extra={},
+        labels=protocols.app_labelled(batch.mode),
     )
     names = np.array([REASONS.get(i, str(i)) for i in range(256)], dtype=object)
     df["end_reason"] = names[batch.reason].astype(str) if len(batch) else np.zeros(0, str)

@@ -49,7 +49,9 @@ _KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "proto", "iface", "direction
 #: The columns of :func:`timeseries`, in order (extra per-flow columns of
 #: the intervals, such as pod names, follow).
 COLUMNS = (
-    ("timestamp", "interval", "flow") + _KEY + ("packets", "bytes", "bitrate", "total_packets", "total_bytes")
+    ("timestamp", "interval", "flow")
+    + _KEY
+    + ("app", "packets", "bytes", "bitrate", "total_packets", "total_bytes")
 )
 
 
@@ -70,7 +72,8 @@ def timeseries(
     datetime64[ns, UTC]), ``interval`` (its length in seconds), ``flow`` (a
     categorical label naming the flow, unique per flow key: handy for
     ``pivot`` and legends), the flow key as in :meth:`Snapshot.to_pandas`
-    (``src_ip`` ... ``cgroup``), ``packets``, ``bytes`` (uint64: counted *in
+    (``src_ip`` ... ``cgroup``), ``app`` (the flow's application label at
+    the end of the interval, as in :meth:`Snapshot.to_pandas`), ``packets``, ``bytes`` (uint64: counted *in
     this interval*), ``bitrate`` (float64: 8 x bytes / interval) and
     ``total_packets``, ``total_bytes`` (the flow's lifetime counts at the end
     of the interval). Rows are in time order, the heaviest flow of an
@@ -88,8 +91,10 @@ def timeseries(
     ifnames: dict[int, str] = {}
     cgroups: dict[int, str] = {}
     extra_names: dict[str, None] = {}
+    labels = True
     for iv in _intervals(source, interval, max_entries, "live" if idle else "recent"):
         d = iv.delta
+        labels = protocols.app_labelled(d.mode)
         keep = np.arange(len(d.records)) if idle else np.flatnonzero(iv.active)
         keep = keep[np.argsort(~d.records["bytes"][keep], kind="stable")]  # heaviest first
         parts.append(
@@ -107,7 +112,7 @@ def timeseries(
         ifnames.update(d.ifnames)
         cgroups.update(d.cgroups)
         extra_names.update(dict.fromkeys(parts[-1]["extra"]))
-    return _frame(pd, parts, ifnames, cgroups, list(extra_names))
+    return _frame(pd, parts, ifnames, cgroups, list(extra_names), labels)
 
 
 def _intervals(source: Source, interval: float | None, max_entries: int, rows: str) -> Iterable[Interval]:
@@ -130,7 +135,12 @@ def _end_ns(iv: Interval) -> int:
 
 
 def _frame(
-    pd: Any, parts: list[dict[str, Any]], ifnames: dict[int, str], cgroups: dict[int, str], extras: list[str]
+    pd: Any,
+    parts: list[dict[str, Any]],
+    ifnames: dict[int, str],
+    cgroups: dict[int, str],
+    extras: list[str],
+    labels: bool = True,
 ) -> pandas.DataFrame:
     sizes = [len(p["records"]) for p in parts]
     dtype = parts[0]["records"].dtype if parts else record_dtype()
@@ -145,14 +155,14 @@ def _frame(
     ends = np.repeat(np.array([p["end"] for p in parts], np.int64), sizes)
     nbytes = records["bytes"].astype(np.float64)
     bitrate = np.divide(nbytes * 8.0, durations, out=np.zeros(len(records)), where=durations > 0)
-    cols = frame.columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups)
+    cols = frame.columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups, labels=labels)
     data: dict[str, Any] = {
         "timestamp": pd.DatetimeIndex(ends.astype("datetime64[ns]")).tz_localize("UTC"),
         "interval": durations,
         "flow": _flow_labels(pd, records, cols),
     }
     data.update({k: cols[k] for k in _KEY})
-    data.update({k: cols[k] for k in ("packets", "bytes", "bitrate")})
+    data.update({k: cols[k] for k in ("app", "packets", "bytes", "bitrate")})
     for name in ("total_packets", "total_bytes"):
         data[name] = (
             np.concatenate([p[name] for p in parts]).astype(np.uint64) if parts else np.zeros(0, np.uint64)

@@ -3,7 +3,7 @@ keys change (sort, scroll, filter, pause) and the rows and header it selects,
 as plain strings; :mod:`pktstat_bpf.cli.tui` only draws them with curses.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
-2 bytes, 3 source, 4 destination sort; / filter (case-insensitive substring
+2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
 of the row; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
 r redraw and jump to the top; q or x quit.
 """
@@ -21,16 +21,35 @@ from ..core.intervals import Interval
 from ..core.keys import key_hashes
 from ..views.view import nearly_full
 
-SORTS = ("bitrate", "packets", "bytes", "src", "dst")
+SORTS = ("bitrate", "packets", "bytes", "src", "dst", "app")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
 QUIT = "quit"
-HELP = "q quit  j/k up/down  PgUp/PgDn  0-4 sort  / filter  p pause  r top"
+HELP = "q quit  j/k up/down  PgUp/PgDn  0-5 sort  / filter  p pause  r top"
+
+
+def _app_rank() -> np.ndarray:
+    """Sort "app": the rank of each APP_NAMES position (-1, no label, is the
+    last entry) by the label as shown: names A-Z, then "?" (unknown), then
+    the blank ones (pending, no label); ties keep the table's order."""
+    names: list[str | None] = [*protocols.APP_NAMES, None]
+
+    def key(i: int) -> tuple[bool, bool, str, int]:
+        t = protocols.app_text(names[i])
+        return t == "", t == "?", t.lower(), i
+
+    rank = np.empty(len(names), np.int16)
+    rank[sorted(range(len(names)), key=key)] = np.arange(len(names))
+    return rank
+
+
+_APP_RANK = _app_rank()
 
 
 def order_rows(iv: Interval, by: str) -> np.ndarray:
     """Row order for sort `by`: bitrate, packets, bytes descending (the
     interval's bitrate; lifetime packets and bytes, as shown); src, dst
-    ascending by address family, address, then port."""
+    ascending by address family, address, then port; app by the label as
+    shown (A-Z, then ``?``, then blank), heaviest bitrate first within one."""
     r = iv.delta.records
     if len(r) == 0:
         return np.arange(0)
@@ -40,6 +59,8 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
         keys += [r["sport" if by == "src" else "dport"]]
         keys += [r[a][:, i] for i in range(15, -1, -1)]
         keys += [r["ipver"]]
+    elif by == "app":
+        keys += [~r["bytes"], _APP_RANK[protocols.app_codes(r, protocols.app_labelled(iv.delta.mode))]]
     else:
         val = {
             "bitrate": r["bytes"],
@@ -65,7 +86,15 @@ BASE_COLUMNS = [
 ]
 OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)]
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
+APP_COLUMN = Column("APP", 10)  # the application label (protocols.app_text), where the mode labels
 FLAGS_COLUMN = Column("FLAGS", 8)  # TCP flags seen (render.TCP_FLAG_LETTERS), where any flow has them
+
+
+def has_apps(iv: Interval) -> bool:
+    """Whether some flow of `iv` has been looked at for its application
+    (labelled or unknown; never in process mode): the APP column is shown then."""
+    r = iv.delta.records
+    return protocols.app_labelled(iv.delta.mode) and bool((protocols.app_codes(r) >= 1).any())
 
 
 def has_tcp_flags(iv: Interval) -> bool:
@@ -78,6 +107,7 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     sub = iv.delta.take(rows)
     dicts = sub.flow_dicts()
     flags = has_tcp_flags(iv)
+    apps = has_apps(iv)
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
@@ -99,6 +129,8 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
             row.insert(4, str(d.get("drops") or ""))
         if flags:
             row.insert(4, d.get("tcpFlags", ""))
+        if apps:  # right after PROTO
+            row.insert(4, render.escape_text(protocols.app_text(d.get("appProto"))))
         if sub.owners:
             row += [
                 str(d.get("pid", 0) or ""),
@@ -199,8 +231,10 @@ class TableModel:
         owners = self.interval is not None and self.interval.delta.owners
         drops = [DROPS_COLUMN] if self.interval is not None and "drops" in self.interval.delta.columns else []
         flags = [FLAGS_COLUMN] if self.interval is not None and has_tcp_flags(self.interval) else []
+        apps = [APP_COLUMN] if self.interval is not None and has_apps(self.interval) else []
         return (
             BASE_COLUMNS
+            + apps
             + flags
             + drops
             + [Column("SRC", 0), Column("DST", 0)]
