@@ -745,3 +745,16 @@ def test_corrupt_record_header_reports_the_frames_before_it(bpf, tmp_path, caplo
         (2, 2, 284),
     ]
     assert [r.get("event") for r in rows] == [None, None, "end"]
+
+
+def test_intervals_of_every_live_flow_add_up_to_the_replay(bpf):
+    """``rows="live"`` (the interactive table's rows): the last step retires
+    every flow, and those rows still show their last deltas (they once
+    indexed a table the drain had emptied)."""
+    office = Path(__file__).parent / "data" / "office.pcap"
+    replayer = pktstat_bpf.Replayer()
+    steps = list(replayer.intervals(office, 1.0, rows="live"))
+    whole = replayer.replay(office)
+    assert sum(int(iv.delta.records["packets"].sum()) for iv in steps) == int(whole.records["packets"].sum())
+    assert sum(int(iv.delta.records["bytes"].sum()) for iv in steps) == int(whole.records["bytes"].sum())
+    assert len(steps[-1].ended) == len(whole.records)

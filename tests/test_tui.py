@@ -97,7 +97,7 @@ def endpoint_key(text: str):
 def tui(netns: NetnsPair):
     peer = netns.peer("udp", "5201", "5202", "5203", "5204", "5205")
     cmd = (
-        f"S1=$(stty -g); ip netns exec {netns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -r 300ms; rc=$?; "
+        f"S1=$(stty -g); ip netns exec {netns.ns_a} {sys.executable} -m pktstat_bpf -g -i va -r 300ms --no-arp; rc=$?; "
         f'S2=$(stty -g); [ "$S1" = "$S2" ] && echo TTY-RESTORED; echo EXIT=$rc; sleep 60'
     )
     t = Tmux(cmd)

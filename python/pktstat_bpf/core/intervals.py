@@ -246,6 +246,10 @@ class DrainTracker:
         if self.rows == "live" and live is not None:
             rows = live()
             at = KeyIndex(rows).find(KeyIndex(cur), cur) if n else np.empty(0, np.intp)
+            gone = at < 0  # retired by this very drain (the end of a capture): shown once more
+            if gone.any():
+                at[gone] = len(rows) + np.arange(int(gone.sum()))
+                rows = np.concatenate([rows, life[gone]])
             delta = copy_records(rows)
             active = np.zeros(len(rows), dtype=bool)
             delta["packets"] = delta["bytes"] = 0
