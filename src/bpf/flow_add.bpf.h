@@ -114,7 +114,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		if (in_order || now > v->last_seen_ns)
 			v->last_seen_ns = now;
 		add_tcp_flags(v, fl);
-		if (li && li->l7 && v->app_tries < L7_BUDGET)
+		if (L7_LOOKS && li && li->l7 && v->app_tries < L7_BUDGET)
 			l7_note(v, l7_peek(ctx, li, v->tcp_flags & TCP_FLAG_SYN));
 		return;
 	}
@@ -131,7 +131,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 	};
 	long err;
 
-	if (li && li->l7)
+	if (L7_LOOKS && li && li->l7)
 		l7_note(&init, l7_peek(ctx, li, fl & TCP_FLAG_SYN));
 	err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)

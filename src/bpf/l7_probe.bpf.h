@@ -69,6 +69,7 @@ __noinline int l7_look_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l
 	n = l7_want(skb->len, off, plen);
 	return l7_label(&in, n, n ? bpf_skb_load_bytes(skb, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
+#define L7_LOOKS 1
 #define l7_peek(ctx, li, opened)                                                                             \
 	l7_look_skb((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
 #elif defined(L7_XDP)
@@ -82,10 +83,12 @@ __noinline int l7_look_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	n = l7_want(x->data_end - x->data, off, plen);
 	return l7_label(&in, n, n ? bpf_xdp_load_bytes(x, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
+#define L7_LOOKS 1
 #define l7_peek(ctx, li, opened)                                                                             \
 	l7_look_xdp((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
-#else /* no packets (process mode's socket events): never looked at */
+#else /* no packets (process mode's socket events), or no look (cgroup mode) */
 #define l7_peek(ctx, li, opened) L7_APP_NONE
+#define L7_LOOKS 0 /* add_to_flow drops the look (and the parser's payload offsets go unused) */
 #endif
 
 /* One look's outcome `app` into the flow's value: a label ends the looking;
