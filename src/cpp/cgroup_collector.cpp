@@ -56,7 +56,8 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts)
 		bpf_program__set_autoload(skel_->progs.owner_send, have_sock_tps_);
 		bpf_program__set_autoload(skel_->progs.owner_recv, have_sock_tps_);
 		bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
-		skel_->rodata->cfg_dfl_hierarchy = 0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
+		skel_->rodata->cfg_dfl_hierarchy =
+		    0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
 		skel_->rodata->cfg_l7 = labels;
 		set_flow_table_size(skel_->obj, opts.max_entries);
 		check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries),
