@@ -131,7 +131,7 @@ def test_cli_json_and_text(bpf, mixed):
     )
     assert (
         lines[1]
-        == "bitrate: 454.40 bps, packets: 1, bytes: 142, proto: UDP, src: 10.0.0.2:53, dst: 10.0.0.1:1000"
+        == "bitrate: 454.40 bps, packets: 1, bytes: 142, proto: UDP, app: ?, src: 10.0.0.2:53, dst: 10.0.0.1:1000"
     )
 
 
@@ -732,7 +732,7 @@ def test_corrupt_record_header_reports_the_frames_before_it(bpf, tmp_path, caplo
     assert p.stdout == (
         f"# replay of {path}, 1.00s: 1 flows, 2 packets, 284 bytes; unparsed 0 packets/0 bytes; "
         "overflow 0 packets/0 bytes\n"
-        "bitrate: 2.27 Kbps, packets: 2, bytes: 284, proto: UDP, src: 10.0.0.1:1, dst: 10.0.0.2:2\n"
+        "bitrate: 2.27 Kbps, packets: 2, bytes: 284, proto: UDP, app: ?, src: 10.0.0.1:1, dst: 10.0.0.2:2\n"
     )
 
     p = cli("--pcap", str(path), "--jsonl")
