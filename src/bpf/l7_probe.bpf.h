@@ -27,11 +27,6 @@
 #define L7_PEEK_OPENED 0x80
 
 #if defined(L7_SKB) || defined(L7_XDP)
-/* Set by the engine between open and load: false loads the program without
- * the look (the verifier skips the dead branch), where a kernel's verifier
- * does not admit the program with it (cgroup mode on Linux 6.1: E2BIG). */
-const volatile bool cfg_l7 = true;
-
 /* How many payload bytes to look at (0-16): the payload `plen` bytes long by
  * the headers starts `off` bytes into a frame `frame_len` bytes long. */
 static __always_inline __u32 l7_want(__u32 frame_len, __u32 off, __u32 plen) {
@@ -74,7 +69,7 @@ __noinline int l7_look_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l
 	n = l7_want(skb->len, off, plen);
 	return l7_label(&in, n, n ? bpf_skb_load_bytes(skb, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
-#define L7_LOOKS cfg_l7
+#define L7_LOOKS 1
 #define l7_peek(ctx, li, opened)                                                                             \
 	l7_look_skb((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
 #elif defined(L7_XDP)
@@ -88,12 +83,12 @@ __noinline int l7_look_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	n = l7_want(x->data_end - x->data, off, plen);
 	return l7_label(&in, n, n ? bpf_xdp_load_bytes(x, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
-#define L7_LOOKS cfg_l7
+#define L7_LOOKS 1
 #define l7_peek(ctx, li, opened)                                                                             \
 	l7_look_xdp((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
-#else /* no packets (process mode's socket events) */
+#else /* no packets (process mode's socket events), or no look (cgroup mode) */
 #define l7_peek(ctx, li, opened) L7_APP_NONE
-#define L7_LOOKS 0 /* add_to_flow drops the look */
+#define L7_LOOKS 0 /* add_to_flow drops the look (and the parser's payload offsets go unused) */
 #endif
 
 /* One look's outcome `app` into the flow's value: a label ends the looking;

@@ -39,7 +39,6 @@ void register_cgroup(py::module_ &m) {
 	    .def_property_readonly("attach_path", &CgroupCollector::attach_path)
 	    .def_property_readonly("owner_sources", &CgroupCollector::owner_sources)
 	    .def_property_readonly("cgroup_id", &CgroupCollector::cgroup_id)
-	    .def_property_readonly("labels", &CgroupCollector::labels)
 	    .def_property_readonly("max_entries",
 	                           [](const CgroupCollector &c) { return c.options().max_entries; })
 	    .def_property_readonly(

@@ -52,33 +52,16 @@ CgroupCollector::CgroupCollector(const CgroupOptions &opts)
 	have_sock_tps_ = !forced_missing("sock_tracepoints") && btf.has_tracepoint("sock_send_length") &&
 	                 btf.has_tracepoint("sock_recv_length");
 	const bool have_mkdir_tp = !forced_missing("cgroup_mkdir") && btf.has_tracepoint("cgroup_mkdir");
-	const auto configure = [&](bool labels) {
-		bpf_program__set_autoload(skel_->progs.owner_send, have_sock_tps_);
-		bpf_program__set_autoload(skel_->progs.owner_recv, have_sock_tps_);
-		bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
-		skel_->rodata->cfg_dfl_hierarchy =
-		    0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
-		skel_->rodata->cfg_l7 = labels;
-		set_flow_table_size(skel_->obj, opts.max_entries);
-		check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries),
-		             "set owner map size");
-		check_libbpf(bpf_map__set_max_entries(skel_->maps.released, opts.owner_entries),
-		             "set release queue size");
-	};
-	// With the application label's look the owner program is large for the
-	// verifier: Linux 6.1's refuses it (E2BIG, over a million instructions
-	// checked), so there it loads without the look and its flows stay pending.
-	configure(true);
-	try {
-		skel_.load();
-	} catch (const SysError &e) {
-		if (e.err() != E2BIG)
-			throw;
-		skel_ = Skeleton<cgroup_bpf>();
-		configure(false);
-		skel_.load();
-		labels_ = false;
-	}
+	bpf_program__set_autoload(skel_->progs.owner_send, have_sock_tps_);
+	bpf_program__set_autoload(skel_->progs.owner_recv, have_sock_tps_);
+	bpf_program__set_autoload(skel_->progs.owner_cgroup_mkdir, have_mkdir_tp);
+
+	skel_->rodata->cfg_dfl_hierarchy = 0; // cgroup v2 is hierarchy 0 ("0::/..." in /proc/<pid>/cgroup)
+	set_flow_table_size(skel_->obj, opts.max_entries);
+	check_libbpf(bpf_map__set_max_entries(skel_->maps.owners, opts.owner_entries), "set owner map size");
+	check_libbpf(bpf_map__set_max_entries(skel_->maps.released, opts.owner_entries),
+	             "set release queue size");
+	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();
 	drain_ =
 	    std::make_unique<FlowDrain>(skel_->obj, epoch_offset_ns_, true, epoch_now_ns(epoch_offset_ns_));

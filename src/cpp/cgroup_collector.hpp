@@ -71,9 +71,6 @@ class CgroupCollector {
 	std::vector<std::string> owner_sources() const;
 
 	uint64_t cgroup_id() const noexcept { return cgroup_id_; }
-	// Whether the program looks at payloads for the application label (false
-	// where the kernel's verifier refused it with the look).
-	bool labels() const noexcept { return labels_; }
 	const ScanStats &scan_stats() const noexcept { return scan_; }
 	std::vector<uint64_t> owner_stats() const; // enum owner_stat, summed over CPUs
 
@@ -113,7 +110,6 @@ class CgroupCollector {
 	int64_t epoch_offset_ns_ = 0;
 	std::unique_ptr<FlowDrain> drain_;
 	bool have_sock_tps_ = false;
-	bool labels_ = true;
 	std::vector<Link> links_;
 	CgroupResolver cgroups_;
 	std::unordered_set<uint64_t> subtree_;
