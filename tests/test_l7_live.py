@@ -363,6 +363,4 @@ def test_each_flow_labelled_both_ways(run, service):
     mode, got, failed = run
     assert service not in failed, f"the {service} client failed: {failed.get(service)}"
     _, _, c2s, s2c = SERVICES[service]
-    if mode == "cgroup":  # its program carries no look yet (docs/counting.md): every flow is pending
-        c2s = s2c = "pending"
     assert (got.get((service, "c2s")), got.get((service, "s2c"))) == ([c2s], [s2c]), (mode, service)
