@@ -37,7 +37,7 @@ def test_dtype_decodes_a_record_written_by_cpp():
     assert rec["tcp_flags"] == 0x92  # SYN | ACK | CWR
     assert rec["app"] == 9  # L7_APP_WIREGUARD
     assert rec["app_tries"] == 0xFF  # L7_DONE
-    assert rec["_pad"] == 0
+    assert rec["app_empty"] == 0
 
 
 def test_tcp_fields_follow_the_times_naturally_aligned():
@@ -47,7 +47,7 @@ def test_tcp_fields_follow_the_times_naturally_aligned():
     dt = _core.record_dtype
     at = {n: dt.fields[n][1] for n in dt.names}
     base = at["packets"]
-    names = ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "app", "app_tries", "_pad")
+    names = ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "app", "app_tries", "app_empty")
     assert [at[n] - base for n in names] == [32, 36, 40, 44, 45, 46, 47]
 
 

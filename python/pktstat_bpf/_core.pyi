@@ -22,7 +22,7 @@ _Progress = Callable[[int, int, int], object] | None
 #: app (u1: the application label, src/bpf/l7.h enum l7_app: 0 not looked at
 #: yet, 1 not recognised, then the protocols; interval and ended records carry
 #: the flow's label over its life), app_tries (u1: payload packets looked at,
-#: 0xff once labelled), _pad (u1, zero).
+#: 0xff once labelled), app_empty (u1: packets without payload looked at).
 record_dtype: np.dtype[np.void]
 #: NumPy dtype of one direction's counters (``struct dir_stats``).
 stats_dtype: np.dtype[np.void]

@@ -147,6 +147,21 @@ static __always_inline bool read_owner(const struct sock_owner *o, struct sock_o
 
 /* ---- packets ---------------------------------------------------------- */
 
+/* parse_frame's l2_proto for the packet of `ctx` (its frame starts at the IP
+ * header): skb->protocol, or where that is not IP the version nibble; also
+ * the look's (l7_probe.bpf.h). */
+static __always_inline __be16 l7_frame_l2(void *ctx) {
+	struct __sk_buff *skb = ctx;
+	__be16 proto = skb->protocol;
+	__u8 *v = (void *)(long)skb->data;
+
+	if (proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6))
+		return proto;
+	if ((void *)(v + 1) <= (void *)(long)skb->data_end && (*v >> 4) == 6)
+		return bpf_htons(ETH_P_IPV6);
+	return bpf_htons(ETH_P_IP);
+}
+
 /* The packet's flow `key` (its tuple, direction and owner filled) counted
  * with what the parser found in `li`, in side `side` (count_owner.bpf.h).
  * A global function, as owner_count: each of the parser's paths ends at the
@@ -194,17 +209,10 @@ __noinline int owner_count(struct __sk_buff *skb, __u32 dir, __u32 pid, __u64 co
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	proto = skb->protocol;
-	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
-		__u8 *v = data;
-
-		proto = bpf_htons(ETH_P_IP);
-		if ((void *)(v + 1) <= data_end && (*v >> 4) == 6)
-			proto = bpf_htons(ETH_P_IPV6);
-	}
+	proto = l7_frame_l2(skb);
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memset(&li, 0, sizeof(li));
-	if (parse_frame(data, data_end, proto, false, &key.tuple, &li) < 0) {
+	if (parse_frame(data, data_end, proto, false, &key.tuple, &li, false) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return 0;

@@ -40,7 +40,7 @@ static __always_inline void count_frame(void *ctx, void *data, void *data_end, _
 
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memset(&li, 0, sizeof(li));
-	if (parse_frame(data, data_end, l2_proto, cfg_arp, &key, &li) < 0) {
+	if (parse_frame(data, data_end, l2_proto, cfg_arp, &key, &li, false) < 0) {
 		st->unparsed_packets++;
 		st->unparsed_bytes += len;
 		return;

@@ -107,8 +107,9 @@ struct flow_value {
 	__u8 app;          /* application label (l7.h enum l7_app): 0 not looked at yet,
 	                    * 1 looked at, not recognised, then the protocols (the
 	                    * packet programs do not fill it yet: issue 17) */
-	__u8 app_tries;    /* payload packets looked at (L7_DONE once labelled) */
-	__u8 _pad;
+	__u8 app_tries;    /* payload packets looked at (L7_DONE once labelled;
+	                    * L7_BUDGET: no more looks) */
+	__u8 app_empty;    /* packets without payload looked at (l7_probe.bpf.h) */
 };
 FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 48, "flow_value layout");
 

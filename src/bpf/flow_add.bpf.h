@@ -93,9 +93,10 @@ static __always_inline void add_tcp_flags(struct flow_value *v, __u8 fl) {
 }
 
 /* Count `len` bytes at `now`, with what the parser found in `li` (the TCP
- * flag byte, the payload), in the flow `key` of `map`, or as overflow in `st`
- * when the table has no room for a new flow. `ctx` is the program's context
- * (for l7_peek); `li` NULL: no packet (process mode's socket events).
+ * flag byte), in the flow `key` of `map`, or as overflow in `st` when the
+ * table has no room for a new flow. `ctx` is the program's context (for
+ * l7_peek, while the flow is still looking); `li` NULL: no packet (process
+ * mode's socket events).
  * `in_order` (a constant where it is inlined): stamps only grow, as a live
  * clock's do; otherwise (replay: a capture file need not be in time order)
  * first and last seen are the earliest and the latest stamp. */
@@ -114,8 +115,8 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		if (in_order || now > v->last_seen_ns)
 			v->last_seen_ns = now;
 		add_tcp_flags(v, fl);
-		if (L7_LOOKS && li && li->l7 && v->app_tries < L7_BUDGET)
-			l7_note(v, l7_peek(ctx, li, v->tcp_flags & TCP_FLAG_SYN));
+		if (L7_LOOKS && v->app_tries < L7_BUDGET)
+			l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN));
 		return;
 	}
 
@@ -131,8 +132,8 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 	};
 	long err;
 
-	if (L7_LOOKS && li && li->l7)
-		l7_note(&init, l7_peek(ctx, li, fl & TCP_FLAG_SYN));
+	if (L7_LOOKS)
+		l7_note(&init, l7_peek(ctx, fl & TCP_FLAG_SYN));
 	err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)
 		return;

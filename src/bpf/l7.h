@@ -49,6 +49,11 @@ enum l7_app {
  * handshakes of every signature here while an established flow stops
  * paying after its third payload packet at the latest. */
 #define L7_BUDGET 3
+/* Packets without payload a flow is looked at on (a handshake, ACKs, a
+ * request's upload ACKed before the response) before it stops: the look
+ * finds where the payload starts itself, so a packet without one costs a
+ * look, and a flow of ACKs alone stops after these. */
+#define L7_EMPTY_BUDGET 64
 /* flow_value.app_tries once a label is set: never examined again. */
 #define L7_DONE 0xff
 #define L7_WINDOW 16

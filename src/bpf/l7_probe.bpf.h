@@ -6,14 +6,20 @@
  * The look is a global function per context type: the verifier checks it
  * once, on its own, and each caller only makes the call, so the parser's many
  * paths do not multiply the copy and the signature loop (inlined, they made
- * the TC program too big to verify). It reads up to L7_WINDOW payload bytes
- * with the load-bytes helper, so a payload in the skb's paged part (GRO, a
- * TSO super-packet) is read as well as a linear one.
+ * the TC program too big to verify). It parses the frame again itself to
+ * find where the payload starts, so the counting path carries nothing for it
+ * (no payload offsets kept per packet: an established flow pays the one
+ * compare of flow_value.app_tries), then reads up to L7_WINDOW payload bytes
+ * with the load-bytes helper through a second global function, so a payload
+ * in the skb's paged part (GRO, a TSO super-packet) is read as well as a
+ * linear one.
  *
  * A program defines L7_SKB (TC, replay, cgroup_skb) or L7_XDP before it
- * includes count.bpf.h / count_owner.bpf.h; flow_add.bpf.h calls l7_peek
- * only while the flow is still looking (flow_value.app_tries < L7_BUDGET),
- * so a labelled flow, or one whose budget is spent, pays one compare.
+ * includes count.bpf.h / count_owner.bpf.h, and defines l7_frame_l2(ctx),
+ * the `l2_proto` its frames are parsed with (parse_frame); flow_add.bpf.h
+ * calls l7_peek only while the flow is still looking (flow_value.app_tries <
+ * L7_BUDGET), so a labelled flow, or one whose budget is spent, pays one
+ * compare.
  */
 #ifndef PKTSTAT_L7_PROBE_BPF_H
 #define PKTSTAT_L7_PROBE_BPF_H
@@ -22,6 +28,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "l7.h"
+#include "parse.bpf.h"
 
 /* In l7_look_*'s `l4`: the flow's opening (a SYN) was seen in this table. */
 #define L7_PEEK_OPENED 0x80
@@ -59,8 +66,29 @@ static __always_inline int l7_label(struct l7_buf *in, __u32 n, long read_err, _
 
 #endif
 
+/* What a look returns beyond the labels (enum l7_app): a TCP or UDP packet
+ * without payload, and a frame with nothing to look at (not TCP or UDP, no
+ * whole L4 header: the flow stops looking). */
+#define L7_LOOK_EMPTY L7_APP_NONE
+#define L7_LOOK_NEVER (-1)
+
+#if defined(L7_SKB) || defined(L7_XDP)
+static __always_inline __be16 l7_frame_l2(void *ctx); /* the program's (see above) */
+
+/* The payload of `data`..`data_end` (the frame of `ctx`) in `li` (pay_off,
+ * pay_len, l7), or L7_LOOK_NEVER / L7_LOOK_EMPTY as l7_peek returns them. */
+static __always_inline int l7_find(void *ctx, void *data, void *data_end, struct l4_info *li) {
+	struct flow_tuple t;
+
+	__builtin_memset(&t, 0, sizeof(t));
+	if (parse_frame(data, data_end, l7_frame_l2(ctx), false, &t, li, true) < 0 || !li->l7)
+		return L7_LOOK_NEVER;
+	return li->pay_len ? 1 : L7_LOOK_EMPTY;
+}
+#endif
+
 #if defined(L7_SKB)
-__noinline int l7_look_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l4) {
+__noinline int l7_read_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l4) {
 	struct l7_buf in = {};
 	__u32 n;
 
@@ -69,11 +97,25 @@ __noinline int l7_look_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l
 	n = l7_want(skb->len, off, plen);
 	return l7_label(&in, n, n ? bpf_skb_load_bytes(skb, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
+
+/* The look at the packet of `skb`: its label (enum l7_app), or L7_LOOK_*;
+ * `opened`: L7_PEEK_OPENED or 0. */
+__noinline int l7_look_skb(struct __sk_buff *skb, __u32 opened) {
+	struct l4_info li;
+	int found;
+
+	if (!skb)
+		return L7_LOOK_NEVER;
+	__builtin_memset(&li, 0, sizeof(li));
+	found = l7_find(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, &li);
+	if (found <= 0)
+		return found;
+	return l7_read_skb(skb, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
+}
 #define L7_LOOKS 1
-#define l7_peek(ctx, li, opened)                                                                             \
-	l7_look_skb((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
+#define l7_peek(ctx, opened) l7_look_skb((ctx), (opened) ? L7_PEEK_OPENED : 0)
 #elif defined(L7_XDP)
-__noinline int l7_look_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
+__noinline int l7_read_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	struct l7_buf in = {};
 	__u32 n;
 
@@ -83,24 +125,43 @@ __noinline int l7_look_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	n = l7_want(x->data_end - x->data, off, plen);
 	return l7_label(&in, n, n ? bpf_xdp_load_bytes(x, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
+
+__noinline int l7_look_xdp(struct xdp_md *x, __u32 opened) {
+	struct l4_info li;
+	int found;
+
+	if (!x)
+		return L7_LOOK_NEVER;
+	__builtin_memset(&li, 0, sizeof(li));
+	found = l7_find(x, (void *)(long)x->data, (void *)(long)x->data_end, &li);
+	if (found <= 0)
+		return found;
+	return l7_read_xdp(x, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
+}
 #define L7_LOOKS 1
-#define l7_peek(ctx, li, opened)                                                                             \
-	l7_look_xdp((ctx), (li)->pay_off, (li)->pay_len, (li)->l7 | ((opened) ? L7_PEEK_OPENED : 0))
-#else /* no packets (process mode's socket events), or no look (cgroup mode) */
-#define l7_peek(ctx, li, opened) L7_APP_NONE
-#define L7_LOOKS 0 /* add_to_flow drops the look (and the parser's payload offsets go unused) */
+#define l7_peek(ctx, opened) l7_look_xdp((ctx), (opened) ? L7_PEEK_OPENED : 0)
+#else /* no packets (process mode's socket events) */
+#define l7_peek(ctx, opened) L7_LOOK_NEVER
+#define L7_LOOKS 0 /* add_to_flow drops the look */
 #endif
 
 /* One look's outcome `app` into the flow's value: a label ends the looking;
- * a look without one makes the flow "unknown" until a later look (at most
- * L7_BUDGET in all) finds a label. */
+ * a payload without one makes the flow "unknown" until a later look (at most
+ * L7_BUDGET in all) finds a label; a packet without payload counts towards
+ * L7_EMPTY_BUDGET; a frame with nothing to look at ends the looking. Looking
+ * ends with app_tries at L7_BUDGET (L7_DONE once labelled). */
 static __always_inline void l7_note(struct flow_value *v, int app) {
 	if (app > L7_APP_UNKNOWN) {
 		v->app = app;
 		v->app_tries = L7_DONE;
-	} else {
+	} else if (app == L7_APP_UNKNOWN) {
 		v->app = L7_APP_UNKNOWN;
 		v->app_tries++;
+	} else if (app == L7_LOOK_EMPTY) {
+		if (++v->app_empty >= L7_EMPTY_BUDGET)
+			v->app_tries = L7_BUDGET;
+	} else {
+		v->app_tries = L7_BUDGET;
 	}
 }
 

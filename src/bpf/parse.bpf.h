@@ -24,11 +24,11 @@
  *    the flow, with its SPI, only where the walk ends at it (the header
  *    limit reached);
  *  - the TCP flag byte is read under the same rule as the ports (else 0) into
- *    `li->tcp_flags`, which the caller zeroes: it is not part of the key; so
- *    is where a TCP or UDP payload starts (`li->pay_off` from the frame's
- *    first byte, `li->pay_len` by the headers, `li->l7` its carrier), set
- *    only when the datagram has payload bytes after a whole L4 header (the
- *    application label, l7_probe.bpf.h, looks there);
+ *    `li->tcp_flags`, which the caller zeroes: it is not part of the key;
+ *    with `pay`, so is the carrier of a TCP or UDP datagram with a whole L4
+ *    header (`li->l7`) and where its payload starts (`li->pay_off` from the
+ *    frame's first byte, `li->pay_len` by the headers; 0: none), for the
+ *    application label's look (l7_probe.bpf.h);
  *  - ARP (EtherType 0x0806, when the caller asks for it): Ethernet/IPv4 ARP
  *    only (hardware type 1, protocol type 0x0800, address sizes 6 and 4, the
  *    28 bytes captured) is a flow (flow.h); anything else is unparsed.
@@ -56,9 +56,9 @@
 /* What the parser tells beyond the key (zeroed by the caller). */
 struct l4_info {
 	__u32 pay_off;  /* where the TCP or UDP payload starts in the frame */
-	__u32 pay_len;  /* its length by the IP and TCP headers */
+	__u32 pay_len;  /* its length by the IP and TCP headers (0: no payload) */
 	__u8 tcp_flags; /* the TCP flag byte (enum tcp_flag_bits) */
-	__u8 l7;        /* L7_TCP or L7_UDP (l7.h): there is payload; 0: none */
+	__u8 l7;        /* L7_TCP or L7_UDP (l7.h): the L4 header is whole; 0: none */
 	__u8 _pad[6];
 };
 
@@ -149,7 +149,7 @@ static __always_inline void l4_fields(const __u8 *b, struct flow_tuple *t) {
  * is how many bytes of the IP datagram remain from l4 on (from the IP length
  * fields). */
 static __always_inline void parse_l4(void *l4, __u32 l4_off, void *data_end, __u32 room, struct flow_tuple *t,
-                                     struct l4_info *li) {
+                                     struct l4_info *li, bool pay) {
 	__u32 need, hl;
 
 	/* One comparison tree: the protocols with ports (and ESP, whose SPI lies
@@ -184,21 +184,20 @@ static __always_inline void parse_l4(void *l4, __u32 l4_off, void *data_end, __u
 	t->dport = bpf_ntohs(((__be16 *)l4)[1]);
 	if (t->proto == IPPROTO_UDP) {
 		hl = 8;
-		li->l7 = L7_UDP;
+		if (pay)
+			li->l7 = L7_UDP;
 	} else if (t->proto == IPPROTO_TCP && l4 + 20 <= data_end) {
 		/* need is 20 for TCP; the verifier is told again with a constant */
 		li->tcp_flags = ((__u8 *)l4)[13];
 		hl = (((__u8 *)l4)[12] >> 4) * 4;
-		if (hl < 20)
+		if (!pay || hl < 20)
 			return;
 		li->l7 = L7_TCP;
 	} else {
 		return;
 	}
-	if (hl >= room) { /* no payload */
-		li->l7 = 0;
+	if (hl >= room) /* no payload */
 		return;
-	}
 	li->pay_off = l4_off + hl;
 	li->pay_len = room - hl;
 }
@@ -221,7 +220,7 @@ static __always_inline int parse_arp(void *l3, void *data_end, struct flow_tuple
 }
 
 static __always_inline int parse_ipv4(void *l3, __u32 l3_off, void *data_end, struct flow_tuple *t,
-                                      struct l4_info *li) {
+                                      struct l4_info *li, bool pay) {
 	struct iphdr *ip = l3;
 	__u32 hlen, tot_len;
 
@@ -247,12 +246,12 @@ static __always_inline int parse_ipv4(void *l3, __u32 l3_off, void *data_end, st
 
 	if (ip->frag_off & bpf_htons(0x1fff)) /* non-first fragment */
 		return 0;
-	parse_l4(l3 + hlen, l3_off + hlen, data_end, tot_len - hlen, t, li);
+	parse_l4(l3 + hlen, l3_off + hlen, data_end, tot_len - hlen, t, li, pay);
 	return 0;
 }
 
 static __always_inline int parse_ipv6(void *l3, __u32 l3_off, void *data_end, struct flow_tuple *t,
-                                      struct l4_info *li) {
+                                      struct l4_info *li, bool pay) {
 	struct ipv6hdr *ip6 = l3;
 	__u32 off = sizeof(*ip6), plen;
 	__u8 nh;
@@ -298,7 +297,7 @@ static __always_inline int parse_ipv6(void *l3, __u32 l3_off, void *data_end, st
 	}
 	t->proto = nh;
 	if (off < plen)
-		parse_l4(l3 + off, l3_off + off, data_end, plen - off, t, li);
+		parse_l4(l3 + off, l3_off + off, data_end, plen - off, t, li, pay);
 	return 0;
 stop:
 	t->proto = nh;
@@ -308,9 +307,10 @@ stop:
 /* l2_proto == 0: the frame starts with an Ethernet header. Otherwise the frame
  * starts at the network header and l2_proto (network byte order) names it.
  * `arp`: key ARP (a load-time constant of the caller, so a program without
- * ARP carries no ARP code). */
+ * ARP carries no ARP code). `pay` (a constant): find the payload too (the
+ * look of l7_probe.bpf.h; counting needs only the flag byte). */
 static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_proto, bool arp,
-                                       struct flow_tuple *t, struct l4_info *li) {
+                                       struct flow_tuple *t, struct l4_info *li, bool pay) {
 	void *l3 = data;
 	__u32 l3_off = 0;
 	__be16 proto = l2_proto;
@@ -337,9 +337,9 @@ static __always_inline int parse_frame(void *data, void *data_end, __be16 l2_pro
 		}
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(l3, l3_off, data_end, t, li);
+		return parse_ipv4(l3, l3_off, data_end, t, li, pay);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(l3, l3_off, data_end, t, li);
+		return parse_ipv6(l3, l3_off, data_end, t, li, pay);
 	if (arp && proto == bpf_htons(ETH_P_ARP))
 		return parse_arp(l3, data_end, t);
 	return -1;

@@ -17,6 +17,11 @@
  * (see enum replay_cb), direction is unknown and there is no interface. */
 const volatile bool cfg_replay = false;
 
+/* l7_probe.bpf.h: the frames' link layer, as tc_count parses them. */
+static __always_inline __be16 l7_frame_l2(void *ctx) {
+	return cfg_replay || !cfg_l2_proto ? 0 : ((struct __sk_buff *)ctx)->protocol;
+}
+
 static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir) {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;

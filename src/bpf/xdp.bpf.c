@@ -54,24 +54,34 @@ static __always_inline __u64 frame_len(struct xdp_md *ctx, void *data, void *dat
 	return bpf_xdp_get_buff_len(ctx);
 }
 
+/* parse_frame's l2_proto for the frame `data`..`data_end`: 0 (Ethernet), or
+ * on an L3 device (tun, wireguard under generic XDP: no link-layer header
+ * and no skb->protocol here) the IP version of its first byte. */
+static __always_inline __be16 xdp_l2(void *data, void *data_end) {
+	__u8 *v = data;
+
+	if (!cfg_l2_proto)
+		return 0;
+	if ((void *)(v + 1) <= data_end && (*v >> 4) == 6)
+		return bpf_htons(ETH_P_IPV6);
+	return bpf_htons(ETH_P_IP);
+}
+
+/* l7_probe.bpf.h: the frames' link layer, as xdp_count parses them. */
+static __always_inline __be16 l7_frame_l2(void *ctx) {
+	struct xdp_md *x = ctx;
+
+	return xdp_l2((void *)(long)x->data, (void *)(long)x->data_end);
+}
+
 SEC("xdp")
 int xdp_count(struct xdp_md *ctx) {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 len = frame_len(ctx, data, data_end);
-	__be16 l2 = 0;
 
-	if (cfg_l2_proto) {
-		/* L3 device (tun, wireguard under generic XDP): no link-layer
-		 * header and no skb->protocol here, so the IP version decides. */
-		__u8 *v = data;
-
-		if ((void *)(v + 1) <= data_end)
-			l2 = (*v >> 4) == 6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
-		else
-			l2 = bpf_htons(ETH_P_IP);
-	}
-	count_frame(ctx, data, data_end, len, true, 0, FLOW_DIR_INGRESS, ctx->ingress_ifindex, l2);
+	count_frame(ctx, data, data_end, len, true, 0, FLOW_DIR_INGRESS, ctx->ingress_ifindex,
+	            xdp_l2(data, data_end));
 	return XDP_PASS;
 }
 

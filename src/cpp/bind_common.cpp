@@ -31,7 +31,7 @@ const std::vector<Field> &record_fields() {
 	    REC_FIELD("tcp_flags", value.tcp_flags, "u1"),
 	    REC_FIELD("app", value.app, "u1"),
 	    REC_FIELD("app_tries", value.app_tries, "u1"),
-	    REC_FIELD("_pad", value._pad, "u1"), // named: every byte of a record is a field
+	    REC_FIELD("app_empty", value.app_empty, "u1"),
 	};
 	return f;
 }

@@ -32,6 +32,8 @@ template <class E> void put_tcp(flow_value &v, const E &en) {
 	v.rst_packets = en.rst;
 	v.tcp_flags = en.tcp_flags;
 	v.app = en.app;
+	v.app_tries = en.app_tries;
+	v.app_empty = en.app_empty;
 }
 inline uint32_t tag_of(uint64_t h) {
 	return static_cast<uint32_t>(h >> 32);
@@ -224,6 +226,8 @@ void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interv
 		en.rst = add_count32(en.rst, r.value.rst_packets);
 		en.tcp_flags |= r.value.tcp_flags;
 		en.app = merge_app(en.app, r.value.app);
+		en.app_tries = std::max(en.app_tries, r.value.app_tries);
+		en.app_empty = std::max(en.app_empty, r.value.app_empty);
 		interval_record &o = out[n];
 		o.rec = r;
 		o.rec.value.app = en.app; // the flow's label, not this interval's guess

@@ -95,6 +95,7 @@ class FlowLifetime {
 		uint32_t syn, fin, rst;                  // flow_value's TCP counts, summed (saturating)
 		uint8_t tcp_flags;                       // flow_value's tcp_flags, ORed
 		uint8_t app;                             // flow_value's app (merge_app)
+		uint8_t app_tries, app_empty;            // flow_value's, the largest seen
 		uint64_t rep_packets, rep_bytes, rep_ns; // at the previous record handed out
 		uint64_t hash;
 		uint32_t idle_prev, idle_next; // by last activity, oldest first

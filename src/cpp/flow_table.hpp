@@ -47,6 +47,7 @@ inline uint8_t merge_app(uint8_t a, uint8_t b) noexcept {
 inline void add_tcp_counts(flow_value &a, const flow_value &b) noexcept {
 	a.app = merge_app(a.app, b.app);
 	a.app_tries = std::max(a.app_tries, b.app_tries);
+	a.app_empty = std::max(a.app_empty, b.app_empty);
 	a.tcp_flags |= b.tcp_flags;
 	a.syn_packets = add_count32(a.syn_packets, b.syn_packets);
 	a.fin_packets = add_count32(a.fin_packets, b.fin_packets);
