@@ -34,12 +34,13 @@ FUZZ_KERNEL ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 # busybox, kmod and the decompressors for the kernel matrix; prometheus for
 # the exporter test; nfdump's nfcapd, the IPFIX collector of the flow-record
 # tests; clang's sanitizer and libFuzzer runtimes for make fuzz;
-# clang-format for the style test; openssh-server's sshd and bind9-dnsutils'
-# dig, the real server and client of the live application-label tests).
+# clang-format for the style test; openssh-server's sshd, bind9-dnsutils'
+# dig and wireguard-tools' wg, the real servers, clients and tunnels of the
+# live application-label tests).
 SYSTEM_PACKAGES := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkgconf \
 	libpcap-dev iproute2 tshark tcpreplay tmux qemu-system-x86 busybox-static \
 	kmod xz-utils zstd prometheus libclang-rt-14-dev clang-format nfdump nftables \
-	openssh-server bind9-dnsutils
+	openssh-server bind9-dnsutils wireguard-tools
 SOURCES := $(shell find src python -type f -not -name '*.pyc' 2>/dev/null) \
 	CMakeLists.txt pyproject.toml
 

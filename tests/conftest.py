@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 REQUIRE_ALL = os.environ.get("PKTSTAT_BPF_REQUIRE_ALL") == "1"
 # Kernel features this kernel must have (comma-separated): tcx, sock-tracepoints,
-# process-tracepoint, process-fentry, process-kprobe. Set by .ci/run for the host and by
+# process-tracepoint, process-fentry, process-kprobe, wireguard. Set by .ci/run for the host and by
 # tests/vm/test-kernels.sh for each guest kernel.
 EXPECT = {f.strip() for f in os.environ.get("PKTSTAT_BPF_EXPECT", "").split(",") if f.strip()}
 

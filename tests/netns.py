@@ -40,6 +40,17 @@ def setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+@contextlib.contextmanager
+def in_ns(name: str):
+    """The calling thread in network namespace `name` (sockets made there stay there)."""
+    with open("/proc/thread-self/ns/net") as orig, open(f"/var/run/netns/{name}") as target:
+        setns(target.fileno())
+        try:
+            yield
+        finally:
+            setns(orig.fileno())
+
+
 class NetnsPair:
     """Namespace A holds `va` (10.99.0.1/24, fd99::1/64), namespace B holds
     `vb` (10.99.0.2/24, fd99::2/64)."""
@@ -105,12 +116,14 @@ class NetnsPair:
     @contextlib.contextmanager
     def in_a(self):
         """Run the body with the calling thread inside namespace A."""
-        with open("/proc/thread-self/ns/net") as orig, open(f"/var/run/netns/{self.ns_a}") as target:
-            setns(target.fileno())
-            try:
-                yield self
-            finally:
-                setns(orig.fileno())
+        with in_ns(self.ns_a):
+            yield self
+
+    @contextlib.contextmanager
+    def in_b(self):
+        """Run the body with the calling thread inside namespace B."""
+        with in_ns(self.ns_b):
+            yield self
 
     def peer(self, *args: str) -> subprocess.Popen:
         """Start tests/peer.py in namespace B and wait until it is ready."""

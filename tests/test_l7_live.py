@@ -18,10 +18,8 @@ One capture per mode serves all the services (the module fixture `run`):
 TC on va sees both directions; XDP sees ingress only, so a collector on vb
 (in namespace B) sees the client's packets and one on va the server's; the
 cgroup collector sees the client processes (started in the test's cgroup)
-both ways. WireGuard is not here: this host's kernel has no wireguard
-(`ip link add type wireguard`: "Unknown device type"), and a skip would fail
-under PKTSTAT_BPF_REQUIRE_ALL=1; tests/test_l7_signatures.py holds its
-messages byte by byte.
+both ways. WireGuard is tests/test_l7_wireguard.py's (a real tunnel, where
+the kernel has the module: the guests of the kernel matrix).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import NetnsPair, setns
+from netns import NetnsPair, in_ns
 from pktstat_bpf import Collector
 from pktstat_bpf.core.protocols import app_name
 
@@ -62,17 +60,6 @@ SERVICES = {
     "random-udp": ("UDP", 17002, "unknown", "unknown"),
     "handshake": ("TCP", 17003, "pending", "pending"),
 }
-
-
-@contextlib.contextmanager
-def in_ns(name: str):
-    """The calling thread in network namespace `name` (sockets made there stay there)."""
-    with open("/proc/thread-self/ns/net") as orig, open(f"/var/run/netns/{name}") as target:
-        setns(target.fileno())
-        try:
-            yield
-        finally:
-            setns(orig.fileno())
 
 
 def serve(target, *args) -> None:
