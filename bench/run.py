@@ -43,6 +43,7 @@ BENCHMARKS = {
     "flowrecords": "bench_flowrecords",
     "drops": "bench_drops",
     "drain": "bench_drain",
+    "layout": "bench_layout",
     "day": "bench_day",
 }
 DEFAULT_JSON = HERE / "results.json"
@@ -402,6 +403,31 @@ def _drain_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _layout_rows(d: dict[str, Any]) -> list[Row]:
+    goal = d["goal_64k_to_lean"]
+    rows: list[Row] = []
+    for case, r in d.items():
+        if not isinstance(r, dict):
+            continue
+        result = (
+            f"per-CPU {r['ours_ns']:.0f} ns ({_x(r['ours_to_lean'])}), shared {r['shared_ns']:.0f} ns "
+            f"({_x(r['shared_to_lean'])}); lean {r['lean_ns']:.0f} ns"
+        )
+        kind, _, n = case.partition("_")
+        name = {
+            "hot": "one hot flow",
+            "flows": f"{int(n or 0):,} flows",
+            "zipf": f"Zipf over {int(n or 0):,} flows",
+        }
+        measure = f"flow map layout (TC), {name[kind]}: per-CPU hash / shared hash with atomic adds, x lean"
+        if case == "flows_65536":
+            best = min(r["ours_to_lean"], r["shared_to_lean"])
+            rows.append(("layout", measure, result, f"<= {goal}x lean", _verdict(best, goal, True)))
+        else:
+            rows.append(("layout", measure, result, "report", ""))
+    return rows
+
+
 def _day_rows(d: dict[str, Any]) -> list[Row]:
     warm = [s for s in d["samples"] if s["live_flows"]][1:]  # after the first sample: warmed up
     rss = [s["rss_mb"] for s in warm]
@@ -440,6 +466,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("flowrecords", _flowrecords_rows),
     ("drops", _drops_rows),
     ("drain", _drain_rows),
+    ("layout", _layout_rows),
     ("day", _day_rows),
 ]
 

@@ -15,7 +15,18 @@ import sys
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
-BENCHMARKS = ("hotpath", "datapath", "snapshot", "replay", "live", "exporter", "process", "drops", "drain")
+BENCHMARKS = (
+    "hotpath",
+    "datapath",
+    "snapshot",
+    "replay",
+    "live",
+    "exporter",
+    "process",
+    "drops",
+    "drain",
+    "layout",
+)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -51,6 +62,13 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
 
     drain = doc["drain"]
     assert [c["flows"] for c in drain["drain"]] == [10_000] and drain["per_packet"]["before_ns"] > 0
+    layout = doc["layout"]
+    assert {k for k, v in layout.items() if isinstance(v, dict)} == {
+        "hot",
+        "flows_1024",
+        "flows_4096",
+        "zipf_4096",
+    }
 
     table = p.stdout
     assert table.startswith("Measured ") and "(--quick: tiny sizes, not figures)" in table
@@ -61,6 +79,7 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
         "| 4 replay |",
         "| 5 memory |",
         "| drain |",
+        "| layout |",
     ):
         assert target in table
     hot_rows = [ln for ln in table.splitlines() if "hot IPv" in ln]
@@ -74,7 +93,7 @@ def test_unknown_benchmark_is_a_usage_error():
     p = _run("--only", "hotpath,warp")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
-        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops, drain, day)"
+        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops, drain, layout, day)"
     ]
 
 

@@ -75,6 +75,18 @@ static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir) {
 	return bpf_map_lookup_elem(&stats, &i);
 }
 
+/* The flow maps' layout: a per-CPU hash. PKTSTAT_BENCH_SHARED_HASH
+ * (bench/bench_layout.py only, never shipped): the layout it was measured
+ * against, one hash shared by the CPUs whose counts add_to_flow updates with
+ * atomic adds (docs/performance.md, "Map layout"). */
+#ifdef PKTSTAT_BENCH_SHARED_HASH
+#define FLOW_SHARED 1
+#define FLOW_MAP_TYPE BPF_MAP_TYPE_HASH
+#else
+#define FLOW_SHARED 0
+#define FLOW_MAP_TYPE BPF_MAP_TYPE_PERCPU_HASH
+#endif
+
 /* The TCP fields of a flow value for a packet with flag byte `fl` (0: not
  * TCP, or no complete TCP header). Written only where they change: on an
  * established flow (ACK, PSH) the OR is already there and no count moves, so
@@ -107,6 +119,16 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 
 	if (v) {
 	hit:
+		if (FLOW_SHARED) { /* one value for every CPU: its counts by atomic adds */
+			__sync_fetch_and_add(&v->packets, 1);
+			__sync_fetch_and_add(&v->bytes, len);
+			if (now > v->last_seen_ns)
+				v->last_seen_ns = now;
+			add_tcp_flags(v, fl);
+			if (L7_LOOKS && v->app_tries < L7_BUDGET)
+				l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN));
+			return;
+		}
 		/* !packets: this CPU's first packet of a flow another CPU made */
 		if (!v->packets || (!in_order && now < v->first_seen_ns))
 			v->first_seen_ns = now;
@@ -154,13 +176,13 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
  * (Linux 5.10+). */
 #define FLOW_TABLE(key_type)                                                                                 \
 	struct flow_side_template { /* only the shape flow_sides' values must have */                        \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                                      \
+		__uint(type, FLOW_MAP_TYPE);                                                                 \
 		__uint(max_entries, 1);                                                                      \
 		__type(key, key_type);                                                                       \
 		__type(value, struct flow_value);                                                            \
 	};                                                                                                   \
 	struct {                                                                                             \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                                                      \
+		__uint(type, FLOW_MAP_TYPE);                                                                 \
 		__uint(max_entries, 65536); /* resized by the engine (--max-entries) */                      \
 		__type(key, key_type);                                                                       \
 		__type(value, struct flow_value);                                                            \
