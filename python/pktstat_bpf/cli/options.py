@@ -50,6 +50,7 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     json: bool = False
     json_array: bool = False
+    conversations: bool = False
     max_entries: int = DEFAULT_MAX_ENTRIES
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     active_timeout: float = DEFAULT_ACTIVE_TIMEOUT
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the report as pktstat-bpf's bare JSON array of flows (no header: "
         "the conservation counters are left out)",
+    )
+    p.add_argument(
+        "--conversations",
+        action="store_true",
+        help="report conversations, not flows: the two directions of each put together, client to "
+        "server, with packets and bytes each way (text, -j and --json-array; live and --pcap)",
     )
     p.add_argument(
         "--max-entries",
@@ -398,6 +405,11 @@ def _check_outputs(ns: argparse.Namespace) -> None:
         raise UsageError(f"choose one output: {' or '.join(chosen)}")
     if ns.unique and (ns.tui or ns.json or ns.json_array or ns.prometheus is not None):
         raise UsageError("-u/--unique streams lines: use it with --jsonl or --plain (the default)")
+    if ns.conversations and (ns.tui or ns.jsonl or ns.plain or ns.unique or ns.prometheus is not None):
+        raise UsageError(
+            "--conversations pairs the flows of the final report (text, -j, --json-array): "
+            "drop -g/--tui, --jsonl, --plain, -u/--unique and --prometheus"
+        )
 
 
 def _check_exporter(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, int]:

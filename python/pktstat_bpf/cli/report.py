@@ -17,7 +17,10 @@ log = logging.getLogger("pktstat_bpf")
 
 def write_report(snap: Snapshot, opts: Options) -> None:
     """The final report in the format the flags chose: text, JSON (header and
-    flows) or pktstat-bpf's bare array of flows."""
+    flows) or pktstat-bpf's bare array of flows; of conversations with
+    --conversations."""
+    if opts.conversations:
+        snap = snap.conversations()
     if opts.json_array:
         out = render.dumps(snap.flows()) + "\n"
     elif opts.json:

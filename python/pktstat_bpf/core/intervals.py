@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
+from . import conversations
 from .about import record_dtype
 from .keys import KeyIndex, copy_records, leading_records
 from .snapshot import Snapshot, Totals
@@ -138,6 +139,28 @@ class Interval:
         df.insert(0, "interval_end", pd.Timestamp(int(self.end * 1e9), unit="ns", tz="UTC"))
         df.insert(0, "interval_start", pd.Timestamp(int(self.start * 1e9), unit="ns", tz="UTC"))
         return df
+
+    def conversations(self) -> Interval:
+        """The interval with its flows paired into conversations
+        (:meth:`Snapshot.conversations`; the interactive table's ``c``): the
+        client of each is decided on the lifetime rows and applied to the
+        interval's rows alike; ``total_packets``/``total_bytes`` summed over
+        both directions, ``active``/``recent`` where either direction is.
+        Other per-flow columns, and the ended records, are not carried."""
+        if self.delta.paired:
+            return self
+        p = conversations.plan(self.cumulative.records)
+        totals = {k: v for k, v in self.delta.columns.items() if k in ("total_packets", "total_bytes")}
+        rows, cols = conversations.pair(self.delta.records, p, totals)
+        life, life_cols = conversations.pair(self.cumulative.records, p)
+        return dataclasses.replace(
+            self,
+            delta=dataclasses.replace(self.delta, records=rows, columns=cols, paired=True),
+            cumulative=dataclasses.replace(self.cumulative, records=life, columns=life_cols, paired=True),
+            active=conversations.any_of(p, self.active),
+            recent=conversations.any_of(p, self.recent),
+            ended=None,
+        )
 
 
 def _sum(records: np.ndarray, field: str) -> int:

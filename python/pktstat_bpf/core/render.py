@@ -18,6 +18,9 @@ import numpy as np
 from . import protocols
 from .addresses import address_strings
 
+#: A conversation's endpoints in JSON (a flow's field -> its name).
+PAIRED_NAMES = {"srcIp": "clientIp", "dstIp": "serverIp", "srcPort": "clientPort", "dstPort": "serverPort"}
+
 KINDS = ("data", "retransmit")  # enum flow_kind: what a flow's counts are
 
 #: One letter per TCP flag bit, lowest bit first (FIN 0x01 ... CWR 0x80): the
@@ -76,6 +79,7 @@ def flow_dicts(
     owners: bool = False,
     columns: Mapping[str, np.ndarray] | None = None,
     labels: bool = True,
+    paired: bool = False,
 ) -> list[dict[str, Any]]:
     """Records -> JSON-ready dicts with pktstat-bpf's camelCase field names,
     in the order of `records`; ARP, ESP/AH, GRE and OSPF flows add the fields
@@ -84,7 +88,9 @@ def flow_dicts(
     :data:`protocols.APP_NAMES`) unless `labels` is false (process mode:
     :func:`protocols.app_labelled`). `owners` adds pid/comm/cgroup; `columns`
     (snake_case name -> array aligned with records) adds one camelCase field
-    each, left out of a row where its value is None."""
+    each, left out of a row where its value is None. `paired`: the records
+    are conversations (:mod:`conversations`), whose endpoints are
+    ``clientIp``/``clientPort`` and ``serverIp``/``serverPort``."""
     n = len(records)
     if n == 0:
         return []
@@ -138,7 +144,7 @@ def flow_dicts(
             v = values[i]
             if v is not None:
                 d[name] = v.item() if isinstance(v, np.generic) else v
-        out.append(d)
+        out.append({PAIRED_NAMES.get(k, k): v for k, v in d.items()} if paired else d)
     return out
 
 
@@ -175,7 +181,7 @@ def endpoints(d: Mapping[str, Any]) -> tuple[str, str]:
     (``srcPod``/``dstPod``, escaped) where one is known."""
     proto_num = protocols.NUMBERS.get(str(d["proto"]).lower(), -1)
     out = []
-    for side in ("src", "dst"):
+    for side in ("client", "server") if "clientIp" in d else ("src", "dst"):
         ip = d[f"{side}Ip"]
         text = _endpoint(ip, d[f"{side}Port"]) if proto_num in protocols.PORTED else ip
         pod = d.get(f"{side}Pod")
@@ -196,9 +202,15 @@ def text_line(d: Mapping[str, Any]) -> str:
     if app:  # pending and process mode: nothing; unknown: "?"
         head += f", app: {escape_text(app)}"
     src, dst = endpoints(d)
-    body = f", src: {src}, dst: {dst}"
+    if "clientIp" in d:  # a conversation: its two directions as packets/bytes
+        body = f", client: {src}, server: {dst}, c2s: {d['c2sPackets']}/{d['c2sBytes']}, "
+        body += f"s2c: {d['s2cPackets']}/{d['s2cBytes']}"
+    else:
+        body = f", src: {src}, dst: {dst}"
     if proto_num in protocols.ICMP:
-        body += f", type: {d['srcPort']}, code: {d['dstPort']}"
+        body += (
+            f", type: {d.get('srcPort', d.get('clientPort'))}, code: {d.get('dstPort', d.get('serverPort'))}"
+        )
     body += header_text(d)
     if d.get("kind"):
         body += f", kind: {d['kind']}"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from . import protocols, render
+from . import conversations, protocols, render
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -141,6 +141,9 @@ class Snapshot:
     #: ``max_entries`` must hold); 0 where the reading was one pass, when it
     #: is the number of records.
     peak_flows: int = 0
+    #: True for the snapshot :meth:`conversations` makes: one row per
+    #: conversation, oriented client to server
+    paired: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -179,6 +182,31 @@ class Snapshot:
                 raise ValueError(f"column {k!r} has {len(v)} rows, records {len(self.records)}")
         return dataclasses.replace(self, columns={**self.columns, **columns})
 
+    def conversations(self) -> Snapshot:
+        """The flows' two directions put together: a snapshot with one row
+        per conversation (:mod:`~pktstat_bpf.core.conversations`), oriented
+        client to server (the side that sent the first packet; where that
+        is unknown, the server is the side with the lower port), its
+        packets and bytes those of both directions and the columns
+        ``c2s_packets``, ``c2s_bytes``, ``s2c_packets``, ``s2c_bytes``
+        each way. Its :meth:`to_pandas` names the endpoints ``client_ip``,
+        ``client_port``, ``server_ip``, ``server_port``, its JSON
+        ``clientIp`` ... under ``conversations``, its text ``client:`` and
+        ``server:``. Totals are the snapshot's; per-flow extra columns are
+        not carried over.
+
+        >>> conv = pktstat_bpf.replay("tests/data/office.pcap").conversations()
+        >>> c = conv.sorted().to_pandas().iloc[0]
+        >>> c["client_ip"], c["server_ip"], int(c["server_port"]), c["app"]
+        ('192.168.1.23', '203.0.113.10', 443, 'TLS')
+        >>> int(c["c2s_bytes"] + c["s2c_bytes"]) == int(c["bytes"])
+        True
+        """
+        if self.paired:
+            return self
+        rows, cols = conversations.pair(self.records)
+        return dataclasses.replace(self, records=rows, columns=cols, paired=True)
+
     def flows(self) -> list[dict[str, Any]]:
         """The flows as JSON-ready dicts, sorted by bitrate."""
         return self.sorted().flow_dicts()
@@ -193,6 +221,7 @@ class Snapshot:
             owners=self.owners,
             columns=self.columns,
             labels=protocols.app_labelled(self.mode),
+            paired=self.paired,
         )
 
     def header(self) -> dict[str, Any]:
@@ -216,7 +245,7 @@ class Snapshot:
         camelCase fields of pktstat-bpf's JSON (srcIp, dstIp, proto, srcPort,
         dstPort, bytes, packets, bitrate, ...)."""
         doc = self.header()
-        doc["flows"] = self.flows()
+        doc["conversations" if self.paired else "flows"] = self.flows()
         return render.dumps(doc, indent=indent)
 
     def header_line(self) -> str:
@@ -240,6 +269,7 @@ class Snapshot:
                 if t.unowned_packets is not None
                 else ""
             )
+            + (f"; {len(self.records)} conversations" if self.paired else "")
             + (f"; {self.extra['note']}" if self.extra.get("note") else "")
             + (
                 f"; drops {sum(self.extra['drops'].values())}"
@@ -322,7 +352,7 @@ class Snapshot:
         """
         from .frame import to_pandas
 
-        return to_pandas(
+        df = to_pandas(
             self.records,
             self.bitrates(),
             ifnames=self.ifnames,
@@ -330,6 +360,7 @@ class Snapshot:
             extra=self.columns,
             labels=protocols.app_labelled(self.mode),
         )
+        return df.rename(columns=conversations.FRAME_NAMES) if self.paired else df
 
 
 def _pyarrow(method: str) -> Any:

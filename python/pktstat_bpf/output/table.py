@@ -4,8 +4,9 @@ as plain strings; :mod:`pktstat_bpf.cli.tui` only draws them with curses.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
 2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
-of the row; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
-r redraw and jump to the top; q or x quit.
+of the row; Enter keeps it, Esc cancels, an empty filter clears it); c flows
+or conversations (the two directions put together: CLIENT and SERVER, sorted
+by 3 and 4); p pause; r redraw and jump to the top; q or x quit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..views.view import nearly_full
 SORTS = ("bitrate", "packets", "bytes", "src", "dst", "app")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
 QUIT = "quit"
-HELP = "q quit  j/k up/down  PgUp/PgDn  0-5 sort  / filter  p pause  r top"
+HELP = "q quit  j/k up/down  PgUp/PgDn  0-5 sort  / filter  c conversations  p pause  r top"
 
 
 def _app_rank() -> np.ndarray:
@@ -183,11 +184,13 @@ class TableModel:
     filter: str = ""
     editing: str | None = None  # the filter being typed, or None
     paused: bool = False
+    paired: bool = False  # conversations, not flows (c)
     interval: Interval | None = None
     latest: Interval | None = None
     page: int = 10
     _order: np.ndarray = field(default_factory=lambda: np.arange(0))
     _texts: list[list[str]] | None = None  # all rows' cells, when filtering
+    _shown: Interval | None = None  # the interval shown, as flows
 
     # -- data -----------------------------------------------------------------
     def update(self, iv: Interval) -> None:
@@ -196,7 +199,8 @@ class TableModel:
             self._show(iv)
 
     def _show(self, iv: Interval | None) -> None:
-        self.interval = iv
+        self._shown = iv
+        self.interval = iv.conversations() if iv is not None and self.paired else iv
         self._reorder()
 
     def _reorder(self) -> None:
@@ -237,7 +241,11 @@ class TableModel:
             + apps
             + flags
             + drops
-            + [Column("SRC", 0), Column("DST", 0)]
+            + (
+                [Column("CLIENT", 0), Column("SERVER", 0)]
+                if self.paired
+                else [Column("SRC", 0), Column("DST", 0)]
+            )
             + (OWNER_COLUMNS if owners else [])
         )
 
@@ -276,6 +284,10 @@ class TableModel:
         elif ch == ord("/"):
             self.editing = self.filter
             self._reorder()
+        elif ch == ord("c"):
+            self.paired = not self.paired
+            self.offset = 0
+            self._show(self._shown)
         return None
 
     def _edit(self, ch: int) -> str | None:
@@ -298,10 +310,13 @@ class TableModel:
     def status_line(self) -> str:
         parts = [f"sort: {self.sort}", f"refresh: {format_duration(self.refresh)}"]
         total = len(self.interval.delta) if self.interval is not None else 0
+        rows = "conversations" if self.paired else "flows"
+        if self.paired:
+            parts.append("conversations")
         if self.filter or self.editing is not None:
             parts.append(
                 f"filter: {render.escape_text(self.filter if self.editing is None else self.editing)!s}"
-                f" ({self.count} of {total} flows)"
+                f" ({self.count} of {total} {rows})"
             )
         if self.count:
             parts.append(f"rows {self.offset + 1}-{min(self.offset + self.page, self.count)} of {self.count}")
