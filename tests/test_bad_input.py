@@ -439,6 +439,19 @@ FLAGS = [
     ("jsonl-and-plain", ["--jsonl", "--plain"], 2, "choose one output: --jsonl or --plain"),
     ("json-and-json-array", ["-j", "--json-array"], 2, "choose one output: -j/--json or --json-array"),
     ("json-array-value", ["--json-array=yes"], 2, "argument --json-array: ignored explicit argument 'yes'"),
+    (
+        "conversations-value",
+        ["--conversations=yes"],
+        2,
+        "argument --conversations: ignored explicit argument 'yes'",
+    ),
+    (
+        "conversations-and-prometheus",
+        ["--conversations", "--prometheus", "9977"],
+        2,
+        "--conversations pairs the flows of the final report (text, -j, --json-array): "
+        "drop -g/--tui, --jsonl, --plain, -u/--unique and --prometheus",
+    ),
     ("tui-and-prometheus", ["-g", "--prometheus", "9977"], 2, "choose one output: -g/--tui or --prometheus"),
     (
         "unique-and-json",

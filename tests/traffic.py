@@ -122,7 +122,9 @@ class Sniffer:
     thread's namespace), parsed by a small independent Python parser: the
     oracle for traffic whose packet count the kernel decides (TCP)."""
 
-    def __init__(self, ifname: str) -> None:
+    def __init__(self, ifname: str, keep: int = 0) -> None:
+        """`keep`: store only each frame's first `keep` bytes (0: all of it)."""
+        self.keep = keep
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         self.sock.bind((ifname, 0))
         self.sock.settimeout(0.1)
@@ -142,7 +144,11 @@ class Sniffer:
             direction = "egress" if addr[2] == socket.PACKET_OUTGOING else "ingress"
             # The buffer exceeds any frame these tests send (GSO included),
             # so len(data) is the frame's full length, as skb->len is at TC.
-            self.frames.append((direction, len(data), data))
+            self.frames.append((direction, len(data), data[: self.keep] if self.keep else data))
+
+    def dropped(self) -> int:
+        """Frames the kernel dropped for this socket so far (PACKET_STATISTICS)."""
+        return struct.unpack("II", self.sock.getsockopt(263, 6, 8))[1]
 
     def stop(self) -> list[tuple[str, int, bytes]]:
         self._stop.set()
