@@ -130,10 +130,13 @@ class Programs:
 
 
 class Rotators:
-    """One rotator per program of `progs`: each run rewrites the IPv4 source
-    address with base + flow index, then tail-calls its program."""
+    """One rotator per program of `fds` (kind -> program fd, of `family`
+    "tc" or "xdp"): each run rewrites the IPv4 source address with base +
+    flow index, then tail-calls its program."""
 
-    def __init__(self, progs: Programs, flows: int, frags: bool, zipf: np.ndarray | None = None) -> None:
+    def __init__(
+        self, family: str, fds: dict[str, int], flows: int, frags: bool, zipf: np.ndarray | None = None
+    ) -> None:
         from _bench import bench_core
 
         assert flows & (flows - 1) == 0, "flows must be a power of two"
@@ -144,15 +147,15 @@ class Rotators:
             "cfg_zipf": bytes([zipf is not None]),
         }
         self.objs, self.fds = {}, {}
-        for k in KINDS:
+        for k, fd in fds.items():
             o = bench_core._BenchObject(str(bench_object("rotate")), rodata=ro, xdp_frags=frags)
-            bench_core._bench_update(o.map_fd(f"next_{progs.family}"), _u32(0), _u32(progs.fds[k]))
+            bench_core._bench_update(o.map_fd(f"next_{family}"), _u32(0), _u32(fd))
             if zipf is not None:
                 idx = np.ascontiguousarray(zipf, dtype=np.uint32)
                 keys = np.arange(len(idx), dtype=np.uint32)
                 bench_core._bench_update_batch(o.map_fd("zipf_idx"), keys, idx, len(idx))
             self.objs[k] = o
-            self.fds[k] = o.prog_fd(f"{progs.family}_rotate")
+            self.fds[k] = o.prog_fd(f"{family}_rotate")
 
     def close(self) -> None:
         for o in self.objs.values():
@@ -223,7 +226,7 @@ def _family(family: str, frags: bool, repeat: int, rounds: int, sizes: tuple[int
         rot = zipf_rot = None
         try:
             frame = tcp_v4()
-            rot = Rotators(progs, n, frags)
+            rot = Rotators(family, progs.fds, n, frags)
             for k in KINDS:  # the first pass makes every flow
                 bench_core._bench_test_run(rot.fds[k], frame, n)
             _check_ours(progs, n, n, n * len(frame))
@@ -231,7 +234,7 @@ def _family(family: str, frags: bool, repeat: int, rounds: int, sizes: tuple[int
             runs = n + rounds * repeat
             if n == sizes[-1]:
                 zipf = zipf_indices(n, 65536, ZIPF_S)
-                zipf_rot = Rotators(progs, n, frags, zipf)
+                zipf_rot = Rotators(family, progs.fds, n, frags, zipf)
                 res = _measure(zipf_rot.fds, frame, repeat, rounds)
                 res["zipf_s"] = ZIPF_S
                 res["distinct_in_table"] = int(len(np.unique(zipf)))

@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 from _bench import (
     REPO,
-    V4_SADDR_OFF,
-    V4_SRC,
     _clang_flags,
     bench_object,
     median_diff,
@@ -76,30 +74,6 @@ def _load(max_entries: int) -> dict[str, Any]:
     return objs
 
 
-def _rotators(objs: dict[str, Any], flows: int, zipf: np.ndarray | None) -> dict[str, Any]:
-    from _bench import bench_core
-
-    ro = {
-        "cfg_off": V4_SADDR_OFF.to_bytes(4, "little"),
-        "cfg_base": V4_SRC.to_bytes(4, "little"),
-        "cfg_mask": (flows - 1).to_bytes(4, "little"),
-        "cfg_zipf": bytes([zipf is not None]),
-    }
-    rots = {}
-    for k in KINDS:
-        o = bench_core._BenchObject(str(bench_object("rotate")), rodata=ro)
-        rots[k] = o
-        bench_core._bench_update(
-            o.map_fd("next_tc"), (0).to_bytes(4, "little"), objs[k].prog_fd(PROGS[k]).to_bytes(4, "little")
-        )
-        if zipf is not None:
-            idx = np.ascontiguousarray(zipf, dtype=np.uint32)
-            bench_core._bench_update_batch(
-                o.map_fd("zipf_idx"), np.arange(len(idx), dtype=np.uint32), idx, len(idx)
-            )
-    return rots
-
-
 def _measure(fds: dict[str, int], frame: bytes, repeat: int, rounds: int) -> dict[str, Any]:
     from _bench import bench_core
 
@@ -134,7 +108,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     if reason:
         return {"skipped": reason}
     from _bench import bench_core
-    from bench_hotpath import zipf_indices
+    from bench_hotpath import Rotators, zipf_indices
 
     repeat, rounds, sizes = (2_000, 3, (1024, 4096)) if quick else (REPEAT, ROUNDS, SIZES)
     frame = tcp_v4()
@@ -150,24 +124,22 @@ def run(quick: bool = False) -> dict[str, Any]:
                 o.close()
         for n in sizes:
             objs = _load(n + n // 4)
-            rots: list[dict[str, Any]] = []
+            progs = {k: objs[k].prog_fd(PROGS[k]) for k in KINDS}
+            rots: list[Rotators] = []
             try:
-                rots.append(_rotators(objs, n, None))
-                for k in KINDS:  # the first pass makes every flow
-                    bench_core._bench_test_run(rots[0][k].prog_fd("tc_rotate"), frame, n)
-                fds = {k: rots[0][k].prog_fd("tc_rotate") for k in KINDS}
-                result[f"flows_{n}"] = _measure(fds, frame, repeat, rounds)
+                rots.append(Rotators("tc", progs, n, False))
+                for fd in rots[0].fds.values():  # the first pass makes every flow
+                    bench_core._bench_test_run(fd, frame, n)
+                result[f"flows_{n}"] = _measure(rots[0].fds, frame, repeat, rounds)
                 runs = n + rounds * repeat
                 if n == sizes[-1]:
-                    rots.append(_rotators(objs, n, zipf_indices(n, 65536, ZIPF_S)))
-                    fds = {k: rots[1][k].prog_fd("tc_rotate") for k in KINDS}
-                    result[f"zipf_{n}"] = _measure(fds, frame, repeat, rounds) | {"zipf_s": ZIPF_S}
+                    rots.append(Rotators("tc", progs, n, False, zipf_indices(n, 65536, ZIPF_S)))
+                    result[f"zipf_{n}"] = _measure(rots[1].fds, frame, repeat, rounds) | {"zipf_s": ZIPF_S}
                     runs += rounds * repeat
                 _check(objs, n, runs)
             finally:
                 for r in rots:
-                    for o in r.values():
-                        o.close()
+                    r.close()
                 for o in objs.values():
                     o.close()
     return result

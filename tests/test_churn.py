@@ -24,6 +24,7 @@ import sys
 import time
 
 from netns import NetnsPair
+from test_continuous import cli
 from traffic import Sniffer
 
 CONNS = 200_000
@@ -50,20 +51,6 @@ print(chr(10).join(out))
 """
 
 
-def _cli(ns: NetnsPair, *args: str) -> subprocess.Popen:
-    p = ns.exec_a(
-        sys.executable,
-        *("-m", "pktstat_bpf", "-i", "va", "--max-entries", "4096", "-r", "100ms", "--idle-timeout", "1s"),
-        *("-t", "0", *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = p.stderr.readline()
-    assert "counting on va via" in line, line + p.stderr.read()
-    return p
-
-
 def test_200k_connections_through_a_4096_entry_table(netns_v4only: NetnsPair):
     ns = netns_v4only
     peer = ns.peer("tcp", *map(str, PORTS))
@@ -71,7 +58,7 @@ def test_200k_connections_through_a_4096_entry_table(netns_v4only: NetnsPair):
         with ns.in_a():
             sniffer = Sniffer("va", keep=64)  # the headers are all the oracle reads
             sniffer.sock.setsockopt(socket.SOL_SOCKET, 33, 512 << 20)  # SO_RCVBUFFORCE: drop nothing
-        report = _cli(ns, "-j")
+        report = cli(ns, "-j", "--max-entries", "4096", "-r", "100ms", "--idle-timeout", "1s", "-t", "0")
         client = ns.exec_a(
             sys.executable,
             "-c",

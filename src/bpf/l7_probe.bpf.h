@@ -97,23 +97,8 @@ __noinline int l7_read_skb(struct __sk_buff *skb, __u32 off, __u32 plen, __u32 l
 	n = l7_want(skb->len, off, plen);
 	return l7_label(&in, n, n ? bpf_skb_load_bytes(skb, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
-
-/* The look at the packet of `skb`: its label (enum l7_app), or L7_LOOK_*;
- * `opened`: L7_PEEK_OPENED or 0. */
-__noinline int l7_look_skb(struct __sk_buff *skb, __u32 opened) {
-	struct l4_info li;
-	int found;
-
-	if (!skb)
-		return L7_LOOK_NEVER;
-	__builtin_memset(&li, 0, sizeof(li));
-	found = l7_find(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, &li);
-	if (found <= 0)
-		return found;
-	return l7_read_skb(skb, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
-}
-#define L7_LOOKS 1
-#define l7_peek(ctx, opened) l7_look_skb((ctx), (opened) ? L7_PEEK_OPENED : 0)
+#define L7_CTX struct __sk_buff
+#define l7_read l7_read_skb
 #elif defined(L7_XDP)
 __noinline int l7_read_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	struct l7_buf in = {};
@@ -125,21 +110,27 @@ __noinline int l7_read_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 	n = l7_want(x->data_end - x->data, off, plen);
 	return l7_label(&in, n, n ? bpf_xdp_load_bytes(x, off, in.b, L7_READ_LEN(n)) : 0, plen, l4);
 }
+#define L7_CTX struct xdp_md
+#define l7_read l7_read_xdp
+#endif
 
-__noinline int l7_look_xdp(struct xdp_md *x, __u32 opened) {
+#if defined(L7_SKB) || defined(L7_XDP)
+/* The look at the packet of `ctx`: its label (enum l7_app), or L7_LOOK_*;
+ * `opened`: L7_PEEK_OPENED or 0. */
+__noinline int l7_look(L7_CTX *ctx, __u32 opened) {
 	struct l4_info li;
 	int found;
 
-	if (!x)
+	if (!ctx)
 		return L7_LOOK_NEVER;
 	__builtin_memset(&li, 0, sizeof(li));
-	found = l7_find(x, (void *)(long)x->data, (void *)(long)x->data_end, &li);
+	found = l7_find(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, &li);
 	if (found <= 0)
 		return found;
-	return l7_read_xdp(x, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
+	return l7_read(ctx, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
 }
 #define L7_LOOKS 1
-#define l7_peek(ctx, opened) l7_look_xdp((ctx), (opened) ? L7_PEEK_OPENED : 0)
+#define l7_peek(ctx, opened) l7_look((ctx), (opened) ? L7_PEEK_OPENED : 0)
 #else /* no packets (process mode's socket events) */
 #define l7_peek(ctx, opened) L7_LOOK_NEVER
 #define L7_LOOKS 0 /* add_to_flow drops the look */
