@@ -38,6 +38,8 @@ interval_dtype: np.dtype[np.void]
 #: last_seen, then delta_packets, delta_bytes (u8: since the flow's previous
 #: record, so a flow's deltas sum to its totals) and reason (u1: FLOW_END_*).
 ended_dtype: np.dtype[np.void]
+#: one name of a flow (flow.h struct name_record): the flow key's fields, then the name's
+name_dtype: np.dtype[np.void]
 #: reason of an ended record: idle past the idle timeout (retired).
 FLOW_END_IDLE: int
 #: reason of an ended record: running past the active timeout since its last record (stays live).
@@ -82,6 +84,15 @@ class Interval:
     #: ended_dtype: records handed out by this drain (timeouts, end, evictions)
     @property
     def ended(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: name_dtype: the names the look read since the previous drain (TC, XDP, replay; empty otherwise)
+    @property
+    def names(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
+    #: names stored in the kernel's names map so far
+    @property
+    def names_written(self) -> int: ...
+    #: names the kernel's names map had no room for so far
+    @property
+    def names_full(self) -> int: ...
     #: stats_dtype: the run's counters over every interval so far
     @property
     def totals(self) -> np.ndarray[Any, np.dtype[np.void]]: ...
@@ -156,6 +167,15 @@ class _MapReaders:
 
     def flows(self) -> np.ndarray[Any, np.dtype[np.void]]:
         """Every live flow's lifetime record (record_dtype), as of the last drain."""
+
+    def names(self) -> np.ndarray[Any, np.dtype[np.void]]:
+        """The names of every live flow, and of the flows the last drain
+        ended (name_dtype), merged over the drains (empty where the
+        programs read no names)."""
+
+    @property
+    def names_full(self) -> int:
+        """Names the kernel's names map had no room for, as of the last drain."""
 
     def set_flow_limits(
         self,

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 
+#define L7_KEY struct flow_tuple /* the look's names (l7_names.bpf.h) are keyed as the flows */
 #include "flow_add.bpf.h"
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"

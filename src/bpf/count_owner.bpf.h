@@ -9,6 +9,7 @@
 #ifndef PKTSTAT_COUNT_OWNER_BPF_H
 #define PKTSTAT_COUNT_OWNER_BPF_H
 
+#define L7_KEY struct flow_key /* the look's names (l7_names.bpf.h) are keyed as the flows */
 #include "flow_add.bpf.h"
 #include "parse.bpf.h"
 #include "tick_clock.bpf.h"

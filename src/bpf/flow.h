@@ -120,6 +120,61 @@ struct flow_record {
 };
 FLOW_STATIC_ASSERT(sizeof(struct flow_record) == 120, "flow_record layout");
 
+/* ---- names (l7_names.bpf.h) ---------------------------------------------
+ * What a flow's first payload packets name: a TLS or DTLS ClientHello's
+ * server name (SNI) and offered ALPN protocols, an HTTP/1.x request's Host,
+ * a DNS message's query name and type (and a response's code and answer
+ * count), a QUIC long header's version. Kept in a map of their own keyed as
+ * the flows are (the packet programs' flow_tuple, or flow_key where flows
+ * carry owners), never in the flow key or value; the engine moves the map's
+ * entries out at each drain. */
+enum flow_name_kind {
+	FLOW_NAME_NONE = 0,
+	FLOW_NAME_SNI = 1,       /* name: the ClientHello's host_name, as sent */
+	FLOW_NAME_HTTP_HOST = 2, /* name: the Host header's value, as sent */
+	FLOW_NAME_DNS = 3,       /* name: the query name in DNS wire form (labels) */
+};
+#define FLOW_NAME_MAX 255 /* bytes of a name */
+#define FLOW_ALPN_MAX 64  /* bytes of the ALPN list kept (wire form) */
+#define FLOW_NAME_NO_RCODE 0xff
+
+struct flow_name {
+	__u8 kind;         /* enum flow_name_kind (NONE: only a QUIC version) */
+	__u8 len;          /* bytes of name */
+	__u8 alpn_len;     /* bytes of alpn */
+	__u8 dns_rcode;    /* the last response's code, FLOW_NAME_NO_RCODE: none */
+	__u16 dns_qtype;   /* the last query type */
+	__u16 dns_answers; /* the last response's answer count */
+	__u32 dns_queries; /* DNS queries (QR 0) seen on the flow since the drain */
+	__u32 _pad0;
+	__u32 dns_responses; /* DNS responses (QR 1) seen since the drain */
+	__u32 quic_version;  /* a QUIC long header's version (0: none seen) */
+	__u32 tls_skip;      /* a ClientHello continued in the next segment: the
+	                      * offset of its next extension there */
+	__u32 tls_left;      /* and the extension bytes left from there */
+	__u32 tls_seq;       /* the TCP sequence number that segment must carry */
+	__u8 tls_more;       /* 1: the ClientHello continues (tls_* above) */
+	__u8 quic;           /* 1: a QUIC long header was seen (quic_version holds its
+	                      * version; 0 is a version negotiation) */
+	__u8 _pad[2];
+	char alpn[FLOW_ALPN_MAX]; /* the protocol_name_list, length-prefixed names */
+	char name[FLOW_NAME_MAX + 1];
+};
+FLOW_STATIC_ASSERT(sizeof(struct flow_name) == 360, "flow_name layout");
+
+/* A name as it reaches NumPy (built by the C++ engine). */
+struct name_record {
+	struct flow_key key;
+	struct flow_name name;
+};
+FLOW_STATIC_ASSERT(sizeof(struct name_record) == 432, "name_record layout");
+
+/* The names map's counters (a per-CPU array of one). */
+struct name_stats {
+	__u64 written; /* names stored */
+	__u64 full;    /* names not stored: the map had no room */
+};
+
 /* Conservation counters, one set per direction: every packet a program sees
  * is counted in `packets`/`bytes` and then exactly once more, in a flow, in
  * `unparsed` (not an IP packet we can key) or in `overflow` (map full). */

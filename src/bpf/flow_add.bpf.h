@@ -126,7 +126,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 				v->last_seen_ns = now;
 			add_tcp_flags(v, fl);
 			if (L7_LOOKS && v->app_tries < L7_BUDGET)
-				l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN));
+				l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN, v->app, key));
 			return;
 		}
 		/* !packets: this CPU's first packet of a flow another CPU made */
@@ -138,7 +138,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 			v->last_seen_ns = now;
 		add_tcp_flags(v, fl);
 		if (L7_LOOKS && v->app_tries < L7_BUDGET)
-			l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN));
+			l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN, v->app, key));
 		return;
 	}
 
@@ -155,7 +155,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 	long err;
 
 	if (L7_LOOKS)
-		l7_note(&init, l7_peek(ctx, fl & TCP_FLAG_SYN));
+		l7_note(&init, l7_peek(ctx, fl & TCP_FLAG_SYN, 0, key));
 	err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)
 		return;

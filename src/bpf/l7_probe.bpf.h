@@ -15,7 +15,10 @@
  * linear one.
  *
  * A program defines L7_SKB (TC, replay, cgroup_skb) or L7_XDP before it
- * includes count.bpf.h / count_owner.bpf.h, and defines l7_frame_l2(ctx),
+ * includes count.bpf.h / count_owner.bpf.h, and L7_NAMES where the look
+ * also reads the flows' names (l7_names.bpf.h: TC, replay and XDP; the
+ * cgroup programs' calls are too deep for its stack frames: a BPF program's
+ * call chain has 512 bytes of stack in all), and defines l7_frame_l2(ctx),
  * the `l2_proto` its frames are parsed with (parse_frame); flow_add.bpf.h
  * calls l7_peek only while the flow is still looking (flow_value.app_tries <
  * L7_BUDGET), so a labelled flow, or one whose budget is spent, pays one
@@ -115,11 +118,27 @@ __noinline int l7_read_xdp(struct xdp_md *x, __u32 off, __u32 plen, __u32 l4) {
 #endif
 
 #if defined(L7_SKB) || defined(L7_XDP)
-/* The look at the packet of `ctx`: its label (enum l7_app), or L7_LOOK_*;
- * `opened`: L7_PEEK_OPENED or 0. */
-__noinline int l7_look(L7_CTX *ctx, __u32 opened) {
+#ifdef L7_NAMES
+#include "l7_names.bpf.h"
+#else
+#define L7_LOOK_MORE 0x100
+#endif
+
+/* The look at the packet of `ctx`, of the flow `key` labelled `app` so far
+ * (flow_value.app): its label (enum l7_app, with L7_LOOK_MORE when the next
+ * payload packet is to be looked at too, l7_names.bpf.h), or L7_LOOK_*;
+ * `opened`: L7_PEEK_OPENED or 0. A labelled flow still looking (a
+ * ClientHello that continues, DNS) goes to its names without a new label. */
+#ifdef L7_NAMES
+#define L7_LOOK_KEY , const L7_KEY *key
+#define l7_peek(ctx, opened, app, key) l7_look((ctx), (opened) ? L7_PEEK_OPENED : 0, (app), (key))
+#else
+#define L7_LOOK_KEY
+#define l7_peek(ctx, opened, app, key) l7_look((ctx), (opened) ? L7_PEEK_OPENED : 0, (app))
+#endif
+__noinline int l7_look(L7_CTX *ctx, __u32 opened, __u32 app L7_LOOK_KEY) {
 	struct l4_info li;
-	int found;
+	int found, label;
 
 	if (!ctx)
 		return L7_LOOK_NEVER;
@@ -127,13 +146,31 @@ __noinline int l7_look(L7_CTX *ctx, __u32 opened) {
 	found = l7_find(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, &li);
 	if (found <= 0)
 		return found;
-	return l7_read(ctx, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
+	label = app > L7_APP_UNKNOWN
+	            ? (int)app
+	            : l7_read(ctx, li.pay_off, li.pay_len, li.l7 | (opened & L7_PEEK_OPENED));
+#ifdef L7_NAMES
+	switch (label) {
+	case L7_APP_UNKNOWN: /* the next segment of a ClientHello? */
+		if (li.l7 != L7_TCP)
+			return label;
+		/* fall through */
+	case L7_APP_TLS:
+	case L7_APP_DTLS:
+	case L7_APP_HTTP:
+	case L7_APP_DNS:
+	case L7_APP_QUIC:
+		return l7_name(ctx, li.pay_off, li.pay_len,
+		               label | ((__u32)li.l7 << 8) | ((__u32)li.l4_off << 16), key);
+	}
+#endif
+	return label;
 }
 #define L7_LOOKS 1
-#define l7_peek(ctx, opened) l7_look((ctx), (opened) ? L7_PEEK_OPENED : 0)
 #else /* no packets (process mode's socket events) */
-#define l7_peek(ctx, opened) L7_LOOK_NEVER
+#define l7_peek(ctx, opened, app, key) L7_LOOK_NEVER
 #define L7_LOOKS 0 /* add_to_flow drops the look */
+#define L7_LOOK_MORE 0x100
 #endif
 
 /* One look's outcome `app` into the flow's value: a label ends the looking;
@@ -143,8 +180,12 @@ __noinline int l7_look(L7_CTX *ctx, __u32 opened) {
  * ends with app_tries at L7_BUDGET (L7_DONE once labelled). */
 static __always_inline void l7_note(struct flow_value *v, int app) {
 	if (app > L7_APP_UNKNOWN) {
-		v->app = app;
-		v->app_tries = L7_DONE;
+		v->app = app & 0xff;
+		if (!(app & L7_LOOK_MORE))
+			v->app_tries = L7_DONE;
+		else if (v->app != L7_APP_DNS) /* a ClientHello's next segment: within the budget */
+			v->app_tries++;
+		/* DNS: every payload packet (its names, l7_names.bpf.h) */
 	} else if (app == L7_APP_UNKNOWN) {
 		v->app = L7_APP_UNKNOWN;
 		v->app_tries++;

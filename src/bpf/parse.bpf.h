@@ -59,7 +59,8 @@ struct l4_info {
 	__u32 pay_len;  /* its length by the IP and TCP headers (0: no payload) */
 	__u8 tcp_flags; /* the TCP flag byte (enum tcp_flag_bits) */
 	__u8 l7;        /* L7_TCP or L7_UDP (l7.h): the L4 header is whole; 0: none */
-	__u8 _pad[6];
+	__u16 l4_off;   /* where the TCP or UDP header starts (set with `pay` only) */
+	__u8 _pad[4];
 };
 
 #ifndef IPPROTO_ICMPV6
@@ -196,6 +197,8 @@ static __always_inline void parse_l4(void *l4, __u32 l4_off, void *data_end, __u
 	} else {
 		return;
 	}
+	if (pay)
+		li->l4_off = l4_off;
 	if (hl >= room) /* no payload */
 		return;
 	li->pay_off = l4_off + hl;

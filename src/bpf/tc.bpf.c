@@ -5,7 +5,8 @@
  * through BPF_PROG_TEST_RUN. It never changes a packet's fate: it returns
  * TC_ACT_UNSPEC (TCX_NEXT), so the next program or the default action runs.
  */
-#define L7_SKB /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
+#define L7_SKB   /* l7_probe.bpf.h: the label read through bpf_skb_load_bytes */
+#define L7_NAMES /* l7_names.bpf.h: the flows' names */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <stdbool.h>

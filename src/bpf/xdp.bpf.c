@@ -16,7 +16,8 @@
  * for multi-buffer frames only.
  * The parser reads headers from the linear part only, where they always are.
  */
-#define L7_XDP /* l7_probe.bpf.h: the label read through bpf_xdp_load_bytes */
+#define L7_XDP   /* l7_probe.bpf.h: the label read through bpf_xdp_load_bytes */
+#define L7_NAMES /* l7_names.bpf.h: the flows' names */
 #include <linux/bpf.h>
 #include <stdbool.h>
 #include <bpf/bpf_core_read.h>

@@ -75,6 +75,35 @@ const std::vector<Field> &ended_fields() {
 }
 #undef END_FIELD
 
+#define NAME_FIELD(name, member, fmt)                                                                        \
+	Field {                                                                                              \
+		name, fmt, offsetof(name_record, member), sizeof(name_record::member)                        \
+	}
+// The key's fields as a flow record's (one layout: flow_key leads both), then the name's.
+const std::vector<Field> &name_fields() {
+	static const std::vector<Field> f = [] {
+		std::vector<Field> out;
+		for (const Field &x : record_fields())
+			if (x.offset < sizeof(flow_key))
+				out.push_back(x);
+		for (Field x : std::vector<Field>{
+			 NAME_FIELD("name_kind", name.kind, "u1"), NAME_FIELD("name_len", name.len, "u1"),
+			 NAME_FIELD("alpn_len", name.alpn_len, "u1"),
+			 NAME_FIELD("dns_rcode", name.dns_rcode, "u1"),
+			 NAME_FIELD("dns_qtype", name.dns_qtype, "u2"),
+			 NAME_FIELD("dns_answers", name.dns_answers, "u2"),
+			 NAME_FIELD("dns_queries", name.dns_queries, "u4"),
+			 NAME_FIELD("dns_responses", name.dns_responses, "u4"),
+			 NAME_FIELD("quic_version", name.quic_version, "u4"),
+			 NAME_FIELD("tls_more", name.tls_more, "u1"), NAME_FIELD("quic", name.quic, "u1"),
+			 NAME_FIELD("alpn", name.alpn, "(64,)u1"), NAME_FIELD("name", name.name, "(256,)u1")})
+			out.push_back(x);
+		return out;
+	}();
+	return f;
+}
+#undef NAME_FIELD
+
 #define STAT_FIELD(m)                                                                                        \
 	Field {                                                                                              \
 #m, "u8", offsetof(dir_stats, m), sizeof(dir_stats::m)                                       \
@@ -114,6 +143,11 @@ py::dtype interval_dtype() {
 	return *dt;
 }
 
+py::dtype name_dtype() {
+	static auto *dt = new py::dtype(make_dtype(name_fields(), sizeof(name_record)));
+	return *dt;
+}
+
 py::dtype ended_dtype() {
 	static auto *dt = new py::dtype(make_dtype(ended_fields(), sizeof(ended_record)));
 	return *dt;
@@ -131,6 +165,9 @@ PyInterval to_python(Interval &&iv) {
 	p.records = to_numpy(std::move(iv.records), interval_dtype());
 	p.stats = to_numpy(std::move(iv.stats), stats_dtype());
 	p.ended = to_numpy(std::move(iv.ended), ended_dtype());
+	p.names = to_numpy(std::move(iv.names), name_dtype());
+	p.names_written = iv.names_written;
+	p.names_full = iv.names_full;
 	p.totals = to_numpy(std::move(iv.totals), stats_dtype());
 	return p;
 }
@@ -143,6 +180,9 @@ void bind_interval(py::module_ &m) {
 	    .def_readonly("records", &PyInterval::records)
 	    .def_readonly("stats", &PyInterval::stats)
 	    .def_readonly("ended", &PyInterval::ended)
+	    .def_readonly("names", &PyInterval::names)
+	    .def_readonly("names_written", &PyInterval::names_written)
+	    .def_readonly("names_full", &PyInterval::names_full)
 	    .def_readonly("totals", &PyInterval::totals)
 	    .def_readonly("live_flows", &PyInterval::live_flows)
 	    .def_readonly("evicted_flows", &PyInterval::evicted_flows)
@@ -151,6 +191,7 @@ void bind_interval(py::module_ &m) {
 	    .def_readonly("fold_ns", &PyInterval::fold_ns);
 	m.attr("interval_dtype") = interval_dtype();
 	m.attr("ended_dtype") = ended_dtype();
+	m.attr("name_dtype") = name_dtype();
 
 	m.attr("FLOW_END_IDLE") = static_cast<int>(FLOW_END_IDLE);
 	m.attr("FLOW_END_ACTIVE") = static_cast<int>(FLOW_END_ACTIVE);

@@ -53,6 +53,8 @@ py::dtype record_dtype();
 py::dtype stats_dtype();
 py::dtype interval_dtype();
 py::dtype ended_dtype();
+py::dtype name_dtype();
+const std::vector<Field> &name_fields();
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize);
 
 // Hand a vector to NumPy without copying: the capsule owns it (and gives a
@@ -72,7 +74,8 @@ template <class T> py::array to_numpy(std::vector<T> &&v, const py::dtype &dt) {
 // A drain's outcome as Python sees it (_core.Interval).
 struct PyInterval {
 	uint64_t start_ns, end_ns, live_flows, evicted_flows, wait_ns, read_ns, fold_ns;
-	py::array records, stats, ended, totals;
+	py::array records, stats, ended, totals, names;
+	uint64_t names_written = 0, names_full = 0;
 };
 PyInterval to_python(Interval &&iv);
 void bind_interval(py::module_ &m);
@@ -126,6 +129,16 @@ void bind_flow_table(py::class_<C> &cls, Drainer drainer, DrainFn drain_fn) {
 		                                           py::arg("max_flows") = l.max_flows);
 				   })
 	    .def_property_readonly("drains", [drainer](C &c) { return drainer(c).drains(); })
+	    .def_property_readonly("names_full", [drainer](C &c) { return drainer(c).names_full(); })
+	    .def("names",
+	         [drainer](C &c) {
+			 std::vector<name_record> names;
+			 {
+				 py::gil_scoped_release nogil;
+				 names = drainer(c).names();
+			 }
+			 return to_numpy(std::move(names), name_dtype());
+		 })
 	    .def(
 		"read_flows",
 		[drain_fn, drainer](C &c, bool use_batch) {

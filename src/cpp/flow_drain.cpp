@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "error.hpp"
 #include "flow_table.hpp"
@@ -28,11 +29,48 @@ void add_stats(dir_stats &a, const dir_stats &b) {
 	a.overflow_bytes += b.overflow_bytes;
 }
 
+// A flow's names so far `a` with a later entry `b` of the same flow: a DNS
+// flow takes the last name, adds the counts and keeps the last response's
+// code and answer count; otherwise what is known stays and `b` fills gaps.
+void merge_name(flow_name &a, const flow_name &b) {
+	if (b.kind == FLOW_NAME_DNS) {
+		const uint32_t q = a.dns_queries + b.dns_queries, r = a.dns_responses + b.dns_responses;
+		const uint8_t rcode = b.dns_responses ? b.dns_rcode : a.dns_rcode;
+		const uint16_t answers = b.dns_responses ? b.dns_answers : a.dns_answers;
+		a = b;
+		a.dns_queries = q;
+		a.dns_responses = r;
+		a.dns_rcode = rcode;
+		a.dns_answers = answers;
+		return;
+	}
+	if (!a.len && b.len) {
+		a.kind = b.kind;
+		a.len = b.len;
+		std::memcpy(a.name, b.name, sizeof(a.name));
+	}
+	if (!a.alpn_len && b.alpn_len) {
+		a.alpn_len = b.alpn_len;
+		std::memcpy(a.alpn, b.alpn, sizeof(a.alpn));
+	}
+	if (!a.quic && b.quic) {
+		a.quic = 1;
+		a.quic_version = b.quic_version;
+	}
+	a.tls_more = b.tls_more;
+}
+
+std::string key_bytes(const flow_key &k) {
+	return std::string(reinterpret_cast<const char *>(&k), sizeof(k));
+}
+
 } // namespace
 
 void set_flow_table_size(bpf_object *obj, uint32_t max_entries) {
 	for (const char *name : {"flows", "flows1"})
 		check_libbpf(bpf_map__set_max_entries(need_map(obj, name), max_entries), "set flow map size");
+	if (bpf_map *names = bpf_object__find_map_by_name(obj, "names"))
+		check_libbpf(bpf_map__set_max_entries(names, max_entries), "set names map size");
 }
 
 FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns)
@@ -49,6 +87,13 @@ FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t 
 	side_ = static_cast<volatile uint32_t *>(const_cast<void *>(bpf_map__initial_value(side, &size)));
 	if (!side_ || size < sizeof(uint32_t))
 		throw SysError("flow_side is not mmapped", EPROTO);
+	if (bpf_map *names = bpf_object__find_map_by_name(obj, "names")) {
+		names_fd_ = bpf_map__fd(names);
+		names_key_size_ = bpf_map__key_size(names);
+		name_stats_fd_ = bpf_map__fd(need_map(obj, "name_stats"));
+		if (names_key_size_ != sizeof(flow_tuple) && names_key_size_ != sizeof(flow_key))
+			throw SysError("names map has an unknown key size", EPROTO);
+	}
 	if (live_) {
 		// The inner map drain_sync's updates point to (the template's shape).
 		int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "drain_sync_in", sizeof(uint32_t),
@@ -75,6 +120,40 @@ std::vector<dir_stats> FlowDrain::read_side_stats(uint32_t side, bool zero) {
 	return out;
 }
 
+// The names map's entries, moved out: the keys first (an iteration that
+// deletes as it goes would restart), then each taken with
+// lookup_and_delete, so a name written meanwhile stays for the next drain.
+void FlowDrain::take_names(Interval &iv) {
+	if (names_fd_ < 0)
+		return;
+	std::vector<uint8_t> keys;
+	std::vector<uint8_t> key(names_key_size_);
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(names_fd_, prev, key.data()) == 0) {
+		keys.insert(keys.end(), key.begin(), key.end());
+		prev = keys.data() + keys.size() - names_key_size_;
+	}
+	for (size_t at = 0; at < keys.size(); at += names_key_size_) {
+		name_record r{};
+		if (bpf_map_lookup_and_delete_elem(names_fd_, keys.data() + at, &r.name) != 0)
+			continue; // (gone meanwhile: cannot happen, only drains delete)
+		std::memcpy(&r.key, keys.data() + at, names_key_size_); // a tuple: no owner
+		iv.names.push_back(r);
+		auto [it, fresh] = names_.try_emplace(key_bytes(r.key), r.name);
+		if (!fresh)
+			merge_name(it->second, r.name);
+	}
+	const int ncpu = possible_cpus();
+	std::vector<name_stats> per_cpu(ncpu);
+	const uint32_t zero = 0;
+	check_libbpf(bpf_map_lookup_elem(name_stats_fd_, &zero, per_cpu.data()), "read name counters");
+	for (const name_stats &c : per_cpu) {
+		iv.names_written += c.written;
+		iv.names_full += c.full;
+	}
+	names_full_ = iv.names_full;
+}
+
 Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch,
                           const std::vector<dir_stats> *extra) {
 	std::lock_guard<std::mutex> lock(mu_);
@@ -97,6 +176,9 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	}
 	Interval iv;
 	iv.wait_ns = ns_since(t0);
+	for (const std::string &k : names_ended_) // ended by the previous drain: shown once, with their end
+		names_.erase(k);
+	names_ended_.clear();
 	const auto t1 = clock::now();
 	iv.start_ns = last_ns_;
 	iv.end_ns = now_ns;
@@ -104,6 +186,7 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	scratch_ = take_flows(flows_fd_[old], ts_offset_ns_, use_batch, &scratch_);
 	const std::vector<flow_record> &recs = scratch_;
 	iv.stats = read_side_stats(old, true);
+	take_names(iv);
 	if (extra)
 		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d)
 			add_stats(iv.stats[d], (*extra)[d]);
@@ -116,6 +199,10 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 		table_.expire(now_ns, iv.ended);
 	if (end)
 		table_.retire_all(FLOW_END_END, iv.ended);
+	if (!names_.empty())
+		for (const ended_record &e : iv.ended)
+			if (e.reason != FLOW_END_ACTIVE)
+				names_ended_.push_back(key_bytes(e.rec.key));
 	iv.totals = totals_;
 	iv.live_flows = table_.size();
 	iv.evicted_flows = table_.evicted();
@@ -147,6 +234,24 @@ std::vector<flow_record> FlowDrain::flows() {
 	return out;
 }
 
+std::vector<name_record> FlowDrain::names() {
+	std::lock_guard<std::mutex> lock(mu_);
+	std::vector<name_record> out;
+	out.reserve(names_.size());
+	for (const auto &[k, n] : names_) {
+		name_record r{};
+		std::memcpy(&r.key, k.data(), sizeof(r.key));
+		r.name = n;
+		out.push_back(r);
+	}
+	return out;
+}
+
+uint64_t FlowDrain::names_full() {
+	std::lock_guard<std::mutex> lock(mu_);
+	return names_full_;
+}
+
 void FlowDrain::set_limits(const FlowLimits &l) {
 	std::lock_guard<std::mutex> lock(mu_);
 	table_.set_limits(l);
@@ -170,6 +275,12 @@ void FlowDrain::clear() {
 	}
 	table_.clear();
 	totals_.assign(FLOW_DIR_NR, dir_stats{});
+	if (names_fd_ >= 0) {
+		Interval gone;
+		take_names(gone);
+	}
+	names_.clear();
+	names_ended_.clear();
 }
 
 } // namespace pktstat

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "fd.hpp"
@@ -24,18 +26,21 @@ struct bpf_object;
 
 namespace pktstat {
 
-// Before load: size both sides of the object's flow table.
+// Before load: size both sides of the object's flow table (and its names
+// map, which needs room for one interval's names as a side does for flows).
 void set_flow_table_size(bpf_object *obj, uint32_t max_entries);
 
 // One drain's outcome.
 struct Interval {
-	uint64_t start_ns = 0, end_ns = 0;    // previous drain (or load) and this one, epoch ns
-	std::vector<interval_record> records; // flows active in the interval
-	std::vector<dir_stats> stats;         // the interval's counters, per direction
-	std::vector<ended_record> ended;      // records handed out (timeouts, end, evictions)
-	std::vector<dir_stats> totals;        // the run's counters so far (every interval)
-	uint64_t live_flows = 0;              // in the lifetime table after the drain
-	uint64_t evicted_flows = 0;           // retired early so far (table full)
+	uint64_t start_ns = 0, end_ns = 0;          // previous drain (or load) and this one, epoch ns
+	std::vector<interval_record> records;       // flows active in the interval
+	std::vector<dir_stats> stats;               // the interval's counters, per direction
+	std::vector<ended_record> ended;            // records handed out (timeouts, end, evictions)
+	std::vector<dir_stats> totals;              // the run's counters so far (every interval)
+	std::vector<name_record> names;             // the names map's entries, moved out (l7_names.bpf.h)
+	uint64_t names_written = 0, names_full = 0; // the names map's counters so far
+	uint64_t live_flows = 0;                    // in the lifetime table after the drain
+	uint64_t evicted_flows = 0;                 // retired early so far (table full)
 	// What the drain cost, in ns: the wait for the programs (flip + grace
 	// period), reading and emptying the old side, folding it into the
 	// lifetime table (with timeouts and end records).
@@ -58,6 +63,10 @@ class FlowDrain {
 	// the programs count into holds now.
 	std::vector<dir_stats> totals(bool peek);
 	std::vector<flow_record> flows(); // every live flow's lifetime record
+	// Every live flow's names (and those of the flows the last drain
+	// ended): the names map's entries merged per flow (merge_name).
+	std::vector<name_record> names();
+	uint64_t names_full(); // names the kernel's names map had no room for, so far
 	void set_limits(const FlowLimits &l);
 	FlowLimits limits();
 	uint64_t drains();
@@ -73,11 +82,17 @@ class FlowDrain {
 
       private:
 	std::vector<dir_stats> read_side_stats(uint32_t side, bool zero);
+	void take_names(Interval &iv);
 
 	std::mutex mu_;
 	int flows_fd_[2] = {-1, -1};
 	int stats_fd_ = -1;
 	int sync_fd_ = -1;
+	int names_fd_ = -1, name_stats_fd_ = -1; // (objects whose look reads names)
+	uint32_t names_key_size_ = 0;
+	std::unordered_map<std::string, flow_name> names_; // by flow_key bytes
+	std::vector<std::string> names_ended_;             // forgotten at the next drain
+	uint64_t names_full_ = 0;
 	UniqueFd sync_inner_;
 	volatile uint32_t *side_ = nullptr;
 	int64_t ts_offset_ns_;

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from . import modes
+from . import modes, names
 from .drops import DropWatch, netns_inode
 from .durations import Pacer
 from .errors import PktstatError, UsageError, translate_os_error
@@ -136,6 +136,7 @@ class Collector:
         self._streaming = 0
         self._last_unowned: tuple[int, int] | None = None
         self._drops_reading: DropReading | None = None
+        self._names: np.ndarray | None = None  # the engine's names as of the last drain (tc, xdp)
 
     @property
     def iface(self) -> str | None:
@@ -263,6 +264,8 @@ class Collector:
         if not self._loaded:
             raise PktstatError("collector was never started (call start() or use 'with')")
         raw = self._mode.engine.drain(None, timeouts, end)
+        if self.mode in names.MODES:
+            self._names = self._mode.engine.names()
         unowned = self._mode.unowned(raw.records)
         self._last_unowned = self._run.fold(raw, unowned, self._mode.unowned_running)
         return raw
@@ -279,6 +282,9 @@ class Collector:
         extra = self._mode.report_extra() if hasattr(self._mode, "report_extra") else {}
         if self._drops_reading is not None:
             extra = {**extra, **self._drops_reading.header()}
+        if self._names is not None:
+            columns = {**names.columns(records, self._names), **columns}
+            extra = {**extra, "namesFull": self._mode.engine.names_full}
         return Snapshot(
             records=records,
             totals=totals,

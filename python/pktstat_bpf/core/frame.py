@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from . import protocols, render
+from . import names, protocols, render
 from .addresses import Text, address_text
 from .keys import group
 
@@ -223,5 +223,9 @@ def to_pandas(
             values = np.array(
                 [None if r is None else render.drop_reasons_text(r) for r in values], dtype=object
             )
+        if name in names.COUNT_COLUMNS:  # None where a flow has none
+            values = pd.array(values, dtype="UInt32")
+        elif name in names.COLUMNS:
+            values = pd.array(values, dtype="str")
         df[name] = values
     return df

@@ -201,6 +201,7 @@ def text_line(d: Mapping[str, Any]) -> str:
     app = protocols.app_text(d.get("appProto"))
     if app:  # pending and process mode: nothing; unknown: "?"
         head += f", app: {escape_text(app)}"
+    head += names_text(d)
     src, dst = endpoints(d)
     if "clientIp" in d:  # a conversation: its two directions as packets/bytes
         body = f", client: {src}, server: {dst}, c2s: {d['c2sPackets']}/{d['c2sBytes']}, "
@@ -226,6 +227,26 @@ def text_line(d: Mapping[str, Any]) -> str:
     if d.get("drops"):
         tail += f", drops: {d['drops']} ({drop_reasons_text(d.get('dropReasons') or {})})"
     return head + body + tail
+
+
+def names_text(d: Mapping[str, Any]) -> str:
+    """A flow dict's names as the text line shows them (``, sni: example.org,
+    alpn: h2``, ``, host: example.org``, ``, dns: example.org A NXDOMAIN``,
+    ``, quic: 1``), escaped; empty without names."""
+    out = ""
+    if d.get("serverName"):
+        out += f", sni: {escape_text(d['serverName'])}"
+    if d.get("alpn"):
+        out += f", alpn: {escape_text(d['alpn'])}"
+    if d.get("httpHost"):
+        out += f", host: {escape_text(d['httpHost'])}"
+    if d.get("dnsQuery"):
+        out += f", dns: {escape_text(d['dnsQuery'])} {d.get('dnsQtype') or ''}".rstrip()
+        if d.get("dnsRcode"):
+            out += f" {d['dnsRcode']}"
+    if d.get("quicVersion"):
+        out += f", quic: {d['quicVersion']}"
+    return out
 
 
 def drop_reasons_text(reasons: Mapping[str, int]) -> str:

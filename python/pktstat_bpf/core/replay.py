@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from . import render
+from . import names, render
 from .collector import DEFAULT_MAX_ENTRIES, check_max_entries
 from .errors import PktstatError, UsageError, translate_os_error
 from .keys import merge_flows
@@ -263,6 +263,7 @@ def _snapshot(
         "linkType": info["linktype_name"] or str(info["linktype"]),
         "frames": info["frames"],
     }
+    extra["namesFull"] = engine.names_full
     if c["clipped_frames"]:
         extra["clippedFrames"] = c["clipped_frames"]
     if info["damage"]:
@@ -276,5 +277,5 @@ def _snapshot(
         mode="replay",
         max_entries=engine.max_entries,
         extra=extra,
-        columns=dict(columns or {}),
+        columns={**names.columns(records, engine.names()), **(columns or {})},
     )
