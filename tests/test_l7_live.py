@@ -45,6 +45,8 @@ from pktstat_bpf.core.protocols import app_name
 pytestmark = pytest.mark.kernel
 
 CLIENT = Path(__file__).with_name("l7_client.py")
+TLS_NAME = "server.test"  # the name the TLS client asks for (SNI)
+NAME_FIELDS = ("serverName", "alpn", "httpHost", "dnsQuery", "dnsQtype", "dnsRcode", "dnsAnswers")
 SSHD = "/usr/sbin/sshd"
 
 # service -> (protocol, server port, client->server label, server->client label)
@@ -175,6 +177,7 @@ class Servers:
         self.https: list[http.server.HTTPServer] = []
         self.procs: list[subprocess.Popen] = []
         self.made_run_sshd = False
+        self.sni_seen: list[str] = []
         try:
             self._start(ns, tmp)
         except BaseException:
@@ -200,6 +203,7 @@ class Servers:
         )
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(cert, key)
+        tls.sni_callback = lambda sock, name, ctx: self.sni_seen.append(name)  # the server's own view
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "hostkey")],
             check=True,
@@ -269,7 +273,9 @@ def clients(b4: str) -> dict[str, list[str]]:
     ssh += ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-p", port["ssh"]]
     return {
         "http": ["curl", "-sSf", "-m", "5", f"http://{b4}:{port['http']}/"],
-        "tls": ["curl", "-sSfk", "-m", "5", f"https://{b4}:{port['tls']}/"],
+        # by name (curl sends no SNI for an address); curl offers ALPN h2,http/1.1
+        "tls": ["curl", "-sSfk", "-m", "5", "--resolve", f"{TLS_NAME}:{port['tls']}:{b4}"]
+        + [f"https://{TLS_NAME}:{port['tls']}/"],
         "ssh": [*ssh, f"nobody@{b4}", "true"],
         "dns-udp": dig,
         "dns-tcp": [*dig, "+tcp"],
@@ -279,9 +285,11 @@ def clients(b4: str) -> dict[str, list[str]]:
     }
 
 
-def labels(snaps, a4: str) -> dict[tuple[str, str], list[str]]:
-    """(service, "c2s" or "s2c") -> the label of each such flow of `snaps`."""
+def labels(snaps, a4: str) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], list[dict]]]:
+    """(service, "c2s" or "s2c") -> the label of each such flow of `snaps`,
+    and the same -> each such flow's names (NAME_FIELDS it carries)."""
     out: dict[tuple[str, str], list[str]] = {}
+    names: dict[tuple[str, str], list[dict]] = {}
     for snap in snaps:
         for d, r in zip(snap.flow_dicts(), snap.records):
             for name, (proto, port, _, _) in SERVICES.items():
@@ -289,7 +297,8 @@ def labels(snaps, a4: str) -> dict[tuple[str, str], list[str]]:
                     continue
                 way = "c2s" if (d["srcIp"], d["dstPort"]) == (a4, port) else "s2c"
                 out.setdefault((name, way), []).append(app_name(int(r["app"])))
-    return out
+                names.setdefault((name, way), []).append({k: d[k] for k in NAME_FIELDS if k in d})
+    return out, names
 
 
 @pytest.fixture(scope="module", params=["tc", "xdp", "cgroup"])
@@ -336,7 +345,8 @@ def run(request, bpf, tmp_path_factory):
                     failed[name] = (p.returncode, out)
             time.sleep(0.3)  # the last FINs
         snaps = [c.snapshot() for c in cols]
-        yield mode, labels(snaps, ns.A4), failed
+        got, names = labels(snaps, ns.A4)
+        yield mode, got, failed, names, list(servers.sni_seen)
     finally:
         if servers:
             servers.close()
@@ -347,7 +357,44 @@ def run(request, bpf, tmp_path_factory):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_flow_labelled_both_ways(run, service):
-    mode, got, failed = run
+    mode, got, failed, _, _ = run
     assert service not in failed, f"the {service} client failed: {failed.get(service)}"
     _, _, c2s, s2c = SERVICES[service]
     assert (got.get((service, "c2s")), got.get((service, "s2c"))) == ([c2s], [s2c]), (mode, service)
+
+
+def test_each_flow_named(run):
+    """TLS: the server name the server itself saw (its SNI callback) and the
+    ALPN list curl offers; HTTP: the Host curl sent; DNS: dig's question and
+    the server's answer (NOERROR, one record), on both directions where one
+    program sees both (TC; XDP: each side's collector sees one direction,
+    and a DNS response carries its own question). cgroup mode reads no names."""
+    mode, _, failed, names, sni_seen = run
+    assert not failed, failed
+    b4, port = NetnsPair.B4, {name: s[1] for name, s in SERVICES.items()}
+    tls = {"serverName": TLS_NAME, "alpn": "h2,http/1.1"}
+    http = {"httpHost": f"{b4}:{port['http']}"}
+    dns = {"dnsQuery": "pbt.test", "dnsQtype": "A"}
+    answer = {**dns, "dnsRcode": "NOERROR", "dnsAnswers": 1}
+    if mode == "cgroup":
+        assert all(n == {} for flows in names.values() for n in flows), names
+        return
+    assert sni_seen == [TLS_NAME]
+    want = {
+        ("tls", "c2s"): [tls],
+        ("http", "c2s"): [http],
+        ("dns-udp", "c2s"): [dns],
+        ("dns-udp", "s2c"): [answer],
+        ("dns-tcp", "c2s"): [dns],
+        ("dns-tcp", "s2c"): [answer],
+        ("tls", "s2c"): [tls if mode == "tc" else {}],  # (TC: the reverse direction's names)
+        ("http", "s2c"): [http if mode == "tc" else {}],
+    }
+    assert {k: names.get(k) for k in want} == want
+    # flows of the other services carry no names
+    assert all(
+        n == {}
+        for k, flows in names.items()
+        if k[0] not in ("tls", "http", "dns-udp", "dns-tcp")
+        for n in flows
+    )

@@ -220,6 +220,8 @@ __noinline int l7_tls_more(L7_CTX *c, __u32 off, __u32 avail, __u32 seq, struct 
 		return 0;
 	pos = l7_tls_exts(c, off << 16 | avail, e->tls_skip, e->tls_skip + e->tls_left, e);
 	end = e->tls_skip + e->tls_left;
+	if (e->len)
+		e->kind = FLOW_NAME_SNI;
 	if (e->len || pos >= end || pos < avail)
 		return 0;
 	e->tls_more = 1;
