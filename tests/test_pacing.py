@@ -12,6 +12,7 @@ import time
 
 import pytest
 from pktstat_bpf.core import pacing
+from pktstat_bpf.core.durations import Pacer
 from pktstat_bpf.core.pacing import paced
 
 
@@ -133,3 +134,19 @@ def test_a_backlog_is_said_once_and_nothing_is_dropped(monkeypatch):
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "behind the capture" in warnings[0], warnings
     assert pacing.BACKLOG == 64
+
+
+def test_after_a_slow_reading_the_next_is_at_once_then_on_the_grid():
+    """The drains' pacer: the reading due at 0.1 took until 0.35; the next
+    is due at once (the latest due time, 0.3: the missed 0.2 is skipped, no
+    burst), the one after at 0.4. The TUI's pacer waits a whole interval."""
+    now = [0.35]
+    drains = Pacer(0.1, 0.0, lambda: now[0], at_once=True)
+    drains.advance()
+    assert drains.next_at == pytest.approx(0.3)
+    now[0] = 0.36
+    drains.advance()
+    assert drains.next_at == pytest.approx(0.4)
+    display = Pacer(0.1, 0.0, lambda: 0.35)
+    display.advance()
+    assert display.next_at == pytest.approx(0.45)

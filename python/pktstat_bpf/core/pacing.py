@@ -61,8 +61,9 @@ def paced(
 
     The last reading (``last=True``) is taken at `end_at` (monotonic), when
     `stop` is set or when `ended()` turns true after a wait; it is the last
-    one yielded. A reading slower than the interval skips readings rather
-    than bursting to catch up.
+    one yielded. After a reading that took longer than the interval, the
+    next one is taken at once (one, however many were missed), then the
+    pace goes on: no interval is longer than the pace or a reading's cost.
 
     Closing the generator (``break``, an exception in the consumer's loop,
     garbage collection) stops the producer and joins it before it returns;
@@ -71,7 +72,7 @@ def paced(
     """
     halt = threading.Event()
     items: queue.SimpleQueue[object] = queue.SimpleQueue()
-    pacer = Pacer(interval, time.monotonic())
+    pacer = Pacer(interval, time.monotonic(), at_once=True)
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -108,7 +109,7 @@ def paced(
                     )
                 if last:
                     return
-                pacer.advance()  # (a reading slower than the interval skips readings rather than bursting)
+                pacer.advance()  # (late: the next reading at once, then on the grid again)
         except BaseException as e:  # the consumer raises it
             items.put(_Failed(e))
         finally:
