@@ -7,6 +7,8 @@ raises is raised in the consumer; a backlog is said once. No privilege."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -150,3 +152,18 @@ def test_after_a_slow_reading_the_next_is_at_once_then_on_the_grid():
     display = Pacer(0.1, 0.0, lambda: 0.35)
     display.advance()
     assert display.next_at == pytest.approx(0.45)
+
+
+def test_a_stream_never_closed_is_stopped_at_exit():
+    """A generator still referenced when the interpreter exits: its producer
+    is halted and joined by pacing's atexit hook, before the interpreter
+    stops daemon threads (one stopped inside a C++ drain would abort)."""
+    code = (
+        "import atexit, threading\n"
+        "atexit.register(lambda: print('producers', [t.name for t in threading.enumerate() if t.name == 'p']))\n"
+        "from pktstat_bpf.core.pacing import paced\n"
+        "g = paced(lambda last: last, 0.05, name='p')\n"
+        "print(next(g))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "False\nproducers []\n", "")

@@ -10,6 +10,7 @@ merged; a backlog past :data:`BACKLOG` readings is said once on the logger.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -44,6 +45,22 @@ class _Failed:
 
 
 _DONE = object()
+
+#: The producers running (their halt event and thread).
+_live: set[tuple[threading.Event, threading.Thread]] = set()
+
+
+@atexit.register
+def _halt_all() -> None:
+    """At exit, the producer of a stream never closed (its generator still
+    referenced) is stopped and joined first: a daemon thread that the
+    interpreter's shutdown stops inside a drain (a C++ call that released
+    the GIL) would abort the process instead of letting it exit."""
+    running = list(_live)
+    for halt, _ in running:
+        halt.set()
+    for _, thread in running:
+        thread.join()
 
 
 def paced(
@@ -116,6 +133,8 @@ def paced(
             items.put(_DONE)
 
     producer = threading.Thread(target=produce, name=name, daemon=True)
+    live = (halt, producer)
+    _live.add(live)
     producer.start()
     try:
         while True:
@@ -128,3 +147,4 @@ def paced(
     finally:
         halt.set()
         producer.join()
+        _live.discard(live)
