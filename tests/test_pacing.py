@@ -167,3 +167,21 @@ def test_a_stream_never_closed_is_stopped_at_exit():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert (p.returncode, p.stdout, p.stderr) == (0, "False\nproducers []\n", "")
+
+
+def test_ctrl_c_while_the_consumer_waits_closes_the_stream_at_once():
+    """KeyboardInterrupt raised in the consumer while it waits for the next
+    reading (5 s away): the stream is closed and its thread joined at once."""
+    code = (
+        "import os, signal, threading, time\n"
+        "from pktstat_bpf.core.pacing import paced\n"
+        "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    for _ in paced(lambda last: last, 5.0, name='p'):\n"
+        "        pass\n"
+        "except KeyboardInterrupt:\n"
+        "    print(time.monotonic() - t0 < 1.5, [t.name for t in threading.enumerate() if t.name == 'p'])\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "True []\n", "")

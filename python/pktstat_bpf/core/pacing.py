@@ -80,7 +80,7 @@ def paced(
     `stop` is set or when `ended()` turns true after a wait; it is the last
     one yielded. After a reading that took longer than the interval, the
     next one is taken at once (one, however many were missed), then the
-    pace goes on: no interval is longer than the pace or a reading's cost.
+    pace goes on: an interval lasts the pace, or a reading when that is longer.
 
     Closing the generator (``break``, an exception in the consumer's loop,
     garbage collection) stops the producer and joins it before it returns;
