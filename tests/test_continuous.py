@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from netns import NetnsPair
@@ -23,7 +24,9 @@ from traffic import ETH, IP4, UDP, Sniffer, tcp_exchange
 pytestmark = pytest.mark.kernel
 
 
-def cli(ns: NetnsPair, *args: str) -> subprocess.Popen:
+def cli(ns: NetnsPair, *args: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
+    """The CLI on va in namespace A, once it counts; `stdout`: where its
+    output goes (a pipe, or a file for a long stream)."""
     p = ns.exec_a(
         sys.executable,
         "-m",
@@ -31,7 +34,7 @@ def cli(ns: NetnsPair, *args: str) -> subprocess.Popen:
         "-i",
         "va",
         *args,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -106,6 +106,73 @@ def test_collector_stream_deltas_are_exact_and_add_up(netns: NetnsPair):
     assert (f["packets"], f["bytes"]) == (7, 7 * size)
 
 
+def drain_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pktstat-bpf drains")]
+
+
+def test_a_slow_loop_does_not_stretch_the_intervals(netns: NetnsPair):
+    """The drains keep their 50 ms pace while the loop is busy for a second
+    on its first interval (issue 16): the intervals it then gets are each
+    about 50 ms long, tile the capture, and hold the packets sent meanwhile
+    exactly once, spread over them as they were sent."""
+    peer = netns.peer("udp", "5103")
+    size = ETH + IP4 + UDP + 20
+    try:
+        with netns.in_a():
+            s = Sender(netns.B4, 5103)
+            stop = threading.Event()
+            seen = []
+            with Collector(iface="va") as c:
+                for iv in c.stream(0.05, stop=stop):
+                    seen.append(iv)
+                    if len(seen) == 1:
+                        for _ in range(10):  # a busy loop: 1 s on one interval
+                            s.burst(3, 20)
+                            time.sleep(0.1)
+                        stop.set()
+                assert not drain_threads()
+            s.close()
+    finally:
+        peer.kill()
+    key = (netns.A4, netns.B4, s.sport, 5103)
+    per = [
+        sum(
+            d["packets"]
+            for d in iv.delta.flows()
+            if (d["srcIp"], d["dstIp"], d["srcPort"], d["dstPort"]) == key
+        )
+        for iv in seen
+    ]
+    assert [iv.index for iv in seen] == list(range(len(seen))) and len(seen) >= 12, per
+    assert max(iv.duration for iv in seen[:-1]) < 0.15, [round(iv.duration, 3) for iv in seen]
+    for a, b in zip(seen, seen[1:]):
+        assert a.end == b.start
+    assert sum(per) == 30 and sum(1 for n in per if n) >= 5, per
+    assert sum(iv.delta.totals.all.packets for iv in seen) == seen[-1].cumulative.totals.all.packets
+    (f,) = [d for d in c.snapshot().flows() if (d["srcIp"], d["dstIp"], d["srcPort"], d["dstPort"]) == key]
+    assert (f["packets"], f["bytes"]) == (30, 30 * size)
+
+
+def test_leaving_the_loop_stops_the_drains_and_a_failing_drain_is_raised_in_it(netns: NetnsPair):
+    """A break ends the drain thread at once (its next drain was 0.5 s
+    away); the collector then drains on its own again (snapshot()). A drain
+    that fails (the collector closed under the stream) raises in the loop."""
+    from pktstat_bpf.core.errors import PktstatError
+
+    with netns.in_a():
+        with Collector(iface="va") as c:
+            for _ in c.stream(0.5):
+                t0 = time.monotonic()
+                break
+            assert time.monotonic() - t0 < 0.25 and not drain_threads()
+            send_udp(netns.B4, 5104, 1, 10)
+            assert c.snapshot().totals.all.packets >= 1  # not streaming: drained first
+            with pytest.raises(PktstatError, match="never started"):
+                for _ in c.stream(0.05):
+                    c.close()  # the next drain finds no engine: raised here
+            assert not drain_threads()
+
+
 def test_jsonl_one_object_per_flow_per_interval_until_timeout(netns: NetnsPair):
     peer = netns.peer("udp", "5102")
     size4, size6 = ETH + IP4 + UDP + 50, ETH + IP6 + UDP + 200

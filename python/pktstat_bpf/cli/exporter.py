@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from typing import Any
 
 from ..core.about import __version__, libbpf_version
@@ -56,10 +57,12 @@ def run_exporter(opts: Options) -> int:
                     server.url,
                 )
                 # each interval's end records go to --ipfix/--parquet; the last one ends every flow
-                for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
-                    iv = view.apply_interval(iv)
-                    flows.interval(iv)
-                    metrics.update(iv)
+                ivs = collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event)
+                with closing(ivs):  # (the drain thread is joined before the detach)
+                    for iv in ivs:
+                        iv = view.apply_interval(iv)
+                        flows.interval(iv)
+                        metrics.update(iv)
         finally:
             server.close()
         flows.final()

@@ -4,6 +4,7 @@ or, with --jsonl/--plain/-u, stream every -r interval."""
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 from ..core import render
 from ..core.snapshot import Snapshot
@@ -50,8 +51,9 @@ def run_capture(opts: Options) -> int:
             return stop.job_exit_code
         # each interval drains the kernel tables (they need room for one interval's flows only)
         # and hands the flows it ended to --ipfix/--parquet; the last one ends every flow
-        for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
-            flows.interval(view.apply_interval(iv))
+        with closing(collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event)) as ivs:
+            for iv in ivs:
+                flows.interval(view.apply_interval(iv))
         collector.stop()
         flows.interval(view.apply_interval(collector.drain(end=True)))  # counted before the detach
         snap = collector.snapshot()

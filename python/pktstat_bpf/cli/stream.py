@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from ..core.collector import Collector
 from ..output.checked import CheckedOut
 from ..output.stream import StreamWriter
@@ -27,8 +29,10 @@ def run_stream(
     """Stream until -t, a signal (`stop`) or a closed stdout; each
     interval's end records also go to --ipfix/--parquet (`flows`)."""
     writer = stream_writer(opts)
-    for iv in collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event):
-        iv = view.apply_interval(iv)
-        if flows is not None:
-            flows.interval(iv)
-        writer.write(iv)
+    # (closed on the way out, a failed write too: the drain thread is joined before the detach)
+    with closing(collector.stream(opts.refresh, duration=opts.timeout or None, stop=stop.event)) as ivs:
+        for iv in ivs:
+            iv = view.apply_interval(iv)
+            if flows is not None:
+                flows.interval(iv)
+            writer.write(iv)

@@ -7,16 +7,16 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Generator
 
 import numpy as np
 
 from . import modes, names
 from .drops import DropWatch, netns_inode
-from .durations import Pacer
 from .errors import PktstatError, UsageError, translate_os_error
 from .intervals import DrainTracker, Interval, RunTotals
 from .keys import merge_flows
+from .pacing import paced
 from .snapshot import Snapshot, Totals
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,6 +137,9 @@ class Collector:
         self._last_unowned: tuple[int, int] | None = None
         self._drops_reading: DropReading | None = None
         self._names: np.ndarray | None = None  # the engine's names as of the last drain (tc, xdp)
+        # held by whatever reads or changes the engine and the run's totals: a stream
+        # drains in a thread of its own while its consumer may snapshot, stop or close
+        self._lock = threading.RLock()
 
     @property
     def iface(self) -> str | None:
@@ -153,6 +156,10 @@ class Collector:
         fails, nothing stays attached, and programs and maps loaded by this
         call are freed at once (a collector that ran before keeps its maps,
         so its counts stay readable)."""
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> Collector:
         if self.running:
             return self
         fresh = not self._loaded
@@ -200,22 +207,24 @@ class Collector:
 
     def stop(self) -> None:
         """Detach the programs (idempotent). Maps stay readable."""
-        if not self.running:
-            return
-        try:
-            if self._drops is not None:
-                self._drops.detach()
-            self._mode.detach()
-        finally:
-            self._stopped_mono = time.monotonic()
+        with self._lock:  # (after a drain under way)
+            if not self.running:
+                return
+            try:
+                if self._drops is not None:
+                    self._drops.detach()
+                self._mode.detach()
+            finally:
+                self._stopped_mono = time.monotonic()
 
     def close(self) -> None:
         """Detach and free the kernel maps."""
-        self.stop()
-        self._mode.engine = None
-        if self._drops is not None:
-            self._drops.engine = None
-        self._loaded = False
+        with self._lock:
+            self.stop()
+            self._mode.engine = None
+            if self._drops is not None:
+                self._drops.engine = None
+            self._loaded = False
 
     def __enter__(self) -> Collector:
         return self.start()
@@ -314,34 +323,39 @@ class Collector:
         of the lifetime table and those retired (idle or evicted) since the
         start, one row per flow. Drains the kernel tables first, except
         while a :meth:`stream` runs (then it is as of the stream's last
-        interval)."""
-        if not self._loaded:
-            raise PktstatError("collector was never started (call start() or use 'with')")
-        if not self._streaming or self._run.stats is None:
-            self._drain(timeouts=False)
-        live = self._mode.engine.flows()
-        records = merge_flows(np.concatenate([*self._run.retired, live])) if self._run.retired else live
-        self._mode.name_cgroups(records)
-        self._read_drops()
-        duration = self.elapsed()
-        started = self._started_wall if self._started_wall is not None else time.time()
-        totals = dataclasses.replace(self._run.totals(len(records)))
-        return self._make(records, totals, started, started + duration, duration, self._drop_columns(records))
+        drain, which is ahead of the intervals its loop has taken when the
+        loop is behind)."""
+        with self._lock:
+            if not self._loaded:
+                raise PktstatError("collector was never started (call start() or use 'with')")
+            if not self._streaming or self._run.stats is None:
+                self._drain(timeouts=False)
+            live = self._mode.engine.flows()
+            records = merge_flows(np.concatenate([*self._run.retired, live])) if self._run.retired else live
+            self._mode.name_cgroups(records)
+            self._read_drops()
+            duration = self.elapsed()
+            started = self._started_wall if self._started_wall is not None else time.time()
+            totals = dataclasses.replace(self._run.totals(len(records)))
+            return self._make(
+                records, totals, started, started + duration, duration, self._drop_columns(records)
+            )
 
     def drain(self, *, end: bool = False, rows: str = "recent") -> Interval:
         """One interval: drain the kernel tables now and return what was
         counted since the previous drain (see :meth:`stream`). `end`: the
         capture ends here, every flow is retired with an end record."""
-        if self._tracker is None or self._tracker.rows != rows:
-            self._tracker = DrainTracker(rows)
-        raw = self._drain(timeouts=True, end=end)
-        self._mode.name_cgroups(raw.records, raw.ended)
-        self._read_drops()
-        live = self._mode.engine.flows if rows == "live" else None
-        start = max(raw.start_ns / 1e9, self._started_wall or 0.0)  # the previous drain, or the attach
-        return self._tracker.advance(
-            raw, self._make, self._run, self._last_unowned, start, live, self._drop_columns
-        )
+        with self._lock:
+            if self._tracker is None or self._tracker.rows != rows:
+                self._tracker = DrainTracker(rows)
+            raw = self._drain(timeouts=True, end=end)
+            self._mode.name_cgroups(raw.records, raw.ended)
+            self._read_drops()
+            live = self._mode.engine.flows if rows == "live" else None
+            start = max(raw.start_ns / 1e9, self._started_wall or 0.0)  # the previous drain, or the attach
+            return self._tracker.advance(
+                raw, self._make, self._run, self._last_unowned, start, live, self._drop_columns
+            )
 
     def stream(
         self,
@@ -350,7 +364,7 @@ class Collector:
         duration: float | None = None,
         stop: threading.Event | None = None,
         rows: str = "recent",
-    ) -> Iterator[Interval]:
+    ) -> Generator[Interval, None, None]:
         """Yield an :class:`~pktstat_bpf.Interval` every `interval`
         seconds: per-flow packets, bytes and bitrate over that interval, plus
         lifetime totals, and the records of flows that ended. Starts the
@@ -368,7 +382,16 @@ class Collector:
         when `stop` is set, or when the collector is stopped; the last,
         possibly shorter, interval ends the capture (every flow gets its end
         record), so the deltas of all intervals add up to the run's totals.
-        Readings are paced on the monotonic clock without drift.
+
+        The drains run in a thread of their own, paced on the monotonic
+        clock without drift, whatever the loop does with each interval: a
+        loop slower than `interval` falls behind (the intervals wait for it
+        in memory, in order, none dropped or merged; a backlog of more than
+        64 is logged once), but the kernel table still holds one interval's
+        flows. What a drain raises is raised in the loop. Leaving the loop
+        early (``break``, an exception) stops the drains before the
+        generator is gone; intervals drained and not yet taken go with it
+        (their counts stay in the run's totals and :meth:`snapshot`).
 
         >>> with Collector(iface="eth0") as c:              # doctest: +SKIP
         ...     for iv in c.stream(1.0, duration=5):
@@ -378,28 +401,17 @@ class Collector:
             raise UsageError(f"interval must be positive, not {interval!r}")
         if not self.running:
             self.start()
-        wait = stop.wait if stop is not None else time.sleep
-        pacer = Pacer(interval, time.monotonic())
+        end_at = (self._started_mono or time.monotonic()) + duration if duration else None
         self._tracker = None
         self._streaming += 1
-        try:
-            while True:
-                if stop is not None and stop.is_set():
-                    last = True
-                else:
-                    now = time.monotonic()
-                    end_at = (self._started_mono or now) + duration if duration else None
-                    target = pacer.next_at if end_at is None else min(pacer.next_at, end_at)
-                    if target > now:
-                        wait(target - now)
-                    last = (
-                        (stop is not None and stop.is_set())
-                        or not self.running
-                        or (end_at is not None and time.monotonic() >= end_at)
-                    )
-                yield self.drain(end=last, rows=rows)
-                if last:
-                    return
-                pacer.advance()  # (a slow consumer skips readings rather than bursting)
+        try:  # the drains run in a thread of their own, on their pace (core/pacing.py)
+            yield from paced(
+                lambda last: self.drain(end=last, rows=rows),
+                interval,
+                end_at=end_at,
+                stop=stop,
+                ended=lambda: not self.running,
+                name=f"pktstat-bpf drains ({self.where})",
+            )
         finally:
             self._streaming -= 1

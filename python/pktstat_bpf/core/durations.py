@@ -76,11 +76,24 @@ def format_duration(seconds: float) -> str:
 class Pacer:
     """Due times every `interval` seconds on a monotonic clock, without
     drift: each is the last one plus the interval; a consumer that fell
-    behind skips to one interval from now instead of bursting to catch up."""
+    behind skips to one interval from now instead of bursting to catch up.
 
-    def __init__(self, interval: float, start: float, clock: Callable[[], float] = time.monotonic) -> None:
+    `at_once`: a reading found overdue is due at once instead (one reading,
+    however many were missed; the next ones on the grid again): for drains,
+    whose intervals must stay as short as the pace, or as a drain's cost
+    when that is longer, so that the kernel table holds one interval's flows."""
+
+    def __init__(
+        self,
+        interval: float,
+        start: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        at_once: bool = False,
+    ) -> None:
         self.interval = interval
         self.clock = clock
+        self.at_once = at_once
         self.next_at = start + interval
 
     def advance(self) -> None:
@@ -88,4 +101,7 @@ class Pacer:
         self.next_at += self.interval
         now = self.clock()
         if self.next_at <= now:
-            self.next_at = now + self.interval
+            if self.at_once:  # the latest due time not after now: past already
+                self.next_at += (now - self.next_at) // self.interval * self.interval
+            else:
+                self.next_at = now + self.interval
