@@ -32,16 +32,19 @@ each CPU with its own rotator walking them in a random order of its own
 nor with the order the flows' memory was handed out in, so the one-CPU
 figure of this case is above the in-order `flows_65536` one.
 
-Runs at once, checked: on a shared machine the kernel's timer counts only
-the time a test run was on its CPU, so two runs taking turns with other
-tasks read like two runs alone. The threads run under SCHED_FIFO (FIFO) for
-the calls, and a call on every CPU counts only if its runs were at once for
-MIN_TOGETHER of their time at least (a lower bound from the kernel's times
-and the wall clock, _together), else it is made again (TOGETHER_TRIES);
-`together_min` is the least of the calls kept. Where the hypervisor puts
-the vCPUs still matters: two vCPUs on one core's two threads share their
-caches and show no contention at all (the `*_rounds_ns` of the shared
-layout show it, round by round).
+Runs at once, checked: the kernel's timer counts only the time a test run
+was on its CPU (it stops when the loop yields to another task), so on a
+shared machine two runs taking turns with other tasks read like two runs
+alone. The threads run under SCHED_FIFO (FIFO) for the calls, and a call on
+every CPU counts only if its runs were at once for MIN_TOGETHER of their
+time at least (a lower bound from the kernel's times and the wall clock,
+_together), else it is made again (TOGETHER_TRIES); `together_min` is the
+least of the calls kept. Where the hypervisor puts the vCPUs matters too:
+close together (a round trip of tens of ns, most likely one core's two
+threads) they share their caches and the shared layout's contention all but
+vanishes. So before each call on every CPU the first and the last CPU pass
+a flag back and forth (C++, plain spinning): `*_round_trip_ns`, beside
+`*_rounds_ns`, says where they were in each round.
 
 After the rounds: every run was counted (the conservation counters:
 packets, none unparsed or overflowed), each table holds exactly its flows,
@@ -81,6 +84,7 @@ CONTENDED_FLOWS = 65536  # the many-flow case on every CPU at once
 FIFO = 1  # SCHED_FIFO priority of the test-run threads of the contention cases
 MIN_TOGETHER, TOGETHER_TRIES = 0.9, 10  # a call on every CPU: at once for this share of it, or again
 IDLE_REPEAT = 10_000  # the empty program's runs per call on the CPUs left out of a one-CPU call
+ROUND_TRIP_BATCHES = 200  # before each call on every CPU: how far apart the first and last CPU are
 
 
 def shared_object() -> Path:
@@ -147,6 +151,7 @@ def _measure_cpus(
     per_cpu: dict[str, list[list[float]]] = {k: [[] for _ in cpus] for k in KINDS}
     alone_calls = dict.fromkeys(KINDS, 0)
     together: list[float] = []
+    round_trip: dict[str, list[float]] = {k: [] for k in KINDS}
     runs_of = {k: rounds * repeat for k in KINDS}  # the calls on one CPU; those on all added below
 
     def one(name: str) -> float:
@@ -168,11 +173,13 @@ def _measure_cpus(
 
             return on_cpus(cpus, alone, FIFO)[i][0]
         for _ in range(TOGETHER_TRIES):
+            rt = bench_core._bench_cpu_round_trip_ns(cpus[0], cpus[-1], ROUND_TRIP_BATCHES)
             runs_of[k] += repeat * len(cpus)
             runs = on_cpus(cpus, lambda i: bench_core._bench_test_run(fds[i][k], frame, repeat), FIFO)
             if _together(runs, repeat) >= min_together:
                 break
         together.append(_together(runs, repeat))
+        round_trip[k].append(round(rt, 1))
         for i, (res, _, _) in enumerate(runs):
             per_cpu[k][i].append(float(res["duration_ns"]))
         return float(np.mean([res["duration_ns"] for res, _, _ in runs]))
@@ -188,6 +195,7 @@ def _measure_cpus(
         out[f"{k}_per_cpu_ns"] = [round(median_diff(v, f), 2) for v, f in zip(per_cpu[k], per_cpu["floor"])]
         out[f"{k}_contention_x"] = ratio(out[f"{k}_ns"], out[f"{k}_one_cpu_ns"])
         out[f"{k}_rounds_ns"] = [round(a - f, 1) for a, f in zip(r[f"{k}@all"], r["floor@all"])]
+        out[f"{k}_round_trip_ns"] = round_trip[k]
     out["together_min"] = round(min(together), 3)
     out["calls_on_all"] = len(together)
     out["tries_on_all"] = (sum(runs_of.values()) - len(KINDS) * rounds * repeat) // (repeat * len(cpus))
