@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ CONTENDED_FLOWS = 65536  # the many-flow case on every CPU at once
 FIFO = 1  # SCHED_FIFO priority of the test-run threads of the contention cases
 MIN_TOGETHER, TOGETHER_TRIES = 0.9, 10  # a call on every CPU: at once for this share of it, or again
 IDLE_REPEAT = 10_000  # the empty program's runs per call on the CPUs left out of a one-CPU call
+REST = 0.1  # after a call under SCHED_FIFO, a rest of this share of its time (see _rest)
 ROUND_TRIP_BATCHES = 200  # before each call on every CPU: how far apart the first and last CPU are
 
 
@@ -138,6 +140,15 @@ def _together(runs: list[tuple[dict[str, Any], int, int]], repeat: int) -> float
     return (sum(d) - (len(d) - 1) * wall) / max(d)
 
 
+def _rest(runs: list[Any]) -> list[Any]:
+    """Sleep REST times the calls' wall time, and return them. Calls under
+    SCHED_FIFO back to back would leave other tasks nothing but the share
+    the kernel keeps for them (5%, taken in one piece that breaks a call in
+    two); with the rest they run meanwhile."""
+    time.sleep(REST * (max(e for _, _, e in runs) - min(s for _, s, _ in runs)) / 1e9)
+    return runs
+
+
 def _measure_cpus(
     fds: list[dict[str, int]], frame: bytes, repeat: int, rounds: int, cpus: list[int], min_together: float
 ) -> dict[str, Any]:
@@ -171,11 +182,11 @@ def _measure_cpus(
                 finally:
                     done.set()
 
-            return on_cpus(cpus, alone, FIFO)[i][0]
+            return _rest(on_cpus(cpus, alone, FIFO))[i][0]
         for _ in range(TOGETHER_TRIES):
             rt = bench_core._bench_cpu_round_trip_ns(cpus[0], cpus[-1], ROUND_TRIP_BATCHES)
             runs_of[k] += repeat * len(cpus)
-            runs = on_cpus(cpus, lambda i: bench_core._bench_test_run(fds[i][k], frame, repeat), FIFO)
+            runs = _rest(on_cpus(cpus, lambda i: bench_core._bench_test_run(fds[i][k], frame, repeat), FIFO))
             if _together(runs, repeat) >= min_together:
                 break
         together.append(_together(runs, repeat))
