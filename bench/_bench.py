@@ -2,7 +2,8 @@
 built into build/bench by `make bench` and `make test`), the bench-only BPF
 objects (bench/bpf, compiled here with the flags CMakeLists.txt gives the
 shipped programs), the shipped objects (as that build compiled them), CPU
-pinning, rotated rounds with paired differences, and test frames."""
+pinning, runs on several CPUs at once, rotated rounds with paired
+differences, and test frames."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_BPF = REPO / "bench" / "bpf"
@@ -74,15 +79,19 @@ def _clang_flags(src_bpf: Path = SRC_BPF) -> list[str]:
     return flags
 
 
-def bench_object(name: str) -> Path:
-    """bench/bpf/<name>.bpf.c compiled (again if it or a src/bpf header changed)."""
-    src = BENCH_BPF / f"{name}.bpf.c"
-    out = OUT / f"{name}.bpf.o"
+def compiled(src: Path, out: Path, *defines: str) -> Path:
+    """`src` compiled into `out` with the build's flags and `defines`, again
+    if it or a src/bpf header changed since."""
     deps = [src, *SRC_BPF.glob("*.h")]
     if not out.exists() or out.stat().st_mtime < max(p.stat().st_mtime for p in deps):
-        OUT.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["clang", *_clang_flags(), "-c", str(src), "-o", str(out)], check=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["clang", *_clang_flags(), *defines, "-c", str(src), "-o", str(out)], check=True)
     return out
+
+
+def bench_object(name: str) -> Path:
+    """bench/bpf/<name>.bpf.c compiled (again if it or a src/bpf header changed)."""
+    return compiled(BENCH_BPF / f"{name}.bpf.c", OUT / f"{name}.bpf.o")
 
 
 def commit_object(commit: str, name: str) -> Path:
@@ -124,6 +133,40 @@ def pinned(cpu: int | None = None) -> Iterator[int]:
         yield cpu
     finally:
         os.sched_setaffinity(0, before)
+
+
+def on_cpus(cpus: Sequence[int], call: Callable[[int], T], fifo: int = 0) -> list[tuple[T, int, int]]:
+    """call(i) on one thread per CPU, thread i pinned to cpus[i], all released
+    together by a barrier: concurrent runs of a call that releases the GIL
+    (BPF_PROG_TEST_RUN runs the program on the calling thread's CPU). `fifo`:
+    the threads run under SCHED_FIFO at that priority (root), so that other
+    tasks on those CPUs wait for the calls rather than take turns with them.
+    Per thread: (result, start, end), the stamps in ns of the monotonic clock."""
+    barrier = threading.Barrier(len(cpus))
+    out: list[tuple[T, int, int] | None] = [None] * len(cpus)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cpus[i]})  # this thread only
+            if fifo:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo))
+            barrier.wait()
+            t0 = time.monotonic_ns()
+            res = call(i)
+            out[i] = (res, t0, time.monotonic_ns())
+        except BaseException as e:  # re-raised by the caller's thread
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cpus))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    return [r for r in out if r is not None]
 
 
 def rotated_rounds(

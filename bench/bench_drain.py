@@ -25,16 +25,16 @@ from __future__ import annotations
 import gc
 import shutil
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from _bench import (
-    REPO,
-    _clang_flags,
+    OUT,
+    SRC_BPF,
     bench_core,
     bench_object,
     commit_object,
+    compiled,
     median_diff,
     package_object,
     ratio,
@@ -107,13 +107,7 @@ def _before_object() -> Path:
 def _branch_object() -> Path:
     """The shipped tc.bpf.c with the alternative side selection
     (PKTSTAT_BENCH_SIDE_BRANCH in flow_add.bpf.h)."""
-    out = REPO / "build" / "bench" / "tc-side-branch.bpf.o"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    src = REPO / "src" / "bpf" / "tc.bpf.c"
-    subprocess.run(
-        ["clang", *_clang_flags(), "-DPKTSTAT_BENCH_SIDE_BRANCH", "-c", str(src), "-o", str(out)], check=True
-    )
-    return out
+    return compiled(SRC_BPF / "tc.bpf.c", OUT / "tc-side-branch.bpf.o", "-DPKTSTAT_BENCH_SIDE_BRANCH")
 
 
 def _per_packet(repeat: int, rounds: int) -> dict[str, Any]:

@@ -403,10 +403,35 @@ def _drain_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _contention_rows(d: dict[str, Any]) -> list[Row]:
+    """Each case on every CPU at once: ns per packet per CPU (alone: on one CPU in the same rounds)."""
+    if "skipped" in d:
+        return [
+            ("layout", "flow map layout (TC) on several CPUs at once", f"skipped: {d['skipped']}", "", "SKIP")
+        ]
+    cpus = ",".join(map(str, d["cpus"]))
+    rows: list[Row] = []
+    for case, r in d.items():
+        if not isinstance(r, dict):
+            continue
+        name = "one hot flow" if case == "hot" else f"{int(case.partition('_')[2]):,} flows"
+        result = ", ".join(
+            f"{label} {r[f'{k}_ns']:.0f} ns (alone {r[f'{k}_one_cpu_ns']:.0f})"
+            for k, label in (("ours", "per-CPU"), ("shared", "shared"), ("lean", "lean"))
+        )
+        result += f"; shared / per-CPU {_x(r['shared_to_ours'])}; at once >= {r['together_min']:.2f}"
+        measure = f"flow map layout (TC), {name} on CPUs {cpus} at once: ns per packet per CPU"
+        rows.append(("layout", measure, result, "report", ""))
+    return rows
+
+
 def _layout_rows(d: dict[str, Any]) -> list[Row]:
     goal = d["goal_64k_to_lean"]
     rows: list[Row] = []
     for case, r in d.items():
+        if case == "contention":
+            rows += _contention_rows(r)
+            continue
         if not isinstance(r, dict):
             continue
         result = (

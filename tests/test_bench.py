@@ -68,7 +68,17 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
         "flows_1024",
         "flows_4096",
         "zipf_4096",
+        "contention",
     }
+    contention = layout["contention"]
+    if "skipped" not in contention:  # a machine of two CPUs or more
+        assert {k for k, v in contention.items() if isinstance(v, dict)} == {"hot", "flows_1024"}
+        for case in ("hot", "flows_1024"):
+            c = contention[case]
+            assert (
+                len(c["ours_per_cpu_ns"]) == len(contention["cpus"])
+                and c["calls_on_all"] == 4 * layout["rounds"]
+            )
 
     table = p.stdout
     assert table.startswith("Measured ") and "(--quick: tiny sizes, not figures)" in table

@@ -16,12 +16,16 @@
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bind_common.hpp"
@@ -188,6 +192,64 @@ py::dict test_run(int prog_fd, const py::bytes &data, int repeat, const py::byte
 	                py::arg("wall_s") = wall);
 }
 
+// How far apart two CPUs' caches are: threads pinned to cpu_a and cpu_b pass
+// a flag back and forth (plain spinning, no pause), `batches` batches of 100
+// round trips; the median batch's ns per round trip. Two threads of one core
+// pass it in tens of ns, cores of other dies in hundreds (a hypervisor may
+// move vCPUs between such places while a benchmark runs).
+double cpu_round_trip_ns(int cpu_a, int cpu_b, int batches) {
+	constexpr int per_batch = 100;
+	alignas(64) std::atomic<int> flag{0}; // 1: a has passed it; 0: b has
+	std::atomic<int> ready{0}, failed{0};
+	std::vector<double> ns(static_cast<size_t>(std::max(batches, 1)));
+	// Both threads pinned, or neither plays.
+	const auto pin = [&](int cpu) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
+			failed.store(err);
+		ready.fetch_add(1);
+		while (ready.load() < 2) {
+		}
+		return !failed.load();
+	};
+	{
+		py::gil_scoped_release nogil;
+		std::thread b([&] {
+			if (!pin(cpu_b))
+				return;
+			for (size_t i = 0; i < ns.size() * per_batch; ++i) {
+				while (flag.load(std::memory_order_acquire) != 1) {
+				}
+				flag.store(0, std::memory_order_release);
+			}
+		});
+		std::thread a([&] {
+			if (!pin(cpu_a))
+				return;
+			for (auto &t : ns) {
+				const auto t0 = std::chrono::steady_clock::now();
+				for (int i = 0; i < per_batch; ++i) {
+					flag.store(1, std::memory_order_release);
+					while (flag.load(std::memory_order_acquire) != 0) {
+					}
+				}
+				t = std::chrono::duration<double, std::nano>(
+					std::chrono::steady_clock::now() - t0)
+				        .count() /
+				    per_batch;
+			}
+		});
+		a.join();
+		b.join();
+	}
+	if (int err = failed.load())
+		throw SysError("pthread_setaffinity_np", err);
+	std::nth_element(ns.begin(), ns.begin() + ns.size() / 2, ns.end());
+	return ns[ns.size() / 2];
+}
+
 bool c_contiguous(const py::buffer_info &b) {
 	py::ssize_t want = b.itemsize;
 	for (size_t i = b.ndim; i-- > 0;) {
@@ -345,6 +407,10 @@ void register_bench(py::module_ &m) {
 		    return l;
 	    },
 	    "Every TCP/UDP/UDP-Lite socket sock_diag lists in every network namespace (debugging, tests).");
+	m.def("_bench_cpu_round_trip_ns", &cpu_round_trip_ns, py::arg("cpu_a"), py::arg("cpu_b"),
+	      py::arg("batches") = 2000,
+	      "Median ns per round trip of a flag between threads pinned to two CPUs (how far apart "
+	      "their caches are).");
 	m.def("xdp_kernel_has_buff_len", &xdp_kernel_has_buff_len,
 	      "The kernel has bpf_xdp_get_buff_len (XdpCollector then counts whole multi-buffer frames).");
 	py::class_<BenchObject>(m, "_BenchObject")
