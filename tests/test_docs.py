@@ -129,8 +129,8 @@ def test_every_json_field_of_a_replay_is_documented(bpf):
 
 
 def test_the_dataframe_table_is_the_dataframe():
-    """The column table of docs/python-api.md names exactly the columns of
-    Snapshot.to_pandas(), in order."""
+    """The column tables of docs/python-api.md name exactly the columns of
+    Snapshot.to_pandas(), in order, and the name columns (core/names.py)."""
     pytest.importorskip("pandas", reason="pandas is not installed (pip install '.[test]')")
     import numpy as np
     import pktstat_bpf
@@ -141,6 +141,17 @@ def test_the_dataframe_table_is_the_dataframe():
     )
     text = (ROOT / "docs" / "python-api.md").read_text()
     section = text.split("\n## DataFrames\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    documented = [c for row in rows for c in re.findall(r"`(\w+)`", row.split("|")[1])]
-    assert documented == list(snap.to_pandas().columns)
+    tables = [t for t in section.split("\n\n") if t.lstrip().startswith("| column |")]
+    documented = [
+        [
+            c
+            for line in t.splitlines()
+            if line.startswith("| `")
+            for c in re.findall(r"`(\w+)`", line.split("|")[1])
+        ]
+        for t in tables
+    ]
+    from pktstat_bpf.core import names
+
+    # the columns of every snapshot, then those of the modes that read names
+    assert documented == [list(snap.to_pandas().columns), list(names.COLUMNS)]

@@ -169,7 +169,9 @@ def decode(names: np.ndarray) -> dict[str, list[Any]]:
         rcode = int(r["dns_rcode"])
         cols["dns_rcode"].append(rcode_name(rcode) if rcode != NO_RCODE else None)
         cols["dns_answers"].append(int(r["dns_answers"]) if rcode != NO_RCODE else None)
-        counted = dns or int(r["dns_queries"]) or int(r["dns_responses"])  # (a name not read is still counted)
+        counted = (
+            dns or int(r["dns_queries"]) or int(r["dns_responses"])
+        )  # (a name not read is still counted)
         cols["dns_queries"].append(int(r["dns_queries"]) if counted else None)
         cols["dns_responses"].append(int(r["dns_responses"]) if counted else None)
         alen = int(r["alpn_len"])
