@@ -414,8 +414,10 @@ def test_tcp_carries_the_same_records_once_with_templates(bpf):
     assert sets[0] == 2 and 2 not in sets[1:]
     pairs = set()
     for m in msgs[1:]:
-        v6 = struct.unpack("!H", m[16:18])[0] == 257
-        size = 94 if v6 else 70  # a replay's records: no flowDirection; applicationName
+        set_id = struct.unpack("!H", m[16:18])[0]
+        v6 = set_id in (257, 261)
+        # a replay's records: no flowDirection; applicationName; 260/261: flows with names
+        size = {256: 70, 257: 94, 260: 301, 261: 325}[set_id]
         for i in range(20, len(m), size):
             r = m[i : i + size]
             a = 16 if v6 else 4
@@ -666,15 +668,18 @@ def test_a_udp_collector_on_ipv6_loopback_gets_templates_then_data(bpf):
         port = s.getsockname()[1]
         p = run_cli("--pcap", str(OFFICE), "--ipfix", f"[::1]:{port}", "--ipfix-domain", "0x10")
         assert p.returncode == 0, p.stderr
-        msgs = [s.recv(65536) for _ in range(3)]
+        msgs = [s.recv(65536) for _ in range(5)]
     sets = [struct.unpack("!H", m[16:18])[0] for m in msgs]
     domains = {struct.unpack("!I", m[12:16])[0] for m in msgs}
-    assert sets == [2, 256, 257] and domains == {16}
+    # the templates; per family the flows without names, then those with (DNS, QUIC: 260/261)
+    assert sets == [2, 256, 260, 257, 261] and domains == {16}
     assert [struct.unpack("!I", m[8:12])[0] for m in msgs] == [
         0,
         0,
+        11,
         15,
-    ]  # 15 IPv4 records before the IPv6 set
+        19,
+    ]  # the records sent before each message: 11 + 4 IPv4, 4 + 4 IPv6
 
 
 CORPUS = (

@@ -205,3 +205,55 @@ def test_tshark_reads_the_split_hello_as_we_do(flows, pcap):
         check=True,
     ).stdout.split()
     assert out == [SNI, "h2,http/1.1"] == [flows[41001]["serverName"], flows[41001]["alpn"]]
+
+
+def test_names_in_ipfix_and_parquet(flows, pcap, tmp_path):
+    """The CLI's flow records carry the names: IPFIX (httpRequestHost, and
+    the enterprise elements of output/ipfix.py) to a UDP socket of the test,
+    Parquet read back with read_flows."""
+    import socket
+
+    from pktstat_bpf.output.ipfix import PEN
+    from pktstat_bpf.output.parquet import read_flows
+    from test_l7_outputs import _ipfix_records
+
+    assert PEN
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    port = sock.getsockname()[1]
+    subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", str(pcap), "-j", "--ipfix", f"127.0.0.1:{port}"]
+        + ["--parquet", str(tmp_path / "pq")],
+        capture_output=True,
+        check=True,
+    )
+    sock.settimeout(0.5)
+    msgs = []
+    try:
+        while True:
+            msgs.append(sock.recv(65535))
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+
+    def text(b: bytes) -> str:
+        return bytes(b).rstrip(b"\0").decode()
+
+    ent = 0x8000  # (the enterprise bit of a field specifier: PEN elements)
+    by = {(struct.unpack("!H", r[7])[0], struct.unpack("!H", r[11])[0]): r for r in _ipfix_records(msgs)}
+    assert (text(by[41001, 443][ent | 5]), text(by[41001, 443][ent | 6])) == (SNI, "h2,http/1.1")
+    assert text(by[443, 41001][ent | 5]) == SNI  # the server's direction too
+    assert text(by[41004, 80][460]) == "a\x07b.example"  # httpRequestHost: the bytes, as data
+    r = by[53, 42001]
+    assert (text(r[ent | 7]), struct.unpack("!H", r[ent | 8])[0], r[ent | 9][0]) == ("many.example", 28, 0)
+    assert by[42001, 53][ent | 9][0] == 255  # a query: no response code
+    assert by[53, 42002][ent | 9][0] == 3  # NXDOMAIN
+    assert ent | 5 not in by[41002, 443]  # a flow without names: the small template (256)
+
+    df = read_flows(tmp_path / "pq")
+    row = df[df.src_port == 41001].iloc[0]
+    assert (row["server_name"], row["alpn"]) == (SNI, "h2,http/1.1")
+    resp = df[(df.src_port == 53) & (df.dst_port == 42001)].iloc[0]
+    assert (resp["dns_query"], resp["dns_rcode"], int(resp["dns_answers"])) == ("many.example", "NOERROR", 20)

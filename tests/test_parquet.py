@@ -84,9 +84,17 @@ def test_replay_to_parquet_reads_back_exactly_in_duckdb_and_read_flows(bpf, tmp_
 
     df = pktstat_bpf.read_flows(out)
     want = snap.to_pandas()
+    from pktstat_bpf.core import names
     from pktstat_bpf.core.frame import COLUMNS
 
-    assert list(df.columns[: len(COLUMNS) + 3]) == [*COLUMNS, "end_reason", "interval_start", "interval_end"]
+    head = [
+        *COLUMNS,
+        *names.COLUMNS,
+        "end_reason",
+        "interval_start",
+        "interval_end",
+    ]  # (a replay reads names)
+    assert list(df.columns[: len(head)]) == head
     got = df.sort_values(KEY + ["bytes"]).reset_index(drop=True)
     want = want.sort_values(KEY + ["bytes"]).reset_index(drop=True)
     for col in COLUMNS:

@@ -70,7 +70,8 @@ void set_flow_table_size(bpf_object *obj, uint32_t max_entries) {
 	for (const char *name : {"flows", "flows1"})
 		check_libbpf(bpf_map__set_max_entries(need_map(obj, name), max_entries), "set flow map size");
 	if (bpf_map *names = bpf_object__find_map_by_name(obj, "names"))
-		check_libbpf(bpf_map__set_max_entries(names, max_entries), "set names map size");
+		check_libbpf(bpf_map__set_max_entries(names, std::min(max_entries, kNamesMaxEntries)),
+		             "set names map size");
 }
 
 FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns)

@@ -26,8 +26,11 @@ struct bpf_object;
 
 namespace pktstat {
 
-// Before load: size both sides of the object's flow table (and its names
-// map, which needs room for one interval's names as a side does for flows).
+// Before load: size both sides of the object's flow table, and its names
+// map (l7_names.bpf.h), which needs room for one interval's new names: as a
+// side, but at most kNamesMaxEntries (allocated as used, but its bucket
+// array is not: 16 bytes per entry).
+constexpr uint32_t kNamesMaxEntries = 65536;
 void set_flow_table_size(bpf_object *obj, uint32_t max_entries);
 
 // One drain's outcome.

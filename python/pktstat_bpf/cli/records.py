@@ -40,6 +40,7 @@ class FlowOutputs:
                         direction=direction,
                         owners=owners,
                         apps=not opts.kprobes,  # process mode (-k) never labels flows
+                        names=not owners,  # TC, XDP and replay read names (core/names.py MODES)
                     )
                 )
         except BaseException:

@@ -139,6 +139,33 @@ def quic_version_name(v: int) -> str:
     return QUIC_VERSIONS.get(v, f"0x{v:08x}")
 
 
+def _number(text: str | None, names: Mapping[int, str], prefix: str) -> int:
+    """The number behind a name of `names` or ``<prefix>N`` (None: 0)."""
+    if text is None:
+        return 0
+    for k, v in names.items():
+        if v == text:
+            return k
+    return int(text[len(prefix) :], 0) if text.startswith(prefix) else 0
+
+
+def qtype_number(text: str | None) -> int:
+    """``AAAA`` -> 28, ``TYPE65280`` -> 65280 (None -> 0)."""
+    return _number(text, QTYPES, "TYPE")
+
+
+def rcode_number(text: str | None) -> int:
+    """``NXDOMAIN`` -> 3 (None -> 0xff: no response)."""
+    return NO_RCODE if text is None else _number(text, RCODES, "RCODE")
+
+
+def quic_version_number(text: str | None) -> int:
+    """``1`` -> 1, ``0x0000abcd`` -> 0xabcd (None and ``negotiation`` -> 0)."""
+    if text is None:
+        return 0
+    return int(text, 16) if text.startswith("0x") else _number(text, QUIC_VERSIONS, "\0")
+
+
 def _keys(a: np.ndarray, reverse: bool = False) -> np.ndarray:
     """The flow key of each row as one comparable byte string; `reverse`:
     the key of the other direction (addresses and ports swapped, ingress

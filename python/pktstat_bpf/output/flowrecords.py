@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..core import names as flow_names
 from ..core.snapshot import Snapshot
 
 #: RFC 5102 flowEndReason (IPFIX information element 136)
@@ -60,6 +61,9 @@ class FlowBatch:
     owners: bool = False
     ifnames: Mapping[int, str] = field(default_factory=dict)
     cgroups: Mapping[int, str] = field(default_factory=dict)
+    #: the records' names (core/names.py COLUMNS, object arrays aligned with
+    #: records) in the modes that read names; empty otherwise
+    names: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -85,7 +89,12 @@ class FlowBatch:
             self.owners,
             self.ifnames,
             self.cgroups,
+            {k: v[index] for k, v in self.names.items()},
         )
+
+
+def _names_of(snap: Snapshot) -> dict[str, np.ndarray]:
+    return {k: v for k, v in snap.columns.items() if k in flow_names.COLUMNS}
 
 
 def from_snapshot(snap: Snapshot, reason: int = END_OF_CAPTURE) -> FlowBatch:
@@ -107,6 +116,7 @@ def from_snapshot(snap: Snapshot, reason: int = END_OF_CAPTURE) -> FlowBatch:
         owners=snap.owners,
         ifnames=dict(snap.ifnames),
         cgroups=dict(snap.cgroups),
+        names=_names_of(snap),
     )
 
 
@@ -136,6 +146,7 @@ def from_ended(ended: Snapshot) -> FlowBatch:
         owners=ended.owners,
         ifnames=dict(ended.ifnames),
         cgroups=dict(ended.cgroups),
+        names=_names_of(ended),
     )
 
 
@@ -161,6 +172,11 @@ def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name) for b in batches])
 
+    def cat_names(col: str) -> np.ndarray:
+        return np.concatenate([b.names.get(col, np.full(len(b), None, object)) for b in batches])
+
+    cols = {c for b in batches for c in b.names}
+
     return FlowBatch(
         records,
         cat("reason"),
@@ -172,4 +188,5 @@ def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
         owners=first.owners,
         ifnames=ifnames,
         cgroups=cgroups,
+        names={c: cat_names(c) for c in flow_names.COLUMNS if c in cols},
     )

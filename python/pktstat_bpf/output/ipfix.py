@@ -23,6 +23,9 @@ pktstat-bpf has a PEN of its own):
   then applicationName 96 (string of 16 octets, NUL-padded: the JSON
   ``appProto`` name, ``TLS``, ``pending``, ``unknown`` ...; empty for flows
   other than TCP and UDP) in every mode but process, which labels no flow;
+- in the modes that read names (TC, XDP, replay), flows with names go in
+  templates 260 (IPv4) and 261 (IPv6): the same elements, then the names
+  (:mod:`ipfix_names`); flows without names keep 256/257's small records;
 - in modes that attribute flows to processes (cgroup, process), templates
   258 and 259 add the enterprise elements processId (1, unsigned32),
   processName (2, string of 16 octets, the comm, NUL-padded), cgroupId
@@ -43,14 +46,14 @@ import numpy as np
 
 from ..core import protocols
 from ..core.errors import PktstatError
+from . import ipfix_names
 from .flowrecords import FlowBatch
 
 log = logging.getLogger("pktstat_bpf")
 
 VERSION = 10
 TEMPLATE_SET = 2
-#: RFC 5612's enterprise number for documentation and examples: a placeholder
-PEN = 32473
+PEN = ipfix_names.PEN
 #: UDP messages fit one 1500-byte Ethernet frame (IPv6 and UDP headers included)
 UDP_MESSAGE = 1400
 #: TCP messages: one set of many records (the IPFIX length field is 16 bits)
@@ -89,7 +92,7 @@ _NOT_PORTS = np.array(sorted(protocols.FIELDED - protocols.ICMP), np.uint8)
 _APP_VALUES = np.array([n.encode() for n in protocols.APP_NAMES] + [b""], "S16")
 
 
-def _elements(ipv6: bool, direction: bool, owners: bool, apps: bool) -> list[Element]:
+def _elements(ipv6: bool, direction: bool, owners: bool, apps: bool, names: bool = False) -> list[Element]:
     addr = "(16,)u1" if ipv6 else "(4,)u1"
     els = [
         Element(
@@ -117,6 +120,8 @@ def _elements(ipv6: bool, direction: bool, owners: bool, apps: bool) -> list[Ele
         els.append(Element("flowDirection", 61, 1, "u1"))
     if apps:
         els.append(Element("applicationName", 96, 16, "S16"))
+    if names:
+        els += [Element(*e) for e in ipfix_names.ELEMENTS]
     if owners:
         els += [
             Element("processId", 1, 4, ">u4", PEN),
@@ -152,13 +157,17 @@ class Template:
         return bytes(out)
 
 
-def templates(*, direction: bool, owners: bool, apps: bool = True) -> tuple[Template, Template]:
+def templates(
+    *, direction: bool, owners: bool, apps: bool = True, names: bool = False
+) -> tuple[Template, Template]:
     """The IPv4 and IPv6 templates of a mode (ids 256/257, or 258/259 with
-    the owner elements); `apps`: with applicationName (all modes but process)."""
-    base = 258 if owners else 256
+    the owner elements); `apps`: with applicationName (all modes but
+    process); `names`: the templates of the flows that have names (ids
+    260/261: the name elements follow; the modes that read names)."""
+    base = 260 if names else 258 if owners else 256
     return (
-        Template(base, tuple(_elements(False, direction, owners, apps))),
-        Template(base + 1, tuple(_elements(True, direction, owners, apps))),
+        Template(base, tuple(_elements(False, direction, owners, apps, names))),
+        Template(base + 1, tuple(_elements(True, direction, owners, apps, names))),
     )
 
 
@@ -196,6 +205,8 @@ def fill_records(out: np.ndarray, batch: FlowBatch, rows: np.ndarray, template: 
         out["flowDirection"] = np.minimum(col("dir"), 1)  # 0 ingress, 1 egress
     if "applicationName" in names:
         out["applicationName"] = _APP_VALUES[protocols.app_codes_of(col("app"), proto, col("ipver"))]
+    if "serverName" in names:
+        ipfix_names.fill(out, batch, rows, shape)
     if "processId" in names:
         out["processId"] = col("pid")
         out["processName"] = col("comm")
@@ -216,15 +227,18 @@ class Encoder:
         direction: bool = True,
         owners: bool = False,
         apps: bool = True,
+        names: bool = False,
     ) -> None:
         self.domain = domain
         self.max_message = max_message
         self.templates = templates(direction=direction, owners=owners, apps=apps)
+        #: the templates of flows with names (the records of the others stay small)
+        self.named = templates(direction=direction, owners=owners, apps=apps, names=True) if names else None
         self.sequence = 0  # data records sent so far (mod 2^32 on the wire)
 
     def template_message(self, now: float | None = None) -> bytes:
-        """One message with the template set (both templates)."""
-        body = b"".join(t.record() for t in self.templates)
+        """One message with the template set (every template)."""
+        body = b"".join(t.record() for t in (*self.templates, *(self.named or ())))
         return self._header(16 + 4 + len(body), now, TEMPLATE_SET, 4 + len(body)) + body
 
     def _header(self, length: int, now: float | None, set_id: int, set_length: int) -> bytes:
@@ -247,10 +261,15 @@ class Encoder:
         export = int(time.time() if now is None else now)
         v6 = batch.records["ipver"] == 6
         v4 = batch.records["ipver"] == 4  # ARP flows (ipver 0) are not IP flows: not exported
-        for template, mask in zip(self.templates, (v4, v6)):
-            rows = np.flatnonzero(mask)
-            if len(rows):
-                yield from self._pack(batch, rows, template, export)
+        named = ipfix_names.named(batch) if self.named is not None else np.zeros(len(batch), bool)
+        for i, mask in enumerate((v4, v6)):
+            for template, which in (
+                (self.templates[i], ~named),
+                (self.named[i] if self.named else None, named),
+            ):
+                rows = np.flatnonzero(mask & which)
+                if template is not None and len(rows):
+                    yield from self._pack(batch, rows, template, export)
 
     def _pack(
         self, batch: FlowBatch, rows: np.ndarray, template: Template, export: int
@@ -321,6 +340,7 @@ class Exporter:
         direction: bool = True,
         owners: bool = False,
         apps: bool = True,
+        names: bool = False,
     ) -> None:
         self.target = target
         self.transport = transport
@@ -331,6 +351,7 @@ class Exporter:
             direction=direction,
             owners=owners,
             apps=apps,
+            names=names,
         )
         self.refused = 0  # UDP messages a closed port refused (ICMP errors seen)
         self.messages = 0

@@ -48,8 +48,9 @@ def _pyarrow() -> Any:
 
 
 def flow_table(batch: FlowBatch) -> pyarrow.Table:
-    """The batch as an Arrow table: the DataFrame columns, then end_reason,
-    interval_start and interval_end."""
+    """The batch as an Arrow table: the DataFrame columns (with the name
+    columns in the modes that read names), then end_reason, interval_start
+    and interval_end."""
     pa = _pyarrow()
     pd = frame.pandas_module()
     df = frame.to_pandas(
@@ -57,7 +58,7 @@ def flow_table(batch: FlowBatch) -> pyarrow.Table:
         batch.bitrates(),
         ifnames=batch.ifnames,
         cgroups=batch.cgroups,
-        extra={},
+        extra=batch.names,
         labels=protocols.app_labelled(batch.mode),
     )
     names = np.array([REASONS.get(i, str(i)) for i in range(256)], dtype=object)
