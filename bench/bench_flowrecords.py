@@ -2,7 +2,9 @@
 records, in records per second of wall time and of CPU time (this process).
 
 The records are synthetic (half IPv4, half IPv6, random addresses and
-ports, TCP/UDP/ICMP), handed out as one batch of final records. IPFIX: the
+ports, TCP/UDP/ICMP; a quarter named: TLS server names, DNS queries), handed
+out as one batch of final records, encoded as a TC capture's are (the flows
+with names in templates 260/261). IPFIX: the
 encoder's UDP messages (1400 octets at most), every message made, not sent
 (the encoding is the cost the capture loop pays; a send is one system call
 per message). Parquet: ``ParquetWriter`` into a temporary directory (the
@@ -44,7 +46,29 @@ def _batch(n: int):
     t0 = 1_700_000_000 * 10**9
     r["first_seen"] = (t0 + rng.integers(0, 3600 * 10**9, n)).astype("datetime64[ns]")
     r["last_seen"] = r["first_seen"] + rng.integers(0, 60 * 10**9, n).astype("timedelta64[ns]")
-    return from_snapshot(Snapshot(r, Totals(), 3660.0, t0 / 1e9, t0 / 1e9 + 3660.0, "tc"))
+    return from_snapshot(
+        Snapshot(r, Totals(), 3660.0, t0 / 1e9, t0 / 1e9 + 3660.0, "tc", columns=_names(r, rng))
+    )
+
+
+def _names(r: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A quarter of the flows named as a TC capture names them: TCP ones a
+    TLS server name and ALPN list, UDP ones a DNS query with its type and
+    response code (core/names.py's columns)."""
+    from pktstat_bpf.core import names
+
+    n = len(r)
+    cols = {c: np.full(n, None, object) for c in names.COLUMNS}
+    named = rng.random(n) < 0.25
+    pool = np.array([f"host{i}.example.org" for i in range(1000)], object)
+    tls = np.flatnonzero(named & (r["proto"] == 6))
+    cols["server_name"][tls] = pool[rng.integers(0, 1000, len(tls))]
+    cols["alpn"][tls] = "h2,http/1.1"
+    dns = np.flatnonzero(named & (r["proto"] == 17))
+    cols["dns_query"][dns] = pool[rng.integers(0, 1000, len(dns))]
+    cols["dns_qtype"][dns] = np.array(["A", "AAAA", "HTTPS"], object)[rng.integers(0, 3, len(dns))]
+    cols["dns_rcode"][dns] = "NOERROR"
+    return cols
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -61,7 +85,7 @@ def run(quick: bool = False) -> dict:
     batch = _batch(n)
 
     def encode() -> None:
-        octets = sum(len(buf) for buf, _ in Encoder().data_messages(batch))
+        octets = sum(len(buf) for buf, _ in Encoder(names=True).data_messages(batch))
         assert octets > n * 50
 
     enc = [_timed(encode) for _ in range(ROUNDS)]
