@@ -6,8 +6,11 @@ into one row per flow per interval, ready for ``pivot_table``, ``groupby``
 and plotting:
 
 >>> ts = pktstat_bpf.timeseries("tests/data/office.pcap", interval=5.0)
->>> ts.columns.tolist()[:4], ts.columns.tolist()[-5:]
+>>> cols = ts.columns.tolist()
+>>> cols[:4], cols[cols.index("packets") : cols.index("packets") + 5]
 (['timestamp', 'interval', 'flow', 'src_ip'], ['packets', 'bytes', 'bitrate', 'total_packets', 'total_bytes'])
+>>> cols[cols.index("total_bytes") + 1 :][:3]   # then the names (a replay reads them)
+['server_name', 'alpn', 'http_host']
 >>> per_proto = ts.pivot_table(index="timestamp", columns="proto", values="bytes", aggfunc="sum",
 ...                            observed=True, fill_value=0)
 >>> per_proto.sum().to_dict()          # the deltas add up to the whole capture's counts
