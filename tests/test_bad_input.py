@@ -1082,7 +1082,7 @@ def _kernel_memlock(max_entries: int) -> int:
                 )
             except (OSError, ValueError):
                 continue
-            flow_values = info.get("value_size", "").strip() == "48"  # (not the names map: 360)
+            flow_values = info.get("value_size", "").strip() == "88"  # (not the names map: 360)
             if info.get("max_entries", "").strip() == str(max_entries) and "memlock" in info and flow_values:
                 found.append(int(info["memlock"]))
     finally:

@@ -53,7 +53,7 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
     for k in combos:
         assert set(dp[k]) >= {"none", "tc_empty", "tc_ours", "xdp_empty", "xdp_ours"}
     snap = doc["snapshot"]
-    assert snap["flows"] == 16384 and snap["memory"]["record_bytes_per_flow"] == 120
+    assert snap["flows"] == 16384 and snap["memory"]["record_bytes_per_flow"] == 160
     assert doc["replay"]["frames"] == 20_000
     if shutil.which("tshark"):
         assert doc["replay"]["target_speedup_x"] == 5 and doc["replay"]["speedup_vs_tshark_x"] > 0

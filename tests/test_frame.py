@@ -136,9 +136,23 @@ def test_columns_and_dtypes_are_exactly_the_documented_ones():
             "syn_packets",
             "fin_packets",
             "rst_packets",
+            "retrans_packets",
+            "retrans_bytes",
+            "rtt_samples",
+            "rtt_min",
+            "rtt_mean",
+            "rtt_max",
         )
     )
     dt = df.dtypes
+    assert (dt["retrans_packets"], dt["retrans_bytes"], dt["rtt_samples"]) == (
+        np.uint32,
+        np.uint64,
+        np.uint32,
+    )
+    for name in ("rtt_min", "rtt_mean", "rtt_max"):
+        assert dt[name] == "timedelta64[ns]", name
+        assert df[name].isna().all(), name  # these flows timed no round trip
     assert (dt["tcp_flags"], dt["syn_packets"], dt["fin_packets"], dt["rst_packets"]) == (
         np.uint8,
         np.uint32,

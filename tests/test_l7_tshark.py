@@ -25,15 +25,13 @@ longer explains a disagreement fails the test.
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import ipaddress
 import os
-import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+import tshark_dump
 
 PCAPS = Path(os.environ.get("PKTSTAT_BPF_PCAPS", Path(__file__).resolve().parents[2] / "shared" / "pcaps"))
 SETS = ("ndpi", "corpus")
@@ -129,42 +127,11 @@ CLASSES: dict[str, set[tuple[str, int, int]]] = {
 }
 
 
-def _dissect(path: Path) -> str:
-    cmd = ["tshark", "-n", "-r", str(path), "-o", "tcp.desegment_tcp_streams:FALSE"]
-    cmd += ["-T", "fields", "-E", "occurrence=f", "-E", "separator=/t"]
-    for f in FIELDS:
-        cmd += ["-e", f]
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    if p.returncode != 0 and not p.stdout:
-        raise RuntimeError(f"tshark failed on {path}: {p.stderr.strip()}")
-    return p.stdout
-
-
 @pytest.fixture(scope="session")
 def tshark_apps(request) -> dict[str, str]:
-    """{file: tshark's field dump}, cached by the file's SHA-256 and tshark's version."""
-    if not FILES:
-        pytest.skip(f"the shared captures are missing ({PCAPS}); set PKTSTAT_BPF_PCAPS")
-    version = subprocess.run(["tshark", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    cache = getattr(request.config, "cache", None)
-    out: dict[str, str] = {}
-    todo = []
-    for name in FILES:
-        key = hashlib.sha256((PCAPS / name).read_bytes() + version.encode() + "\0".join(FIELDS).encode())
-        ck = f"pktstat_bpf/tshark-apps/{key.hexdigest()}"
-        hit = cache.get(ck, None) if cache is not None else None
-        if hit is not None:
-            out[name] = hit
-        else:
-            todo.append((name, ck))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
-        futures = {ex.submit(_dissect, PCAPS / name): (name, ck) for name, ck in todo}
-        for fut in concurrent.futures.as_completed(futures):
-            name, ck = futures[fut]
-            out[name] = fut.result()
-            if cache is not None:
-                cache.set(ck, out[name])
-    return out
+    """{file: tshark's field dump} (its TCP reassembly off: labels come from each packet)."""
+    options = ["-o", "tcp.desegment_tcp_streams:FALSE", "-E", "occurrence=f"]
+    return tshark_dump.dumps(request, "apps", FIELDS, options)
 
 
 def tshark_view(text: str) -> dict[tuple, str | None]:

@@ -8,7 +8,7 @@ from pktstat_bpf import _core
 def test_dtype_offsets_and_sizes_come_from_the_compiled_structs():
     layout = bench_core.record_layout()
     dt = _core.record_dtype
-    assert dt.itemsize == layout.pop("__itemsize__")[1] == 120
+    assert dt.itemsize == layout.pop("__itemsize__")[1] == 160
     assert set(dt.names) == set(layout)
     for name, (offset, size) in layout.items():
         fdt, foff = dt.fields[name][:2]
@@ -38,6 +38,12 @@ def test_dtype_decodes_a_record_written_by_cpp():
     assert rec["app"] == 9  # L7_APP_WIREGUARD
     assert rec["app_tries"] == 0xFF  # L7_DONE
     assert rec["app_empty"] == 0
+    assert rec["retrans_packets"] == 0x51525354
+    assert rec["rtt_samples"] == 0x61626364
+    assert rec["retrans_bytes"] == 0x7172737475767778
+    assert rec["rtt_sum"] == np.timedelta64(3_000_000, "ns")
+    assert rec["rtt_min"] == np.timedelta64(500_000, "ns")
+    assert rec["rtt_max"] == np.timedelta64(1_500_000, "ns")
 
 
 def test_tcp_fields_follow_the_times_naturally_aligned():
@@ -49,6 +55,9 @@ def test_tcp_fields_follow_the_times_naturally_aligned():
     base = at["packets"]
     names = ("syn_packets", "fin_packets", "rst_packets", "tcp_flags", "app", "app_tries", "app_empty")
     assert [at[n] - base for n in names] == [32, 36, 40, 44, 45, 46, 47]
+    # struct flow_health after them: two 32-bit counts, then four 64-bit words
+    names = ("retrans_packets", "rtt_samples", "retrans_bytes", "rtt_sum", "rtt_min", "rtt_max")
+    assert [at[n] - base for n in names] == [48, 52, 56, 64, 72, 80]
 
 
 def test_stats_dtype_matches_dir_stats():

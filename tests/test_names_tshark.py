@@ -22,13 +22,11 @@ docs/counting.md ("Names held against tshark").
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import ipaddress
-import subprocess
 from collections import defaultdict
 
 import pytest
+import tshark_dump
 from test_l7_tshark import FILES, PCAPS, TUNNELLED, UNSUPPORTED, WALKED
 
 FIELDS = {
@@ -42,45 +40,11 @@ ADDR = ["frame.protocols", "tls.handshake.type", "ip.src", "ip.dst", "ipv6.src",
 PORTS = ["tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"]
 
 
-def _dissect(path) -> str:
-    cmd = ["tshark", "-n", "-r", str(path), "-Y", " or ".join(FIELDS.values())]
-    cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|", "-E", "separator=/t"]
-    for f in ADDR + PORTS + list(FIELDS.values()):
-        cmd += ["-e", f]
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    damaged = "cut short" in p.stderr or "damaged or corrupt" in p.stderr  # (replay counts what comes first)
-    if p.returncode != 0 and not p.stdout and not damaged:
-        raise RuntimeError(f"tshark failed on {path}: {p.stderr.strip()}")
-    return p.stdout
-
-
 @pytest.fixture(scope="session")
 def tshark_names(request) -> dict[str, str]:
-    """{file: tshark's field dump}, cached by the file's SHA-256 and tshark's version."""
-    if not FILES:
-        pytest.skip(f"the shared captures are missing ({PCAPS}); set PKTSTAT_BPF_PCAPS")
-    version = subprocess.run(["tshark", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    cache = getattr(request.config, "cache", None)
-    out: dict[str, str] = {}
-    todo = []
-    for name in FILES:
-        key = hashlib.sha256(
-            (PCAPS / name).read_bytes() + version.encode() + "\0".join(FIELDS.values()).encode()
-        )
-        ck = f"pktstat_bpf/tshark-names/{key.hexdigest()}"
-        hit = cache.get(ck, None) if cache is not None else None
-        if hit is not None:
-            out[name] = hit
-        else:
-            todo.append((name, ck))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
-        futures = {ex.submit(_dissect, PCAPS / name): (name, ck) for name, ck in todo}
-        for fut in concurrent.futures.as_completed(futures):
-            name, ck = futures[fut]
-            out[name] = fut.result()
-            if cache is not None:
-                cache.set(ck, out[name])
-    return out
+    """{file: tshark's dump of the names' packets}."""
+    options = ["-Y", " or ".join(FIELDS.values()), "-E", "occurrence=a", "-E", "aggregator=|"]
+    return tshark_dump.dumps(request, "names", ADDR + PORTS + list(FIELDS.values()), options)
 
 
 def _first(v: str) -> str:

@@ -368,6 +368,12 @@ py::bytes test_record() {
 	r.value.tcp_flags = TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_CWR;
 	r.value.app = L7_APP_WIREGUARD;
 	r.value.app_tries = L7_DONE;
+	r.value.health.retrans_packets = 0x51525354;
+	r.value.health.rtt_samples = 0x61626364;
+	r.value.health.retrans_bytes = 0x7172737475767778ULL;
+	r.value.health.rtt_sum_ns = 3000000;
+	r.value.health.rtt_min_ns = 500000;
+	r.value.health.rtt_max_ns = 1500000;
 	return py::bytes(reinterpret_cast<const char *>(&r), sizeof(r));
 }
 

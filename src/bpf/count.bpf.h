@@ -2,7 +2,8 @@
 /*
  * count.bpf.h - the per-packet accounting shared by the packet programs (TC,
  * XDP, replay): one per-CPU array lookup for the conservation counters, one
- * per-CPU hash lookup for the flow, and an insert only for a new flow.
+ * per-CPU hash lookup for the flow, and an insert only for a new flow; TCP
+ * segments also go through the connection's health (tcp_health.bpf.h).
  *
  * Live flows are stamped with tick_ns() (tick_clock.bpf.h); replay with
  * the capture's timestamps.
@@ -22,6 +23,8 @@ const volatile __be16 cfg_l2_proto = 0; /* non-zero: L3 device, frames start at 
 const volatile bool cfg_arp = true;     /* key ARP frames (false: --no-arp, they are unparsed) */
 
 FLOW_TABLE(struct flow_tuple); /* flows, flows1, flow_sides (flow_add.bpf.h) */
+
+#include "tcp_health.bpf.h"
 
 /* `live`: stamp with tick_ns(); otherwise (replay) with `ts`. `ctx`: the
  * program's context (l7_probe.bpf.h). */
@@ -49,6 +52,7 @@ static __always_inline void count_frame(void *ctx, void *data, void *data_end, _
 	key.dir = dir;
 	key.ifindex = ifindex;
 	now = live ? tick_ns() : ts;
+	tcp_health(ctx, &key, &li, side, live, ts);
 
 	add_to_side(side, &key, len, now, ctx, &li, st, live);
 }

@@ -88,11 +88,26 @@ enum tcp_flag_bits {
 	TCP_FLAG_CWR = 0x80,
 };
 
+/* A TCP flow's health (tcp_health.bpf.h; TC, XDP and replay): zero for
+ * other protocols and modes. */
+struct flow_health {
+	__u32 retrans_packets; /* segments carrying sequence numbers the flow had
+	                        * already carried (retransmissions) */
+	__u32 rtt_samples;     /* round trips timed: a TSval of this flow echoed
+	                        * back as TSecr by the reverse flow */
+	__u64 retrans_bytes;   /* their bytes, counted as `bytes` counts */
+	__u64 rtt_sum_ns;      /* the samples' sum */
+	__u64 rtt_min_ns;      /* the smallest (0: no sample) */
+	__u64 rtt_max_ns;      /* the largest */
+};
+FLOW_STATIC_ASSERT(sizeof(struct flow_health) == 40, "flow_health layout");
+
 /* A flow's counts. The TCP fields are zero for other protocols, for TCP
  * packets whose header was not captured whole (parse.bpf.h: no ports, no
  * flags) and in process mode (socket events carry no TCP header). Merging
- * (CPUs, intervals, a flow's lifetime): counts add, tcp_flags ORs, app
- * takes the highest value (a label from any CPU or interval beats
+ * (CPUs, intervals, a flow's lifetime): counts add, tcp_flags ORs, the
+ * RTT minimum and maximum take the smaller and larger, app takes the highest
+ * value (a label from any CPU or interval beats
  * "unknown", which beats "not looked at yet"). The
  * 32-bit counts saturate at 2^32-1 where user space adds them. */
 struct flow_value {
@@ -110,15 +125,16 @@ struct flow_value {
 	__u8 app_tries;    /* payload packets looked at (L7_DONE once labelled;
 	                    * L7_BUDGET: no more looks) */
 	__u8 app_empty;    /* packets without payload looked at (l7_probe.bpf.h) */
+	struct flow_health health;
 };
-FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 48, "flow_value layout");
+FLOW_STATIC_ASSERT(sizeof(struct flow_value) == 88, "flow_value layout");
 
 /* One row of a snapshot as it reaches NumPy (built by the C++ engine). */
 struct flow_record {
 	struct flow_key key;
 	struct flow_value value;
 };
-FLOW_STATIC_ASSERT(sizeof(struct flow_record) == 120, "flow_record layout");
+FLOW_STATIC_ASSERT(sizeof(struct flow_record) == 160, "flow_record layout");
 
 /* ---- names (l7_names.bpf.h) ---------------------------------------------
  * What a flow's first payload packets name: a TLS or DTLS ClientHello's

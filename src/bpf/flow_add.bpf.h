@@ -75,6 +75,15 @@ static __always_inline struct dir_stats *side_stats(__u32 side, __u32 dir) {
 	return bpf_map_lookup_elem(&stats, &i);
 }
 
+/* A new flow's first value is built here, not on the stack (the stack is
+ * shared with the calls of the look, l7_probe.bpf.h, 512 bytes in all). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_value);
+} flow_init SEC(".maps");
+
 /* The flow maps' layout: a per-CPU hash. PKTSTAT_BENCH_SHARED_HASH
  * (bench/bench_layout.py only, never shipped): the layout it was measured
  * against, one hash shared by the CPUs whose counts add_to_flow updates with
@@ -125,6 +134,10 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 			if (now > v->last_seen_ns)
 				v->last_seen_ns = now;
 			add_tcp_flags(v, fl);
+			if (li && li->retrans) {
+				__sync_fetch_and_add(&v->health.retrans_packets, 1);
+				__sync_fetch_and_add(&v->health.retrans_bytes, len);
+			}
 			if (L7_LOOKS && v->app_tries < L7_BUDGET)
 				l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN, v->app, key));
 			return;
@@ -137,26 +150,37 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		if (in_order || now > v->last_seen_ns)
 			v->last_seen_ns = now;
 		add_tcp_flags(v, fl);
+		if (li && li->retrans) {
+			v->health.retrans_packets++;
+			v->health.retrans_bytes += len;
+		}
 		if (L7_LOOKS && v->app_tries < L7_BUDGET)
 			l7_note(v, l7_peek(ctx, v->tcp_flags & TCP_FLAG_SYN, v->app, key));
 		return;
 	}
 
-	struct flow_value init = {
-	    .packets = 1,
-	    .bytes = len,
-	    .first_seen_ns = now,
-	    .last_seen_ns = now,
-	    .syn_packets = !!(fl & TCP_FLAG_SYN),
-	    .fin_packets = !!(fl & TCP_FLAG_FIN),
-	    .rst_packets = !!(fl & TCP_FLAG_RST),
-	    .tcp_flags = fl,
-	};
+	__u32 zero = 0;
+	struct flow_value *init = bpf_map_lookup_elem(&flow_init, &zero);
 	long err;
 
+	if (!init) /* cannot happen */
+		goto full;
+	__builtin_memset(init, 0, sizeof(*init));
+	init->packets = 1;
+	init->bytes = len;
+	init->first_seen_ns = now;
+	init->last_seen_ns = now;
+	init->syn_packets = !!(fl & TCP_FLAG_SYN);
+	init->fin_packets = !!(fl & TCP_FLAG_FIN);
+	init->rst_packets = !!(fl & TCP_FLAG_RST);
+	init->tcp_flags = fl;
+	if (li && li->retrans) {
+		init->health.retrans_packets = 1;
+		init->health.retrans_bytes = len;
+	}
 	if (L7_LOOKS)
-		l7_note(&init, l7_peek(ctx, fl & TCP_FLAG_SYN, 0, key));
-	err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+		l7_note(init, l7_peek(ctx, fl & TCP_FLAG_SYN, 0, key));
+	err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
 	if (!err)
 		return;
 	if (err == -EEXIST) { /* another CPU inserted it meanwhile */
@@ -164,6 +188,7 @@ static __always_inline void add_to_flow(void *map, const void *key, __u64 len, _
 		if (v)
 			goto hit;
 	}
+full:
 	st->overflow_packets++;
 	st->overflow_bytes += len;
 }

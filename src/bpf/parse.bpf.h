@@ -24,11 +24,13 @@
  *    the flow, with its SPI, only where the walk ends at it (the header
  *    limit reached);
  *  - the TCP flag byte is read under the same rule as the ports (else 0) into
- *    `li->tcp_flags`, which the caller zeroes: it is not part of the key;
- *    with `pay`, so is the carrier of a TCP or UDP datagram with a whole L4
- *    header (`li->l7`) and where its payload starts (`li->pay_off` from the
- *    frame's first byte, `li->pay_len` by the headers; 0: none), for the
- *    application label's look (l7_probe.bpf.h);
+ *    `li->tcp_flags`, which the caller zeroes: it is not part of the key; so
+ *    are, for TCP and UDP with a whole L4 header, where it starts
+ *    (`li->l4_off` from the frame's first byte), the TCP header's length
+ *    (`li->tcp_hl`) and where the payload starts (`li->pay_off`, `li->pay_len`
+ *    by the headers; 0: none), for the TCP health (tcp_health.bpf.h); with
+ *    `pay`, the carrier (`li->l7`) too, for the application label's look
+ *    (l7_probe.bpf.h);
  *  - ARP (EtherType 0x0806, when the caller asks for it): Ethernet/IPv4 ARP
  *    only (hardware type 1, protocol type 0x0800, address sizes 6 and 4, the
  *    28 bytes captured) is a flow (flow.h); anything else is unparsed.
@@ -59,8 +61,10 @@ struct l4_info {
 	__u32 pay_len;  /* its length by the IP and TCP headers (0: no payload) */
 	__u8 tcp_flags; /* the TCP flag byte (enum tcp_flag_bits) */
 	__u8 l7;        /* L7_TCP or L7_UDP (l7.h): the L4 header is whole; 0: none */
-	__u16 l4_off;   /* where the TCP or UDP header starts (set with `pay` only) */
-	__u8 _pad[4];
+	__u16 l4_off;   /* where the TCP or UDP header starts */
+	__u8 tcp_hl;    /* the TCP header's length (0: no whole TCP header) */
+	__u8 retrans;   /* tcp_health.bpf.h: the segment is a retransmission */
+	__u8 _pad[2];
 };
 
 #ifndef IPPROTO_ICMPV6
@@ -191,14 +195,15 @@ static __always_inline void parse_l4(void *l4, __u32 l4_off, void *data_end, __u
 		/* need is 20 for TCP; the verifier is told again with a constant */
 		li->tcp_flags = ((__u8 *)l4)[13];
 		hl = (((__u8 *)l4)[12] >> 4) * 4;
-		if (!pay || hl < 20)
+		if (hl < 20)
 			return;
-		li->l7 = L7_TCP;
+		li->tcp_hl = hl;
+		if (pay)
+			li->l7 = L7_TCP;
 	} else {
 		return;
 	}
-	if (pay)
-		li->l4_off = l4_off;
+	li->l4_off = l4_off;
 	if (hl >= room) /* no payload */
 		return;
 	li->pay_off = l4_off + hl;

@@ -32,6 +32,12 @@ const std::vector<Field> &record_fields() {
 	    REC_FIELD("app", value.app, "u1"),
 	    REC_FIELD("app_tries", value.app_tries, "u1"),
 	    REC_FIELD("app_empty", value.app_empty, "u1"),
+	    REC_FIELD("retrans_packets", value.health.retrans_packets, "u4"),
+	    REC_FIELD("rtt_samples", value.health.rtt_samples, "u4"),
+	    REC_FIELD("retrans_bytes", value.health.retrans_bytes, "u8"),
+	    REC_FIELD("rtt_sum", value.health.rtt_sum_ns, "m8[ns]"),
+	    REC_FIELD("rtt_min", value.health.rtt_min_ns, "m8[ns]"),
+	    REC_FIELD("rtt_max", value.health.rtt_max_ns, "m8[ns]"),
 	};
 	return f;
 }

@@ -34,6 +34,7 @@ template <class E> void put_tcp(flow_value &v, const E &en) {
 	v.app = en.app;
 	v.app_tries = en.app_tries;
 	v.app_empty = en.app_empty;
+	v.health = en.health;
 }
 inline uint32_t tag_of(uint64_t h) {
 	return static_cast<uint32_t>(h >> 32);
@@ -228,6 +229,7 @@ void FlowLifetime::update(const std::vector<flow_record> &in, std::vector<interv
 		en.app = merge_app(en.app, r.value.app);
 		en.app_tries = std::max(en.app_tries, r.value.app_tries);
 		en.app_empty = std::max(en.app_empty, r.value.app_empty);
+		add_health(en.health, r.value.health);
 		interval_record &o = out[n];
 		o.rec = r;
 		o.rec.value.app = en.app; // the flow's label, not this interval's guess

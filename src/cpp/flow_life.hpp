@@ -38,7 +38,7 @@ struct interval_record {
 	uint8_t flow_tcp_flags;      // lifetime OR of the TCP flags (rec has the interval's)
 	uint8_t _pad[7];
 };
-static_assert(sizeof(interval_record) == 152, "interval_record layout");
+static_assert(sizeof(interval_record) == 192, "interval_record layout");
 
 // A flow's record handed out by a timeout, the end of the capture or an
 // eviction: lifetime totals, first/last seen, TCP flags and SYN/FIN/RST
@@ -52,7 +52,7 @@ struct ended_record {
 	uint8_t reason; // enum flow_end_reason
 	uint8_t _pad[7];
 };
-static_assert(sizeof(ended_record) == 144, "ended_record layout");
+static_assert(sizeof(ended_record) == 184, "ended_record layout");
 
 struct FlowLimits {
 	uint64_t idle_timeout_ns = 60ULL * 1000000000ULL;    // 0: never
@@ -96,6 +96,7 @@ class FlowLifetime {
 		uint8_t tcp_flags;                       // flow_value's tcp_flags, ORed
 		uint8_t app;                             // flow_value's app (merge_app)
 		uint8_t app_tries, app_empty;            // flow_value's, the largest seen
+		flow_health health;                      // flow_value's, merged (add_health)
 		uint64_t rep_packets, rep_bytes, rep_ns; // at the previous record handed out
 		uint64_t hash;
 		uint32_t idle_prev, idle_next; // by last activity, oldest first

@@ -27,8 +27,10 @@ void fold_value(const char *vals, const MapShape &s, int ncpu, int64_t off, flow
 	for (int c = 0; c < n; ++c) {
 		flow_value v;
 		std::memcpy(&v, vals + static_cast<size_t>(c) * stride, sizeof(v));
-		if (!v.packets)
+		if (!v.packets) {
+			add_health(out.health, v.health);
 			continue;
+		}
 		out.packets += v.packets;
 		out.bytes += v.bytes;
 		add_tcp_counts(out, v);

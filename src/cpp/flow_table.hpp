@@ -5,7 +5,9 @@
 // are summed here, so Python never sees per-CPU arrays: packets and bytes add
 // up, first_seen is the earliest and last_seen the latest of the CPUs that
 // saw the flow, the TCP flag bytes OR and the SYN/FIN/RST counts add up, the
-// application label is the one any CPU recognised (merge_app).
+// TCP health merges (add_health: a round trip lands on the CPU that saw its
+// echo, which may have carried none of the flow's packets), the application
+// label is the one any CPU recognised (merge_app).
 #pragma once
 
 #include <algorithm>
@@ -42,8 +44,22 @@ inline uint8_t merge_app(uint8_t a, uint8_t b) noexcept {
 	return a > L7_APP_UNKNOWN ? a : std::max(a, b);
 }
 
-// Fold the TCP fields and the application label of `b` into `a` (CPUs,
-// intervals, a flow's lifetime).
+// Fold the TCP health of `b` into `a`: counts and sums add, the RTT minimum
+// and maximum over the samples of both.
+inline void add_health(flow_health &a, const flow_health &b) noexcept {
+	a.retrans_packets = add_count32(a.retrans_packets, b.retrans_packets);
+	a.retrans_bytes += b.retrans_bytes;
+	if (!b.rtt_samples)
+		return;
+	if (!a.rtt_samples || b.rtt_min_ns < a.rtt_min_ns)
+		a.rtt_min_ns = b.rtt_min_ns;
+	a.rtt_max_ns = std::max(a.rtt_max_ns, b.rtt_max_ns);
+	a.rtt_sum_ns += b.rtt_sum_ns;
+	a.rtt_samples = add_count32(a.rtt_samples, b.rtt_samples);
+}
+
+// Fold the TCP fields, the health and the application label of `b` into `a`
+// (CPUs, intervals, a flow's lifetime).
 inline void add_tcp_counts(flow_value &a, const flow_value &b) noexcept {
 	a.app = merge_app(a.app, b.app);
 	a.app_tries = std::max(a.app_tries, b.app_tries);
@@ -52,6 +68,7 @@ inline void add_tcp_counts(flow_value &a, const flow_value &b) noexcept {
 	a.syn_packets = add_count32(a.syn_packets, b.syn_packets);
 	a.fin_packets = add_count32(a.fin_packets, b.fin_packets);
 	a.rst_packets = add_count32(a.rst_packets, b.rst_packets);
+	add_health(a.health, b.health);
 }
 
 // All flows of a flow map. `ts_offset_ns` is added to first/last seen (it

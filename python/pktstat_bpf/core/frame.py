@@ -49,6 +49,12 @@ COLUMNS = (
     "syn_packets",
     "fin_packets",
     "rst_packets",
+    "retrans_packets",
+    "retrans_bytes",
+    "rtt_samples",
+    "rtt_min",
+    "rtt_mean",
+    "rtt_max",
 )
 
 
@@ -175,7 +181,25 @@ def columns(
         "syn_packets": r["syn_packets"].astype(np.uint32),
         "fin_packets": r["fin_packets"].astype(np.uint32),
         "rst_packets": r["rst_packets"].astype(np.uint32),
+        "retrans_packets": r["retrans_packets"].astype(np.uint32),
+        "retrans_bytes": r["retrans_bytes"].astype(np.uint64),
+        "rtt_samples": r["rtt_samples"].astype(np.uint32),
+        **rtt_columns(pd, r),
     }
+
+
+def rtt_columns(pd: Any, r: np.ndarray) -> dict[str, Any]:
+    """``rtt_min``, ``rtt_mean``, ``rtt_max`` of `r`'s flows as
+    timedelta64[ns]: NaT where a flow has no round trip timed."""
+    none = r["rtt_samples"] == 0
+    n = np.where(none, 1, r["rtt_samples"]).astype(np.int64)
+    mean = (r["rtt_sum"].astype(np.int64) // n).astype("timedelta64[ns]")
+    out = {}
+    for name, values in (("rtt_min", r["rtt_min"]), ("rtt_mean", mean), ("rtt_max", r["rtt_max"])):
+        v = np.asarray(values).astype("timedelta64[ns]")
+        v[none] = np.timedelta64("NaT")
+        out[name] = pd.TimedeltaIndex(v)
+    return out
 
 
 def _categorical(pd: Any, codes: np.ndarray, names: Sequence[str]) -> Any:
@@ -213,7 +237,11 @@ def to_pandas(
     ``first_seen``/``last_seen`` datetime64[ns, UTC], ``tcp_flags`` uint8
     (the OR of the TCP flag bytes; :func:`render.tcp_flags_text` spells it) and
     ``syn_packets``, ``fin_packets``, ``rst_packets`` uint32 (0 for flows
-    other than TCP and in process mode). The `extra` per-flow
+    other than TCP and in process mode), the TCP health (TC, XDP and
+    replay; 0 or NaT elsewhere): ``retrans_packets`` uint32 and
+    ``retrans_bytes`` uint64 (retransmitted segments), ``rtt_samples``
+    uint32 and ``rtt_min``, ``rtt_mean``, ``rtt_max`` timedelta64[ns] (the
+    flow's round trips; NaT without one). The `extra` per-flow
     columns follow, under their own names."""
     pd = pandas_module()
     cols = columns(pd, records, bitrate=bitrate, ifnames=ifnames, cgroups=cgroups, labels=labels)

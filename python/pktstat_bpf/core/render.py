@@ -138,6 +138,7 @@ def flow_dicts(
             d["synPackets"] = int(r["syn_packets"])
             d["finPackets"] = int(r["fin_packets"])
             d["rstPackets"] = int(r["rst_packets"])
+        d.update(health_fields(r))
         d["firstSeen"] = rfc3339(r["first_seen"])
         d["lastSeen"] = rfc3339(r["last_seen"])
         for name, values in extra:
@@ -217,6 +218,7 @@ def text_line(d: Mapping[str, Any]) -> str:
         body += f", kind: {d['kind']}"
     if d.get("tcpFlags"):
         body += f", flags: {d['tcpFlags']}, syn: {d['synPackets']}, fin: {d['finPackets']}, rst: {d['rstPackets']}"
+    body += health_text(d)
     tail = ""
     if d.get("pid"):
         tail += f", pid: {d['pid']}"
@@ -227,6 +229,35 @@ def text_line(d: Mapping[str, Any]) -> str:
     if d.get("drops"):
         tail += f", drops: {d['drops']} ({drop_reasons_text(d.get('dropReasons') or {})})"
     return head + body + tail
+
+
+def health_fields(r: np.void) -> dict[str, int]:
+    """A flow record's TCP health as JSON fields: ``retransPackets`` and
+    ``retransBytes`` where it retransmitted, ``rttSamples`` and
+    ``rttMinNs``/``rttMeanNs``/``rttMaxNs`` where a round trip was timed."""
+    d = {}
+    if int(r["retrans_packets"]):
+        d["retransPackets"] = int(r["retrans_packets"])
+        d["retransBytes"] = int(r["retrans_bytes"])
+    n = int(r["rtt_samples"])
+    if n:
+        d["rttSamples"] = n
+        d["rttMinNs"] = int(r["rtt_min"].astype(np.int64))
+        d["rttMeanNs"] = int(r["rtt_sum"].astype(np.int64)) // n
+        d["rttMaxNs"] = int(r["rtt_max"].astype(np.int64))
+    return d
+
+
+def health_text(d: Mapping[str, Any]) -> str:
+    """A flow dict's TCP health as the text line shows it (``, retrans: 3``,
+    ``, rtt: 0.21/0.35/1.9 ms``: min/mean/max); empty without it."""
+    out = ""
+    if d.get("retransPackets"):
+        out += f", retrans: {d['retransPackets']}"
+    if d.get("rttSamples"):
+        ms = [d[k] / 1e6 for k in ("rttMinNs", "rttMeanNs", "rttMaxNs")]
+        out += ", rtt: " + "/".join(f"{x:.3g}" for x in ms) + " ms"
+    return out
 
 
 def names_text(d: Mapping[str, Any]) -> str:
