@@ -1,0 +1,99 @@
+"""Names where flows are shown beyond text and JSON (issue 18, "Shown
+everywhere"): the TUI's NAME column and its filter, the exporter's ``name``
+label (``--prometheus-names``), conversations, and a live collector's time
+series.
+
+The replayed capture is test_names.py's, made with scapy, every name known
+(a split ClientHello, DNS with 20 answers and an NXDOMAIN, HTTP, hostile
+names with control characters); the live cases send a DNS query of a known
+name from a test namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pktstat_bpf
+import pytest
+from pktstat_bpf.core.render import escape_text
+from test_names import HOSTILE_HOST, HOSTILE_SNI, SNI, C, S, _frames
+
+#: the name each flow of the capture is shown by (SNI, else HTTP Host, else DNS query), by
+#: (client port, server port); both directions show it. 41002's ClientHello was not read,
+#: 42004's DNS name was too long to be read.
+SHOWN = {
+    (41001, 443): SNI,
+    (41002, 443): "",
+    (41003, 443): HOSTILE_SNI.decode("utf-8", "backslashreplace"),
+    (41004, 80): HOSTILE_HOST.decode(),
+    (42001, 53): "many.example",
+    (42002, 53): "nope.example",
+    (42003, 53): "www\\.example\\.org",
+    (42004, 53): "",
+}
+#: flows seen both ways (the others are the client's packets only)
+BOTH_WAYS = {41001, 41002, 41003, 41004, 42001, 42002}
+
+
+@pytest.fixture(scope="module")
+def pcap(tmp_path_factory):
+    from scapy.all import wrpcap
+
+    path = tmp_path_factory.mktemp("names-views") / "names.pcap"
+    wrpcap(str(path), _frames())
+    return path
+
+
+@pytest.fixture(scope="module")
+def interval(bpf, pcap):
+    (iv,) = pktstat_bpf.Replayer().intervals(str(pcap), 10.0)  # the capture lasts 29 ms
+    return iv
+
+
+def _shown_by_flow() -> dict[tuple[str, str], str]:
+    """(src, dst) as the table writes them -> the NAME cell, escaped."""
+    want = {}
+    for (cport, sport), name in SHOWN.items():
+        want[(f"{C}:{cport}", f"{S}:{sport}")] = escape_text(name)
+        if cport in BOTH_WAYS:
+            want[(f"{S}:{sport}", f"{C}:{cport}")] = escape_text(name)
+    return want
+
+
+# -- conversations ---------------------------------------------------------------------
+
+
+def test_conversations_carry_the_names(bpf, pcap):
+    snap = pktstat_bpf.replay(str(pcap))
+    conv = {(d["clientPort"], d["serverPort"]): d for d in snap.conversations().flow_dicts()}
+    assert {
+        k: v.get("serverName") or v.get("httpHost") or v.get("dnsQuery") or "" for k, v in conv.items()
+    } == (SHOWN)
+    hello = conv[41001, 443]
+    assert (hello["serverName"], hello["alpn"], hello["appProto"]) == (SNI, "h2,http/1.1", "TLS")
+    # DNS: the query from the client's direction, the response's code, answers and count from the
+    # server's (as each direction's own flow says: test_names.py)
+    dns = {k: conv[42001, 53].get(k) for k in ("dnsQuery", "dnsQtype", "dnsRcode", "dnsAnswers")}
+    assert dns == {"dnsQuery": "many.example", "dnsQtype": "AAAA", "dnsRcode": "NOERROR", "dnsAnswers": 20}
+    assert (conv[42001, 53]["dnsQueries"], conv[42001, 53]["dnsResponses"]) == (1, 1)
+    assert conv[42002, 53]["dnsRcode"] == "NXDOMAIN"
+    assert "serverName" not in conv[41002, 443] and "dnsQuery" not in conv[42004, 53]
+    df = snap.conversations().to_pandas().set_index(["client_port", "server_port"])
+    assert df.loc[(41004, 80), "http_host"] == "a\x07b.example"  # data, as it came
+    assert int(df.loc[(42001, 53), "dns_answers"]) == 20 and str(df["dns_answers"].dtype) == "UInt32"
+
+
+def test_cli_conversations_report_and_json_carry_the_names(bpf, pcap):
+    run = [sys.executable, "-m", "pktstat_bpf", "--pcap", str(pcap), "--conversations"]
+    doc = json.loads(subprocess.run([*run, "-j"], capture_output=True, text=True, check=True).stdout)
+    conv = {(d["clientPort"], d["serverPort"]): d for d in doc["conversations"]}
+    assert conv[41001, 443]["serverName"] == SNI and conv[42002, 53]["dnsQuery"] == "nope.example"
+    text = subprocess.run(run, capture_output=True, check=True).stdout
+    assert b"\x1b" not in text and b"\x07" not in text
+    lines = {re.search(rb"client: [\d.]+:(\d+)", ln).group(1): ln for ln in text.splitlines()[1:]}
+    assert b", sni: split.example.org, alpn: h2,http/1.1," in lines[b"41001"]
+    assert b", dns: many.example AAAA NOERROR," in lines[b"42001"]
+    assert b", host: a\\x07b.example," in lines[b"41004"]
