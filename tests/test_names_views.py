@@ -19,7 +19,7 @@ import sys
 import pktstat_bpf
 import pytest
 from pktstat_bpf.core.render import escape_text
-from test_names import HOSTILE_HOST, HOSTILE_SNI, SNI, C, S, _frames
+from test_names import HOSTILE_HOST, HOSTILE_SNI, SNI, C, S, _frames, dns_wire
 
 #: the name each flow of the capture is shown by (SNI, else HTTP Host, else DNS query), by
 #: (client port, server port); both directions show it. 41002's ClientHello was not read,
@@ -61,6 +61,81 @@ def _shown_by_flow() -> dict[tuple[str, str], str]:
         if cport in BOTH_WAYS:
             want[(f"{S}:{sport}", f"{C}:{cport}")] = escape_text(name)
     return want
+
+
+# -- the TUI ---------------------------------------------------------------------------
+
+
+def test_tui_name_column_is_escaped_and_the_filter_matches_names(interval):
+    from pktstat_bpf.output.table import TableModel
+
+    m = TableModel(mode="replay", where="names.pcap", page=50)
+    m.update(interval)
+    titles = [c.title for c in m.columns()]
+    assert titles[titles.index("NAME") + 1] == "SRC"  # right before the endpoints
+    col = {t: i for i, t in enumerate(titles)}
+    got = {(r[col["SRC"]], r[col["DST"]]): r[col["NAME"]] for r in m.visible()}
+    assert got == _shown_by_flow()
+    assert got[(f"{C}:41003", f"{S}:443")] == "\\x1b[31mevil\\n\\\\xff.example"
+    assert got[(f"{C}:41004", f"{S}:80")] == "a\\x07b.example"
+    lines = m.table_lines(200)
+    assert not any(ch in line for line in lines for ch in "\x1b\x07\n")
+    # the name as the filter: the flows to it, both ways, case-insensitive
+    for ch in "/Split.Example\n":
+        m.key(ord(ch))
+    assert sorted((r[col["SRC"]], r[col["DST"]]) for r in m.visible()) == [
+        (f"{C}:41001", f"{S}:443"),
+        (f"{S}:443", f"{C}:41001"),
+    ]
+    assert "filter: Split.Example (2 of 14 flows)" in m.status_line()
+    # a DNS name, in conversations: one row, the client's
+    m.key(ord("/"))
+    for ch in "\b" * 13 + "nope.example\n":
+        m.key(127 if ch == "\b" else ord(ch))
+    m.key(ord("c"))
+    titles = [c.title for c in m.columns()]
+    col = {t: i for i, t in enumerate(titles)}
+    (row,) = m.visible()
+    assert (row[col["CLIENT"]], row[col["SERVER"]], row[col["NAME"]]) == (
+        f"{C}:42002",
+        f"{S}:53",
+        "nope.example",
+    )
+
+
+def test_tui_name_column_keeps_its_width_and_is_absent_without_names(bpf, tmp_path):
+    from pktstat_bpf.output.table import NAME_COLUMN, TableModel
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    long_name = "x" * 40 + ".example"
+    frames = [
+        Ether()
+        / IP(src=C, dst=S)
+        / UDP(sport=43001, dport=53)
+        / (
+            b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+            + dns_wire([b"x" * 40, b"example"])
+            + b"\x00\x01\x00\x01"
+        ),
+        Ether() / IP(src=C, dst=S) / UDP(sport=43002, dport=9) / b"plain",
+    ]
+    wrpcap(str(tmp_path / "long.pcap"), frames)
+    (iv,) = pktstat_bpf.Replayer().intervals(str(tmp_path / "long.pcap"), 10.0)
+    m = TableModel(mode="replay", where="long.pcap", page=10)
+    m.update(iv)
+    titles = [c.title for c in m.columns()]
+    cells = {r[titles.index("SRC")]: r[titles.index("NAME")] for r in m.visible()}
+    assert cells == {f"{C}:43001": long_name, f"{C}:43002": ""}
+    title, *rows = m.table_lines(300)
+    at = title.index("NAME")
+    width = title.index("SRC") - 2 - at
+    assert width == NAME_COLUMN.most == 28
+    assert sorted(r[at : at + width].rstrip() for r in rows) == ["", long_name[:27] + "~"]
+    # a capture without names: no NAME column
+    wrpcap(str(tmp_path / "plain.pcap"), frames[1:])
+    (iv,) = pktstat_bpf.Replayer().intervals(str(tmp_path / "plain.pcap"), 10.0)
+    m.update(iv)
+    assert "NAME" not in [c.title for c in m.columns()]
 
 
 # -- conversations ---------------------------------------------------------------------
