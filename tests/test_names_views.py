@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pktstat_bpf
 import pytest
@@ -136,6 +140,99 @@ def test_tui_name_column_keeps_its_width_and_is_absent_without_names(bpf, tmp_pa
     (iv,) = pktstat_bpf.Replayer().intervals(str(tmp_path / "plain.pcap"), 10.0)
     m.update(iv)
     assert "NAME" not in [c.title for c in m.columns()]
+
+
+# -- the exporter ----------------------------------------------------------------------
+
+
+def _flow_labels(metrics) -> list[dict[str, str]]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(metrics)
+    out = []
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        out += [s.labels for s in fam.samples if s.name == "pktstat_bpf_flow_bytes_total"]
+    return out
+
+
+def test_exporter_name_label_only_with_names_on(interval):
+    pytest.importorskip("prometheus_client")
+    from pktstat_bpf.exporter.metrics import FlowMetrics
+
+    named = FlowMetrics(top=50, names=True)
+    named.update(interval)
+    got = {}
+    for lab in _flow_labels(named):
+        got[(lab["src"] + ":" + lab["src_port"], lab["dst"] + ":" + lab["dst_port"])] = lab["name"]
+    assert got == _shown_by_flow()  # escaped as the TUI shows them ("" where none)
+    plain = FlowMetrics(top=50)
+    plain.update(interval)
+    labels = _flow_labels(plain)
+    assert len(labels) == len(got) and all("name" not in lab for lab in labels)
+
+
+def test_prometheus_names_flag_is_parsed():
+    from pktstat_bpf.cli.options import parse_args
+
+    assert parse_args(["--prometheus", "9100", "--prometheus-names"]).prometheus_names is True
+    assert parse_args(["--prometheus", "9100"]).prometheus_names is False
+    assert parse_args(["-x", "--prometheus", "9100", "--prometheus-names"]).prometheus_names is True
+
+
+def _dns_query(qid: int, name: bytes) -> bytes:
+    return struct.pack(">6H", qid, 0x0100, 1, 0, 0, 0) + dns_wire(name.split(b".")) + b"\x00\x01\x00\x01"
+
+
+def test_live_exporter_labels_a_dns_flow_with_its_query(netns_v4only):
+    """pktstat-bpf --prometheus --prometheus-names on a veth: a DNS query of
+    a known name sent there is a flow series labelled with that name."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ns = netns_v4only
+    p = ns.exec_a(
+        sys.executable,
+        "-m",
+        "pktstat_bpf",
+        "-i",
+        "va",
+        "-r",
+        "200ms",
+        "--prometheus",
+        "127.0.0.1:0",
+        "--prometheus-names",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$", p.stderr.readline().strip())
+        assert m, p.stderr.read()
+        with ns.in_a(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(_dns_query(0x4242, b"live.names.example"), (ns.B4, 53))
+            sport = sock.getsockname()[1]
+            deadline, found = time.monotonic() + 15, None
+            while found is None and time.monotonic() < deadline:
+                with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                for fam in text_string_to_metric_families(text):
+                    for s in fam.samples:
+                        if s.name == "pktstat_bpf_flow_packets_total" and s.labels["src_port"] == str(sport):
+                            found = s
+                time.sleep(0.2)
+        assert found is not None, text
+        assert (found.labels["name"], found.labels["app"], found.labels["dst_port"], found.value) == (
+            "live.names.example",
+            "DNS",
+            "53",
+            1.0,
+        )
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    assert p.returncode == 0 and not ns.ours_attached("va")
 
 
 # -- conversations ---------------------------------------------------------------------
