@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -269,3 +270,62 @@ def test_cli_conversations_report_and_json_carry_the_names(bpf, pcap):
     assert b", sni: split.example.org, alpn: h2,http/1.1," in lines[b"41001"]
     assert b", dns: many.example AAAA NOERROR," in lines[b"42001"]
     assert b", host: a\\x07b.example," in lines[b"41004"]
+
+
+# -- a live collector's time series ---------------------------------------------------
+
+
+def test_live_timeseries_carries_the_name_columns(netns_v4only):
+    ns = netns_v4only
+    with ns.in_a(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        stop = threading.Event()
+        with pktstat_bpf.Collector(iface="va") as c:
+
+            def stream():
+                for iv in c.stream(0.25, stop=stop):
+                    if iv.index == 0:
+                        sock.sendto(_dns_query(7, b"ts.names.example"), (ns.B4, 53))
+                    if iv.index == 2:
+                        stop.set()
+                    yield iv
+
+            ts = pktstat_bpf.timeseries(stream())
+        sport = sock.getsockname()[1]
+    cols = ts.columns.tolist()
+    assert cols[cols.index("total_bytes") + 1 :][:10] == [
+        "server_name",
+        "alpn",
+        "http_host",
+        "dns_query",
+        "dns_qtype",
+        "dns_rcode",
+        "dns_answers",
+        "dns_queries",
+        "dns_responses",
+        "quic_version",
+    ]
+    (row,) = ts[(ts.src_port == sport) & (ts.dst_port == 53)].itertuples()
+    assert (row.dns_query, row.dns_qtype, row.dns_queries, row.app, row.packets) == (
+        "ts.names.example",
+        "A",
+        1,
+        "DNS",
+        1,
+    )
+    assert [str(ts[c].dtype) for c in ("dns_query", "dns_queries")] == ["str", "UInt32"]
+    assert ts.loc[ts.src_port == sport, ["server_name", "http_host", "dns_rcode"]].isna().all().all()
+
+
+def test_replay_timeseries_types_the_name_columns_as_to_pandas(bpf, pcap):
+    from pktstat_bpf.core import names
+
+    ts = pktstat_bpf.timeseries(str(pcap), interval=10.0)
+    df = pktstat_bpf.replay(str(pcap)).to_pandas()
+    assert {c: str(ts[c].dtype) for c in names.COLUMNS} == {c: str(df[c].dtype) for c in names.COLUMNS}
+    (resp,) = ts[(ts.src_port == 53) & (ts.dst_port == 42001)].itertuples()
+    assert (resp.dns_query, resp.dns_rcode, resp.dns_answers, resp.dns_responses) == (
+        "many.example",
+        "NOERROR",
+        20,
+        1,
+    )
