@@ -564,6 +564,13 @@ FLAGS = [
         2,
         "argument --prometheus-top: expected an integer, not 'abc'",
     ),
+    ("prometheus-names-alone", ["--prometheus-names"], 2, "--prometheus-names needs --prometheus"),
+    (
+        "prometheus-names-process-mode",
+        ["-k", "--prometheus", "0", "--prometheus-names"],
+        2,
+        "--prometheus-names: -k/--kprobes flows carry no names (TC and XDP read them)",
+    ),
     # --ipfix, --ipfix-transport, --ipfix-template-refresh, --ipfix-domain
     ("ipfix-missing", ["--ipfix"], 2, "argument --ipfix: expected one argument"),
     ("ipfix-garbage", ["--ipfix", "abc"], 2, f"--ipfix: invalid collector 'abc': {IPFIX}"),

@@ -134,7 +134,8 @@ def test_cli_json_text_and_array(bpf, pcap):
     assert text[0].startswith("# replay of ") and text[0].endswith("; 5 conversations")
     (http,) = [ln for ln in text if ":80," in ln]
     c2s, s2c = _expected()[("TCP", C, 40000, S, 80)][:2], _expected()[("TCP", C, 40000, S, 80)][2:]
-    assert f"proto: TCP, app: HTTP, client: {C}:40000, server: {S}:80, " in http
+    # the request's Host, from the client's direction (test_names_views.py has the names' cases)
+    assert f"proto: TCP, app: HTTP, host: a, client: {C}:40000, server: {S}:80, " in http
     assert f"c2s: {c2s[0]}/{c2s[1]}, s2c: {s2c[0]}/{s2c[1]}" in http
 
 

@@ -191,6 +191,11 @@ USAGE = "expected ADDR:PORT or PORT, e.g. 127.0.0.1:9100, 0.0.0.0:9100 or [::1]:
             ["--prometheus", "9100", "--prometheus-top", "many"],
             "argument --prometheus-top: expected an integer, not 'many'",
         ),
+        (["--prometheus-names"], "--prometheus-names needs --prometheus"),
+        (
+            ["--prometheus", "9100", "--prometheus-names", "-c", "/sys/fs/cgroup"],
+            "--prometheus-names: -c/--cgroup flows carry no names (TC and XDP read them)",
+        ),
         (["--prometheus", "9100", "--jsonl"], "choose one output: --jsonl or --prometheus"),
         (
             ["--prometheus", "9100", "-u"],

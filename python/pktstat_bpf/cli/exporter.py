@@ -38,7 +38,9 @@ def run_exporter(opts: Options) -> int:
     assert opts.prometheus is not None
     host, port = opts.prometheus
     collector = collector_for(opts)  # validates the mode flags; attaches nothing yet
-    metrics = FlowMetrics(top=opts.prometheus_top, max_entries=collector.max_entries)
+    metrics = FlowMetrics(
+        top=opts.prometheus_top, max_entries=collector.max_entries, names=opts.prometheus_names
+    )
     # healthy while readings keep coming: a stuck capture loop fails the liveness probe
     limit = 3 * opts.refresh + 10
     owners = opts.cgroup is not None or opts.kprobes

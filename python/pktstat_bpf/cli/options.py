@@ -75,6 +75,7 @@ class Options:
     #: ``--prometheus`` as (host, port), or None
     prometheus: tuple[str, int] | None = None
     prometheus_top: int = DEFAULT_TOP
+    prometheus_names: bool = False
     #: ``--ipfix`` as (transport, host, port), or None; ``ipfix_target`` as given
     ipfix: tuple[str, str, int] | None = None
     ipfix_target: str = ""
@@ -291,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"export per-flow (and per-process) series for the N heaviest only (default {DEFAULT_TOP}; "
         "0: none; totals are always exact)",
     )
+    g.add_argument(
+        "--prometheus-names",
+        action="store_true",
+        help="label the per-flow series with the flow's name (TLS server name, else HTTP Host, else DNS "
+        "query; one series per name: off by default)",
+    )
     f = p.add_argument_group("flow records (the final records of a capture or replay)")
     f.add_argument(
         "--ipfix",
@@ -417,7 +424,12 @@ def _check_exporter(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, int
     if ns.prometheus is None:
         if ns.prometheus_top is not None:
             raise UsageError("--prometheus-top needs --prometheus")
+        if ns.prometheus_names:
+            raise UsageError("--prometheus-names needs --prometheus")
         return None, DEFAULT_TOP
+    if ns.prometheus_names and (ns.cgroup is not None or ns.kprobes):
+        mode = "-c/--cgroup" if ns.cgroup is not None else "-k/--kprobes"
+        raise UsageError(f"--prometheus-names: {mode} flows carry no names (TC and XDP read them)")
     listen = parse_listen(ns.prometheus)
     top = DEFAULT_TOP if ns.prometheus_top is None else ns.prometheus_top
     if not 0 <= top <= MAX_TOP:

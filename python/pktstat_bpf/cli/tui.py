@@ -9,7 +9,7 @@ pause) and produces the rows as plain strings; :func:`run_tui` only draws them.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
 2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
-of the row; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
+of the row, the flow's NAME included; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
 r redraw and jump to the top; q or x quit.
 """
 

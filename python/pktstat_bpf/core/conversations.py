@@ -17,7 +17,10 @@ TCP counts summed over both directions, first seen the earlier, last seen
 the later, the TCP flags ORed, the application label the client's where it
 recognised one (else the server's, a label beating ``unknown`` beating
 ``pending``), ``dir`` unknown; and the per-direction counts as the columns
-:data:`COLUMNS`.
+:data:`COLUMNS`. The names of a conversation (core/names.py: server name,
+HTTP Host, DNS query ...) are those of its client-to-server direction, or
+else of the other direction, column by column; a DNS response's code,
+answers and count those of its server-to-client direction first.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
+from . import names as flow_names
 from . import protocols
 from .keys import copy_records, group
 
@@ -39,6 +43,10 @@ FRAME_NAMES = {
     "src_port": "client_port",
     "dst_port": "server_port",
 }
+
+#: The name columns a conversation takes from its server-to-client direction first: a DNS
+#: response's code, answers and count (the others from its client-to-server direction first).
+RESPONSE_COLUMNS = frozenset({"dns_rcode", "dns_answers", "dns_responses"})
 
 _I64_MAX = np.iinfo(np.int64).max
 _APP_UNKNOWN = 1  # src/bpf/l7.h L7_APP_UNKNOWN: above it, a protocol
@@ -125,17 +133,23 @@ def _per_side(ufunc: np.ufunc, values: np.ndarray, slot: np.ndarray, m: int) -> 
 
 
 def pair(
-    records: np.ndarray, p: Plan | None = None, sums: Mapping[str, np.ndarray] | None = None
+    records: np.ndarray,
+    p: Plan | None = None,
+    sums: Mapping[str, np.ndarray] | None = None,
+    columns: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Records made conversations by plan `p` (default: :func:`plan` of
     them): ``(rows, columns)``, rows oriented client to server in the order
     of each conversation's first record (see the module); `columns` the
-    per-direction counts (:data:`COLUMNS`) and each of `sums` (numeric
-    columns aligned with `records`) summed over the conversation."""
+    per-direction counts (:data:`COLUMNS`), each of `sums` (numeric
+    columns aligned with `records`) summed over the conversation, and the
+    name columns of `columns` (a snapshot's: :func:`names`)."""
     p = plan(records) if p is None else p
     m = len(p)
+    named = {k: v for k, v in (columns or {}).items() if k in flow_names.COLUMNS}
     if m == 0:
         cols = {c: np.zeros(0, dtype=np.uint64) for c in COLUMNS}
+        cols |= {k: v[:0].copy() for k, v in named.items()}
         return records[:0].copy(), cols | {k: v[:0].copy() for k, v in (sums or {}).items()}
     slot = p.codes * 2 + p.side
     per = {name: _per_side(np.add, records[name], slot, m) for name in ("packets", "bytes")}
@@ -150,6 +164,7 @@ def pair(
         acc = np.zeros(m, dtype=values.dtype)
         np.add.at(acc, p.codes, values)
         cols[name] = acc
+    cols |= names(p, named)
 
     rows = copy_records(records[p.first])
     swap = p.side[p.first] != client  # the first record's sender is not the client
@@ -175,6 +190,29 @@ def pair(
     rows["app"] = _apps(records["app"], slot, client, m)
     rows["dir"] = protocols.FLOW_DIRECTIONS.index("")
     return rows, cols
+
+
+def names(p: Plan, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The name columns (those of :data:`names.COLUMNS <pktstat_bpf.core.names.COLUMNS>`
+    in `columns`) of each conversation, column by column: the value of its
+    client-to-server direction, else the other direction's, else None; the
+    columns of a DNS response (:data:`RESPONSE_COLUMNS`) the other way
+    round, as the server sends them."""
+    m = len(p)
+    c2s = p.side == p.client[p.codes]
+    out = {}
+    for k, v in columns.items():
+        if k not in flow_names.COLUMNS:
+            continue
+        first = ~c2s if k in RESPONSE_COLUMNS else c2s
+        # rank each record: 2 set in the direction that comes first, 1 set in the other, 0 unset
+        rank = np.where(np.not_equal(v, None), np.where(first, 2, 1), 0)
+        order = np.lexsort((-rank, p.codes))  # per conversation, its best record first
+        best = order[np.searchsorted(p.codes[order], np.arange(m))]
+        col = v[best].copy()
+        col[rank[best] == 0] = None
+        out[k] = col
+    return out
 
 
 def any_of(p: Plan, mask: np.ndarray) -> np.ndarray:

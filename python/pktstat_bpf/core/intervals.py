@@ -146,13 +146,14 @@ class Interval:
         client of each is decided on the lifetime rows and applied to the
         interval's rows alike; ``total_packets``/``total_bytes`` summed over
         both directions, ``active``/``recent`` where either direction is.
-        Other per-flow columns, and the ended records, are not carried."""
+        The names are carried (:func:`conversations.names`); other per-flow
+        columns, and the ended records, are not."""
         if self.delta.paired:
             return self
         p = conversations.plan(self.cumulative.records)
         totals = {k: v for k, v in self.delta.columns.items() if k in ("total_packets", "total_bytes")}
-        rows, cols = conversations.pair(self.delta.records, p, totals)
-        life, life_cols = conversations.pair(self.cumulative.records, p)
+        rows, cols = conversations.pair(self.delta.records, p, totals, self.delta.columns)
+        life, life_cols = conversations.pair(self.cumulative.records, p, columns=self.cumulative.columns)
         return dataclasses.replace(
             self,
             delta=dataclasses.replace(self.delta, records=rows, columns=cols, paired=True),

@@ -240,3 +240,17 @@ def header(counters: Mapping[str, int]) -> dict[str, int]:
     """The names map's counters for a JSON header: ``namesWritten`` and
     ``namesFull`` (names the map had no room for)."""
     return {"namesWritten": int(counters.get("written", 0)), "namesFull": int(counters.get("full", 0))}
+
+
+#: the columns one name of a flow is chosen from, in order (:func:`shown`),
+#: and their JSON fields
+SHOWN_COLUMNS = ("server_name", "http_host", "dns_query")
+SHOWN_FIELDS = ("serverName", "httpHost", "dnsQuery")
+
+
+def shown(d: Mapping[str, Any]) -> str:
+    """The one name a flow dict is shown by (the TUI's NAME column,
+    ``--prometheus-names``' ``name`` label): its server name (SNI), else
+    its HTTP Host, else its DNS query; ``""`` without any. As it came:
+    escape it where it is printed."""
+    return next((str(d[f]) for f in SHOWN_FIELDS if d.get(f)), "")

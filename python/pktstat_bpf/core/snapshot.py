@@ -192,8 +192,10 @@ class Snapshot:
         each way. Its :meth:`to_pandas` names the endpoints ``client_ip``,
         ``client_port``, ``server_ip``, ``server_port``, its JSON
         ``clientIp`` ... under ``conversations``, its text ``client:`` and
-        ``server:``. Totals are the snapshot's; per-flow extra columns are
-        not carried over.
+        ``server:``. Totals are the snapshot's; the flows' names (the
+        columns ``server_name`` ... of core/names.py) are those of the
+        client-to-server direction, else of the other one; other per-flow
+        extra columns are not carried over.
 
         >>> conv = pktstat_bpf.replay("tests/data/office.pcap").conversations()
         >>> c = conv.sorted().to_pandas().iloc[0]
@@ -204,7 +206,7 @@ class Snapshot:
         """
         if self.paired:
             return self
-        rows, cols = conversations.pair(self.records)
+        rows, cols = conversations.pair(self.records, columns=self.columns)
         return dataclasses.replace(self, records=rows, columns=cols, paired=True)
 
     def flows(self) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ What is exported (``pktstat_bpf_`` prefix; see docs/exporter.md for the table):
 - The flow table's fill level (``flow_table_entries``, ``..._max_entries``).
 - Per-flow counters (``flow_packets_total``, ``flow_bytes_total``) for the N
   heaviest flows only (``--prometheus-top N``; label ``app``, the flow's
-  application label, one of a fixed set of names), and in modes that know the
+  application label, one of a fixed set of names; with ``--prometheus-names``
+  also ``name``, the flow's server name, HTTP Host or DNS query), and in modes that know the
   owning process, per-process counters (``process_*_total``) for the N
   heaviest processes: at most 2 N series each.
 - ``build_info``, the time of the last map reading, and the exporter's own
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, cast
 
 import numpy as np
 
+from ..core import names as flow_names
 from ..core import protocols, render
 from ..core.errors import PktstatError
 from ..core.keys import flow_keys, key_hashes
@@ -107,9 +109,12 @@ class FlowMetrics:
         max_entries: int = 0,
         window: float = RANK_WINDOW,
         forget: float = IDLE_FORGET,
+        names: bool = False,
     ) -> None:
         prometheus_client_module()
         self.top = top
+        #: label ``name`` on the flow series (--prometheus-names; off by default: one value per name)
+        self.names = names
         self.info = dict(info or {})
         capacity = max(TRACK_FACTOR * top, 256) if top > 0 else 0
         self.flows = TopTracker(capacity, window=window, forget=forget, accumulate=True)
@@ -343,6 +348,8 @@ class FlowMetrics:
         names = ["iface", "direction", "proto", "src", "dst", "src_port", "dst_port"]
         if self.apps:
             names += ["app"]
+        if self.names:
+            names += ["name"]
         if self.kinds:
             names += ["kind"]
         if self.owners:
@@ -383,6 +390,8 @@ class FlowMetrics:
                 lv += [str(d["srcPort"]), str(d["dstPort"])]
                 if self.apps:  # one of protocols.APP_NAMES; "" where no label applies (not TCP/UDP)
                     lv += [d.get("appProto", "")]
+                if self.names:  # SNI, else HTTP Host, else DNS query; "" where none; escaped
+                    lv += [render.escape_text(flow_names.shown(d))]
                 if self.kinds:
                     lv += [d.get("kind", "data")]
                 if self.owners:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 import numpy as np
 
 from ..core import frame, protocols
+from ..core import names as flow_names
 from ..core.about import record_dtype
 from ..core.collector import DEFAULT_MAX_ENTRIES
 from ..core.errors import UsageError
@@ -171,9 +172,14 @@ def _frame(
             np.concatenate([p[name] for p in parts]).astype(np.uint64) if parts else np.zeros(0, np.uint64)
         )
     for name in extras:
-        data[name] = np.concatenate(
+        values: Any = np.concatenate(
             [p["extra"].get(name, np.full(len(p["records"]), None, object)) for p in parts]
         )
+        if name in flow_names.COUNT_COLUMNS:  # typed as in Snapshot.to_pandas (core/frame.py)
+            values = pd.array(values, dtype="UInt32")
+        elif name in flow_names.COLUMNS:
+            values = pd.array(values, dtype="str")
+        data[name] = values
     return pd.DataFrame(data, columns=list(COLUMNS) + extras, copy=False)
 
 

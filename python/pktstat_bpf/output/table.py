@@ -4,7 +4,7 @@ as plain strings; :mod:`pktstat_bpf.cli.tui` only draws them with curses.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
 2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
-of the row; Enter keeps it, Esc cancels, an empty filter clears it); c flows
+of the row, its NAME included; Enter keeps it, Esc cancels, an empty filter clears it); c flows
 or conversations (the two directions put together: CLIENT and SERVER, sorted
 by 3 and 4); p pause; r redraw and jump to the top; q or x quit.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import protocols, render
+from ..core import names, protocols, render
 from ..core.durations import format_duration
 from ..core.intervals import Interval
 from ..core.keys import key_hashes
@@ -75,8 +75,9 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
 @dataclass
 class Column:
     title: str
-    width: int
+    width: int  # 0: as wide as the widest cell shown
     right: bool = False
+    most: int = 0  # a width of 0: at most this (longer cells end in "~")
 
 
 BASE_COLUMNS = [
@@ -89,6 +90,8 @@ OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
 APP_COLUMN = Column("APP", 10)  # the application label (protocols.app_text), where the mode labels
 FLAGS_COLUMN = Column("FLAGS", 8)  # TCP flags seen (render.TCP_FLAG_LETTERS), where any flow has them
+#: who a flow talks to (names.shown: SNI, else HTTP Host, else DNS query), where any flow has a name
+NAME_COLUMN = Column("NAME", 0, most=28)
 
 
 def has_apps(iv: Interval) -> bool:
@@ -103,12 +106,19 @@ def has_tcp_flags(iv: Interval) -> bool:
     return bool(iv.delta.records["tcp_flags"].any())
 
 
+def has_names(iv: Interval) -> bool:
+    """Whether any flow of `iv` has a name to show (the NAME column)."""
+    d = iv.delta
+    return bool(any(d.columns.get(c, np.empty(0)).any() for c in names.SHOWN_COLUMNS))
+
+
 def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     """The text of each cell of `rows` (positions in `iv`), escaped."""
     sub = iv.delta.take(rows)
     dicts = sub.flow_dicts()
     flags = has_tcp_flags(iv)
     apps = has_apps(iv)
+    named = has_names(iv)
     out = []
     for d in dicts:
         src, dst = render.endpoints(d)
@@ -132,6 +142,8 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
             row.insert(4, d.get("tcpFlags", ""))
         if apps:  # right after PROTO
             row.insert(4, render.escape_text(protocols.app_text(d.get("appProto"))))
+        if named:  # right before SRC: a name is attacker-controlled, shown escaped
+            row.insert(len(row) - 2, render.escape_text(names.shown(d)))
         if sub.owners:
             row += [
                 str(d.get("pid", 0) or ""),
@@ -236,11 +248,13 @@ class TableModel:
         drops = [DROPS_COLUMN] if self.interval is not None and "drops" in self.interval.delta.columns else []
         flags = [FLAGS_COLUMN] if self.interval is not None and has_tcp_flags(self.interval) else []
         apps = [APP_COLUMN] if self.interval is not None and has_apps(self.interval) else []
+        named = [NAME_COLUMN] if self.interval is not None and has_names(self.interval) else []
         return (
             BASE_COLUMNS
             + apps
             + flags
             + drops
+            + named
             + (
                 [Column("CLIENT", 0), Column("SERVER", 0)]
                 if self.paired
@@ -339,6 +353,7 @@ class TableModel:
         widths = []
         for i, c in enumerate(cols):
             w = max([len(c.title)] + [len(r[i]) for r in rows]) if c.width == 0 else c.width
+            w = min(w, max(c.most, len(c.title))) if c.most else w
             widths.append(w)
 
         def line(values: list[str]) -> str:
