@@ -20,6 +20,7 @@ from collections import Counter
 import pytest
 
 scapy = pytest.importorskip("scapy.all")
+pytestmark = pytest.mark.kernel
 
 C, S = "10.8.0.1", "10.8.0.2"
 T0 = 1_700_000_000.0

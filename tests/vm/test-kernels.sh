@@ -13,7 +13,8 @@
 #         mode without claims, process mode on fentry and kprobes)
 #   6.12  TCX, the socket tracepoints, process mode on all three backends
 #   both  the wireguard module (vmtest.sh loads it), for the live WireGuard
-#         label (tests/test_l7_wireguard.py)
+#         label (tests/test_l7_wireguard.py), and sch_netem, for round trips
+#         over a delayed path (tests/test_health_live.py)
 #
 # The guests run side by side (one emulated CPU each); each one's pytest
 # output goes to build/test-kernels-<line>.log.
@@ -45,8 +46,8 @@ package_for() {
 
 expect_for() {
 	case $1 in
-	6.1) echo "process-fentry,process-kprobe,wireguard" ;;
-	6.12) echo "tcx,sock-tracepoints,process-tracepoint,process-fentry,process-kprobe,wireguard" ;;
+	6.1) echo "process-fentry,process-kprobe,wireguard,netem" ;;
+	6.12) echo "tcx,sock-tracepoints,process-tracepoint,process-fentry,process-kprobe,wireguard,netem" ;;
 	esac
 }
 

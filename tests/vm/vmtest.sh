@@ -26,7 +26,7 @@ CACHE=${VMTEST_CACHE:-/tmp/vmtest/cache}
 WORKDIR=$(realpath "${WORKDIR:-$PWD}")
 MEM=${MEM:-2G}; SMP=${SMP:-1}; TIMEOUT=${TIMEOUT:-600}
 ACCEL=${ACCEL:-tcg,thread=multi}; CPU=${CPU:-max}
-MODULES=${MODULES:-"9p 9pnet_virtio virtio_pci overlay veth cls_bpf sch_ingress tun wireguard"}
+MODULES=${MODULES:-"9p 9pnet_virtio virtio_pci overlay veth cls_bpf sch_ingress sch_netem tun wireguard"}
 OVERLAY=${OVERLAY:-1}
 KAPPEND=${KAPPEND:-}
 [ $# -gt 0 ] || set -- /bin/sh -c 'uname -a'
