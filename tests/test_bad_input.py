@@ -225,6 +225,19 @@ FLAGS = [
         2,
         "--tc-attach chooses how TC mode attaches: drop it with -k/--kprobes",
     ),
+    # --no-tcp-health
+    (
+        "no-tcp-health-with-value",
+        ["--no-tcp-health=yes"],
+        2,
+        "argument --no-tcp-health: ignored explicit argument 'yes'",
+    ),
+    (
+        "no-tcp-health-with-kprobes",
+        ["-k", "--no-tcp-health"],
+        2,
+        "--no-tcp-health applies to TC, XDP and --pcap: the socket modes track no TCP health",
+    ),
     # --no-arp
     ("no-arp-with-value", ["--no-arp=yes"], 2, "argument --no-arp: ignored explicit argument 'yes'"),
     (

@@ -165,6 +165,23 @@ def test_tshark_counts_the_same_retransmissions(capture, flows):
     assert ours == dict(theirs)
 
 
+def test_off_tracks_nothing(capture, bpf):
+    import pktstat_bpf
+
+    on = pktstat_bpf.Replayer().replay(str(capture[0])).records
+    off = pktstat_bpf.Replayer(tcp_health=False).replay(str(capture[0])).records
+    assert int(on["retrans_packets"].sum()) == 5 and int(on["rtt_samples"].sum()) > 0
+    assert int(off["retrans_packets"].sum()) == int(off["rtt_samples"].sum()) == 0
+
+    def packets(recs) -> dict:
+        return {(int(r["sport"]), int(r["dport"])): int(r["packets"]) for r in recs}
+
+    assert packets(off) == packets(on)  # counted alike
+    run = [sys.executable, "-m", "pktstat_bpf", "--pcap", str(capture[0]), "--no-tcp-health", "-j"]
+    doc = json.loads(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+    assert not [f for f in doc["flows"] if "rttSamples" in f or "retransPackets" in f]
+
+
 def test_shown_in_text_and_json(capture, bpf):
     run = [sys.executable, "-m", "pktstat_bpf", "--pcap", str(capture[0])]
     text = subprocess.run(run, capture_output=True, text=True, check=True).stdout

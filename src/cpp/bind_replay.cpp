@@ -61,11 +61,11 @@ void register_replay(py::module_ &m) {
 	    py::arg("path"), "(earliest, latest) timestamp of a capture file's records in Unix ns, or None.");
 
 	py::class_<Replayer> cls(m, "Replayer");
-	cls.def(py::init([](uint32_t max_entries, bool arp) {
+	cls.def(py::init([](uint32_t max_entries, bool arp, bool tcp_health) {
 			py::gil_scoped_release nogil;
-			return std::make_unique<Replayer>(max_entries, arp);
+			return std::make_unique<Replayer>(max_entries, arp, tcp_health);
 		}),
-	        py::arg("max_entries") = 65536, py::arg("arp") = true)
+	        py::arg("max_entries") = 65536, py::arg("arp") = true, py::arg("tcp_health") = true)
 	    .def(
 		"open_file",
 		[](Replayer &r, const std::string &path) {

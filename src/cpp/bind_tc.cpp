@@ -33,19 +33,20 @@ void register_tc(py::module_ &m) {
 	m.def("sweep_stale_tc", &sweep_stale_tc, py::call_guard<py::gil_scoped_release>());
 
 	py::class_<TcCollector> cls(m, "TcCollector");
-	cls.def(py::init(
-		    [](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device, bool arp) {
-			    TcOptions o;
-			    o.ifindex = ifindex;
-			    o.max_entries = max_entries;
-			    o.mode = parse_mode(mode);
-			    o.l3_device = l3_device;
-			    o.arp = arp;
-			    py::gil_scoped_release nogil;
-			    return std::make_unique<TcCollector>(o);
-		    }),
+	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
+	                    bool arp, bool tcp_health) {
+			TcOptions o;
+			o.ifindex = ifindex;
+			o.max_entries = max_entries;
+			o.mode = parse_mode(mode);
+			o.l3_device = l3_device;
+			o.arp = arp;
+			o.tcp_health = tcp_health;
+			py::gil_scoped_release nogil;
+			return std::make_unique<TcCollector>(o);
+		}),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("attach") = "auto",
-	        py::arg("l3_device") = false, py::arg("arp") = true)
+	        py::arg("l3_device") = false, py::arg("arp") = true, py::arg("tcp_health") = true)
 	    .def("attach", &TcCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &TcCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &TcCollector::attached)

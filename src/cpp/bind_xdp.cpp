@@ -42,19 +42,20 @@ void register_xdp(py::module_ &m) {
 	    "The XDP program attached to ifindex: {prog_id, mode, name} (prog_id 0: none).");
 
 	py::class_<XdpCollector> cls(m, "XdpCollector");
-	cls.def(py::init(
-		    [](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device, bool arp) {
-			    XdpOptions o;
-			    o.ifindex = ifindex;
-			    o.max_entries = max_entries;
-			    o.mode = parse_mode(mode);
-			    o.l3_device = l3_device;
-			    o.arp = arp;
-			    py::gil_scoped_release nogil;
-			    return std::make_unique<XdpCollector>(o);
-		    }),
+	cls.def(py::init([](int ifindex, uint32_t max_entries, const std::string &mode, bool l3_device,
+	                    bool arp, bool tcp_health) {
+			XdpOptions o;
+			o.ifindex = ifindex;
+			o.max_entries = max_entries;
+			o.mode = parse_mode(mode);
+			o.l3_device = l3_device;
+			o.arp = arp;
+			o.tcp_health = tcp_health;
+			py::gil_scoped_release nogil;
+			return std::make_unique<XdpCollector>(o);
+		}),
 	        py::arg("ifindex"), py::arg("max_entries") = 65536, py::arg("mode") = "auto",
-	        py::arg("l3_device") = false, py::arg("arp") = true)
+	        py::arg("l3_device") = false, py::arg("arp") = true, py::arg("tcp_health") = true)
 	    .def("attach", &XdpCollector::attach, py::call_guard<py::gil_scoped_release>())
 	    .def("detach", &XdpCollector::detach, py::call_guard<py::gil_scoped_release>())
 	    .def_property_readonly("attached", &XdpCollector::attached)

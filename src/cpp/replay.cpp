@@ -91,11 +91,12 @@ struct Replayer::Run {
 	}
 };
 
-Replayer::Replayer(uint32_t max_entries, bool arp) : max_entries_(max_entries) {
+Replayer::Replayer(uint32_t max_entries, bool arp, bool tcp_health) : max_entries_(max_entries) {
 	if (max_entries == 0)
 		throw SysError("max_entries must be positive", EINVAL);
 	skel_->rodata->cfg_replay = true;
 	skel_->rodata->cfg_arp = arp;
+	skel_->rodata->cfg_tcp_health = tcp_health;
 	set_flow_table_size(skel_->obj, max_entries);
 	// Only tc_ingress runs here: do not spend verifier time on tc_egress.
 	check_libbpf(bpf_program__set_autoload(skel_->progs.tc_egress, false), "set autoload");

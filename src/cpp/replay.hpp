@@ -63,8 +63,9 @@ using ProgressFn = std::function<void(uint64_t, uint64_t, uint64_t)>;
 
 class Replayer {
       public:
-	// opens, configures, loads, probes the size limit; `arp`: key ARP frames as flows
-	explicit Replayer(uint32_t max_entries, bool arp = true);
+	// opens, configures, loads, probes the size limit; `arp`: key ARP frames as flows;
+	// `tcp_health`: track TCP retransmissions and round trips
+	explicit Replayer(uint32_t max_entries, bool arp = true, bool tcp_health = true);
 	~Replayer();
 	Replayer(const Replayer &) = delete;
 	Replayer &operator=(const Replayer &) = delete;

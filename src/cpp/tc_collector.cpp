@@ -12,6 +12,7 @@ TcCollector::TcCollector(const TcOptions &opts) : opts_(opts) {
 		throw SysError("max_entries must be positive", EINVAL);
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
 	skel_->rodata->cfg_arp = opts.arp;
+	skel_->rodata->cfg_tcp_health = opts.tcp_health;
 	set_flow_table_size(skel_->obj, opts.max_entries);
 	skel_.load();
 	epoch_offset_ns_ = monotonic_to_epoch_offset_ns();

@@ -26,6 +26,7 @@ struct TcOptions {
 	TcAttachMode mode = TcAttachMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
 	bool arp = true;        // key ARP frames as flows (false: --no-arp, unparsed)
+	bool tcp_health = true; // track retransmissions and round trips (false: --no-tcp-health)
 };
 
 // A legacy filter's identity, for the janitor that removes it if we die.

@@ -80,6 +80,7 @@ XdpCollector::XdpCollector(const XdpOptions &opts) : opts_(opts) {
 	bpf_program *prog = skel_->progs.xdp_count;
 	skel_->rodata->cfg_l2_proto = opts.l3_device ? htons(ETH_P_IP) : 0;
 	skel_->rodata->cfg_arp = opts.arp;
+	skel_->rodata->cfg_tcp_health = opts.tcp_health;
 	// Offloaded programs cannot call bpf_xdp_get_buff_len; keep them linear.
 	buff_len_ =
 	    opts.mode != XdpMode::Offload && test_faults()->xdp_buff_len.value_or(xdp_kernel_has_buff_len());

@@ -53,6 +53,7 @@ struct XdpOptions {
 	XdpMode mode = XdpMode::Auto;
 	bool l3_device = false; // frames start at the IP header (tun, wireguard ...)
 	bool arp = true;        // key ARP frames as flows (false: --no-arp, unparsed)
+	bool tcp_health = true; // track retransmissions and round trips (false: --no-tcp-health)
 };
 
 class XdpCollector {

@@ -59,6 +59,7 @@ class Options:
     xdp: bool = False
     xdp_mode: str = "auto"
     arp: bool = True
+    tcp_health: bool = True
     cgroup: str | None = None
     kprobes: bool = False
     process_backend: str | None = None
@@ -203,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="arp",
         action="store_false",
         help="count ARP frames as unparsed, not as ARP flows (TC, XDP and --pcap)",
+    )
+    p.add_argument(
+        "--no-tcp-health",
+        dest="tcp_health",
+        action="store_false",
+        help="track no TCP retransmissions and round trips (TC, XDP and --pcap; saves their cost per segment)",
     )
     p.add_argument(
         "-c",
@@ -369,6 +376,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raise UsageError("-c/--cgroup counts sockets, not an interface: drop -i/--iface")
     if not ns.arp and (ns.cgroup is not None or ns.kprobes):
         raise UsageError("--no-arp applies to TC, XDP and --pcap: sockets see no ARP")
+    if not ns.tcp_health and (ns.cgroup is not None or ns.kprobes):
+        raise UsageError(
+            "--no-tcp-health applies to TC, XDP and --pcap: the socket modes track no TCP health"
+        )
     _check_outputs(ns)
     internal = NetworkSet.parse(ns.internal_networks)
     listen, top = _check_exporter(ns)

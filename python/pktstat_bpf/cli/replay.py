@@ -36,7 +36,7 @@ def run_replay(opts: Options) -> int:
     with FlowOutputs(opts, direction=False, owners=False) as flows, view_for(opts) as view:  # (outputs first)
         with STOP as stop:
             replayer = Replayer(
-                opts.max_entries, arp=opts.arp
+                opts.max_entries, arp=opts.arp, tcp_health=opts.tcp_health
             )  # (loading: the signal is seen once it returns)
             stop.raise_if_signalled()
             bar = ProgressBar(sys.stderr)

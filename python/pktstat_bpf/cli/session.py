@@ -68,9 +68,10 @@ def collector_for(opts: Options) -> Collector:
         return Collector(mode="cgroup", cgroup=opts.cgroup, **common)
     if opts.kprobes:
         return Collector(mode="process", backend=opts.process_backend or "auto", **common)
+    packets = {"arp": opts.arp, "tcp_health": opts.tcp_health}
     if opts.xdp:
-        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, arp=opts.arp, **common)
-    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, arp=opts.arp, **common)
+        return Collector(opts.iface, "xdp", xdp_mode=opts.xdp_mode, **packets, **common)
+    return Collector(opts.iface, "tc", tc_attach=opts.tc_attach, **packets, **common)
 
 
 def view_for(opts: Options) -> View:

@@ -92,6 +92,8 @@ class Collector:
     and a legacy clsact filter otherwise (``tc_attach="tcx"|"legacy"`` forces
     one). Other keyword options belong to the mode (see ``pktstat_bpf.modes``);
     ``arp=False`` (TC, XDP) counts ARP frames as unparsed (``--no-arp``).
+    ``tcp_health=False`` (TC, XDP) tracks no TCP retransmissions and round
+    trips (``--no-tcp-health``; docs/counting.md "TCP health").
 
     ``drops=True`` also watches the packets the kernel drops, with its
     reasons (``--drops``; docs/counting.md, "Drops"): per flow (snapshot

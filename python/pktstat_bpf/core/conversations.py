@@ -206,7 +206,8 @@ def names(p: Plan, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         first = ~c2s if k in RESPONSE_COLUMNS else c2s
         # rank each record: 2 set in the direction that comes first, 1 set in the other, 0 unset
-        rank = np.where(np.not_equal(v, None), np.where(first, 2, 1), 0)
+        present = np.fromiter((x is not None for x in v), dtype=bool, count=len(v))
+        rank = np.where(present, np.where(first, 2, 1), 0)
         order = np.lexsort((-rank, p.codes))  # per conversation, its best record first
         best = order[np.searchsorted(p.codes[order], np.arange(m))]
         col = v[best].copy()

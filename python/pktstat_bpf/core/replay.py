@@ -62,16 +62,21 @@ class Replayer:
     >>> snaps = [r.replay(p) for p in paths]            # doctest: +SKIP
 
     Each :meth:`replay` starts from an empty flow table. ``arp=False``
-    counts ARP frames as unparsed instead of as ARP flows (``--no-arp``).
+    counts ARP frames as unparsed instead of as ARP flows (``--no-arp``);
+    ``tcp_health=False`` tracks no TCP retransmissions and round trips
+    (``--no-tcp-health``).
     """
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, *, arp: bool = True) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, *, arp: bool = True, tcp_health: bool = True
+    ) -> None:
         self.max_entries = check_max_entries(max_entries)
         self.arp = bool(arp)
+        self.tcp_health = bool(tcp_health)
         from .engine import _core
 
         try:
-            self._engine = _core.Replayer(self.max_entries, self.arp)
+            self._engine = _core.Replayer(self.max_entries, self.arp, self.tcp_health)
         except OSError as e:
             raise translate_os_error(e, "cannot load the BPF programs") from None
 

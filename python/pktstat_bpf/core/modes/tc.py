@@ -20,10 +20,17 @@ class TcMode(InterfaceMode):
     name = "tc"
 
     def __init__(
-        self, *, iface: str | None = None, max_entries: int, tc_attach: str = "auto", arp: bool = True
+        self,
+        *,
+        iface: str | None = None,
+        max_entries: int,
+        tc_attach: str = "auto",
+        arp: bool = True,
+        tcp_health: bool = True,
     ) -> None:
         self.tc_attach = check_choice(tc_attach, TC_ATTACH, "tc attach mode")
         self.arp = bool(arp)
+        self.tcp_health = bool(tcp_health)
         super().__init__(iface, max_entries)
         self._janitor: Any = None
 
@@ -31,7 +38,12 @@ class TcMode(InterfaceMode):
         from ..engine import _core
 
         self.engine = _core.TcCollector(
-            self.ifindex, self.max_entries, self.tc_attach, _iface.is_l3_device(self.iface), self.arp
+            self.ifindex,
+            self.max_entries,
+            self.tc_attach,
+            _iface.is_l3_device(self.iface),
+            self.arp,
+            self.tcp_health,
         )
 
     def attach(self) -> None:

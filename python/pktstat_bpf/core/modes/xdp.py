@@ -33,10 +33,17 @@ class XdpMode(InterfaceMode):
     name = "xdp"
 
     def __init__(
-        self, *, iface: str | None = None, max_entries: int, xdp_mode: str = "auto", arp: bool = True
+        self,
+        *,
+        iface: str | None = None,
+        max_entries: int,
+        xdp_mode: str = "auto",
+        arp: bool = True,
+        tcp_health: bool = True,
     ) -> None:
         self.xdp_mode = check_choice(xdp_mode, XDP_MODES, "--xdp_mode")
         self.arp = bool(arp)
+        self.tcp_health = bool(tcp_health)
         super().__init__(iface, max_entries)
 
     def load(self) -> None:
@@ -44,7 +51,12 @@ class XdpMode(InterfaceMode):
 
         try:
             self.engine = _core.XdpCollector(
-                self.ifindex, self.max_entries, self.xdp_mode, _iface.is_l3_device(self.iface), self.arp
+                self.ifindex,
+                self.max_entries,
+                self.xdp_mode,
+                _iface.is_l3_device(self.iface),
+                self.arp,
+                self.tcp_health,
             )
         except OSError as e:
             if self.xdp_mode == "offload" and e.errno not in (errno.EPERM, errno.EACCES):
