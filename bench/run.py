@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 # name -> module; the order they run in (the CPU-bound kernel ones first)
 BENCHMARKS = {
     "hotpath": "bench_hotpath",
+    "health": "bench_health",
     "datapath": "bench_datapath",
     "snapshot": "bench_snapshot",
     "replay": "bench_replay",
@@ -163,6 +164,22 @@ def _hotpath_rows(h: dict[str, Any]) -> list[Row]:
             else:
                 rows.append(("1 hot path", measure, result, "report", ""))
     return rows + _label_rows(h.get("label"))
+
+
+def _health_rows(h: dict[str, Any]) -> list[Row]:
+    """TCP health's cost (bench_health), TC, one established connection."""
+    goal = h.get("target_ratio", 1.3)
+    what = {"ack": "pure ACK echoing a timestamp", "data": "data segment with timestamps"}
+    rows: list[Row] = []
+    for case, label in what.items():
+        r = h[case]
+        result = (
+            f"health on {r['ours_ns']:.0f} ns = {_x(r['ratio'])}; off {r['off_ns']:.0f} ns = "
+            f"{_x(r['off_ratio'])} (lean {r['lean_ns']:.0f} ns)"
+        )
+        measure = f"TC {label}: ns over empty, ours / lean"
+        rows.append(("19 health", measure, result, f"<= {goal}x", _verdict(r["ratio"], goal, True)))
+    return rows
 
 
 def _label_rows(lab: dict[str, Any] | None) -> list[Row]:
@@ -481,6 +498,7 @@ def _day_rows(d: dict[str, Any]) -> list[Row]:
 # (benchmark, rows of its results), in the order of the issue's targets
 ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("hotpath", _hotpath_rows),
+    ("health", _health_rows),
     ("datapath", _datapath_rows),
     ("snapshot", _snapshot_rows),
     ("replay", _replay_rows),

