@@ -277,5 +277,5 @@ def _snapshot(
         mode="replay",
         max_entries=engine.max_entries,
         extra=extra,
-        columns={**names.columns(records, engine.names()), **(columns or {})},
+        columns={**names.columns(records, engine.names(), engine.dns_names()), **(columns or {})},
     )
