@@ -210,3 +210,43 @@ def test_hostile_answers(bpf, tmp_path):
     want |= {33: "ch.test"}
     names = {i: got[(addr, 41000 + i)].get("dnsName") for i, addr in enumerate(ip[:34])}
     assert names == {i: want.get(i) for i in range(34)}
+
+
+def test_precedence_of_the_columns():
+    """core/names.py alone: a flow's own SNI, or its reverse direction's
+    HTTP Host, wins over the DNS answer joined to it; the answer names only
+    the flow it was joined to (the engine joins each direction itself)."""
+    import numpy as np
+    from pktstat_bpf import _core
+    from pktstat_bpf.core import names
+
+    assert _core.dns_name_dtype.itemsize == 344
+    rec = np.zeros(4, _core.record_dtype)
+    for i, r in enumerate(rec):
+        r["saddr"] = np.frombuffer(bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1]), np.uint8)
+        r["daddr"] = np.frombuffer(bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 2 + i]), np.uint8)
+        r["sport"], r["dport"], r["proto"], r["ipver"], r["dir"] = 40000 + i, 443, 6, 4, 2  # (replay)
+    own = np.zeros(2, _core.name_dtype)
+    for n, i, kind, name in (
+        (own[0], 0, names.NAME_SNI, b"sni.example"),
+        (own[1], 1, names.NAME_HTTP_HOST, b"h.example"),
+    ):
+        r = rec[i]
+        for f in ("saddr", "daddr", "sport", "dport", "proto", "ipver", "dir"):
+            n[f] = r[f]
+        if i == 1:  # the reverse direction's name
+            n["saddr"], n["daddr"], n["sport"], n["dport"] = r["daddr"], r["saddr"], r["dport"], r["sport"]
+        n["name_kind"], n["name_len"], n["dns_rcode"] = kind, len(name), names.NO_RCODE
+        n["name"][: len(name)] = np.frombuffer(name, np.uint8)
+    dns = np.zeros(3, _core.dns_name_dtype)
+    for d, i in zip(dns, (0, 1, 2)):
+        for f in ("saddr", "daddr", "sport", "dport", "proto", "ipver", "dir"):
+            d[f] = rec[i][f]
+        wire = dns_wire([b"joined", b"test"])
+        d["name_len"], d["answer_ttl"] = len(wire), 60
+        d["name"][: len(wire)] = np.frombuffer(wire, np.uint8)
+    cols = names.columns(rec, own, dns)
+    assert list(cols["dns_name"]) == [None, None, "joined.test", None]
+    assert list(cols["name_source"]) == ["sni", "http", "dns-answer", None]
+    assert list(cols["server_name"]) == ["sni.example", None, None, None]
+    assert list(cols["http_host"]) == [None, "h.example", None, None]
