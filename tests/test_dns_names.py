@@ -86,7 +86,9 @@ def replay(path: str) -> dict[tuple[str, int], dict]:
     import pktstat_bpf
 
     out = {}
-    for d in pktstat_bpf.replay(path).flow_dicts():
+    snap = pktstat_bpf.replay(path)
+    assert snap.extra["dnsAddrsFull"] == 0
+    for d in snap.flow_dicts():
         if d["srcIp"] in (C, C6):
             out[(d["dstIp"], d["srcPort"])] = d
         else:

@@ -296,6 +296,7 @@ class Collector:
         if self._names is not None:
             columns = {**names.columns(records, self._names, self._dns_names), **columns}
             extra = {**extra, "namesFull": self._mode.engine.names_full}
+            extra["dnsAddrsFull"] = self._mode.engine.dns_addrs_full
         return Snapshot(
             records=records,
             totals=totals,

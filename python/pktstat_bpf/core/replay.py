@@ -264,6 +264,7 @@ def _snapshot(
         "frames": info["frames"],
     }
     extra["namesFull"] = engine.names_full
+    extra["dnsAddrsFull"] = engine.dns_addrs_full
     if c["clipped_frames"]:
         extra["clippedFrames"] = c["clipped_frames"]
     if info["damage"]:
