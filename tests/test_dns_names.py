@@ -140,6 +140,19 @@ def joined(bpf, tmp_path_factory):
     # a flow that began before the answer for its address
     cap.udp(6, "192.0.2.77", 40005)
     cap.dns(7, 50004, response("before.test", [rr(PTR, 1, 300, a("192.0.2.77"))]))
+    # the same question answered again (TTL 5 at 20 s and at 24 s): a flow
+    # between the two answers and one after the first's expiry are its
+    cap.dns(20, 50005, response("again.test", [rr(PTR, 1, 5, a("192.0.2.88"))]))
+    cap.udp(22, "192.0.2.88", 40006)
+    cap.dns(24, 50006, response("again.test", [rr(PTR, 1, 5, a("192.0.2.88"))]))
+    cap.udp(27, "192.0.2.88", 40007)
+    cap.udp(30, "192.0.2.88", 40008)  # (expired at 29 s)
+    # another question for an address: it replaces the first (one drain
+    # here: the flow between the two answers is left without a name)
+    cap.dns(40, 50007, response("first.test", [rr(PTR, 1, 300, a("192.0.2.89"))]))
+    cap.udp(41, "192.0.2.89", 40009)
+    cap.dns(42, 50008, response("second.test", [rr(PTR, 1, 300, a("192.0.2.89"))]))
+    cap.udp(43, "192.0.2.89", 40010)
     return replay(cap.write(tmp_path_factory.mktemp("dnsjoin") / "join.pcap"))
 
 
@@ -159,6 +172,13 @@ def test_expired_sni_and_earlier_flows(joined):
     tls = joined[("203.0.113.9", 40004)]
     assert (tls["serverName"], *named(tls)) == ("real.example", None, "sni")
     assert named(joined[("192.0.2.77", 40005)]) == (None, None)
+
+
+def test_an_answer_again_extends_it(joined):
+    got = [named(joined[("192.0.2.88", port)])[0] for port in (40006, 40007, 40008)]
+    assert got == ["again.test", "again.test", None]
+    got = [named(joined[("192.0.2.89", port)])[0] for port in (40009, 40010)]
+    assert got == [None, "second.test"]
 
 
 def test_dns_flows_name_their_question(joined):

@@ -24,7 +24,19 @@ void DnsCache::add(const dns_addr_key &k, const dns_addr &a) {
 	const uint64_t expiry = a.seen_ns + ttl_ns(a.ttl);
 	auto it = by_addr_.find(key);
 	if (it != by_addr_.end()) {
-		by_expiry_.erase(it->second.at);
+		Entry &e = it->second;
+		if (e.a.len == a.len && e.a.seen_ns <= a.seen_ns &&
+		    std::memcmp(e.a.name, a.name, a.len) == 0) {
+			// the same question again: the first time stays (the flows
+			// since then are its), the later expiry wins
+			if (expiry > e.expiry_ns) {
+				by_expiry_.erase(e.at);
+				e.expiry_ns = expiry;
+				e.at = by_expiry_.emplace(expiry, key);
+			}
+			return;
+		}
+		by_expiry_.erase(e.at);
 		by_addr_.erase(it);
 	} else if (by_addr_.size() >= kDnsCacheMax) {
 		auto first = by_expiry_.begin(); // full: the answer that expires first goes

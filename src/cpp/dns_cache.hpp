@@ -26,8 +26,10 @@ constexpr size_t kDnsCacheMax = 65536;
 
 class DnsCache {
       public:
-	// An answer (seen_ns on the flows' clock); a later answer for the same
-	// address replaces an earlier one.
+	// An answer (seen_ns on the flows' clock). A later answer for the same
+	// address and the same question extends the earlier one to its expiry
+	// (the kernel does the same within an interval); for another question
+	// it replaces it.
 	void add(const dns_addr_key &k, const dns_addr &a);
 	// The answer naming a flow of tuple `t` first seen at `first_ns`: for
 	// its destination address, else its source; seen at most `slack_ns`
