@@ -40,6 +40,7 @@ interval_dtype: np.dtype[np.void]
 ended_dtype: np.dtype[np.void]
 #: one name of a flow (flow.h struct name_record): the flow key's fields, then the name's
 name_dtype: np.dtype[np.void]
+dns_name_dtype: np.dtype[np.void]
 #: reason of an ended record: idle past the idle timeout (retired).
 FLOW_END_IDLE: int
 #: reason of an ended record: running past the active timeout since its last record (stays live).
@@ -176,6 +177,16 @@ class _MapReaders:
     @property
     def names_full(self) -> int:
         """Names the kernel's names map had no room for, as of the last drain."""
+
+    def dns_names(self) -> np.ndarray[Any, np.dtype[np.void]]:
+        """Every live flow named by a DNS answer seen before it (and those the
+        last drain ended): the flow's key, the question's name in wire form,
+        the answer's TTL and time seen (dns_name_dtype; empty where the
+        programs read no names)."""
+
+    @property
+    def dns_addrs_full(self) -> int:
+        """DNS answer addresses the kernel's dns_addrs map had no room for."""
 
     def set_flow_limits(
         self,

@@ -185,11 +185,45 @@ struct name_record {
 };
 FLOW_STATIC_ASSERT(sizeof(struct name_record) == 432, "name_record layout");
 
-/* The names map's counters (a per-CPU array of one). */
+/* The names map's counters (a per-CPU array of one), and the dns_addrs
+ * map's. */
 struct name_stats {
-	__u64 written; /* names stored */
-	__u64 full;    /* names not stored: the map had no room */
+	__u64 written;        /* names stored */
+	__u64 full;           /* names not stored: the map had no room */
+	__u64 dns_addrs;      /* DNS answer addresses stored (dns_addrs) */
+	__u64 dns_addrs_full; /* not stored: the map had no room */
 };
+
+/* A DNS response's A and AAAA answers (l7_names.bpf.h, the `dns_addrs`
+ * map): the address, as flow.h keeps addresses (16 bytes, IPv4
+ * v4-mapped), and its family (4 or 6: A or AAAA) ... */
+struct dns_addr_key {
+	__u8 addr[16];
+	__u8 ipver;
+	__u8 _pad[3];
+};
+FLOW_STATIC_ASSERT(sizeof(struct dns_addr_key) == 20, "dns_addr_key layout");
+
+/* ... -> the QUESTION's name (wire form, as struct flow_name keeps a DNS
+ * name: a CNAME chain's addresses belong to the name asked for), the
+ * record's TTL and when the response was seen (the flows' clock). */
+struct dns_addr {
+	__u64 seen_ns;
+	__u32 ttl; /* seconds */
+	__u8 len;  /* bytes of name */
+	__u8 _pad[3];
+	char name[FLOW_NAME_MAX + 1];
+};
+FLOW_STATIC_ASSERT(sizeof(struct dns_addr) == 272, "dns_addr layout");
+
+/* A flow named by a DNS answer, as it reaches NumPy (built by the C++
+ * engine: the answer whose address is the flow's remote address, seen
+ * before the flow's first packet and still within its TTL then). */
+struct dns_name_record {
+	struct flow_key key;
+	struct dns_addr answer;
+};
+FLOW_STATIC_ASSERT(sizeof(struct dns_name_record) == 344, "dns_name_record layout");
 
 /* Conservation counters, one set per direction: every packet a program sees
  * is counted in `packets`/`bytes` and then exactly once more, in a flow, in

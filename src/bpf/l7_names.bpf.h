@@ -18,6 +18,9 @@
  * (flow_drain.cpp), so the map needs room only for one interval's names; a
  * name the map has no room for is counted in `name_stats.full`.
  *
+ * A DNS response's A and AAAA answers go to the `dns_addrs` map (address ->
+ * the question's name, TTL, time seen), read by l7_dns_addrs.bpf.h.
+ *
  * A ClientHello longer than its first TCP segment (post-quantum key shares
  * make them 1,200-1,800 bytes) is continued in the next segment of the
  * flow, in order (its sequence number is checked), when the extension the
@@ -79,6 +82,12 @@ struct {
 
 struct l7_bytes {
 	__u32 sni_at, alpn_at; /* l7_tls_exts: where the two extensions' bodies start */
+	/* l7_dns_rr's walk of a response's answers (in b: rr_n bytes of the
+	 * message from its header on): where it is, the records still to read,
+	 * 1 while at a label of an owner name. Kept here, in map memory the
+	 * verifier does not track, so its turns' states meet again. */
+	__u32 rr_pos, rr_n, rr_left, rr_in_name;
+	__u32 rr_off; /* where the message starts in the frame */
 	__u8 b[L7_SCRATCH];
 };
 
@@ -298,6 +307,8 @@ __noinline int l7_http(L7_CTX *c, __u32 off, __u32 avail, struct flow_name *out)
 	return 0;
 }
 
+#include "l7_dns_addrs.bpf.h" /* (needs name_bytes, name_stats, l7_load above) */
+
 /* A DNS message (after the length prefix over TCP): counted in `e` (the
  * flow's entry, or `s->out` for a new one), its question's name (wire
  * form) and type made the flow's name. Returns 1 when `e` changed. */
@@ -308,6 +319,7 @@ __noinline int l7_dns(L7_CTX *c, __u32 off, __u32 avail, __u32 tcp, struct flow_
 
 	if (!c || !e || !s)
 		return 0;
+	s->rr_left = 0; /* (l7_dns_addrs: no answers to read) */
 	if (tcp) {
 		if (avail < 2)
 			return 0;
@@ -353,6 +365,13 @@ __noinline int l7_dns(L7_CTX *c, __u32 off, __u32 avail, __u32 tcp, struct flow_
 	e->kind = FLOW_NAME_DNS;
 	e->len = pos;
 	e->dns_qtype = qtype;
+	/* a response to one question, without error: its addresses */
+	if ((flags & 0x800f) == 0x8000 && qd == 1 && an) {
+		s->rr_off = off;
+		s->rr_n = avail < L7_SCRATCH ? avail : L7_SCRATCH;
+		s->rr_pos = 12 + pos + 4;
+		s->rr_left = an < L7_DNS_ANSWERS ? an : L7_DNS_ANSWERS;
+	}
 	return 1;
 }
 
@@ -393,6 +412,7 @@ __noinline int l7_name(L7_CTX *c, __u32 off, __u32 plen, __u32 what, const L7_KE
 		if (app != L7_APP_DNS)
 			return app;
 		l7_dns(c, off, avail, tcp, e);
+		l7_dns_addrs(c, e);
 		return app | L7_LOOK_MORE;
 	}
 	__builtin_memset(out, 0, sizeof(*out));
@@ -417,6 +437,7 @@ __noinline int l7_name(L7_CTX *c, __u32 off, __u32 plen, __u32 what, const L7_KE
 		more = L7_LOOK_MORE;
 		if (!l7_dns(c, off, avail, tcp, out))
 			return app | more;
+		l7_dns_addrs(c, out);
 		break;
 	case L7_APP_QUIC:
 		if (avail < 5 || l7_load(c, off, v, 5) || !(v[0] & 0x80))

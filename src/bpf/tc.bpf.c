@@ -23,6 +23,15 @@ static __always_inline __be16 l7_frame_l2(void *ctx) {
 	return cfg_replay || !cfg_l2_proto ? 0 : ((struct __sk_buff *)ctx)->protocol;
 }
 
+/* l7_names.bpf.h: the time the frame's flow is stamped with. */
+static __always_inline __u64 l7_frame_ns(void *ctx) {
+	struct __sk_buff *skb = ctx;
+
+	if (cfg_replay)
+		return ((__u64)skb->cb[REPLAY_CB_TS_HI] << 32) | skb->cb[REPLAY_CB_TS_LO];
+	return tick_ns();
+}
+
 static __always_inline int tc_count(struct __sk_buff *skb, __u32 dir) {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;

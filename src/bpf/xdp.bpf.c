@@ -75,6 +75,11 @@ static __always_inline __be16 l7_frame_l2(void *ctx) {
 	return xdp_l2((void *)(long)x->data, (void *)(long)x->data_end);
 }
 
+/* l7_names.bpf.h: the time the frame's flow is stamped with. */
+static __always_inline __u64 l7_frame_ns(void *ctx) {
+	return tick_ns();
+}
+
 SEC("xdp")
 int xdp_count(struct xdp_md *ctx) {
 	void *data = (void *)(long)ctx->data;

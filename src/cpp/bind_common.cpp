@@ -110,6 +110,28 @@ const std::vector<Field> &name_fields() {
 }
 #undef NAME_FIELD
 
+#define DNS_FIELD(name, member, fmt)                                                                         \
+	Field {                                                                                              \
+		name, fmt, offsetof(dns_name_record, member), sizeof(dns_name_record::member)                \
+	}
+// The key's fields as a flow record's, then the DNS answer that names the flow.
+const std::vector<Field> &dns_name_fields() {
+	static const std::vector<Field> f = [] {
+		std::vector<Field> out;
+		for (const Field &x : record_fields())
+			if (x.offset < sizeof(flow_key))
+				out.push_back(x);
+		for (Field x : std::vector<Field>{DNS_FIELD("answer_seen_ns", answer.seen_ns, "u8"),
+		                                  DNS_FIELD("answer_ttl", answer.ttl, "u4"),
+		                                  DNS_FIELD("name_len", answer.len, "u1"),
+		                                  DNS_FIELD("name", answer.name, "(256,)u1")})
+			out.push_back(x);
+		return out;
+	}();
+	return f;
+}
+#undef DNS_FIELD
+
 #define STAT_FIELD(m)                                                                                        \
 	Field {                                                                                              \
 #m, "u8", offsetof(dir_stats, m), sizeof(dir_stats::m)                                       \
@@ -151,6 +173,11 @@ py::dtype interval_dtype() {
 
 py::dtype name_dtype() {
 	static auto *dt = new py::dtype(make_dtype(name_fields(), sizeof(name_record)));
+	return *dt;
+}
+
+py::dtype dns_name_dtype() {
+	static auto *dt = new py::dtype(make_dtype(dns_name_fields(), sizeof(dns_name_record)));
 	return *dt;
 }
 
@@ -198,6 +225,7 @@ void bind_interval(py::module_ &m) {
 	m.attr("interval_dtype") = interval_dtype();
 	m.attr("ended_dtype") = ended_dtype();
 	m.attr("name_dtype") = name_dtype();
+	m.attr("dns_name_dtype") = dns_name_dtype();
 
 	m.attr("FLOW_END_IDLE") = static_cast<int>(FLOW_END_IDLE);
 	m.attr("FLOW_END_ACTIVE") = static_cast<int>(FLOW_END_ACTIVE);

@@ -55,6 +55,8 @@ py::dtype interval_dtype();
 py::dtype ended_dtype();
 py::dtype name_dtype();
 const std::vector<Field> &name_fields();
+py::dtype dns_name_dtype();
+const std::vector<Field> &dns_name_fields();
 py::dict layout_of(const std::vector<Field> &fields, size_t itemsize);
 
 // Hand a vector to NumPy without copying: the capsule owns it (and gives a
@@ -138,6 +140,16 @@ void bind_flow_table(py::class_<C> &cls, Drainer drainer, DrainFn drain_fn) {
 				 names = drainer(c).names();
 			 }
 			 return to_numpy(std::move(names), name_dtype());
+		 })
+	    .def_property_readonly("dns_addrs_full", [drainer](C &c) { return drainer(c).dns_addrs_full(); })
+	    .def("dns_names",
+	         [drainer](C &c) {
+			 std::vector<dns_name_record> names;
+			 {
+				 py::gil_scoped_release nogil;
+				 names = drainer(c).dns_names();
+			 }
+			 return to_numpy(std::move(names), dns_name_dtype());
 		 })
 	    .def(
 		"read_flows",

@@ -72,6 +72,9 @@ void set_flow_table_size(bpf_object *obj, uint32_t max_entries) {
 	if (bpf_map *names = bpf_object__find_map_by_name(obj, "names"))
 		check_libbpf(bpf_map__set_max_entries(names, std::min(max_entries, kNamesMaxEntries)),
 		             "set names map size");
+	if (bpf_map *addrs = bpf_object__find_map_by_name(obj, "dns_addrs"))
+		check_libbpf(bpf_map__set_max_entries(addrs, std::min(max_entries, kNamesMaxEntries)),
+		             "set dns_addrs map size");
 }
 
 FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t start_ns)
@@ -95,6 +98,8 @@ FlowDrain::FlowDrain(bpf_object *obj, int64_t ts_offset_ns, bool live, uint64_t 
 		if (names_key_size_ != sizeof(flow_tuple) && names_key_size_ != sizeof(flow_key))
 			throw SysError("names map has an unknown key size", EPROTO);
 	}
+	if (bpf_map *addrs = bpf_object__find_map_by_name(obj, "dns_addrs"))
+		dns_addrs_fd_ = bpf_map__fd(addrs);
 	if (live_) {
 		// The inner map drain_sync's updates point to (the template's shape).
 		int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "drain_sync_in", sizeof(uint32_t),
@@ -151,8 +156,55 @@ void FlowDrain::take_names(Interval &iv) {
 	for (const name_stats &c : per_cpu) {
 		iv.names_written += c.written;
 		iv.names_full += c.full;
+		iv.dns_addrs += c.dns_addrs;
+		iv.dns_addrs_full += c.dns_addrs_full;
 	}
 	names_full_ = iv.names_full;
+	dns_addrs_full_ = iv.dns_addrs_full;
+}
+
+// The dns_addrs map's entries moved into the cache (as take_names: the keys
+// first, then each taken with lookup_and_delete), on the flows' clock.
+void FlowDrain::take_dns_addrs() {
+	if (dns_addrs_fd_ < 0)
+		return;
+	std::vector<dns_addr_key> keys;
+	dns_addr_key key{};
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(dns_addrs_fd_, prev, &key) == 0) {
+		keys.push_back(key);
+		prev = &keys.back();
+	}
+	for (const dns_addr_key &k : keys) {
+		dns_addr a{};
+		if (bpf_map_lookup_and_delete_elem(dns_addrs_fd_, &k, &a) != 0)
+			continue;
+		a.seen_ns = static_cast<uint64_t>(static_cast<int64_t>(a.seen_ns) + ts_offset_ns_);
+		data_ns_ = std::max<uint64_t>(data_ns_, a.seen_ns);
+		dns_.add(k, a);
+	}
+}
+
+// Live clocks are per-CPU ticks (tick_clock.bpf.h): a flow's first packet
+// may be stamped up to a tick before the answer another CPU stamped.
+constexpr uint64_t kDnsSlackNs = 20000000;
+
+// The interval's flows not yet named by DNS: named from the cache
+// (dns_cache.hpp), which then forgets what has expired by the latest time
+// seen (on the data's clock, so a replay's answers expire in capture time).
+void FlowDrain::name_by_dns(const std::vector<interval_record> &recs) {
+	for (const interval_record &r : recs)
+		data_ns_ = std::max<uint64_t>(data_ns_, r.rec.value.last_seen_ns);
+	if (dns_.size())
+		for (const interval_record &r : recs) {
+			std::string k = key_bytes(r.rec.key);
+			if (dns_named_.count(k))
+				continue;
+			if (const dns_addr *a =
+			        dns_.find(r.rec.key.tuple, r.flow_first_seen_ns, live_ ? kDnsSlackNs : 0))
+				dns_named_.emplace(std::move(k), *a);
+		}
+	dns_.expire(data_ns_);
 }
 
 Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_batch,
@@ -177,8 +229,10 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	}
 	Interval iv;
 	iv.wait_ns = ns_since(t0);
-	for (const std::string &k : names_ended_) // ended by the previous drain: shown once, with their end
+	for (const std::string &k : names_ended_) { // ended by the previous drain: shown once, with their end
 		names_.erase(k);
+		dns_named_.erase(k);
+	}
 	names_ended_.clear();
 	const auto t1 = clock::now();
 	iv.start_ns = last_ns_;
@@ -188,6 +242,7 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	const std::vector<flow_record> &recs = scratch_;
 	iv.stats = read_side_stats(old, true);
 	take_names(iv);
+	take_dns_addrs();
 	if (extra)
 		for (uint32_t d = 0; d < FLOW_DIR_NR && d < extra->size(); ++d)
 			add_stats(iv.stats[d], (*extra)[d]);
@@ -196,11 +251,12 @@ Interval FlowDrain::drain(uint64_t now_ns, bool timeouts, bool end, bool use_bat
 	iv.read_ns = ns_since(t1);
 	const auto t2 = clock::now();
 	table_.update(recs, iv.records, iv.ended);
+	name_by_dns(iv.records);
 	if (timeouts)
 		table_.expire(now_ns, iv.ended);
 	if (end)
 		table_.retire_all(FLOW_END_END, iv.ended);
-	if (!names_.empty())
+	if (!names_.empty() || !dns_named_.empty())
 		for (const ended_record &e : iv.ended)
 			if (e.reason != FLOW_END_ACTIVE)
 				names_ended_.push_back(key_bytes(e.rec.key));
@@ -253,6 +309,24 @@ uint64_t FlowDrain::names_full() {
 	return names_full_;
 }
 
+std::vector<dns_name_record> FlowDrain::dns_names() {
+	std::lock_guard<std::mutex> lock(mu_);
+	std::vector<dns_name_record> out;
+	out.reserve(dns_named_.size());
+	for (const auto &[k, a] : dns_named_) {
+		dns_name_record r{};
+		std::memcpy(&r.key, k.data(), sizeof(r.key));
+		r.answer = a;
+		out.push_back(r);
+	}
+	return out;
+}
+
+uint64_t FlowDrain::dns_addrs_full() {
+	std::lock_guard<std::mutex> lock(mu_);
+	return dns_addrs_full_;
+}
+
 void FlowDrain::set_limits(const FlowLimits &l) {
 	std::lock_guard<std::mutex> lock(mu_);
 	table_.set_limits(l);
@@ -280,6 +354,10 @@ void FlowDrain::clear() {
 		Interval gone;
 		take_names(gone);
 	}
+	take_dns_addrs();
+	dns_.clear();
+	dns_named_.clear();
+	data_ns_ = 0;
 	names_.clear();
 	names_ended_.clear();
 }

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dns_cache.hpp"
 #include "fd.hpp"
 #include "flow.h"
 #include "flow_life.hpp"
@@ -42,6 +43,7 @@ struct Interval {
 	std::vector<dir_stats> totals;              // the run's counters so far (every interval)
 	std::vector<name_record> names;             // the names map's entries, moved out (l7_names.bpf.h)
 	uint64_t names_written = 0, names_full = 0; // the names map's counters so far
+	uint64_t dns_addrs = 0, dns_addrs_full = 0; // the dns_addrs map's counters so far
 	uint64_t live_flows = 0;                    // in the lifetime table after the drain
 	uint64_t evicted_flows = 0;                 // retired early so far (table full)
 	// What the drain cost, in ns: the wait for the programs (flip + grace
@@ -70,6 +72,10 @@ class FlowDrain {
 	// ended): the names map's entries merged per flow (merge_name).
 	std::vector<name_record> names();
 	uint64_t names_full(); // names the kernel's names map had no room for, so far
+	// Every live flow named by a DNS answer (dns_cache.hpp), and those the
+	// last drain ended.
+	std::vector<dns_name_record> dns_names();
+	uint64_t dns_addrs_full(); // answers the kernel's dns_addrs map had no room for
 	void set_limits(const FlowLimits &l);
 	FlowLimits limits();
 	uint64_t drains();
@@ -86,6 +92,8 @@ class FlowDrain {
       private:
 	std::vector<dir_stats> read_side_stats(uint32_t side, bool zero);
 	void take_names(Interval &iv);
+	void take_dns_addrs();
+	void name_by_dns(const std::vector<interval_record> &recs);
 
 	std::mutex mu_;
 	int flows_fd_[2] = {-1, -1};
@@ -96,6 +104,10 @@ class FlowDrain {
 	std::unordered_map<std::string, flow_name> names_; // by flow_key bytes
 	std::vector<std::string> names_ended_;             // forgotten at the next drain
 	uint64_t names_full_ = 0;
+	int dns_addrs_fd_ = -1;                               // (objects whose look reads names)
+	DnsCache dns_;                                        // the answers, by address
+	std::unordered_map<std::string, dns_addr> dns_named_; // by flow_key bytes
+	uint64_t dns_addrs_full_ = 0, data_ns_ = 0;           // data_ns_: the latest time seen
 	UniqueFd sync_inner_;
 	volatile uint32_t *side_ = nullptr;
 	int64_t ts_offset_ns_;

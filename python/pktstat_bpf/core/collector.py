@@ -139,6 +139,7 @@ class Collector:
         self._last_unowned: tuple[int, int] | None = None
         self._drops_reading: DropReading | None = None
         self._names: np.ndarray | None = None  # the engine's names as of the last drain (tc, xdp)
+        self._dns_names: np.ndarray | None = None  # and the flows DNS answers named
         # held by whatever reads or changes the engine and the run's totals: a stream
         # drains in a thread of its own while its consumer may snapshot, stop or close
         self._lock = threading.RLock()
@@ -277,6 +278,7 @@ class Collector:
         raw = self._mode.engine.drain(None, timeouts, end)
         if self.mode in names.MODES:
             self._names = self._mode.engine.names()
+            self._dns_names = self._mode.engine.dns_names()
         unowned = self._mode.unowned(raw.records)
         self._last_unowned = self._run.fold(raw, unowned, self._mode.unowned_running)
         return raw
@@ -294,8 +296,9 @@ class Collector:
         if self._drops_reading is not None:
             extra = {**extra, **self._drops_reading.header()}
         if self._names is not None:
-            columns = {**names.columns(records, self._names), **columns}
+            columns = {**names.columns(records, self._names, self._dns_names), **columns}
             extra = {**extra, "namesFull": self._mode.engine.names_full}
+            extra["dnsAddrsFull"] = self._mode.engine.dns_addrs_full
         return Snapshot(
             records=records,
             totals=totals,

@@ -9,6 +9,14 @@ snapshot's flows. A flow without names of its own takes those of its
 reverse direction (a TLS server's replies show the name the client sent),
 so both rows of a conversation say who it talks to.
 
+A flow that names no server itself (no SNI, HTTP Host or DNS query, in
+either direction) takes the name of the DNS answer the engine joined to it
+(``engine.dns_names()``, ``_core.dns_name_dtype``): the question of an A or
+AAAA answer for its remote address, seen before its first packet and within
+the record's TTL (``dns_name``). ``name_source`` says where the flow's name
+comes from: ``sni``, ``http``, ``dns-query`` (a DNS flow's own question) or
+``dns-answer`` (the join); an SNI or Host wins over a DNS answer.
+
 Names are decoded as text the way they came, never trusted: invalid UTF-8
 becomes ``\\xNN`` escapes, and DNS labels are shown in the DNS presentation
 format (a dot or backslash inside a label, and bytes outside printable
@@ -41,7 +49,11 @@ COLUMNS = (
     "dns_queries",
     "dns_responses",
     "quic_version",
+    "dns_name",
+    "name_source",
 )
+#: name_source's values, in the order they win
+SOURCES = ("sni", "http", "dns-query", "dns-answer")
 #: the integer columns (None, like the text ones, where a flow has none; a
 #: DataFrame holds them as nullable UInt32)
 COUNT_COLUMNS = frozenset({"dns_answers", "dns_queries", "dns_responses"})
@@ -184,7 +196,7 @@ def _keys(a: np.ndarray, reverse: bool = False) -> np.ndarray:
 
 def decode(names: np.ndarray) -> dict[str, list[Any]]:
     """Each row of a name_dtype array as the :data:`COLUMNS` values."""
-    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS[:-2]}  # (not dns_name, name_source)
     for r in names:
         kind, n = int(r["name_kind"]), int(r["name_len"])
         raw = bytes(r["name"][:n])
@@ -207,29 +219,55 @@ def decode(names: np.ndarray) -> dict[str, list[Any]]:
     return cols
 
 
-def columns(records: np.ndarray, names: np.ndarray) -> dict[str, np.ndarray]:
+def columns(records: np.ndarray, names: np.ndarray, dns: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The name columns for `records` (a snapshot's flows) from `names` (the
     engine's, name_dtype): a flow's own names, or else its reverse
-    direction's. Object arrays, None where a flow has no such name."""
-    n = len(records)
-    out: dict[str, np.ndarray] = {c: np.full(n, None, dtype=object) for c in COLUMNS}
-    if not n or not len(names):
-        return out
-    nkeys = _keys(names)
-    order = np.argsort(nkeys, kind="stable")
-    sorted_keys = nkeys[order]
-    at = np.full(n, -1, dtype=np.intp)
-    for reverse in (False, True):
+    direction's; then ``dns_name`` from `dns` (the engine's DNS answers
+    joined to flows, dns_name_dtype) where a flow has none of those, and
+    ``name_source``. Object arrays, None where a flow has no such name."""
+    out = _own(records, names)
+    if dns is not None and len(dns) and len(records):
+        at = _find(records, dns, (False,))
+        for row in np.flatnonzero(at >= 0):
+            if out["server_name"][row] is None and out["http_host"][row] is None:
+                if out["dns_query"][row] is None:
+                    r = dns[at[row]]
+                    out["dns_name"][row] = dns_name(bytes(r["name"][: int(r["name_len"])]))
+    for col, source in zip(("server_name", "http_host", "dns_query", "dns_name"), SOURCES):
+        unset = np.equal(out["name_source"], None)
+        has = np.not_equal(out[col], None)
+        out["name_source"][unset & has] = source
+    return out
+
+
+def _find(records: np.ndarray, table: np.ndarray, directions: tuple[bool, ...]) -> np.ndarray:
+    """For each of `records`, the row of `table` with its key (or, in turn
+    for the `directions` that are True, its reverse key); -1: none."""
+    tkeys = _keys(table)
+    order = np.argsort(tkeys, kind="stable")
+    sorted_keys = tkeys[order]
+    at = np.full(len(records), -1, dtype=np.intp)
+    for reverse in directions:
         want = _keys(records, reverse)
         pos = np.minimum(np.searchsorted(sorted_keys, want), len(sorted_keys) - 1)
         hit = (sorted_keys[pos] == want) & (at < 0)
         at[hit] = order[pos[hit]]
+    return at
+
+
+def _own(records: np.ndarray, names: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of the flows' own names (or their reverse direction's)."""
+    n = len(records)
+    out: dict[str, np.ndarray] = {c: np.full(n, None, dtype=object) for c in COLUMNS}
+    if not n or not len(names):
+        return out
+    at = _find(records, names, (False, True))
     rows = np.flatnonzero(at >= 0)
     if not len(rows):
         return out
     used, inverse = np.unique(at[rows], return_inverse=True)
     dec = decode(names[used])
-    for c in COLUMNS:
+    for c in dec:
         vals = np.empty(len(used), dtype=object)
         vals[:] = dec[c]
         out[c][rows] = vals[np.asarray(inverse).reshape(-1)]

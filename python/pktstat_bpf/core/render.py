@@ -263,7 +263,8 @@ def health_text(d: Mapping[str, Any]) -> str:
 def names_text(d: Mapping[str, Any]) -> str:
     """A flow dict's names as the text line shows them (``, sni: example.org,
     alpn: h2``, ``, host: example.org``, ``, dns: example.org A NXDOMAIN``,
-    ``, quic: 1``), escaped; empty without names."""
+    ``, quic: 1``, ``, dns-answer: example.org`` for a name from a DNS
+    answer), escaped; empty without names."""
     out = ""
     if d.get("serverName"):
         out += f", sni: {escape_text(d['serverName'])}"
@@ -277,6 +278,8 @@ def names_text(d: Mapping[str, Any]) -> str:
             out += f" {d['dnsRcode']}"
     if d.get("quicVersion"):
         out += f", quic: {d['quicVersion']}"
+    if d.get("dnsName"):  # the name a DNS answer gave the flow's remote address
+        out += f", dns-answer: {escape_text(d['dnsName'])}"
     return out
 
 

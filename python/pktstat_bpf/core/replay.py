@@ -269,6 +269,7 @@ def _snapshot(
         "frames": info["frames"],
     }
     extra["namesFull"] = engine.names_full
+    extra["dnsAddrsFull"] = engine.dns_addrs_full
     if c["clipped_frames"]:
         extra["clippedFrames"] = c["clipped_frames"]
     if info["damage"]:
@@ -282,5 +283,5 @@ def _snapshot(
         mode="replay",
         max_entries=engine.max_entries,
         extra=extra,
-        columns={**names.columns(records, engine.names()), **(columns or {})},
+        columns={**names.columns(records, engine.names(), engine.dns_names()), **(columns or {})},
     )
