@@ -282,13 +282,14 @@ def header(counters: Mapping[str, int]) -> dict[str, int]:
 
 #: the columns one name of a flow is chosen from, in order (:func:`shown`),
 #: and their JSON fields
-SHOWN_COLUMNS = ("server_name", "http_host", "dns_query")
-SHOWN_FIELDS = ("serverName", "httpHost", "dnsQuery")
+SHOWN_COLUMNS = ("server_name", "http_host", "dns_query", "dns_name")
+SHOWN_FIELDS = ("serverName", "httpHost", "dnsQuery", "dnsName")
 
 
 def shown(d: Mapping[str, Any]) -> str:
     """The one name a flow dict is shown by (the TUI's NAME column,
     ``--prometheus-names``' ``name`` label): its server name (SNI), else
-    its HTTP Host, else its DNS query; ``""`` without any. As it came:
-    escape it where it is printed."""
+    its HTTP Host, else its DNS query, else the name a DNS answer gave its
+    remote address (``name_source`` says which); ``""`` without any. As it
+    came: escape it where it is printed."""
     return next((str(d[f]) for f in SHOWN_FIELDS if d.get(f)), "")

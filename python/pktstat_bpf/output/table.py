@@ -90,7 +90,7 @@ OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
 APP_COLUMN = Column("APP", 10)  # the application label (protocols.app_text), where the mode labels
 FLAGS_COLUMN = Column("FLAGS", 8)  # TCP flags seen (render.TCP_FLAG_LETTERS), where any flow has them
-#: who a flow talks to (names.shown: SNI, else HTTP Host, else DNS query), where any flow has a name
+#: who a flow talks to (names.shown: SNI, else HTTP Host, else DNS query, else DNS answer), where any flow has a name
 NAME_COLUMN = Column("NAME", 0, most=28)
 
 
