@@ -427,14 +427,3 @@ class FlowMetrics:
         yield fam_p
         yield fam_b
 
-
-def make_registry(metrics: FlowMetrics) -> Any:
-    """A registry with `metrics` and the exporter's own process metrics
-    (``process_*``: CPU, memory, file descriptors) and ``python_info``."""
-    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(metrics)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
