@@ -145,3 +145,82 @@ def test_tui_sort_by_drops():
         ("0.0.0.0:53", "2"),
         ("0.0.0.0:9", ""),
     ]
+
+
+# -- the exporter ----------------------------------------------------------------------
+
+
+def _scrape(metrics) -> dict[str, list]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(metrics)
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def test_exporter_rtt_histogram_and_retrans_counters(bpf, pcap):
+    pytest.importorskip("prometheus_client")
+    from pktstat_bpf.exporter.health import RTT_BUCKETS
+    from pktstat_bpf.exporter.metrics import FlowMetrics
+
+    path, want = pcap
+    m = FlowMetrics(top=10)
+    seen: dict[tuple[str, str], list[float]] = {}
+    for iv in pktstat_bpf.Replayer().intervals(str(path), 1.0):  # five intervals of 1 s
+        m.update(iv)
+        for s in _scrape(m).get("pktstat_bpf_flow_retrans_packets_total", []):
+            seen.setdefault((s.labels["src_port"], s.labels["dst_port"]), []).append(s.value)
+    got = _scrape(m)
+    labels = {"iface": "", "direction": "none"}
+    # the histogram: one series set (replay: no interface, no direction); per flow-interval its
+    # mean, once per round trip: 16.2 ms x 5, 1 ms x 2 (the first second), 3 ms x 2 and the
+    # reverse direction's SYN-ACK echoed after 9 ms x 1 (2.5 s)
+    buckets = {s.labels["le"]: s.value for s in got["pktstat_bpf_rtt_seconds_bucket"]}
+    assert [s.labels for s in got["pktstat_bpf_rtt_seconds_count"]] == [labels]
+    assert len(buckets) == len(RTT_BUCKETS) + 1 == 20
+    assert {le: n for le, n in buckets.items() if n and float(le) <= 0.025} == {
+        "0.001": 2,
+        "0.0025": 2,
+        "0.005": 4,
+        "0.01": 5,
+        "0.025": 10,
+    }
+    assert buckets["+Inf"] == got["pktstat_bpf_rtt_seconds_count"][0].value == 10
+    total_ms = 10 + 20 + 31 + 10 + 10 + 1 + 1 + 1 + 5 + 9
+    assert got["pktstat_bpf_rtt_seconds_sum"][0].value == pytest.approx(total_ms / 1e3, abs=1e-5)
+    # retransmissions: every segment sent again, and its bytes (the frames' lengths)
+    lens = [n for _, frames in want.values() for n in frames]
+    assert [s.value for s in got["pktstat_bpf_retrans_packets_total"]] == [5]
+    assert [s.value for s in got["pktstat_bpf_retrans_bytes_total"]] == [sum(lens)]
+    assert got["pktstat_bpf_retrans_packets_total"][0].labels == labels
+    # per top flow: the TCP flows' own, lifetime, never going down from scrape to scrape
+    assert {k: v[-1] for k, v in seen.items()} == {
+        ("42001", "80"): 1,
+        ("80", "42001"): 0,
+        ("42003", "80"): 1,
+        ("80", "42003"): 0,
+        ("42002", "443"): 3,
+        ("443", "42002"): 0,
+    }
+    assert all(v == sorted(v) for v in seen.values())
+    assert seen[("42002", "443")][0] == 0  # ranked before its retransmissions (3 s: its SYN)
+
+
+def test_exporter_without_health_modes_has_no_health_series(bpf, pcap):
+    pytest.importorskip("prometheus_client")
+    import dataclasses
+
+    from pktstat_bpf.exporter.metrics import FlowMetrics
+
+    iv = _one_interval(pcap[0])
+    iv = dataclasses.replace(iv, delta=dataclasses.replace(iv.delta, mode="cgroup"))
+    m = FlowMetrics(top=10)
+    m.update(iv)
+    names = set(_scrape(m))
+    assert "pktstat_bpf_flow_bytes_total" in names
+    assert not {n for n in names if "rtt" in n or "retrans" in n}
