@@ -13,6 +13,10 @@ no timestamps and retransmits three segments (4.0 to 4.3 s).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pktstat_bpf
 import pytest
@@ -224,3 +228,32 @@ def test_exporter_without_health_modes_has_no_health_series(bpf, pcap):
     names = set(_scrape(m))
     assert "pktstat_bpf_flow_bytes_total" in names
     assert not {n for n in names if "rtt" in n or "retrans" in n}
+
+
+# -- JSON Lines ------------------------------------------------------------------------
+
+
+def test_jsonl_rows_carry_the_interval_and_end_records_the_lifetime(bpf, pcap):
+    path = pcap[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "pktstat_bpf", "--pcap", str(path), "--jsonl", "-r", "1s"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    flow = [r for r in rows if r["srcPort"] == 42001 and r.get("event") != "end"]
+    health = [(r["packets"], r.get("retransPackets"), r.get("rttSamples"), r.get("rttMeanNs")) for r in flow]
+    # its first second: 8 packets, one of them sent again, five round trips; at 2 s the new
+    # connection without timestamps: 2 packets, neither; no row for the seconds it was silent
+    assert [h for h in health if h[0]] == [(8, 1, 5, 16_200_000), (2, None, None, None)]
+    (end,) = [r for r in rows if r["srcPort"] == 42001 and r.get("event") == "end"]
+    assert (end["totalPackets"], end["retransPackets"], end["rttSamples"], end["rttMeanNs"]) == (
+        10,
+        1,
+        5,
+        16_200_000,
+    )
+    assert (end["rttMinNs"], end["rttMaxNs"]) == (10**7, 31 * 10**6)
+    (end,) = [r for r in rows if r["srcPort"] == 42002 and r.get("event") == "end"]
+    assert (end["retransPackets"], "rttSamples" in end) == (3, False)
