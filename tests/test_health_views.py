@@ -47,12 +47,15 @@ def _one_interval(path):
 def test_rtt_cell_format():
     from pktstat_bpf.output.table import format_rtt
 
-    assert [format_rtt(ns) for ns in (5_120, 10_000, 350_000, 1_900_000, 16_200_000, 2_500_000_000)] == [
+    assert [
+        format_rtt(ns) for ns in (5_120, 10_000, 350_000, 1_900_000, 16_200_000, 999_600_000, 2_500_000_000)
+    ] == [
         "5.12us",
         "0.01ms",
         "0.35ms",
         "1.9ms",
         "16.2ms",
+        "1s",
         "2.5s",
     ]
 

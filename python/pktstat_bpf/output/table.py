@@ -127,7 +127,7 @@ def format_rtt(ns: int) -> str:
     (``0.35ms``, ``31ms``), in us below 10 us (``5.2us``), in s from 1 s."""
     if ns < 10_000:
         return f"{ns / 1e3:.3g}us"
-    if ns < 1_000_000_000:
+    if ns < 999_500_000:  # (from there 3 digits of ms would be 1e+03)
         return f"{ns / 1e6:.3g}ms"
     return f"{ns / 1e9:.3g}s"
 
