@@ -84,6 +84,13 @@ def test_notebook_runs_top_to_bottom_in_the_venv_kernel(bpf):
     assert "58.02s: 25 flows, 6699 packets, 6672777 bytes; unparsed 2 packets/120 bytes" in look
     assert "every frame accounted for: True" in look
     assert by_id["parquet"].outputs[-1].data["text/plain"] == "6699"
+    # TCP health: the SSH session's segment sent again each way (tshark's two retransmissions);
+    # no timestamp option in the capture, so no round trip
+    assert (
+        by_id["health"].outputs[0].text == "2 segments sent again, in 2 of 4 TCP flows; 0 round trips timed\n"
+    )
+    health = by_id["health"].outputs[-1].data["text/plain"]
+    assert "40022" in health and "NaT" in health
     # DuckDB over the flow-record files: the 25 flows, 6672777 bytes less the 120 unparsed
     assert by_id["flows-duckdb"].outputs[0].text == "25 records, 6672657 bytes\n"
     assert "192.168.1.23" in by_id["flows-duckdb"].outputs[-1].data["text/plain"]

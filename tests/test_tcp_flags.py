@@ -416,8 +416,11 @@ def test_interval_rows_and_the_tui_column(replayer, tmp_path):
     model = TableModel(mode="replay", where="all.pcap", attach="")
     model.update(iv)
     titles = [c.title for c in model.columns()]
-    # (APP: some flows have payload looked at)
-    assert titles == ["BITRATE", "PACKETS", "BYTES", "PROTO", "APP", "FLAGS", "SRC", "DST"]
+    # (APP: some flows have payload looked at; RETRANS: the IPv6 SYN is sent again, twice, with the
+    # first's sequence number, and the other segments here all carry sequence number 0, scapy's
+    # default. The counts are not checked here: the session's replayer keeps TCP connections from
+    # one replay of this capture to the next, so they depend on the tests run before this one.)
+    assert titles == ["BITRATE", "PACKETS", "BYTES", "PROTO", "APP", "FLAGS", "RETRANS", "SRC", "DST"]
     flags = {row[titles.index("SRC")]: row[titles.index("FLAGS")] for row in model.visible()}
     assert flags["10.7.0.1:40001"] == "FSPA" and flags["[fd07::2]:443"] == "RA"
     assert flags["10.7.0.1:40009"] == "" and flags["10.7.0.1:40003"] == "FSRPAUEC"

@@ -8,8 +8,8 @@ from contextlib import closing
 from typing import Any
 
 from ..core.about import __version__, libbpf_version
-from ..exporter.metrics import FlowMetrics, make_registry, prometheus_client_module
-from ..exporter.server import MetricsServer
+from ..exporter.metrics import FlowMetrics, prometheus_client_module
+from ..exporter.server import MetricsServer, make_registry
 from .options import Options
 from .records import FlowOutputs
 from .session import collector_for, live_session, until

@@ -8,7 +8,8 @@ console, over SSH) and lets us keep the screen model small and testable.
 pause) and produces the rows as plain strings; :func:`run_tui` only draws them.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
-2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
+2 bytes, 3 source, 4 destination, 5 application, 6 round trip, 7 retransmissions,
+8 drops sort; / filter (case-insensitive substring
 of the row, the flow's NAME included; Enter keeps it, Esc cancels, an empty filter clears it); p pause;
 r redraw and jump to the top; q or x quit.
 """

@@ -27,6 +27,8 @@ What is exported (``pktstat_bpf_`` prefix; see docs/exporter.md for the table):
   also ``name``, the flow's server name, HTTP Host or DNS query), and in modes that know the
   owning process, per-process counters (``process_*_total``) for the N
   heaviest processes: at most 2 N series each.
+- TCP health (TC, XDP, replay; :mod:`.health`): ``rtt_seconds``, a histogram, and
+  ``retrans_*_total`` per interface and direction; ``flow_retrans_packets_total`` per top flow.
 - ``build_info``, the time of the last map reading, and the exporter's own
   process metrics (CPU, memory, file descriptors).
 
@@ -57,6 +59,7 @@ from ..core import protocols, render
 from ..core.errors import PktstatError
 from ..core.keys import flow_keys, key_hashes
 from ..core.snapshot import Counters
+from .health import HEALTH_MODES, HealthMetrics
 from .ranking import IDLE_FORGET, RANK_WINDOW, TopTracker, group_sums, sums
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,6 +140,8 @@ class FlowMetrics:
         self.kinds = False  # process mode: TCP retransmissions are flows of their own (label kind)
         self.apps = False  # modes that label flows (all but process): label app
         self.pods = False
+        self.health = HealthMetrics()  # round trips, retransmissions per interface and direction
+        self.tracks_health = False  # modes whose flows carry TCP health (TC, XDP, replay)
         self.ifnames: dict[int, str] = {}
         self.cgroups: Mapping[int, str] = {}
         self._families: tuple[Any, ...] = ()
@@ -167,6 +172,7 @@ class FlowMetrics:
         self.kinds = d.mode == "process"
         self.apps = protocols.app_labelled(d.mode)
         self.pods = "src_pod" in d.columns
+        self.tracks_health = d.mode in HEALTH_MODES
         self.ifnames.update(d.ifnames)
         self.cgroups = {**self.cgroups, **d.cgroups}  # (pruned to the tracked rows' ids below)
         self.max_entries = d.max_entries or self.max_entries
@@ -193,6 +199,8 @@ class FlowMetrics:
         if len(active) == 0:
             return
         r = d.records if len(active) == len(d.records) else d.records[active]
+        if self.tracks_health:
+            self.health.add(r)
         # (ifindex, direction, family, protocol) packed exactly into one integer
         key = (r["ifindex"].astype(np.uint64) << np.uint64(24)) | (
             r["dir"].astype(np.uint64) << np.uint64(16)
@@ -208,8 +216,11 @@ class FlowMetrics:
         if self.top <= 0:
             return
         cols = {k: v[active] for k, v in d.columns.items() if k not in ("total_packets", "total_bytes")}
-        lifetime = np.stack([d.columns["total_packets"][active], d.columns["total_bytes"][active]], axis=1)
-        delta = np.stack([r["packets"], r["bytes"]], axis=1)
+        life_retrans = iv.cumulative.records["retrans_packets"][active]  # (rows aligned with d's)
+        lifetime = np.stack(
+            [d.columns["total_packets"][active], d.columns["total_bytes"][active], life_retrans], axis=1
+        )
+        delta = np.stack([r["packets"], r["bytes"], r["retrans_packets"]], axis=1)
         # a flow's series: its lifetime counts when first ranked, then the sum of its deltas (never
         # down: a flow the engine retired and sees again starts a new lifetime there, not here)
         self.flows.add(
@@ -324,6 +335,8 @@ class FlowMetrics:
                 drops.add_metric([reason], packets)
             yield drops
 
+        if self.tracks_health:
+            yield from self.health.families(PREFIX, self._iface)
         yield from self._flow_families()
         if self.owners:
             yield from self._process_families()
@@ -365,6 +378,9 @@ class FlowMetrics:
         note = f"of one flow (lifetime), for the {self.top} heaviest flows of about the last minute"
         fam_p = CounterMetricFamily(f"{PREFIX}_flow_packets_total", f"Packets {note}", labels=names)
         fam_b = CounterMetricFamily(f"{PREFIX}_flow_bytes_total", f"Bytes {note}", labels=names)
+        fam_r = CounterMetricFamily(
+            f"{PREFIX}_flow_retrans_packets_total", f"TCP segments sent again {note}", labels=names
+        )
         t = self.flows
         idx = t.top(self.top)
         if len(idx):
@@ -398,11 +414,15 @@ class FlowMetrics:
                     lv += [str(d["pid"]), render.escape_text(d["comm"]), render.escape_text(d["cgroup"])]
                 if self.pods:
                     lv += [d.get("srcPod") or "", d.get("dstPod") or ""]
-                p, b = t.values[i]
+                p, b, rp = t.values[i]
                 fam_p.add_metric(lv, int(p))
                 fam_b.add_metric(lv, int(b))
+                if self.tracks_health and row["proto"] == 6:
+                    fam_r.add_metric(lv, int(rp))
         yield fam_p
         yield fam_b
+        if self.tracks_health:
+            yield fam_r
 
     def _process_families(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -426,15 +446,3 @@ class FlowMetrics:
             fam_b.add_metric(lv, int(b))
         yield fam_p
         yield fam_b
-
-
-def make_registry(metrics: FlowMetrics) -> Any:
-    """A registry with `metrics` and the exporter's own process metrics
-    (``process_*``: CPU, memory, file descriptors) and ``python_info``."""
-    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(metrics)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry

@@ -135,6 +135,7 @@ class TopTracker:
         if self.keys is None:
             self.keys, self.rows = key_at(np.arange(0)), rows[:0]
             self.columns = {k: v[:0] for k, v in columns.items()}
+            self.values = np.empty((0, values.shape[1]), dtype=np.uint64)  # as many values as given
         pos = self._find(key_at, hashes)
         found = pos >= 0
         at = pos[found]

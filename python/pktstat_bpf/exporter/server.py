@@ -9,11 +9,14 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from ..core.errors import PktstatError, PrivilegeError, UsageError
 from .metrics import prometheus_client_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .metrics import FlowMetrics
 
 log = logging.getLogger("pktstat_bpf")
 
@@ -171,3 +174,15 @@ def _bind_error(e: OSError, where: str) -> PktstatError:
             "CAP_NET_BIND_SERVICE)"
         )
     return PktstatError(f"--prometheus: cannot listen on {where}: {e.strerror or e}")
+
+
+def make_registry(metrics: FlowMetrics) -> Any:
+    """A registry with `metrics` and the exporter's own process metrics
+    (``process_*``: CPU, memory, file descriptors) and ``python_info``."""
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

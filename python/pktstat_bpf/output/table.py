@@ -3,7 +3,8 @@ keys change (sort, scroll, filter, pause) and the rows and header it selects,
 as plain strings; :mod:`pktstat_bpf.cli.tui` only draws them with curses.
 
 Keys: up/k, down/j, PgUp/PgDn, Home/g, End/G scroll; 0 bitrate, 1 packets,
-2 bytes, 3 source, 4 destination, 5 application sort; / filter (case-insensitive substring
+2 bytes, 3 source, 4 destination, 5 application, 6 round trip, 7 retransmissions,
+8 drops sort; / filter (case-insensitive substring
 of the row, its NAME included; Enter keeps it, Esc cancels, an empty filter clears it); c flows
 or conversations (the two directions put together: CLIENT and SERVER, sorted
 by 3 and 4); p pause; r redraw and jump to the top; q or x quit.
@@ -22,10 +23,10 @@ from ..core.intervals import Interval
 from ..core.keys import key_hashes
 from ..views.view import nearly_full
 
-SORTS = ("bitrate", "packets", "bytes", "src", "dst", "app")
+SORTS = ("bitrate", "packets", "bytes", "src", "dst", "app", "rtt", "retrans", "drops")
 SORT_KEYS = {ord(str(i)): name for i, name in enumerate(SORTS)}
 QUIT = "quit"
-HELP = "q quit  j/k up/down  PgUp/PgDn  0-5 sort  / filter  c conversations  p pause  r top"
+HELP = "q quit  j/k up/down  PgUp/PgDn  0-8 sort  / filter  c conversations  p pause  r top"
 
 
 def _app_rank() -> np.ndarray:
@@ -50,7 +51,9 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
     """Row order for sort `by`: bitrate, packets, bytes descending (the
     interval's bitrate; lifetime packets and bytes, as shown); src, dst
     ascending by address family, address, then port; app by the label as
-    shown (A-Z, then ``?``, then blank), heaviest bitrate first within one."""
+    shown (A-Z, then ``?``, then blank), heaviest bitrate first within one;
+    rtt by the interval's mean round trip, slowest first, flows without one
+    last; retrans and drops by the lifetime counts shown, most first."""
     r = iv.delta.records
     if len(r) == 0:
         return np.arange(0)
@@ -62,11 +65,16 @@ def order_rows(iv: Interval, by: str) -> np.ndarray:
         keys += [r["ipver"]]
     elif by == "app":
         keys += [~r["bytes"], _APP_RANK[protocols.app_codes(r, protocols.app_labelled(iv.delta.mode))]]
+    elif by == "rtt":
+        keys += [np.where(r["rtt_samples"] > 0, -rtt_means(r), 1)]
+    elif by == "drops":
+        keys += [~iv.delta.columns.get("drops", np.zeros(len(r), np.uint64)).astype(np.uint64)]
     else:
         val = {
             "bitrate": r["bytes"],
             "packets": iv.cumulative.records["packets"],
             "bytes": iv.cumulative.records["bytes"],
+            "retrans": iv.cumulative.records["retrans_packets"],
         }[by]
         keys += [~val]
     return np.lexsort(keys)
@@ -90,6 +98,8 @@ OWNER_COLUMNS = [Column("PID", 7, True), Column("COMM", 16), Column("CGROUP", 0)
 DROPS_COLUMN = Column("DROPS", 8, True)  # --drops: the flow's drops since the start
 APP_COLUMN = Column("APP", 10)  # the application label (protocols.app_text), where the mode labels
 FLAGS_COLUMN = Column("FLAGS", 8)  # TCP flags seen (render.TCP_FLAG_LETTERS), where any flow has them
+RTT_COLUMN = Column("RTT", 8, True)  # the interval's mean round trip, where a shown flow was timed
+RETRANS_COLUMN = Column("RETRANS", 8, True)  # retransmitted segments since the start, where any
 #: who a flow talks to (names.shown: SNI, else HTTP Host, else DNS query, else DNS answer), where any flow has a name
 NAME_COLUMN = Column("NAME", 0, most=28)
 
@@ -106,6 +116,33 @@ def has_tcp_flags(iv: Interval) -> bool:
     return bool(iv.delta.records["tcp_flags"].any())
 
 
+def rtt_means(r: np.ndarray) -> np.ndarray:
+    """Each record's mean round trip in ns (int64; 0 without samples)."""
+    n = r["rtt_samples"].astype(np.int64)
+    return r["rtt_sum"].astype(np.int64) // np.maximum(n, 1)
+
+
+def format_rtt(ns: int) -> str:
+    """A round trip as the RTT cell shows it: 3 significant digits in ms
+    (``0.35ms``, ``31ms``), in us below 10 us (``5.2us``), in s from 1 s."""
+    if ns < 10_000:
+        return f"{ns / 1e3:.3g}us"
+    if ns < 999_500_000:  # (from there 3 digits of ms would be 1e+03)
+        return f"{ns / 1e6:.3g}ms"
+    return f"{ns / 1e9:.3g}s"
+
+
+def has_health(iv: Interval) -> tuple[bool, bool]:
+    """Whether the flows shown have round trips and retransmissions, over
+    their lifetime (so the RTT and RETRANS columns stay from interval to
+    interval while a flow is shown; TC, XDP and replay only). Not for
+    conversations: a conversation row carries one direction's health."""
+    if iv.delta.paired:
+        return False, False
+    r = iv.cumulative.records
+    return bool(r["rtt_samples"].any()), bool(r["retrans_packets"].any())
+
+
 def has_names(iv: Interval) -> bool:
     """Whether any flow of `iv` has a name to show (the NAME column)."""
     d = iv.delta
@@ -119,8 +156,11 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
     flags = has_tcp_flags(iv)
     apps = has_apps(iv)
     named = has_names(iv)
+    rtt, retrans = has_health(iv)
+    samples, means = sub.records["rtt_samples"], rtt_means(sub.records)
+    lifetime_retrans = iv.cumulative.records["retrans_packets"][rows]
     out = []
-    for d in dicts:
+    for i, d in enumerate(dicts):
         src, dst = render.endpoints(d)
         fields = protocols.header_text(d)  # ARP op, ESP/AH spi, GRE, OSPF: beside the destination
         if fields:
@@ -138,6 +178,10 @@ def cells(iv: Interval, rows: np.ndarray) -> list[list[str]]:
         ]
         if "drops" in sub.columns:
             row.insert(4, str(d.get("drops") or ""))
+        if retrans:
+            row.insert(4, str(int(lifetime_retrans[i]) or ""))
+        if rtt:
+            row.insert(4, format_rtt(int(means[i])) if samples[i] else "")
         if flags:
             row.insert(4, d.get("tcpFlags", ""))
         if apps:  # right after PROTO
@@ -249,10 +293,13 @@ class TableModel:
         flags = [FLAGS_COLUMN] if self.interval is not None and has_tcp_flags(self.interval) else []
         apps = [APP_COLUMN] if self.interval is not None and has_apps(self.interval) else []
         named = [NAME_COLUMN] if self.interval is not None and has_names(self.interval) else []
+        rtt, retrans = has_health(self.interval) if self.interval is not None else (False, False)
         return (
             BASE_COLUMNS
             + apps
             + flags
+            + ([RTT_COLUMN] if rtt else [])
+            + ([RETRANS_COLUMN] if retrans else [])
             + drops
             + named
             + (
