@@ -165,6 +165,29 @@ def test_tshark_counts_the_same_retransmissions(capture, flows):
     assert ours == dict(theirs)
 
 
+def test_conversations_carry_both_directions_health(capture, bpf):
+    import pktstat_bpf
+
+    conv = pktstat_bpf.replay(str(capture[0])).conversations().to_pandas()
+    rows = {(int(r.client_port), int(r.server_port)): r for r in conv.itertuples()}
+    r = rows[(42001, 80)]  # the client's 5 round trips (10 to 31 ms), the server's 2 (1 ms); 1 retransmission
+    assert (r.retrans_packets, r.rtt_samples) == (1, 7)
+    assert (r.rtt_min.value, r.rtt_max.value) == (1_000_000, 31_000_000)
+    assert rows[(42002, 443)].retrans_packets == 3 and rows[(42002, 443)].rtt_samples == 0
+
+
+def test_a_replayer_forgets_the_last_captures_connections(capture, bpf):
+    import pktstat_bpf
+
+    r = pktstat_bpf.Replayer()
+    first, again = (r.replay(str(capture[0])).to_pandas() for _ in range(2))
+    cols = ["src_port", "dst_port", "retrans_packets", "rtt_samples", "rtt_min", "rtt_max"]
+    assert (
+        first[cols].sort_values(cols[:2]).values.tolist() == again[cols].sort_values(cols[:2]).values.tolist()
+    )
+    assert int(again.retrans_packets.sum()) == 5
+
+
 def test_off_tracks_nothing(capture, bpf):
     import pktstat_bpf
 

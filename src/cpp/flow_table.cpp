@@ -247,6 +247,14 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 	return out;
 }
 
+void empty_map(int fd) {
+	const MapShape s = map_shape(fd);
+	std::vector<char> key(s.key_size);
+	// Always the first key: each one found is deleted before the next look.
+	while (bpf_map_get_next_key(fd, nullptr, key.data()) == 0)
+		check_libbpf(bpf_map_delete_elem(fd, key.data()), "bpf_map_delete_elem");
+}
+
 uint64_t count_entries(int fd) {
 	const MapShape s = map_shape(fd);
 	std::vector<char> key(s.key_size), next(s.key_size);

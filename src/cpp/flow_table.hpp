@@ -95,6 +95,9 @@ std::vector<flow_record> take_spare_records(std::size_t room);
 void release_records(std::vector<flow_record> &&v) noexcept;
 void drop_spare_records() noexcept; // free the spare (tests)
 
+// Delete every entry of a hash map no program writes meanwhile.
+void empty_map(int map_fd);
+
 // Number of entries in a flow map (iterates keys only).
 uint64_t count_entries(int map_fd);
 

@@ -141,6 +141,7 @@ void Replayer::zero_stats() {
 
 void Replayer::clear() {
 	drain_->clear();
+	empty_map(bpf_map__fd(skel_->maps.tcp_track)); // the connections of the last capture
 	counters_ = ReplayCounters{};
 	drained_ = ReplayCounters{};
 }

@@ -187,9 +187,33 @@ def pair(
         acc = np.zeros(m, dtype=np.uint64)
         np.add.at(acc, p.codes, records[name])
         rows[name] = np.minimum(acc, np.iinfo(records[name].dtype).max)
+    _health(rows, records, p.codes, m)
     rows["app"] = _apps(records["app"], slot, client, m)
     rows["dir"] = protocols.FLOW_DIRECTIONS.index("")
     return rows, cols
+
+
+def _health(rows: np.ndarray, records: np.ndarray, codes: np.ndarray, m: int) -> None:
+    """The TCP health of both directions into each conversation's row, as
+    the engine merges it (flow_table.hpp add_health): counts and sums add,
+    the round trips' minimum and maximum over the records that timed one."""
+    for name in ("retrans_packets", "rtt_samples"):
+        acc = np.zeros(m, dtype=np.uint64)
+        np.add.at(acc, codes, records[name])
+        rows[name] = np.minimum(acc, np.iinfo(records[name].dtype).max)
+    acc = np.zeros(m, dtype=np.uint64)
+    np.add.at(acc, codes, records["retrans_bytes"])
+    rows["retrans_bytes"] = acc
+    total = np.zeros(m, dtype=np.int64)
+    np.add.at(total, codes, records["rtt_sum"].view(np.int64))
+    rows["rtt_sum"] = total.view(records["rtt_sum"].dtype)
+    timed = records["rtt_samples"] > 0
+    lo = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(lo, codes[timed], records["rtt_min"][timed].view(np.int64))
+    rows["rtt_min"] = np.where(rows["rtt_samples"] > 0, lo, 0).view(records["rtt_min"].dtype)
+    hi = np.zeros(m, dtype=np.int64)
+    np.maximum.at(hi, codes, records["rtt_max"].view(np.int64))
+    rows["rtt_max"] = hi.view(records["rtt_max"].dtype)
 
 
 def names(p: Plan, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

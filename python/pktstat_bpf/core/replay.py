@@ -61,7 +61,8 @@ class Replayer:
     >>> r = pktstat_bpf.Replayer(max_entries=1 << 16)   # doctest: +SKIP
     >>> snaps = [r.replay(p) for p in paths]            # doctest: +SKIP
 
-    Each :meth:`replay` starts from an empty flow table. ``arp=False``
+    Each :meth:`replay` starts from an empty flow table (and knows no TCP
+    connection of an earlier capture). ``arp=False``
     counts ARP frames as unparsed instead of as ARP flows (``--no-arp``);
     ``tcp_health=False`` tracks no TCP retransmissions and round trips
     (``--no-tcp-health``).

@@ -192,7 +192,9 @@ class Snapshot:
         each way. Its :meth:`to_pandas` names the endpoints ``client_ip``,
         ``client_port``, ``server_ip``, ``server_port``, its JSON
         ``clientIp`` ... under ``conversations``, its text ``client:`` and
-        ``server:``. Totals are the snapshot's; the flows' names (the
+        ``server:``. The TCP health is both directions' (retransmissions and
+        round trips add up; the smallest and largest round trip of either).
+        Totals are the snapshot's; the flows' names (the
         columns ``server_name`` ... of core/names.py) are those of the
         client-to-server direction, else of the other one; other per-flow
         extra columns are not carried over.
