@@ -416,11 +416,12 @@ def test_interval_rows_and_the_tui_column(replayer, tmp_path):
     model = TableModel(mode="replay", where="all.pcap", attach="")
     model.update(iv)
     titles = [c.title for c in model.columns()]
-    # (APP: some flows have payload looked at; RETRANS: the IPv6 SYN is sent again, twice, with the
-    # first's sequence number, and the other segments here all carry sequence number 0, scapy's
-    # default. The counts are not checked here: the session's replayer keeps TCP connections from
-    # one replay of this capture to the next, so they depend on the tests run before this one.)
+    # (APP: some flows have payload looked at; RETRANS: the IPv6 SYN sent again, twice, with the
+    # first's sequence number; the other segments here all carry sequence number 0, scapy's default.
+    # Each replay starts without the last one's connections, so the counts are this capture's.)
     assert titles == ["BITRATE", "PACKETS", "BYTES", "PROTO", "APP", "FLAGS", "RETRANS", "SRC", "DST"]
+    retrans = {row[titles.index("SRC")]: row[titles.index("RETRANS")] for row in model.visible()}
+    assert retrans["[fd07::1]:40002"] == "2" and retrans["[fd07::2]:443"] == ""
     flags = {row[titles.index("SRC")]: row[titles.index("FLAGS")] for row in model.visible()}
     assert flags["10.7.0.1:40001"] == "FSPA" and flags["[fd07::2]:443"] == "RA"
     assert flags["10.7.0.1:40009"] == "" and flags["10.7.0.1:40003"] == "FSRPAUEC"
