@@ -12,27 +12,27 @@ captures (so the check cannot pass empty).
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
-import subprocess
 from collections import defaultdict
 
 import pytest
+import tshark_dump
 from test_l7_tshark import FILES, PCAPS, UNSUPPORTED
 
 NDPI = [f for f in FILES if f.startswith("ndpi/") and f not in UNSUPPORTED]
 
 
-def _answers(name: str) -> dict[str, list[tuple[float, str]]]:
-    """address -> [(time, question)] of the capture's NOERROR responses."""
-    cmd = ["tshark", "-n", "-r", str(PCAPS / name), "-Y", "dns.flags.response == 1 && dns.flags.rcode == 0"]
-    cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|", "-E", "separator=/t"]
-    for f in ("frame.time_epoch", "dns.qry.name", "dns.a", "dns.aaaa"):
-        cmd += ["-e", f]
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+def _answers(text: str) -> dict[str, list[tuple[float, str]]]:
+    """address -> [(time, question)] of the NOERROR responses of a capture's
+    shared dump (tests/tshark_dump.py)."""
     out: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for line in p.stdout.splitlines():
-        t, q, a4, a6 = (line.split("\t") + ["", "", "", ""])[:4]
+    for c in tshark_dump.rows(text):
+        if (
+            tshark_dump.first(c["dns.flags.response"]) not in ("1", "True")
+            or tshark_dump.first(c["dns.flags.rcode"]) != "0"
+        ):
+            continue
+        t, q, a4, a6 = c["frame.time_epoch"], c["dns.qry.name"], c["dns.a"], c["dns.aaaa"]
         if not t or not q:
             continue
         question = q.split("|")[0].lower()
@@ -50,13 +50,13 @@ def _ours(name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def compared(bpf) -> tuple[int, int, list[str]]:
+def compared(bpf, request) -> tuple[int, int, list[str]]:
     if not NDPI:
         pytest.skip(f"the shared captures are missing ({PCAPS}); set PKTSTAT_BPF_PCAPS")
     joined = files = 0
     wrong: list[str] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
-        views = dict(zip(NDPI, ex.map(_answers, NDPI)))
+    dumps = tshark_dump.shared(request)
+    views = {name: _answers(dumps[name]) for name in NDPI}
     for name, answers in views.items():
         if not answers:
             continue

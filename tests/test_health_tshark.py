@@ -27,15 +27,11 @@ import pytest
 import tshark_dump
 from test_l7_tshark import FILES, PCAPS, TUNNELLED, UNSUPPORTED, WALKED
 
-ADDR = ["frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport"]
-HEALTH = ["tcp.analysis.retransmission", "tcp.analysis.ack_rtt"]
-
 
 @pytest.fixture(scope="session")
 def tshark_health(request) -> dict[str, str]:
-    """{file: tshark's dump of its retransmissions and ACKs with a round trip}."""
-    options = ["-Y", " or ".join(HEALTH), "-E", "occurrence=f"]
-    return tshark_dump.dumps(request, "health", ADDR + HEALTH, options)
+    """{file: tshark's dump of the shared captures (tests/tshark_dump.py)}."""
+    return tshark_dump.shared(request)
 
 
 def tshark_view(text: str) -> tuple[Counter, dict[tuple, float]]:
@@ -43,8 +39,7 @@ def tshark_view(text: str) -> tuple[Counter, dict[tuple, float]]:
     flow}, {flow: the smallest ack_rtt of the ACKs acknowledging its data})."""
     view: Counter = Counter()
     rtt: dict[tuple, float] = {}
-    for line in text.splitlines():
-        c = dict(zip(ADDR + HEALTH, line.split("\t")))
+    for c in tshark_dump.rows(text):
         layers = c["frame.protocols"].split(":")
         at = next((i for i, layer in enumerate(layers) if layer in ("ip", "ipv6")), None)
         if at is None or any(layer not in WALKED for layer in layers[:at]):
@@ -53,16 +48,17 @@ def tshark_view(text: str) -> tuple[Counter, dict[tuple, float]]:
         if not after or after[0] != "tcp" or any(layer in TUNNELLED for layer in after[1:]):
             continue
         src, dst = (c["ip.src"], c["ip.dst"]) if layers[at] == "ip" else (c["ipv6.src"], c["ipv6.dst"])
+        first = tshark_dump.first
         try:
-            key = (str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)))
-            key += (int(c["tcp.srcport"]), int(c["tcp.dstport"]))
+            key = (str(ipaddress.ip_address(first(src))), str(ipaddress.ip_address(first(dst))))
+            key += (int(first(c["tcp.srcport"])), int(first(c["tcp.dstport"])))
         except ValueError:
             continue
         if c["tcp.analysis.retransmission"]:
             view[key] += 1
         if c["tcp.analysis.ack_rtt"]:  # the ACK's round trip is its reverse flow's
             back = (key[1], key[0], key[3], key[2])
-            rtt[back] = min(rtt.get(back, float("inf")), float(c["tcp.analysis.ack_rtt"]))
+            rtt[back] = min(rtt.get(back, float("inf")), float(first(c["tcp.analysis.ack_rtt"])))
     return view, rtt
 
 

@@ -36,19 +36,15 @@ FIELDS = {
     "dns_query": "dns.qry.name",
     "quic_version": "quic.version",
 }
-ADDR = ["frame.protocols", "tls.handshake.type", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst"]
-PORTS = ["tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"]
 
 
 @pytest.fixture(scope="session")
 def tshark_names(request) -> dict[str, str]:
-    """{file: tshark's dump of the names' packets}."""
-    options = ["-Y", " or ".join(FIELDS.values()), "-E", "occurrence=a", "-E", "aggregator=|"]
-    return tshark_dump.dumps(request, "names", ADDR + PORTS + list(FIELDS.values()), options)
+    """{file: tshark's dump of the shared captures (tests/tshark_dump.py)}."""
+    return tshark_dump.shared(request)
 
 
-def _first(v: str) -> str:
-    return v.split("|")[0]
+_first = tshark_dump.first
 
 
 def _presentation(name: str) -> str:
@@ -64,9 +60,7 @@ def tshark_view(text: str) -> dict[tuple, set[str]]:
     from pktstat_bpf.core import names
 
     view: dict[tuple, set[str]] = defaultdict(set)
-    for line in text.splitlines():
-        cols = line.split("\t")
-        c = dict(zip(ADDR + PORTS + list(FIELDS), cols))
+    for c in tshark_dump.rows(text):
         layers = c["frame.protocols"].split(":")
         at = next((i for i, layer in enumerate(layers) if layer in ("ip", "ipv6")), None)
         if at is None or any(layer not in WALKED for layer in layers[:at]):
@@ -88,8 +82,8 @@ def tshark_view(text: str) -> dict[tuple, set[str]]:
             continue
         quic = "quic" in after
         hello = "1" in c["tls.handshake.type"].split("|")
-        for field in FIELDS:
-            value = c.get(field, "")
+        for field, tfield in FIELDS.items():
+            value = c.get(tfield, "")
             if not value or (value.startswith("<") and value.endswith(">") and value != "<Root>"):
                 continue  # (tshark's own placeholders: "<Name too long>" ...)
             if field in ("server_name", "alpn") and (quic or t != "tcp" or not hello):

@@ -55,3 +55,57 @@ def dumps(request, tag: str, fields: Sequence[str], options: Sequence[str] = ())
             if cache is not None:
                 cache.set(ck, out[name])
     return out
+
+
+# One dump of every shared capture for the tests that read names, DNS
+# answers and TCP health (tshark's reassembly on, every occurrence of a field
+# joined by "|"): each test reads its own fields of the lines its filter
+# would have given, so tshark dissects each capture once for all three.
+SHARED_FIELDS = [
+    "frame.protocols",
+    "frame.time_epoch",
+    "tls.handshake.type",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tls.handshake.extensions_server_name",
+    "tls.handshake.extensions_alpn_str",
+    "http.host",
+    "dns.qry.name",
+    "quic.version",
+    "dns.flags.response",
+    "dns.flags.rcode",
+    "dns.a",
+    "dns.aaaa",
+    "tcp.analysis.retransmission",
+    "tcp.analysis.ack_rtt",
+]
+SHARED_FILTER = (
+    "tls.handshake.extensions_server_name or tls.handshake.extensions_alpn_str or http.host"
+    " or dns.qry.name or quic.version or dns.flags.response == 1"
+    " or tcp.analysis.retransmission or tcp.analysis.ack_rtt"
+)
+_shared: dict[str, str] = {}
+
+
+def shared(request) -> dict[str, str]:
+    """{capture name: the shared dump} (made once per session)."""
+    if not _shared:
+        options = ["-Y", SHARED_FILTER, "-E", "occurrence=a", "-E", "aggregator=|"]
+        _shared.update(dumps(request, "shared", SHARED_FIELDS, options))
+    return _shared
+
+
+def rows(text: str) -> list[dict[str, str]]:
+    """The lines of a shared dump as {field: value} ("" where absent)."""
+    return [dict(zip(SHARED_FIELDS, line.split("\t"))) for line in text.splitlines()]
+
+
+def first(v: str) -> str:
+    """The first occurrence of a field joined by "|"."""
+    return v.split("|")[0]
