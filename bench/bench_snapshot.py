@@ -57,6 +57,7 @@ VALUE_DTYPE = np.dtype(
         ("rst_packets", "<u4"),
         ("tcp_flags", "u1"),
         ("_pad", "(3,)u1"),
+        ("health", "(40,)u1"),  # struct flow_health, left zero
     ]
 )  # (struct flow_value, its size checked against the engine's record below)
 

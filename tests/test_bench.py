@@ -106,7 +106,7 @@ def test_unknown_benchmark_is_a_usage_error():
     p = _run("--only", "hotpath,warp")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
-        "bench/run.py: unknown benchmark warp (known: hotpath, datapath, snapshot, replay, live, exporter, process, flowrecords, drops, drain, layout, day)"
+        "bench/run.py: unknown benchmark warp (known: hotpath, health, datapath, snapshot, replay, live, exporter, process, flowrecords, drops, drain, layout, day)"
     ]
 
 
