@@ -248,8 +248,10 @@ std::vector<flow_record> read_flows_impl(int fd, int64_t off, bool use_batch, bo
 }
 
 void empty_map(int fd) {
-	const MapShape s = map_shape(fd);
-	std::vector<char> key(s.key_size);
+	bpf_map_info info{};
+	uint32_t len = sizeof(info);
+	check_libbpf(bpf_obj_get_info_by_fd(fd, &info, &len), "bpf_obj_get_info_by_fd(map)");
+	std::vector<char> key(info.key_size);
 	// Always the first key: each one found is deleted before the next look.
 	while (bpf_map_get_next_key(fd, nullptr, key.data()) == 0)
 		check_libbpf(bpf_map_delete_elem(fd, key.data()), "bpf_map_delete_elem");

@@ -234,8 +234,10 @@ def columns(records: np.ndarray, names: np.ndarray, dns: np.ndarray | None = Non
                     r = dns[at[row]]
                     out["dns_name"][row] = dns_name(bytes(r["name"][: int(r["name_len"])]))
     for col, source in zip(("server_name", "http_host", "dns_query", "dns_name"), SOURCES):
-        unset = np.equal(out["name_source"], None)
-        has = np.not_equal(out[col], None)
+        unset = np.fromiter(
+            (x is None for x in out["name_source"]), dtype=bool, count=len(out["name_source"])
+        )
+        has = np.fromiter((x is not None for x in out[col]), dtype=bool, count=len(out[col]))
         out["name_source"][unset & has] = source
     return out
 
