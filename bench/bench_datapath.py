@@ -313,8 +313,28 @@ def _combo(pair: VethPair, size: int, flows: int, frames: int, rounds: int, cpu:
     return out
 
 
+LIVE_REFUSED = "this kernel refuses BPF_PROG_TEST_RUN with live frames (EPERM): the generator cannot send"
+
+
+def live_frames_refused() -> str | None:
+    """Why the live-frame generator cannot run here (None: it can): an
+    empty XDP program run once with BPF_F_TEST_XDP_LIVE_FRAMES. (A machine
+    whose root lacks a capability the kernel asks for refuses it: seen on a
+    VM whose root had no CAP_SYS_RESOURCE.)"""
+    from _bench import bench_core, bench_object, udp_v4
+
+    o = bench_core._BenchObject(str(bench_object("floor")))
+    try:
+        bench_core._bench_test_run(o.prog_fd("xdp_empty"), udp_v4(60), 1, live_frames=True, batch_size=1)
+    except PermissionError:
+        return LIVE_REFUSED
+    finally:
+        o.close()
+    return None
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    reason = root_reason()
+    reason = root_reason() or live_frames_refused()
     if reason:
         return {"skipped": reason}
     frames, rounds = (QUICK_FRAMES, 2) if quick else (FRAMES, ROUNDS)

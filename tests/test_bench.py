@@ -39,7 +39,13 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
     assert doc["quick"] is True and doc["machine"]["kernel"]
+    from bench_datapath import live_frames_refused
+
+    refused = live_frames_refused()  # the datapath's generator: a kernel may refuse it (its clean refusal)
     for name in BENCHMARKS:
+        if name == "datapath" and refused:
+            assert doc[name]["skipped"] == refused
+            continue
         assert "error" not in doc[name] and "skipped" not in doc[name], (name, doc[name])
 
     hot = doc["hotpath"]
@@ -52,7 +58,7 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
         assert health[case]["lean_ns"] > 0 and health[case]["ours_ns"] > 0 and health[case]["off_ns"] > 0
     dp = doc["datapath"]
     combos = {k for k, v in dp.items() if isinstance(v, dict)}
-    assert combos == {"60B_1_flows", "60B_1024_flows", "1514B_1_flows", "1514B_1024_flows"}
+    assert refused or combos == {"60B_1_flows", "60B_1024_flows", "1514B_1_flows", "1514B_1024_flows"}
     for k in combos:
         assert set(dp[k]) >= {"none", "tc_empty", "tc_ours", "xdp_empty", "xdp_ours"}
     snap = doc["snapshot"]
@@ -87,7 +93,8 @@ def test_quick_run_reports_every_target(bpf, tmp_path):
     assert table.startswith("Measured ") and "(--quick: tiny sizes, not figures)" in table
     for target in (
         "| 1 hot path |",
-        "| 2 datapath |",
+        f"| datapath | | skipped: {refused} | | SKIP |" if refused else "| 2 datapath |",
+        "| 19 health |",
         "| 3 snapshot |",
         "| 4 replay |",
         "| 5 memory |",
